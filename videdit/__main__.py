@@ -1,0 +1,3 @@
+from videdit.cli import main
+
+main()

@@ -1,0 +1,22 @@
+"""User-facing errors: the CLI prints these as one line, never a traceback."""
+from __future__ import annotations
+
+
+class VideditError(Exception):
+    """An error the user can act on. `str(err)` is the one line shown."""
+
+
+class InputError(VideditError):
+    """Bad input video or image folder (corrupt, truncated, no video stream, ...)."""
+
+
+class NoFaceError(InputError):
+    """No face was found in any frame of a video."""
+
+
+class MissingWeightsError(VideditError):
+    """One or more checkpoint files are absent. The message names each file, where it goes, how to get it."""
+
+
+class CheckpointError(VideditError):
+    """A checkpoint file exists but is not what it should be (wrong layout, missing or misshaped key, unsafe pickle)."""
