@@ -1,0 +1,241 @@
+"""The `videdit` command line. Thin: parses options, calls the library, prints results.
+
+Heavy packages (torch, av, dlib...) are imported inside the commands, so `videdit --help` is instant.
+Every VideditError becomes one line on stderr and a non-zero exit; never a traceback.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from videdit import __version__
+from videdit.errors import MissingWeightsError, VideditError
+
+STAGES = ("align", "encode", "tune", "edit", "smooth", "render", "composite")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"videdit: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _int_list(text: str | None, n: int | None = None, what: str = "value") -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+    if n is not None and len(values) != n:
+        raise click.BadParameter(f"{what} needs {n} comma-separated integers, got {text!r}")
+    return values
+
+
+def _float_list(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="videdit")
+def cli() -> None:
+    """Edit faces in real videos with StyleGAN3.
+
+    \b
+    Quick start (no weights needed):  videdit demo
+    Real run:                         videdit weights list; videdit run talk.mp4 --edit age
+    """
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--edit", "edit", default=None, help="Edit direction: age, smile, pose, gender, or a .npy file.")
+@click.option("--strength", default=None, help="Edit strength, or a comma list (one output per strength).")
+@click.option("--expand", default=None, metavar="L,R,T,B", help="Extra field of view in pixels at render resolution.")
+@click.option("--preset", default="default", show_default=True, help="Preset name (pipelines/NAME.toml) or a .toml file.")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None, help="Run folder (default: INPUT.videdit/).")
+@click.option("--until", type=click.Choice(STAGES), default=None, help="Stop after this stage.")
+@click.option("--from", "from_stage", type=click.Choice(STAGES), default=None, help="Recompute from this stage on.")
+@click.option("--force", is_flag=True, help="Recompute every stage.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--batch-size", type=int, default=None, help="Frames per batch for encode and render.")
+@click.option("--tuner", type=click.Choice(["pti", "none"]), default=None, help="How to fit the generator to the video.")
+@click.option("--steps", type=int, default=None, help="Tuning steps (overrides the preset).")
+@click.option("--allow-l2-only", is_flag=True, default=None, help="Tune with L2 only when LPIPS weights are absent.")
+@click.option("--save-masks", is_flag=True, default=None, help="Also write the composite masks as a video.")
+@click.option("--recursive", is_flag=True, help="With a folder INPUT: also videos in subfolders.")
+@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Any preset option, e.g. --set tune.lr=1e-4.")
+@click.option("--weights-dir", type=click.Path(path_type=Path), default=None, help="Where checkpoints are (default: $VIDEDIT_WEIGHTS, ./weights, user cache).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+def run(input_path, edit, strength, expand, preset, out, until, from_stage, force, device, batch_size, tuner, steps,
+        allow_l2_only, save_masks, recursive, sets, weights_dir, quiet, as_json):
+    """Run the pipeline on a video, or on every video in a folder."""
+    from videdit.presets import parse_set_option
+
+    overrides = {
+        "edit.direction": edit,
+        "edit.strengths": _float_list(strength),
+        "render.expand": _int_list(expand, 4, "--expand"),
+        "encode.batch_size": batch_size,
+        "render.batch_size": batch_size,
+        "tune.tuner": tuner,
+        "tune.steps": steps,
+        "tune.allow_l2_only": allow_l2_only,
+        "composite.save_masks": save_masks,
+    }
+    for s in sets:
+        key, value = parse_set_option(s)
+        overrides[key] = value
+    from videdit.pipeline import Pipeline, format_summary
+
+    pipe = Pipeline.from_preset(preset, overrides=overrides, weights_dir=weights_dir, device=device, quiet=quiet or as_json)
+    results = pipe.run_many(input_path, out=out, until=until, from_stage=from_stage, force=force, recursive=recursive)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in results], indent=1))
+    elif len(results) > 1 or any(r.status != "ok" for r in results) or not quiet:
+        click.echo(format_summary(results), err=len(results) == 1 and results[0].status != "ok")
+    if any(r.status != "ok" for r in results):
+        failed = [r for r in results if r.status != "ok"]
+        if len(results) == 1:
+            _fail(failed[0].error or "failed")
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("videdit-demo"), show_default=True, help="Run folder.")
+@click.option("--frames", type=int, default=24, show_default=True, help="Length of the generated clip.")
+@click.option("--weights-dir", type=click.Path(path_type=Path), default=None)
+@click.option("-q", "--quiet", is_flag=True)
+def demo(out, frames, weights_dir, quiet):
+    """Make a short clip from a real photo and run the whole pipeline on it (works offline, no weights)."""
+    from videdit.demo import run_demo
+
+    run_demo(out, n_frames=frames, weights_dir=weights_dir, quiet=quiet)
+
+
+@cli.group()
+def weights() -> None:
+    """List, fetch, add and convert checkpoints."""
+
+
+@weights.command("list")
+@click.option("--weights-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--verify", is_flag=True, help="Also check sha256 digests of present files.")
+def weights_list(weights_dir, verify):
+    """Every file videdit can use: purpose, location, present or not."""
+    from videdit import weights as W
+
+    wdir = W.resolve_weights_dir(weights_dir)
+    click.echo(f"weights folder: {wdir}")
+    for st in W.status(wdir):
+        w = st.weight
+        if st.path is None:
+            state = "missing" + (" (optional)" if w.optional else "")
+        else:
+            state = "present"
+            if verify:
+                state += f", sha256 {W.verify(w, st.path)}"
+        click.echo(f"  {w.name:17s} {w.filename:34s} {state}")
+        click.echo(f"  {'':17s} {w.purpose}")
+        click.echo(f"  {'':17s} -> {st.path or st.expected}" + ("" if st.path else f"  get: {W.fetch_command(w)}"))
+
+
+@weights.command("fetch")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--weights-dir", type=click.Path(path_type=Path), default=None)
+def weights_fetch(names, weights_dir):
+    """Download NAME (or `all`), resumable, verified where a digest is known."""
+    from videdit import weights as W
+
+    wdir = W.resolve_weights_dir(weights_dir)
+    todo = [w for w in W.KNOWN_WEIGHTS if w.url] if names == ("all",) else [W.get(n) for n in names]
+    for w in todo:
+        if W.find(w, wdir):
+            click.echo(f"{w.filename}: already present")
+            continue
+        path = W.fetch(w, wdir)
+        click.echo(f"{w.filename}: saved to {path}")
+
+
+@weights.command("add")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--as", "name", default=None, help="Registry name (see `videdit weights list`).")
+@click.option("--weights-dir", type=click.Path(path_type=Path), default=None)
+def weights_add(file, name, weights_dir):
+    """Register a checkpoint you already have (copied into place after verification)."""
+    from videdit import weights as W
+
+    path = W.add(file, W.resolve_weights_dir(weights_dir), name)
+    click.echo(f"added {path}")
+
+
+@weights.command("convert")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+def weights_convert(src, dst):
+    """Convert an NVIDIA .pkl or an official .pt generator to videdit's .safetensors (no pickle code runs)."""
+    from videdit.checkpoints import convert_checkpoint
+
+    convert_checkpoint(src, dst)
+    click.echo(f"wrote {dst}")
+
+
+@cli.command("presets")
+def presets_cmd():
+    """List the named presets."""
+    from videdit.presets import available_presets, load_preset
+
+    for name in available_presets():
+        click.echo(f"{name:10s} {load_preset(name).get('description', '')}")
+
+
+@cli.command("eval")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--against", type=click.Path(path_type=Path), default=None, help="Input video to compare with.")
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(runs, against, as_json):
+    """Reconstruction, identity and temporal-consistency metrics of one run, or several side by side."""
+    from videdit.evaluate import compare_runs, evaluate_run, format_summary
+
+    results = [evaluate_run(r, against=against) for r in runs]
+    if as_json:
+        click.echo(json.dumps(results, indent=1, default=str))
+    elif len(runs) == 1:
+        click.echo(format_summary(results[0]))
+    else:
+        click.echo(compare_runs(list(runs)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="videdit", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("interrupted; run the same command again to continue where it stopped", 130)
+    except KeyboardInterrupt:
+        _fail("interrupted; run the same command again to continue where it stopped", 130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except MissingWeightsError as exc:
+        click.echo(f"videdit: {exc}", err=True)
+        sys.exit(3)
+    except VideditError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        if getattr(exc, "errno", None) == 28:  # ENOSPC
+            _fail(f"disk full while writing {exc.filename or 'output'}; free space and rerun: finished stages are kept")
+        raise
+
+
+if __name__ == "__main__":
+    main()
