@@ -1,0 +1,459 @@
+"""The video pipeline: align -> encode -> tune -> edit -> smooth -> render -> composite, cached per stage.
+
+`Pipeline` holds resolved settings and where the networks come from (`ModelSource`); `run()` takes one
+video through the stages with a `StageRunner` (cached, atomic, resumable); `run_many()` does a folder,
+reporting and skipping failures. Stage modules do the work; this module only wires them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from videdit import presets
+from videdit import weights as W
+from videdit.errors import InputError, MissingWeightsError, VideditError
+from videdit.runner import Stage, StageLog, StageRunner, atomic_write_text
+
+STAGE_ORDER = ("align", "encode", "tune", "edit", "smooth", "render", "composite")
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".gif"}
+
+# Published strengths per InterFaceGAN direction (video code). A named direction with no --strength
+# renders the end that shows the edit most plainly (older, smiling, ...): one output `NAME.EDIT.mp4`.
+PUBLISHED_RANGES = {"age": (-4.0, 5.0), "smile": (-2.0, 2.0), "pose": (-4.0, 5.0), "gender": (-2.0, 4.0)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class VideoResult:
+    input: Path
+    run_dir: Path
+    status: str = "ok"  # ok | failed
+    error: str | None = None
+    frames: int | None = None
+    seconds: float = 0.0
+    outputs: list[Path] = field(default_factory=list)
+    stages: dict[str, str] = field(default_factory=dict)  # stage -> cached | ran
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["input"], d["run_dir"] = str(self.input), str(self.run_dir)
+        d["outputs"] = [str(p) for p in self.outputs]
+        return d
+
+
+def format_summary(results: list[VideoResult]) -> str:
+    rows = [("video", "status", "frames", "time", "output")]
+    for r in results:
+        out = str(r.outputs[0]) if r.outputs else (r.error or "")
+        rows.append((r.input.name, r.status, "" if r.frames is None else str(r.frames), f"{r.seconds:.1f}s", out))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(row[i].ljust(widths[i]) for i in range(4)) + "  " + row[4] for row in rows]
+    failed = sum(r.status != "ok" for r in results)
+    lines.append(f"{len(results) - failed} done, {failed} failed")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# Where the networks come from
+
+
+class ModelSource:
+    """Provides the networks; `identity()` strings go into the stage cache keys."""
+
+    name = "abstract"
+
+    def required_weights(self, settings: dict[str, Any]) -> list[str]:
+        return []
+
+    def generator_identity(self) -> str: ...
+
+    def encoder_identity(self) -> str: ...
+
+    def load_generator(self, device: str): ...
+
+    def load_encoder(self, device: str):
+        """-> (encoder, latent_avg [512] tensor)"""
+
+    def edit_direction(self, name_or_path: str):
+        """-> (numpy float32 [512], identity string)"""
+
+
+class PretrainedModels(ModelSource):
+    """The released checkpoints: ReStyle encoder file (its decoder is the generator), boundaries, LPIPS."""
+
+    name = "pretrained"
+
+    def __init__(self, weights_dir: Path, settings: dict[str, Any]):
+        self.weights_dir = weights_dir
+        enc = settings.get("encode", {})
+        self.encoder_name = "restyle_psp" if enc.get("encoder", "e4e") == "psp" else "restyle_e4e"
+        self.generator_path = enc.get("generator") or None  # optional override: .pkl/.pt/.safetensors
+        self._ckpt = None
+
+    def required_weights(self, settings):
+        names = [self.encoder_name]
+        tune = settings.get("tune", {})
+        if tune.get("tuner", "pti") != "none" and tune.get("lpips_weight", 1.0) > 0 and not tune.get("allow_l2_only"):
+            names.append("lpips_alexnet" if tune.get("lpips_net", "alex") == "alex" else "lpips_vgg")
+        direction = settings.get("edit", {}).get("direction") or ""
+        if direction in W.EDIT_DIRECTIONS:
+            names.append(W.EDIT_DIRECTIONS[direction])
+        return names
+
+    def _path(self, name: str) -> Path:
+        return W.require([name], self.weights_dir)[name]
+
+    def _file_identity(self, path: Path) -> str:
+        st = path.stat()
+        return f"{path.name}:{st.st_size}:{st.st_mtime_ns}"
+
+    def encoder_identity(self):
+        return self._file_identity(self._path(self.encoder_name))
+
+    def generator_identity(self):
+        return self._file_identity(Path(self.generator_path)) if self.generator_path else self.encoder_identity()
+
+    def _checkpoint(self):
+        if self._ckpt is None:
+            from videdit.checkpoints.restyle import load_restyle_checkpoint
+
+            self._ckpt = load_restyle_checkpoint(self._path(self.encoder_name))
+        return self._ckpt
+
+    def load_encoder(self, device):
+        ckpt = self._checkpoint()
+        return ckpt.encoder.to(device).eval(), ckpt.latent_avg.to(device)
+
+    def load_generator(self, device):
+        if self.generator_path:
+            from videdit.checkpoints import load_generator
+
+            return load_generator(self.generator_path, device=device)
+        return self._checkpoint().generator.to(device)
+
+    def edit_direction(self, name_or_path):
+        import numpy as np
+
+        path = Path(name_or_path)
+        if name_or_path in W.EDIT_DIRECTIONS:
+            path = self._path(W.EDIT_DIRECTIONS[name_or_path])
+        elif not path.is_file():
+            raise VideditError(f"unknown edit {name_or_path!r}: use one of {', '.join(W.EDIT_DIRECTIONS)} or a .npy file")
+        d = np.load(path).astype(np.float32).reshape(-1)
+        if d.shape != (512,):
+            raise VideditError(f"edit direction {path} has {d.size} values; expected 512 (shape (1,512) or (512,))")
+        return d, self._file_identity(path)
+
+
+class StandInModels(ModelSource):
+    """Small randomly initialised networks for the demo and the tests: the pipeline runs for real, the faces are meaningless."""
+
+    name = "stand-in"
+
+    def __init__(self, resolution: int = 64, seed: int = 0, encoder_backbone: str = "resnet34"):
+        self.resolution = resolution
+        self.seed = seed
+        self.backbone = encoder_backbone
+
+    def generator_identity(self):
+        return f"standin-generator:{self.resolution}:{self.seed}"
+
+    def encoder_identity(self):
+        return f"standin-encoder:{self.backbone}:{self.seed}"
+
+    def load_generator(self, device):
+        import torch
+
+        from videdit.networks.stylegan3 import Generator, tiny_generator_kwargs
+
+        torch.manual_seed(self.seed)
+        return Generator(**tiny_generator_kwargs(self.resolution)).to(device).eval()
+
+    def load_encoder(self, device):
+        import torch
+
+        from videdit.networks.encoders import ReStyleEncoder
+
+        torch.manual_seed(self.seed + 1)
+        enc = ReStyleEncoder(kind="e4e", backbone=self.backbone)
+        # Shrink the random heads' outputs so the stand-in latents stay near the generator's average.
+        with torch.no_grad():
+            for name, p in enc.named_parameters():
+                if name.startswith("styles.") and ".linear." in name:
+                    p.mul_(0.05)
+        latent_avg = self.load_generator("cpu").mapping.w_avg.detach().clone()
+        return enc.to(device).eval(), latent_avg.to(device)
+
+    def edit_direction(self, name_or_path):
+        import numpy as np
+
+        path = Path(name_or_path)
+        if path.is_file():
+            d = np.load(path).astype(np.float32).reshape(-1)
+            return d, f"{path.name}:{path.stat().st_size}"
+        import zlib
+
+        rng = np.random.default_rng(zlib.crc32(name_or_path.encode()))
+        d = rng.standard_normal(512).astype(np.float32)
+        return d / np.linalg.norm(d), f"standin-direction:{name_or_path}"
+
+
+# --------------------------------------------------------------------------------------------------
+# The pipeline
+
+
+def _settings_for(cls, section: dict[str, Any], where: str, extra: dict[str, Any] | None = None):
+    """Build a stage's settings dataclass from its preset section; unknown keys are a clear error."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in section.items() if k in names}
+    unknown = sorted(set(section) - names - set(_PIPELINE_KEYS.get(where, ())))
+    if unknown:
+        raise VideditError(f"unknown option(s) {', '.join(f'{where}.{k}' for k in unknown)}; known: {', '.join(sorted(names | set(_PIPELINE_KEYS.get(where, ()))))}")
+    for k, v in (extra or {}).items():
+        if k in names:
+            values[k] = v
+    for f in dataclasses.fields(cls):  # TOML gives lists where dataclasses want tuples
+        if isinstance(values.get(f.name), list) and "tuple" in str(f.type):
+            values[f.name] = tuple(values[f.name])
+    return cls(**values)
+
+
+# Keys a preset section may hold that the pipeline itself consumes (not the stage's settings class).
+_PIPELINE_KEYS = {
+    "encode": ("encoder", "generator"),
+    "tune": ("tuner",),
+    "edit": ("direction", "strengths"),
+    "composite": ("stitch",),
+}
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        if device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise VideditError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def list_videos(folder: Path, recursive: bool = False) -> list[Path]:
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and ".videdit" not in p.parts[-2])
+
+
+class Pipeline:
+    def __init__(self, settings: dict[str, Any], *, weights_dir: Path | None = None, device: str = "auto",
+                 quiet: bool = False, models: ModelSource | None = None, echo: Callable[[str], None] | None = None):
+        self.settings = settings
+        self.weights_dir = W.resolve_weights_dir(weights_dir)
+        self.device_request = device
+        self.quiet = quiet
+        self.models = models or PretrainedModels(self.weights_dir, settings)
+        self.echo = echo or (lambda s: print(s, file=sys.stderr))
+        self._loaded: dict[str, Any] = {}
+
+    @classmethod
+    def from_preset(cls, preset: str = "default", overrides: dict[str, Any] | None = None, **kwargs) -> "Pipeline":
+        settings = presets.apply_overrides(presets.load_preset(preset), overrides or {})
+        return cls(settings, **kwargs)
+
+    # ---- checks before any work
+
+    def check_weights(self) -> None:
+        names = self.models.required_weights(self.settings)
+        W.require(names, self.weights_dir)  # raises one MissingWeightsError listing every missing file
+
+    # ---- helpers
+
+    def _say(self, text: str) -> None:
+        if not self.quiet:
+            self.echo(text)
+
+    @property
+    def device(self) -> str:
+        if "device" not in self._loaded:
+            self._loaded["device"] = resolve_device(self.device_request)
+        return self._loaded["device"]
+
+    def generator(self):
+        if "generator" not in self._loaded:
+            self._loaded["generator"] = self.models.load_generator(self.device)
+        return self._loaded["generator"]
+
+    def encoder(self):
+        if "encoder" not in self._loaded:
+            self._loaded["encoder"] = self.models.load_encoder(self.device)
+        return self._loaded["encoder"]
+
+    def edit_keys(self) -> list[tuple[str, float]]:
+        """[(key, strength)]: key names the output; ('recon', 0.0) is always rendered."""
+        edit = self.settings.get("edit", {})
+        direction = edit.get("direction") or ""
+        keys = [("recon", 0.0)]
+        if not direction:
+            return keys
+        label = Path(direction).stem if Path(direction).suffix == ".npy" else direction
+        strengths = list(edit.get("strengths") or [])
+        if not strengths:
+            strengths = [PUBLISHED_RANGES.get(direction, (0.0, 3.0))[1]]
+        if len(strengths) == 1:
+            return keys + [(label, float(strengths[0]))]
+        return keys + [(f"{label}{s:+g}", float(s)) for s in strengths]
+
+    # ---- one video
+
+    def stages_for(self, video: Path, run_dir: Path) -> list[Stage]:
+        from videdit.stages import align as align_stage
+        from videdit.stages import composite as composite_stage
+        from videdit.stages import edit as edit_stage
+        from videdit.stages import encode as encode_stage
+        from videdit.stages import render as render_stage
+        from videdit.stages import smooth as smooth_stage
+        from videdit.stages import tune as tune_stage
+
+        s = self.settings
+        align_settings = _settings_for(align_stage.AlignSettings, s.get("align", {}), "align")
+        encode_settings = _settings_for(encode_stage.EncodeSettings, s.get("encode", {}), "encode", {"device": self.device_request})
+        tune_settings = _settings_for(tune_stage.TuneSettings, s.get("tune", {}), "tune", {"device": self.device_request})
+        smooth_settings = _settings_for(smooth_stage.SmoothSettings, s.get("smooth", {}), "smooth")
+        render_settings = _settings_for(render_stage.RenderSettings, s.get("render", {}), "render")
+        composite_settings = _settings_for(composite_stage.CompositeSettings, s.get("composite", {}), "composite")
+        tuner = s.get("tune", {}).get("tuner", "pti")
+        keys = self.edit_keys()
+        direction = s.get("edit", {}).get("direction") or ""
+
+        align_dir, encode_dir, tune_dir = run_dir / "align", run_dir / "encode", run_dir / "tune"
+        edit_dir, smooth_dir, render_dir = run_dir / "edit", run_dir / "smooth", run_dir / "render"
+
+        def do_align(work: Path):
+            res = align_stage.run_align(video, work, align_settings)
+            self._say(f"  align: {res.n_frames} frames, face in {res.n_faces_found}, landmarks: {res.backend_used}")
+
+        def do_encode(work: Path):
+            enc, latent_avg = self.encoder()
+            encode_stage.run_encode(align_dir, work, enc, self.generator(), latent_avg, encode_settings)
+
+        def do_tune(work: Path):
+            if tuner == "none":
+                from videdit.checkpoints import save_generator
+
+                save_generator(self.generator(), work / "generator.safetensors")
+                return
+            tune_stage.run_tune(align_dir, encode_dir / "latents.npy", self.generator(), work, tune_settings)
+
+        def do_edit(work: Path):
+            d = self.models.edit_direction(direction)[0] if direction else None
+            edit_stage.run_edit(encode_dir / "latents.npy", work, keys, d)
+
+        def do_smooth(work: Path):
+            smooth_stage.run_smooth({k: edit_dir / f"latents_{k}.npy" for k, _ in keys}, align_dir / "transforms.npz", work, smooth_settings)
+
+        def do_render(work: Path):
+            render_stage.run_render(tune_dir / "generator.safetensors", smooth_dir, [k for k, _ in keys], work, render_settings,
+                                    source_video=video, align_dir=align_dir, device=self.device)
+
+        def do_composite(work: Path):
+            composite_stage.run_composite(video, align_dir, render_dir, [k for k, _ in keys], work, composite_settings)
+
+        edit_identity = self.models.edit_direction(direction)[1] if direction else ""
+        return [
+            Stage("align", do_align, dataclasses.asdict(align_settings), {"video": video}),
+            Stage("encode", do_encode, _drop(dataclasses.asdict(encode_settings), "device", "batch_size"),
+                  {"align": align_dir, "encoder": self.models.encoder_identity(), "generator": self.models.generator_identity()}),
+            Stage("tune", do_tune, dict(_drop(dataclasses.asdict(tune_settings), "device"), tuner=tuner),
+                  {"align": align_dir, "encode": encode_dir, "generator": self.models.generator_identity()}),
+            Stage("edit", do_edit, {"keys": keys, "direction": direction}, {"encode": encode_dir, "direction": edit_identity}),
+            Stage("smooth", do_smooth, dataclasses.asdict(smooth_settings), {"edit": edit_dir, "align": align_dir}),
+            Stage("render", do_render, _drop(dataclasses.asdict(render_settings), "batch_size"),
+                  {"tune": tune_dir, "smooth": smooth_dir, "video": video}),
+            Stage("composite", do_composite, dataclasses.asdict(composite_settings), {"render": render_dir, "align": align_dir, "video": video}),
+        ]
+
+    def default_run_dir(self, video: Path) -> Path:
+        return video.with_name(video.name + ".videdit")
+
+    def run(self, video: Path, out: Path | None = None, *, until: str | None = None, from_stage: str | None = None,
+            force: bool = False) -> VideoResult:
+        video = Path(video)
+        run_dir = Path(out) if out else self.default_run_dir(video)
+        result = VideoResult(video, run_dir)
+        t0 = time.perf_counter()
+        try:
+            from videdit.stages.align import probe_video
+
+            info = probe_video(video)  # fails fast on a bad file, before any work
+            result.frames = info.n_frames
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "settings.toml", presets.to_toml(dict(self.settings, models=self.models.name)))
+            forced: bool | set[str] = force
+            if from_stage:
+                forced = set(STAGE_ORDER[STAGE_ORDER.index(from_stage):])
+            runner = StageRunner(run_dir, StageLog(run_dir / "log.txt"), force=forced)
+            self._say(f"{video.name} -> {run_dir}")
+            last = STAGE_ORDER.index(until) if until else len(STAGE_ORDER) - 1
+            for stage in self.stages_for(video, run_dir)[: last + 1]:
+                outcome = runner.run(stage)
+                result.stages[stage.name] = outcome.status
+                self._say(f"  {stage.name:9s} {outcome.status}" + (f" ({outcome.seconds:.1f}s)" if outcome.status == "ran" else ""))
+            if until is None or STAGE_ORDER.index(until) >= STAGE_ORDER.index("composite"):
+                result.outputs = self._publish(video, run_dir)
+        except VideditError as exc:
+            result.status, result.error = "failed", str(exc)
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    def _publish(self, video: Path, run_dir: Path) -> list[Path]:
+        """Final full-frame videos at the top of the run folder: NAME.EDIT.mp4 (edits first), NAME.recon.mp4."""
+        import os
+        import shutil
+
+        outputs = []
+        keys = [k for k, _ in self.edit_keys()]
+        for key in [k for k in keys if k != "recon"] + ["recon"]:
+            src = run_dir / "composite" / f"{key}.mp4"
+            dst = run_dir / f"{video.stem}.{key}.mp4"
+            if src.exists():
+                tmp = dst.with_name("." + dst.name + ".tmp")
+                try:
+                    if tmp.exists():
+                        tmp.unlink()
+                    os.link(src, tmp)  # no copy of a large file where a hard link will do
+                except OSError:
+                    shutil.copyfile(src, tmp)
+                os.replace(tmp, dst)
+                outputs.append(dst)
+        return outputs
+
+    def run_many(self, input_path: Path, out: Path | None = None, *, recursive: bool = False, **kwargs) -> list[VideoResult]:
+        input_path = Path(input_path)
+        self.check_weights()  # every missing file listed at once, before touching any video
+        if input_path.is_dir():
+            videos = list_videos(input_path, recursive)
+            if not videos:
+                raise InputError(f"no videos found in {input_path} (looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
+            results = []
+            for v in videos:
+                run_dir = (Path(out) / (v.name + ".videdit")) if out else None
+                results.append(self.run(v, run_dir, **kwargs))
+                if results[-1].status != "ok":
+                    self._say(f"  failed: {results[-1].error}")
+            return results
+        if not input_path.exists():
+            raise InputError(f"no such file or folder: {input_path}")
+        return [self.run(input_path, out, **kwargs)]
+
+
+def _drop(d: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in keys}
