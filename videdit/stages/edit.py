@@ -1,0 +1,192 @@
+"""Latent edits (stage `edit`): InterFaceGAN directions in W and StyleSpace channel offsets.
+
+An InterFaceGAN direction d (a (1, 512) or (512,) float array, unit norm as published) moves every
+W+ entry: w + s * d. One output per strength; strength 0 gives the unedited latents bit for bit.
+Edits are applied before smoothing, as in the published video code.
+
+StyleSpace edits add per-channel offsets to the style vectors (the outputs of each synthesis layer's
+`affine`). They cannot be expressed in W+, so the edit stage records them in a JSON sidecar next to
+the latents file (`<latents file>.stylespace.json`); smoothing copies the sidecar and rendering applies
+the offsets with hooks on the generator (see `stages/render.py`).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from videdit.errors import InputError, MissingWeightsError
+from videdit.stages.smooth import RECONSTRUCTION_KEY, STYLESPACE_SUFFIX
+
+# Published default strengths per direction (stylegan3-editing's video defaults render the two ends).
+DEFAULT_STRENGTHS = {"age": (-4.0, 5.0), "smile": (-2.0, 2.0), "pose": (-4.0, 5.0), "gender": (-2.0, 4.0)}
+FALLBACK_STRENGTHS = (-5.0, 5.0)  # the published image-editing range, for user-supplied directions
+
+
+@dataclass(frozen=True)
+class StyleChannel:
+    """One StyleSpace offset: `offset` added to channel `channel` of the style vector of `layer`.
+
+    layer: index of the synthesis layer (0 = the first layer after the Fourier input, last = ToRGB) or
+    its name (e.g. "L6_148_512"). The offset is in the units of the layer's raw affine output and is
+    multiplied by the edit strength.
+    """
+
+    layer: int | str
+    channel: int
+    offset: float = 1.0
+
+
+@dataclass
+class EditSettings:
+    """direction: a name (age, smile, pose, gender), a path to a .npy direction, or None/"" for none.
+    strengths: one output per value; None or empty = the published endpoints of the direction.
+    stylespace: StyleSpace offsets (a list of StyleChannel, or a JSON file with a list of
+    {"layer", "channel", "offset"} objects), scaled by each strength; may be combined with a direction.
+    """
+
+    direction: str | PathLike | None = None
+    strengths: Sequence[float] | None = None
+    stylespace: Sequence[StyleChannel] | str | PathLike | None = None
+
+
+@dataclass
+class EditResult:
+    """latents_paths: key -> .npy file; always holds "reconstruction" (the unedited latents) first."""
+
+    latents_paths: dict[str, Path] = field(default_factory=dict)
+    direction_path: Path | None = None
+    num_frames: int = 0
+
+
+def _looks_like_path(value: str | PathLike) -> bool:
+    text = str(value)
+    return isinstance(value, PathLike) or text.endswith(".npy") or "/" in text or "\\" in text
+
+
+def direction_name(direction: str | PathLike) -> str:
+    """Short name used in output keys: the name itself, or the file stem without `_boundary`."""
+    if not _looks_like_path(direction):
+        return str(direction)
+    return Path(direction).name.removesuffix(".npy").removesuffix("_boundary")
+
+
+def locate_direction(direction: str | PathLike, weights_dir: str | PathLike | None) -> Path:
+    """The .npy file of a direction given by name (looked up in the weights folder) or by path."""
+    if _looks_like_path(direction):
+        path = Path(direction).expanduser()
+        if not path.is_file():
+            raise InputError(f"edit direction file not found: {path}")
+        return path
+    from videdit import weights
+
+    name = str(direction)
+    if name not in weights.EDIT_DIRECTIONS:
+        raise InputError(f"unknown edit {name!r}; use one of {', '.join(weights.EDIT_DIRECTIONS)} or a path to a .npy file")
+    entry = weights.get(weights.EDIT_DIRECTIONS[name])
+    wdir = weights.resolve_weights_dir(weights_dir)
+    found = weights.find(entry, wdir)
+    if found is None:
+        raise MissingWeightsError(
+            f"edit {name!r} needs {entry.filename} in {wdir}; get it with `{weights.fetch_command(entry)}`")
+    return found
+
+
+def load_direction(path: str | PathLike, w_dim: int | None = None) -> np.ndarray:
+    """A direction file as float32 [w_dim]; accepts the published (1, 512) and plain (512,) shapes."""
+    try:
+        d = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot read edit direction {path}: {err}") from None
+    if d.ndim == 2 and d.shape[0] == 1:
+        d = d[0]
+    if d.ndim != 1 or (w_dim is not None and d.shape[0] != w_dim):
+        want = f"(1, {w_dim}) or ({w_dim},)" if w_dim else "(1, w_dim) or (w_dim,)"
+        raise InputError(f"edit direction {path} has shape {list(np.shape(d))}; expected {want}")
+    if not np.issubdtype(d.dtype, np.floating) or not np.all(np.isfinite(d)):
+        raise InputError(f"edit direction {path} must hold finite floating-point values")
+    return d.astype(np.float32)
+
+
+def apply_direction(latents: np.ndarray, direction: np.ndarray, strength: float) -> np.ndarray:
+    """w + strength * d on every W+ entry; strength 0 returns an exact copy."""
+    latents = np.asarray(latents, dtype=np.float32)
+    if strength == 0:
+        return latents.copy()
+    return (latents + np.float32(strength) * direction.reshape(1, 1, -1)).astype(np.float32)
+
+
+def strength_label(strength: float) -> str:
+    """`+5.0`, `-4.0`, `+0.25`: one decimal when that is exact, otherwise as many as needed."""
+    strength = float(strength)
+    if round(strength, 1) == strength:
+        return f"{strength:+.1f}"
+    return f"{strength:+g}"
+
+
+def load_stylespace(spec: Sequence[StyleChannel] | str | PathLike) -> list[StyleChannel]:
+    """StyleSpace offsets from a list or a JSON file; validated."""
+    if isinstance(spec, (str, PathLike)):
+        try:
+            raw = json.loads(Path(spec).read_text())
+            spec = [StyleChannel(layer=item["layer"], channel=int(item["channel"]), offset=float(item.get("offset", 1.0)))
+                    for item in raw]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise InputError(f"cannot read StyleSpace edit {spec}: {err}") from None
+    channels = list(spec)
+    for ch in channels:
+        if not isinstance(ch.layer, (int, str)) or ch.channel < 0 or not np.isfinite(ch.offset):
+            raise InputError(f"bad StyleSpace offset {ch}")
+    return channels
+
+
+def run_edit(
+    latents_path: str | PathLike,
+    out_dir: str | PathLike,
+    settings: EditSettings | None = None,
+    weights_dir: str | PathLike | None = None,
+) -> EditResult:
+    """Write out_dir/latents_reconstruction.npy and one latents_<name>_<strength>.npy per strength."""
+    settings = settings or EditSettings()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    latents = np.load(latents_path)
+    if latents.ndim != 3:
+        raise InputError(f"{latents_path}: latents must be [N, num_ws, w_dim], got {list(latents.shape)}")
+    result = EditResult(num_frames=latents.shape[0])
+
+    recon = out_dir / f"latents_{RECONSTRUCTION_KEY}.npy"
+    shutil.copyfile(latents_path, recon)
+    result.latents_paths[RECONSTRUCTION_KEY] = recon
+
+    has_direction = bool(settings.direction) and str(settings.direction) != ""
+    styles = load_stylespace(settings.stylespace) if settings.stylespace else []
+    if not has_direction and not styles:
+        return result
+
+    direction = None
+    if has_direction:
+        result.direction_path = locate_direction(settings.direction, weights_dir)
+        direction = load_direction(result.direction_path, w_dim=latents.shape[2])
+        name = direction_name(settings.direction)
+    else:
+        name = Path(settings.stylespace).stem if isinstance(settings.stylespace, (str, PathLike)) else "stylespace"
+
+    strengths = list(settings.strengths or DEFAULT_STRENGTHS.get(name, FALLBACK_STRENGTHS))
+    for strength in strengths:
+        if not np.isfinite(float(strength)):
+            raise InputError(f"edit strength must be finite, got {strength}")
+        key = f"{name}_{strength_label(strength)}"
+        path = out_dir / f"latents_{key}.npy"
+        edited = apply_direction(latents, direction, strength) if direction is not None else latents.copy()
+        np.save(path, edited)
+        if styles:
+            offsets = [{"layer": ch.layer, "channel": ch.channel, "offset": ch.offset * float(strength)} for ch in styles]
+            Path(str(path) + STYLESPACE_SUFFIX).write_text(json.dumps({"offsets": offsets}, indent=1))
+        result.latents_paths[key] = path
+    return result
