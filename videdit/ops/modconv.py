@@ -1,0 +1,92 @@
+"""Modulated convolution of StyleGAN3, and the resampling convolution of the StyleGAN2 discriminator."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from videdit.ops import reference
+from videdit.ops._params import check_impl, filter_taps, parse_padding
+from videdit.ops.upfirdn2d import upfirdn2d
+
+
+def modulated_conv2d(x, w, s, demodulate=True, padding=0, input_gain=None, impl="fast"):
+    """StyleGAN3's modulated conv: per-sample weight w * s (demodulated), times input_gain.
+
+    x [N,I,H,W], w [O,I,kh,kw], s [N,I], input_gain None or broadcastable to [N,I]. The fast path never
+    builds the per-sample weights for the convolution: it scales the input by the styles, runs one
+    ordinary convolution for the whole batch (a matmul for 1x1 kernels) and scales the output by the
+    demodulation coefficients, which is the same linear map.
+    """
+    if check_impl(impl) == "ref":
+        return reference.modulated_conv2d(x, w, s, demodulate=demodulate, padding=padding, input_gain=input_gain)
+    n, in_ch, h, width = x.shape
+    out_ch, _, kh, kw = w.shape
+    w = w.to(torch.float32)
+    s = s.to(torch.float32)
+    if demodulate:
+        w = w * w.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
+        s = s * s.square().mean().rsqrt()
+    in_scale = s  # [N, I]
+    out_scale = None
+    if demodulate:
+        # sum_{i,k} (w[o,i,k] s[n,i])^2 = sum_i s[n,i]^2 * sum_k w[o,i,k]^2
+        w_sq = w.square().sum(dim=[2, 3])  # [O, I]
+        out_scale = (s.square() @ w_sq.t() + 1e-8).rsqrt()  # [N, O]
+    if input_gain is not None:
+        in_scale = in_scale * input_gain.to(torch.float32).expand(n, in_ch)
+    x = x * in_scale.to(x.dtype).reshape(n, in_ch, 1, 1)
+    if kh == 1 and kw == 1 and padding == 0:
+        y = torch.matmul(w.reshape(out_ch, in_ch).to(x.dtype), x.reshape(n, in_ch, h * width))
+        y = y.reshape(n, out_ch, h, width)
+    else:
+        y = F.conv2d(x, w.to(x.dtype), padding=padding)
+    if out_scale is not None:
+        y = y * out_scale.to(y.dtype).reshape(n, out_ch, 1, 1)
+    return y
+
+
+def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight=True, flip_filter=False,
+                    impl="fast"):
+    """Convolution with optional up/downsampling by the FIR filter f (NVIDIA's conv2d_resample).
+
+    Same result as: upfirdn2d(up, gain up^2) -> conv2d(w) -> upfirdn2d(down), with the padding of the
+    conv itself given by `padding` and the filter padding added automatically. flip_weight=True is a
+    cross-correlation (torch's conv2d), False a true convolution.
+    """
+    if check_impl(impl) == "ref":
+        return reference.conv2d_resample(x, w, f=f, up=up, down=down, padding=padding, groups=groups,
+                                         flip_weight=flip_weight, flip_filter=flip_filter)
+    if not (isinstance(up, int) and isinstance(down, int)):
+        raise ValueError("conv2d_resample takes integer up and down factors")
+    kh, kw = w.shape[2], w.shape[3]
+    fw, fh = filter_taps(f)
+    px0, px1, py0, py1 = parse_padding(padding)
+    if up > 1:
+        px0 += (fw + up - 1) // 2
+        px1 += (fw - up) // 2
+        py0 += (fh + up - 1) // 2
+        py1 += (fh - up) // 2
+    if down > 1:
+        px0 += (fw - down + 1) // 2
+        px1 += (fw - down) // 2
+        py0 += (fh - down + 1) // 2
+        py1 += (fh - down) // 2
+    if not flip_weight:
+        w = w.flip([2, 3])
+    w = w.to(x.dtype)
+    if up == 1 and down > 1:
+        # The filter and the conv commute: filter first (no stride), then a strided conv. A 1x1 conv
+        # also commutes with the stride, so it runs on the downsampled map.
+        if kh == 1 and kw == 1:
+            x = upfirdn2d(x, f, down=down, padding=[px0, px1, py0, py1], flip_filter=flip_filter)
+            return F.conv2d(x, w, groups=groups)
+        x = upfirdn2d(x, f, padding=[px0, px1, py0, py1], flip_filter=flip_filter)
+        return F.conv2d(x, w, stride=down, groups=groups)
+    if up == 1 and down == 1 and px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
+        return F.conv2d(x, w, padding=[py0, px0], groups=groups)
+    x = upfirdn2d(x, f if up > 1 else None, up=up, padding=[px0, px1, py0, py1], gain=up ** 2,
+                  flip_filter=flip_filter)
+    x = F.conv2d(x, w, groups=groups)
+    if down > 1:
+        x = upfirdn2d(x, f, down=down, flip_filter=flip_filter)
+    return x
