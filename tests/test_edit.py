@@ -13,6 +13,7 @@ from videdit.stages.edit import (
     apply_direction,
     load_direction,
     run_edit,
+    write_keyed_edits,
     strength_label,
 )
 
@@ -35,8 +36,8 @@ def test_direction_added_to_every_entry(latents_file, tmp_path):
     d = _unit_direction()
     np.save(tmp_path / "my_boundary.npy", d)
     res = run_edit(path, tmp_path / "edit", EditSettings(direction=str(tmp_path / "my_boundary.npy"), strengths=[0, 2.5, -1]))
-    assert list(res.latents_paths) == ["reconstruction", "my_+0.0", "my_+2.5", "my_-1.0"]
-    np.testing.assert_array_equal(np.load(res.latents_paths["reconstruction"]), latents)
+    assert list(res.latents_paths) == ["recon", "my_+0.0", "my_+2.5", "my_-1.0"]
+    np.testing.assert_array_equal(np.load(res.latents_paths["recon"]), latents)
     np.testing.assert_array_equal(np.load(res.latents_paths["my_+0.0"]), latents)  # strength 0: bit for bit
     edited = np.load(res.latents_paths["my_+2.5"])
     # Every one of the 16 entries of every frame moved by exactly 2.5 along d.
@@ -71,7 +72,7 @@ def test_named_direction_from_weights_folder(latents_file, tmp_path):
     np.save(wdir / "age_boundary.npy", d)
     res = run_edit(path, tmp_path / "e2", EditSettings(direction="age"), weights_dir=wdir)
     # Published defaults: the two ends of (-4, 5).
-    assert list(res.latents_paths) == ["reconstruction", "age_-4.0", "age_+5.0"]
+    assert list(res.latents_paths) == ["recon", "age_-4.0", "age_+5.0"]
     np.testing.assert_allclose(np.load(res.latents_paths["age_+5.0"]), latents + 5 * d[None], atol=1e-5)
     with pytest.raises(InputError, match="unknown edit"):
         run_edit(path, tmp_path / "e3", EditSettings(direction="beard"), weights_dir=wdir)
@@ -80,8 +81,8 @@ def test_named_direction_from_weights_folder(latents_file, tmp_path):
 def test_no_edit_gives_reconstruction_only(latents_file, tmp_path):
     path, latents = latents_file
     res = run_edit(path, tmp_path / "edit", EditSettings(direction=""))
-    assert list(res.latents_paths) == ["reconstruction"]
-    np.testing.assert_array_equal(np.load(res.latents_paths["reconstruction"]), latents)
+    assert list(res.latents_paths) == ["recon"]
+    np.testing.assert_array_equal(np.load(res.latents_paths["recon"]), latents)
 
 
 def test_stylespace_sidecar(latents_file, tmp_path):
@@ -103,3 +104,14 @@ def test_apply_direction_and_labels():
     d = np.arange(4, dtype=np.float32)
     np.testing.assert_array_equal(apply_direction(w, d, -2.0)[1, 2], [1, -1, -3, -5])
     assert strength_label(5) == "+5.0" and strength_label(-4) == "-4.0" and strength_label(0.25) == "+0.25"
+
+
+def test_pipeline_keyed_form(latents_file, tmp_path):
+    path, latents = latents_file
+    d = _unit_direction(shape=(512,))
+    res = run_edit(path, tmp_path / "edit", [("recon", 0.0), ("age", 3.0)], d)
+    assert list(res.latents_paths) == ["recon", "age"]
+    np.testing.assert_array_equal(np.load(tmp_path / "edit" / "latents_recon.npy"), latents)
+    np.testing.assert_allclose(np.load(tmp_path / "edit" / "latents_age.npy"), latents + 3 * d, atol=1e-5)
+    with pytest.raises(InputError):
+        write_keyed_edits(path, tmp_path / "e2", [("x", 1.0)], np.zeros(256, np.float32))

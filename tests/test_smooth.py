@@ -96,14 +96,14 @@ def test_run_smooth_writes_every_frame(tmp_path):
     latents = np.random.default_rng(1).standard_normal((n, 16, 4)).astype(np.float32)
     src = tmp_path / "edit"
     src.mkdir()
-    np.save(src / "latents_reconstruction.npy", latents)
+    np.save(src / "latents_recon.npy", latents)
     np.save(src / "latents_age_+5.0.npy", latents + 1)
     (src / "latents_age_+5.0.npy.stylespace.json").write_text('{"offsets": []}')
     rot = np.array([0.0, 10, 20, 30, 40])
     np.savez(tmp_path / "transforms.npz", rotation_deg=rot, translation=np.zeros((n, 2)),
              matrix=np.tile(np.eye(3), (n, 1, 1)), face_found=np.ones(n, bool))
     res = run_smooth(sorted(src.glob("*.npy")), tmp_path / "transforms.npz", tmp_path / "out")
-    assert set(res.latents_paths) == {"reconstruction", "age_+5.0"} and res.num_frames == n
+    assert set(res.latents_paths) == {"recon", "age_+5.0"} and res.num_frames == n
     for path in res.latents_paths.values():
         assert np.load(path).shape == (n, 16, 4)
     assert (tmp_path / "out" / "latents_age_+5.0.npy.stylespace.json").is_file()
@@ -118,5 +118,5 @@ def test_run_smooth_writes_every_frame(tmp_path):
 
 
 def test_latents_key():
-    assert latents_key("x/latents.npy") == "reconstruction"
+    assert latents_key("x/latents.npy") == "recon"
     assert latents_key("latents_smile_-2.0.npy") == "smile_-2.0"

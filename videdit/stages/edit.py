@@ -57,7 +57,7 @@ class EditSettings:
 
 @dataclass
 class EditResult:
-    """latents_paths: key -> .npy file; always holds "reconstruction" (the unedited latents) first."""
+    """latents_paths: key -> .npy file; always holds "recon" (the unedited latents) first."""
 
     latents_paths: dict[str, Path] = field(default_factory=dict)
     direction_path: Path | None = None
@@ -145,13 +145,53 @@ def load_stylespace(spec: Sequence[StyleChannel] | str | PathLike) -> list[Style
     return channels
 
 
+def write_keyed_edits(
+    latents_path: str | PathLike,
+    out_dir: str | PathLike,
+    keys: Sequence[tuple[str, float]],
+    direction: np.ndarray | str | PathLike | None,
+) -> EditResult:
+    """out_dir/latents_<key>.npy for each (key, strength): latents + strength * direction.
+
+    The form the pipeline uses: it names the outputs and loads the direction itself. Strength 0 (or no
+    direction) writes the unedited latents bit for bit.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    latents = np.load(latents_path)
+    if latents.ndim != 3:
+        raise InputError(f"{latents_path}: latents must be [N, num_ws, w_dim], got {list(latents.shape)}")
+    result = EditResult(num_frames=latents.shape[0])
+    if direction is not None and not isinstance(direction, np.ndarray):
+        result.direction_path = Path(direction)
+        direction = load_direction(direction, latents.shape[2])
+    elif direction is not None:
+        direction = np.asarray(direction, dtype=np.float32).reshape(-1)
+        if direction.shape[0] != latents.shape[2] or not np.all(np.isfinite(direction)):
+            raise InputError(f"edit direction must be {latents.shape[2]} finite values, got shape {list(direction.shape)}")
+    for key, strength in keys:
+        if not np.isfinite(float(strength)):
+            raise InputError(f"edit strength must be finite, got {strength}")
+        path = out_dir / f"latents_{key}.npy"
+        edited = latents.copy() if direction is None else apply_direction(latents, direction, float(strength))
+        np.save(path, edited)
+        result.latents_paths[key] = path
+    return result
+
+
 def run_edit(
     latents_path: str | PathLike,
     out_dir: str | PathLike,
-    settings: EditSettings | None = None,
-    weights_dir: str | PathLike | None = None,
+    settings: EditSettings | Sequence[tuple[str, float]] | None = None,
+    weights_dir: str | PathLike | np.ndarray | None = None,
 ) -> EditResult:
-    """Write out_dir/latents_reconstruction.npy and one latents_<name>_<strength>.npy per strength."""
+    """Write out_dir/latents_recon.npy and one latents_<name>_<strength>.npy per strength.
+
+    Also accepts the pipeline's form `run_edit(latents, out_dir, [(key, strength), ...], direction)`
+    (see `write_keyed_edits`).
+    """
+    if settings is not None and not isinstance(settings, EditSettings):
+        return write_keyed_edits(latents_path, out_dir, list(settings), weights_dir)
     settings = settings or EditSettings()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

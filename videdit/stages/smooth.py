@@ -32,7 +32,7 @@ from videdit.errors import InputError
 
 PUBLISHED_KERNEL = (1.0, 3.0, 4.0, 3.0, 1.0)  # = (0.25, 0.75, 1, 0.75, 0.25) / 3 after normalising
 PADDING_MODES = ("reflect", "edge", "renormalize")
-RECONSTRUCTION_KEY = "reconstruction"
+RECONSTRUCTION_KEY = "recon"  # key of the unedited latents (the pipeline's name)
 STYLESPACE_SUFFIX = ".stylespace.json"  # sidecar of an edited latents file (see stages/edit.py)
 
 
@@ -162,7 +162,7 @@ def smooth_transforms(rotation_deg: np.ndarray, translation: np.ndarray, setting
 
 
 def latents_key(path: str | PathLike) -> str:
-    """Key of a latents file: `latents_age_+5.0.npy` -> `age_+5.0`; plain `latents.npy` -> reconstruction."""
+    """Key of a latents file: `latents_age_+5.0.npy` -> `age_+5.0`; plain `latents.npy` -> recon."""
     stem = Path(path).name.removesuffix(".npy")
     if stem == "latents":
         return RECONSTRUCTION_KEY
