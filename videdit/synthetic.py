@@ -1,0 +1,133 @@
+"""Short face clips made from real photographs that installed packages ship, moved by a known camera path.
+
+No face video ships anywhere offline, so the demo (and tests) build one: scikit-image's astronaut
+portrait (Eileen Collins) or matplotlib's Grace Hopper photo, rotated and shifted frame by frame by
+known amounts, with a tone as the audio track.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from videdit.errors import VideditError
+
+
+def astronaut() -> np.ndarray:
+    try:
+        from skimage import data
+    except ImportError:
+        raise VideditError("the demo photo comes from scikit-image: pip install scikit-image") from None
+    return np.asarray(data.astronaut(), dtype=np.uint8)
+
+
+def grace_hopper() -> np.ndarray:
+    try:
+        from matplotlib import cbook
+    except ImportError:
+        raise VideditError("this photo comes from matplotlib: pip install matplotlib") from None
+    from PIL import Image
+
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        return np.asarray(Image.open(f).convert("RGB"), dtype=np.uint8)
+
+
+@dataclass
+class CameraPath:
+    """Per-frame motion of the photo inside the frame: rotation (degrees, counter-clockwise as displayed)
+    about `centre` (photo pixels) and a shift (frame pixels, x right, y down)."""
+
+    rotation_deg: np.ndarray
+    shift_px: np.ndarray  # [N, 2]
+    centre: tuple[float, float]
+    scale: float = 1.0
+
+    @classmethod
+    def gentle(cls, n_frames: int, centre: tuple[float, float], max_rotation: float = 6.0, max_shift: float = 12.0,
+               scale: float = 1.0) -> "CameraPath":
+        t = np.linspace(0.0, 1.0, n_frames)
+        rot = max_rotation * np.sin(2 * math.pi * t)
+        shift = np.stack([max_shift * np.sin(math.pi * t), 0.5 * max_shift * np.sin(2 * math.pi * t + 0.7)], axis=1)
+        return cls(rot, shift, centre, scale)
+
+
+@dataclass
+class SyntheticClip:
+    path: Path
+    n_frames: int
+    fps: Fraction
+    size: tuple[int, int]
+    camera: CameraPath
+    has_audio: bool
+    blank_frames: tuple[int, ...] = field(default_factory=tuple)
+
+
+def place_photo(photo: np.ndarray, size: tuple[int, int], rotation_deg: float, shift_px: tuple[float, float],
+                centre: tuple[float, float], scale: float = 1.0) -> np.ndarray:
+    """Render the photo into a frame of `size` (W, H): the photo point `centre` lands at the frame centre
+    plus `shift_px`, rotated counter-clockwise (as displayed) by `rotation_deg` and scaled by `scale`."""
+    from PIL import Image
+
+    w, h = size
+    a = math.radians(rotation_deg)
+    # Frame -> photo (inverse map, which PIL's AFFINE transform wants). Displayed CCW rotation with y down.
+    cos, sin = math.cos(a) / scale, math.sin(a) / scale
+    fx0, fy0 = w / 2 + shift_px[0], h / 2 + shift_px[1]
+    # photo = R^-1 (frame - f0) + centre, with R = [[cos, sin], [-sin, cos]] for a CCW display rotation
+    coeffs = (cos, -sin, centre[0] - cos * fx0 + sin * fy0, sin, cos, centre[1] - sin * fx0 - cos * fy0)
+    img = Image.fromarray(photo).transform((w, h), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR,
+                                           fillcolor=(40, 40, 40))
+    return np.asarray(img, dtype=np.uint8)
+
+
+def write_tone(path: Path, seconds: float, rate: int = 44100, freq: float = 440.0) -> Path:
+    """An AAC audio file holding a tone: the audio track to be carried through the pipeline."""
+    import av
+
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    samples = (0.2 * np.sin(2 * math.pi * freq * t)).astype(np.float32)
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=rate)
+        stream.layout = "mono"
+        chunk = 1024
+        for start in range(0, n, chunk):
+            frame = av.AudioFrame.from_ndarray(samples[None, start:start + chunk], format="fltp", layout="mono")
+            frame.sample_rate = rate
+            frame.pts = start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def make_clip(path: str | Path, photo: np.ndarray | None = None, n_frames: int = 24, size: tuple[int, int] = (320, 256),
+              fps: Fraction | int = 25, camera: CameraPath | None = None, face_centre: tuple[float, float] = (255.0, 110.0),
+              scale: float = 1.0, audio: bool = True, blank_frames: tuple[int, ...] = ()) -> SyntheticClip:
+    """Write an H.264 clip of the photo moving along `camera` (default: a gentle sway about the face)."""
+    from videdit.io.video import VideoWriter
+
+    path = Path(path)
+    photo = astronaut() if photo is None else photo
+    fps = Fraction(fps)
+    camera = camera or CameraPath.gentle(n_frames, face_centre, scale=scale)
+    audio_path = None
+    if audio:
+        audio_path = write_tone(path.with_name(path.stem + ".tone.m4a"), seconds=n_frames / float(fps) + 0.2)
+    try:
+        with VideoWriter(path, fps=fps, size=size, audio_from=audio_path, crf=12) as writer:
+            for i in range(n_frames):
+                if i in blank_frames:
+                    frame = np.full((size[1], size[0], 3), 40, np.uint8)
+                else:
+                    frame = place_photo(photo, size, float(camera.rotation_deg[i]), tuple(camera.shift_px[i]),
+                                        camera.centre, camera.scale)
+                writer.write(frame)
+    finally:
+        if audio_path is not None:
+            audio_path.unlink(missing_ok=True)
+    return SyntheticClip(path, n_frames, fps, size, camera, audio, tuple(blank_frames))
