@@ -1,0 +1,307 @@
+"""68-point face landmarks behind one small interface, and the tracker that keeps to one face.
+
+Backends:
+  "face-alignment" (or "fan")  face-alignment's 2D FAN with its S3FD detector; used only when both
+         model files are already in torch's hub cache (this module never downloads anything).
+  "dlib" dlib's HOG face detector + the 68-point shape predictor shipped by `face_recognition_models`.
+  "auto" the first of face-alignment, dlib that can run.
+
+Points are (x, y) in pixel-centre coordinates of the image given: (0, 0) is the centre of the top-left
+pixel (the convention both detectors use). Detection runs on a downscaled copy of the frame (and,
+once a face is tracked, on a region around it), the landmarks are fitted on the full-resolution frame.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from videdit.errors import InputError, MissingWeightsError
+
+log = logging.getLogger(__name__)
+
+N_LANDMARKS = 68
+BACKEND_NAMES = ("auto", "face-alignment", "fan", "dlib")  # "fan" is short for face-alignment
+
+DLIB_SHAPE_MODEL = "shape_predictor_68_face_landmarks.dat"
+FAN_MODEL_URLS = {
+    "s3fd": "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth",
+    "2DFAN-4": "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar",
+}
+
+
+@dataclass
+class FaceDetection:
+    """One face: its box (x0, y0, x1, y1), the detector's score, and 68 landmarks (x, y), all in the
+    coordinates of the full image."""
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+
+    @property
+    def centre(self) -> np.ndarray:
+        return (self.box[:2] + self.box[2:]) / 2
+
+    @property
+    def size(self) -> float:
+        """Geometric mean of the box's width and height."""
+        width, height = self.box[2:] - self.box[:2]
+        return float(np.sqrt(max(width, 1.0) * max(height, 1.0)))
+
+
+def _resize(image: np.ndarray, scale: float) -> np.ndarray:
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
+    if size == (width, height):
+        return image
+    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+
+
+class LandmarkBackend:
+    """Base class: subclasses find face boxes on an image and fit 68 landmarks inside a box.
+
+    `find_faces` adds the speed policy shared by the backends: boxes are searched on a copy whose
+    longest side is `detect_max_side` (faces too small there get a second try at twice the scale),
+    or, given the previous face box, on a region around it scaled so the face is about
+    `track_face_px` wide; the landmarks are always fitted on the full-resolution image.
+    """
+
+    name = "base"
+
+    def __init__(self, detect_max_side: int = 640, track_face_px: int = 100):
+        self.detect_max_side = detect_max_side
+        self.track_face_px = track_face_px
+
+    # to implement --------------------------------------------------------------------------
+    def detect_boxes(self, image: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        """Face boxes (x0, y0, x1, y1) with scores on `image` as given (no rescaling)."""
+        raise NotImplementedError
+
+    def fit_landmarks(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """float [68, 2] landmarks of the face in `box`, on the full-resolution image."""
+        raise NotImplementedError
+
+    # shared policy -----------------------------------------------------------------------------
+    def _boxes_at_scale(self, image: np.ndarray, scale: float, origin=(0.0, 0.0)):
+        found = self.detect_boxes(_resize(image, scale))
+        offset = np.array([*origin, *origin], dtype=np.float64)
+        return [(np.asarray(box, dtype=np.float64) / scale + offset, float(score)) for box, score in found]
+
+    def _boxes_full(self, image: np.ndarray):
+        scale = min(1.0, self.detect_max_side / max(image.shape[:2]))
+        boxes = self._boxes_at_scale(image, scale)
+        if not boxes:
+            boxes = self._boxes_at_scale(image, 2 * scale)
+        return boxes
+
+    def _boxes_near(self, image: np.ndarray, near: np.ndarray):
+        height, width = image.shape[:2]
+        size = float(np.sqrt(np.prod(np.maximum(near[2:] - near[:2], 1.0))))
+        margin = 0.75 * size
+        x0, y0 = int(max(0, near[0] - margin)), int(max(0, near[1] - margin))
+        x1, y1 = int(min(width, near[2] + margin)), int(min(height, near[3] + margin))
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return []
+        scale = min(2.0, self.track_face_px / size)
+        return self._boxes_at_scale(image[y0:y1, x0:x1], scale, origin=(x0, y0))
+
+    def find_faces(self, image: np.ndarray, near: np.ndarray | None = None) -> list[FaceDetection]:
+        """All faces of a uint8 HWC RGB image (only those around `near`, a previous box, when a face
+        is found there) with their landmarks."""
+        image = np.ascontiguousarray(image)
+        boxes = self._boxes_near(image, near) if near is not None else []
+        if not boxes:
+            boxes = self._boxes_full(image)
+        return [FaceDetection(box=box, score=score, landmarks=self.fit_landmarks(image, box))
+                for box, score in boxes]
+
+
+# ----------------------------------------------------------------------------------------------
+# dlib
+
+
+def dlib_model_dir() -> Path | None:
+    """Folder holding face_recognition_models' .dat files, found without importing the package
+    (its __init__ imports pkg_resources, which recent setuptools no longer has)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        folder = Path(location) / "models"
+        if folder.is_dir():
+            return folder
+    return None
+
+
+def dlib_shape_model_path() -> Path:
+    """Path of dlib's 68-point model; MissingWeightsError naming the file and how to get it."""
+    folder = dlib_model_dir()
+    path = folder / DLIB_SHAPE_MODEL if folder is not None else None
+    if path is None or not path.is_file():
+        raise MissingWeightsError(
+            f"dlib landmark model {DLIB_SHAPE_MODEL} not found; it ships with the face_recognition_models "
+            "package: pip install face_recognition_models")
+    return path
+
+
+class DlibBackend(LandmarkBackend):
+    """dlib's HOG frontal face detector and its 68-point shape predictor (iBUG 300-W layout)."""
+
+    name = "dlib"
+
+    def __init__(self, model_path: Path | None = None, **kwargs):
+        super().__init__(**kwargs)
+        try:
+            import dlib
+        except ImportError:
+            raise MissingWeightsError("dlib is not installed: pip install dlib-bin") from None
+        path = Path(model_path) if model_path is not None else dlib_shape_model_path()
+        if not path.is_file():
+            raise MissingWeightsError(f"dlib landmark model {path} not found: pip install face_recognition_models")
+        self._dlib = dlib
+        self._detector = dlib.get_frontal_face_detector()
+        try:
+            self._predictor = dlib.shape_predictor(str(path))
+        except RuntimeError as error:
+            raise MissingWeightsError(f"dlib landmark model {path} is unreadable ({error}); "
+                                      "reinstall face_recognition_models") from None
+
+    def detect_boxes(self, image):
+        # Grey input: the HOG features need no colour and this is ~25% faster than RGB.
+        grey = np.ascontiguousarray(image @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.uint8)
+        rects, scores, _ = self._detector.run(grey, 0, 0.0)
+        return [(np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float64), s)
+                for r, s in zip(rects, scores)]
+
+    def fit_landmarks(self, image, box):
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        shape = self._predictor(image, self._dlib.rectangle(x0, y0, x1, y1))
+        return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------------------------
+# face-alignment (FAN)
+
+
+def torch_hub_checkpoint_dir() -> Path:
+    """torch.hub's checkpoint folder (where face-alignment caches its models), computed the way
+    torch does without importing torch: $TORCH_HOME/hub/checkpoints, TORCH_HOME defaulting to
+    $XDG_CACHE_HOME/torch, then ~/.cache/torch."""
+    torch_home = os.environ.get("TORCH_HOME")
+    if not torch_home:
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        torch_home = os.path.join(cache, "torch")
+    return Path(torch_home) / "hub" / "checkpoints"
+
+
+def fan_model_paths(checkpoint_dir: Path | None = None) -> dict[str, Path]:
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else torch_hub_checkpoint_dir()
+    return {key: folder / url.rsplit("/", 1)[1] for key, url in FAN_MODEL_URLS.items()}
+
+
+def fan_missing_models(checkpoint_dir: Path | None = None) -> list[str]:
+    """One line per face-alignment model file that is not in the cache (empty: FAN can run)."""
+    if importlib.util.find_spec("face_alignment") is None:
+        return ["the face-alignment package is not installed: pip install face-alignment"]
+    return [f"face-alignment model {path.name} not in {path.parent}; download {FAN_MODEL_URLS[key]} there"
+            for key, path in fan_model_paths(checkpoint_dir).items() if not path.is_file()]
+
+
+class FanBackend(LandmarkBackend):
+    """face-alignment's S3FD detector and 2D FAN-4, loaded from torch.hub's cache only.
+
+    face-alignment downloads any model missing from that cache; this class checks both files first
+    (in the folder torch itself reports) and raises MissingWeightsError instead.
+    """
+
+    name = "face-alignment"
+
+    def __init__(self, device: str = "cpu", **kwargs):
+        super().__init__(**kwargs)
+        missing = fan_missing_models()
+        if not missing:
+            import torch.hub
+
+            missing = fan_missing_models(Path(torch.hub.get_dir()) / "checkpoints")
+        if missing:
+            raise MissingWeightsError(missing[0] + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        import face_alignment
+
+        self._model = face_alignment.FaceAlignment(
+            face_alignment.LandmarksType.TWO_D, device=device, compile=False, flip_input=False,
+            face_detector="sfd", face_detector_kwargs={"path_to_detector": str(fan_model_paths()["s3fd"])})
+
+    def detect_boxes(self, image):
+        found = self._model.face_detector.detect_from_image(image.copy())
+        return [(np.asarray(b[:4], dtype=np.float64), float(b[4])) for b in found]
+
+    def fit_landmarks(self, image, box):
+        result = self._model.get_landmarks_from_image(image, detected_faces=[np.asarray(box, dtype=np.float32)])
+        return np.asarray(result[0][:, :2], dtype=np.float64)
+
+
+def make_backend(name: str = "auto", *, device: str = "cpu", detect_max_side: int = 640) -> LandmarkBackend:
+    """Build the named landmark backend; "auto" takes FAN when its models are cached, else dlib.
+
+    Raises MissingWeightsError (one line naming the file and how to get it) when the chosen backend
+    cannot run, and InputError for an unknown name.
+    """
+    name = name.lower()
+    if name not in BACKEND_NAMES:
+        raise InputError(f"unknown landmark backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    if name in ("fan", "face-alignment") or (name == "auto" and not fan_missing_models()):
+        return FanBackend(device=device, detect_max_side=detect_max_side)
+    if name == "auto":
+        log.info("%s; using dlib", fan_missing_models()[0])
+    return DlibBackend(detect_max_side=detect_max_side)
+
+
+# ----------------------------------------------------------------------------------------------
+# following one face
+
+
+@dataclass
+class FaceTracker:
+    """Picks one face per frame so that a video follows one person.
+
+    At the start (and after losing the face for long), the largest face among the confident ones
+    (score at least `acquire_score_ratio` of the best, so a large weak false detection cannot win
+    over a real face). Afterwards the face nearest
+    the last box, but only within a gate that grows with the number of frames since it was last seen:
+    someone else at the other side of the frame is not taken for the tracked face. Frames where the
+    tracked face is not found return None.
+    """
+
+    gate: float = 1.0  # allowed centre distance, in face sizes, one frame after the last sighting
+    gate_growth: float = 0.5  # added per further missed frame
+    forget_after: int = 50  # missed frames after which the largest face is taken again
+    acquire_score_ratio: float = 0.5
+    last_box: np.ndarray | None = None
+    missed: int = 0
+
+    def choose(self, faces: list[FaceDetection]) -> FaceDetection | None:
+        chosen = None
+        if faces and (self.last_box is None or self.missed >= self.forget_after):
+            best_score = max(f.score for f in faces)
+            confident = [f for f in faces if f.score >= self.acquire_score_ratio * best_score] or faces
+            chosen = max(confident, key=lambda f: f.size)
+        elif faces:
+            last_centre = (self.last_box[:2] + self.last_box[2:]) / 2
+            last_size = float(np.sqrt(np.prod(np.maximum(self.last_box[2:] - self.last_box[:2], 1.0))))
+            nearest = min(faces, key=lambda f: float(np.linalg.norm(f.centre - last_centre)))
+            allowed = (self.gate + self.gate_growth * self.missed) * last_size
+            if np.linalg.norm(nearest.centre - last_centre) <= allowed:
+                chosen = nearest
+        if chosen is None:
+            self.missed += 1
+        else:
+            self.last_box = chosen.box.copy()
+            self.missed = 0
+        return chosen

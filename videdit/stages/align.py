@@ -1,0 +1,257 @@
+"""The align stage: find one face in every frame, write aligned and unaligned crops and transforms.
+
+Output (inside `out_dir`, the public run-folder format, see docs/ARCHITECTURE.md):
+
+    transforms.npz   rotation_deg f[N], translation f[N,2], matrix f[N,3,3] (= make_transform(t, r)),
+                     face_found bool[N], landmarks f[N,68,2] (source pixels, pixel-centre coordinates),
+                     box_quad f[4,2], aligned_quads f[N,4,2], crop_size int,
+                     pts int[N] and time_s f[N] (frame timestamps), multi_face bool[N]
+    aligned/000000.png ...    FFHQ-style aligned crops, crop_size^2 RGB
+    unaligned/000000.png ...  crops of the one fixed box, crop_size^2 RGB
+    preview.mp4               source frames (scaled down) with landmarks, eye line, quads drawn
+    video.json                VideoInfo of the source
+
+N is the number of frames decoded from the source, always. Frames where the face was not found keep
+their place: their landmarks are interpolated from the nearest frames that have it (held at the
+ends), crops and transforms follow from those, and face_found says which.
+
+The video is read twice (landmarks, then crops) so memory does not grow with its length.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from videdit.align.alignment import (
+    covering_box,
+    eye_centres,
+    ffhq_quad,
+    fill_missing,
+    frame_transform,
+    quad_to_crop,
+    smooth_quads,
+)
+from videdit.align.landmarks import N_LANDMARKS, FaceTracker, LandmarkBackend, make_backend
+from videdit.errors import InputError, NoFaceError
+from videdit.io.video import VideoInfo, VideoReader, VideoWriter, probe_video
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AlignSettings", "AlignResult", "run_align", "probe_video", "load_transforms"]
+
+BOX_CHOICES = ("first", "cover")
+
+
+@dataclass
+class AlignSettings:
+    """Settings of the align stage (the [align] section of a preset)."""
+
+    crop_size: int = 1024  # side of the aligned and unaligned crops (the generator's resolution)
+    landmarks: str = "auto"  # auto | dlib | face-alignment (fan)
+    box: str = "first"  # fixed unaligned box: "first" (quad of the first frame with a face, as published)
+    #                     or "cover" (turned like it, large enough to hold the face in every frame)
+    smooth_quads: int = 0  # moving-average window over aligned quads, in frames (0 = off, as published)
+    quad_rule: str = "eyes"  # "eyes" (video code: 2 * eye distance) or "ffhq" (data-set rule)
+    preview: bool = True  # write preview.mp4
+    preview_height: int = 360  # preview frames are scaled down to this height (never up)
+    max_faces_warning: bool = True  # warn once when frames hold several faces
+    detect_max_side: int = 640  # faces are searched on a copy of the frame this large (longest side)
+    image_folder_fps: str = "25"  # frame rate given to a folder of images
+    png_compression: int = 1  # 0-9: PNG writing speed vs size (lossless either way)
+
+
+@dataclass
+class AlignResult:
+    out_dir: Path
+    transforms_path: Path
+    aligned_dir: Path
+    unaligned_dir: Path
+    preview_path: Path | None
+    video_json: Path
+    n_frames: int
+    n_faces_found: int  # frames where the followed face was detected
+    n_interpolated: int  # frames filled in from their neighbours
+    n_multi_face: int  # frames with more than one face
+    backend_used: str
+    box_quad: np.ndarray = field(repr=False)
+
+
+@dataclass
+class _Landmarks:
+    """What the first pass over the video collects."""
+
+    landmarks: np.ndarray  # [N, 68, 2], NaN where not found
+    found: np.ndarray  # [N] bool
+    multi_face: np.ndarray  # [N] bool
+    pts: np.ndarray  # [N] int
+    time_s: np.ndarray  # [N] float
+
+
+def _detect_all(reader: VideoReader, backend, warn_multi: bool) -> _Landmarks:
+    tracker = FaceTracker()
+    landmarks, found, multi, pts, times = [], [], [], [], []
+    warned = False
+    for frame in reader:
+        # Around the last box while the face is followed (fast); the whole frame once it is lost.
+        faces = backend.find_faces(frame.image, near=tracker.last_box if tracker.missed == 0 else None)
+        chosen = tracker.choose(faces)
+        multi.append(len(faces) > 1)
+        if len(faces) > 1 and warn_multi and not warned:
+            log.warning("frame %d has %d faces; following one person (the largest at the start, then the "
+                        "nearest to its last position)", frame.index, len(faces))
+            warned = True
+        found.append(chosen is not None)
+        landmarks.append(chosen.landmarks if chosen is not None else np.full((N_LANDMARKS, 2), np.nan))
+        pts.append(frame.pts)
+        times.append(frame.time_s)
+    if not found:
+        raise InputError(f"{reader.path}: no frame could be decoded")
+    return _Landmarks(np.asarray(landmarks, dtype=np.float64), np.asarray(found), np.asarray(multi),
+                      np.asarray(pts, dtype=np.int64), np.asarray(times, dtype=np.float64))
+
+
+def _preview_scale(info: VideoInfo, height: int) -> float:
+    return min(1.0, height / info.height)
+
+
+def _draw_preview(image: np.ndarray, scale: float, landmarks: np.ndarray, aligned_quad: np.ndarray,
+                  box_quad: np.ndarray, found: bool) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    if scale < 1.0:
+        size = (max(2, int(round(image.shape[1] * scale / 2)) * 2), max(2, int(round(image.shape[0] * scale / 2)) * 2))
+        picture = Image.fromarray(image).resize(size, Image.BILINEAR)
+        factors = np.array([size[0] / image.shape[1], size[1] / image.shape[0]])
+    else:
+        picture = Image.fromarray(image)
+        factors = np.ones(2)
+
+    def to_preview(points):
+        return [tuple(p) for p in ((np.asarray(points) + 0.5) * factors - 0.5)]
+
+    draw = ImageDraw.Draw(picture)
+    point_colour = (40, 255, 40) if found else (255, 140, 0)  # orange: interpolated
+    draw.polygon(to_preview(box_quad), outline=(60, 120, 255))
+    draw.polygon(to_preview(aligned_quad), outline=point_colour)
+    left, right = eye_centres(landmarks)
+    draw.line(to_preview([left, right]), fill=(255, 40, 40), width=2)
+    radius = max(1.0, 1.5 * factors[0] * 2)
+    for x, y in to_preview(landmarks):
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=point_colour)
+    return np.asarray(picture)
+
+
+def _save_png(image: np.ndarray, path: Path, compression: int) -> None:
+    from PIL import Image
+
+    Image.fromarray(image).save(path, compress_level=int(compression))
+
+
+def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None, *,
+              backend: LandmarkBackend | None = None) -> AlignResult:
+    """Run the align stage on a video file or an image folder, writing into out_dir.
+
+    `backend` reuses an already built landmark backend (building dlib's takes seconds; a folder of
+    videos or a test suite can share one); by default settings.landmarks picks it.
+
+    Raises InputError for unreadable input, NoFaceError when no frame has a face, MissingWeightsError
+    when the chosen landmark model is absent.
+    """
+    settings = settings or AlignSettings()
+    if settings.box not in BOX_CHOICES:
+        raise InputError(f"unknown align box {settings.box!r}; choose one of {', '.join(BOX_CHOICES)}")
+    if settings.crop_size < 8:
+        raise InputError(f"align crop_size must be at least 8, got {settings.crop_size}")
+    source, out_dir = Path(source), Path(out_dir)
+    reader = VideoReader(source, image_folder_fps=Fraction(str(settings.image_folder_fps)))
+    info = reader.info
+    if backend is None:
+        backend = make_backend(settings.landmarks, detect_max_side=settings.detect_max_side)
+    log.info("align: %s, landmarks by %s", source, backend.name)
+
+    # Pass 1: landmarks of the followed face.
+    found_landmarks = _detect_all(reader, backend, settings.max_faces_warning)
+    n_frames = len(found_landmarks.found)
+    found = found_landmarks.found
+    if not found.any():
+        raise NoFaceError(f"{source}: no face found in any of its {n_frames} frames")
+    landmarks = fill_missing(found_landmarks.landmarks, found)
+
+    # Quads, the fixed box and the transforms, all from landmarks and geometry.
+    quads = np.stack([ffhq_quad(lm, settings.quad_rule) for lm in landmarks])
+    quads = smooth_quads(quads, settings.smooth_quads)
+    first = int(np.flatnonzero(found)[0])
+    box_quad = quads[first] if settings.box == "first" else covering_box(quads, quads[first])
+    size = int(settings.crop_size)
+    transforms = [frame_transform(landmarks[i], quads[i], box_quad, size) for i in range(n_frames)]
+
+    # Pass 2: crops and preview.
+    out_dir.mkdir(parents=True, exist_ok=True)
+    aligned_dir, unaligned_dir = out_dir / "aligned", out_dir / "unaligned"
+    aligned_dir.mkdir(exist_ok=True)
+    unaligned_dir.mkdir(exist_ok=True)
+    preview_path = out_dir / "preview.mp4" if settings.preview else None
+    preview = None
+    scale = _preview_scale(info, settings.preview_height)
+    count = 0
+    try:
+        for frame in reader:
+            i = frame.index
+            if i >= n_frames:
+                raise InputError(f"{source}: more frames on the second read than on the first")
+            _save_png(quad_to_crop(frame.image, quads[i], size), aligned_dir / f"{i:06d}.png",
+                      settings.png_compression)
+            _save_png(quad_to_crop(frame.image, box_quad, size), unaligned_dir / f"{i:06d}.png",
+                      settings.png_compression)
+            if preview_path is not None:
+                drawn = _draw_preview(frame.image, scale, landmarks[i], quads[i], box_quad, bool(found[i]))
+                if preview is None:
+                    preview = VideoWriter(preview_path, info.fps, (drawn.shape[1], drawn.shape[0]),
+                                          time_base=info.time_base, crf=28, preset="veryfast")
+                preview.write(drawn, pts=int(found_landmarks.pts[i]))
+            count += 1
+    except BaseException:
+        if preview is not None:
+            preview.close(discard=True)
+        raise
+    if preview is not None:
+        preview.close()
+    if count != n_frames:
+        raise InputError(f"{source}: {count} frames on the second read, {n_frames} on the first")
+
+    transforms_path = out_dir / "transforms.npz"
+    np.savez(
+        transforms_path,
+        rotation_deg=np.array([t.rotation_deg for t in transforms], dtype=np.float32),
+        translation=np.stack([t.translation for t in transforms]).astype(np.float32),
+        matrix=np.stack([t.matrix for t in transforms]).astype(np.float32),
+        face_found=found.astype(bool),
+        landmarks=landmarks.astype(np.float32),
+        box_quad=box_quad.astype(np.float32),
+        aligned_quads=quads.astype(np.float32),
+        crop_size=np.int64(size),
+        multi_face=found_landmarks.multi_face.astype(bool),
+        pts=found_landmarks.pts,
+        time_s=found_landmarks.time_s,
+    )
+    video_json = out_dir / "video.json"
+    info.save_json(video_json)
+    n_found = int(found.sum())
+    if n_found < n_frames:
+        log.info("align: face missing in %d of %d frames; filled in from neighbours", n_frames - n_found, n_frames)
+    return AlignResult(
+        out_dir=out_dir, transforms_path=transforms_path, aligned_dir=aligned_dir, unaligned_dir=unaligned_dir,
+        preview_path=preview_path, video_json=video_json, n_frames=n_frames, n_faces_found=n_found,
+        n_interpolated=n_frames - n_found, n_multi_face=int(found_landmarks.multi_face.sum()),
+        backend_used=backend.name, box_quad=box_quad,
+    )
+
+
+def load_transforms(align_dir: Path) -> dict[str, np.ndarray]:
+    """All arrays of align/transforms.npz as a dict (loaded, the file closed)."""
+    with np.load(Path(align_dir) / "transforms.npz") as data:
+        return {key: data[key] for key in data.files}
