@@ -314,72 +314,11 @@ class Pipeline:
 
     # ---- one video
 
-    def stages_for(self, video: Path, run_dir: Path) -> list[Stage]:
-        from videdit.stages import align as align_stage
-        from videdit.stages import composite as composite_stage
-        from videdit.stages import edit as edit_stage
-        from videdit.stages import encode as encode_stage
-        from videdit.stages import render as render_stage
-        from videdit.stages import smooth as smooth_stage
-        from videdit.stages import tune as tune_stage
-
-        s = self.settings
-        align_settings = _settings_for(align_stage.AlignSettings, s.get("align", {}), "align")
-        encode_settings = _settings_for(encode_stage.EncodeSettings, s.get("encode", {}), "encode", {"device": self.device_request})
-        tune_settings = _settings_for(tune_stage.TuneSettings, s.get("tune", {}), "tune", {"device": self.device_request})
-        smooth_settings = _settings_for(smooth_stage.SmoothSettings, s.get("smooth", {}), "smooth")
-        render_settings = _settings_for(render_stage.RenderSettings, s.get("render", {}), "render")
-        composite_settings = _settings_for(composite_stage.CompositeSettings, s.get("composite", {}), "composite")
-        tuner = s.get("tune", {}).get("tuner", "pti")
-        keys = self.edit_keys()
-        direction = s.get("edit", {}).get("direction") or ""
-
-        align_dir, encode_dir, tune_dir = run_dir / "align", run_dir / "encode", run_dir / "tune"
-        edit_dir, smooth_dir, render_dir = run_dir / "edit", run_dir / "smooth", run_dir / "render"
-
-        def do_align(work: Path):
-            res = align_stage.run_align(video, work, align_settings)
-            self._say(f"  align: {res.n_frames} frames, face in {res.n_faces_found}, landmarks: {res.backend_used}")
-
-        def do_encode(work: Path):
-            enc, latent_avg = self.encoder()
-            encode_stage.run_encode(align_dir, work, enc, self.generator(), latent_avg, encode_settings)
-
-        def do_tune(work: Path):
-            if tuner == "none":
-                from videdit.checkpoints import save_generator
-
-                save_generator(self.generator(), work / "generator.safetensors")
-                return
-            tune_stage.run_tune(align_dir, encode_dir / "latents.npy", self.generator(), work, tune_settings)
-
-        def do_edit(work: Path):
-            d = self.models.edit_direction(direction)[0] if direction else None
-            edit_stage.run_edit(encode_dir / "latents.npy", work, keys, d)
-
-        def do_smooth(work: Path):
-            smooth_stage.run_smooth({k: edit_dir / f"latents_{k}.npy" for k, _ in keys}, align_dir / "transforms.npz", work, smooth_settings)
-
-        def do_render(work: Path):
-            render_stage.run_render(tune_dir / "generator.safetensors", smooth_dir, [k for k, _ in keys], work, render_settings,
-                                    source_video=video, align_dir=align_dir, device=self.device)
-
-        def do_composite(work: Path):
-            composite_stage.run_composite(video, align_dir, render_dir, [k for k, _ in keys], work, composite_settings)
-
-        edit_identity = self.models.edit_direction(direction)[1] if direction else ""
-        return [
-            Stage("align", do_align, dataclasses.asdict(align_settings), {"video": video}),
-            Stage("encode", do_encode, _drop(dataclasses.asdict(encode_settings), "device", "batch_size"),
-                  {"align": align_dir, "encoder": self.models.encoder_identity(), "generator": self.models.generator_identity()}),
-            Stage("tune", do_tune, dict(_drop(dataclasses.asdict(tune_settings), "device"), tuner=tuner),
-                  {"align": align_dir, "encode": encode_dir, "generator": self.models.generator_identity()}),
-            Stage("edit", do_edit, {"keys": keys, "direction": direction}, {"encode": encode_dir, "direction": edit_identity}),
-            Stage("smooth", do_smooth, dataclasses.asdict(smooth_settings), {"edit": edit_dir, "align": align_dir}),
-            Stage("render", do_render, _drop(dataclasses.asdict(render_settings), "batch_size"),
-                  {"tune": tune_dir, "smooth": smooth_dir, "video": video}),
-            Stage("composite", do_composite, dataclasses.asdict(composite_settings), {"render": render_dir, "align": align_dir, "video": video}),
-        ]
+    def stages_for(self, video: Path, run_dir: Path, until: str | None = None) -> list[Stage]:
+        """The stages of one video, in order, up to `until`. Stage modules are imported only when used."""
+        last = STAGE_ORDER.index(until) if until else len(STAGE_ORDER) - 1
+        ctx = _VideoContext(self, Path(video), Path(run_dir))
+        return [getattr(ctx, f"stage_{name}")() for name in STAGE_ORDER[: last + 1]]
 
     def default_run_dir(self, video: Path) -> Path:
         return video.with_name(video.name + ".videdit")
@@ -391,7 +330,7 @@ class Pipeline:
         result = VideoResult(video, run_dir)
         t0 = time.perf_counter()
         try:
-            from videdit.stages.align import probe_video
+            from videdit.io.video import probe_video
 
             info = probe_video(video)  # fails fast on a bad file, before any work
             result.frames = info.n_frames
@@ -402,8 +341,7 @@ class Pipeline:
                 forced = set(STAGE_ORDER[STAGE_ORDER.index(from_stage):])
             runner = StageRunner(run_dir, StageLog(run_dir / "log.txt"), force=forced)
             self._say(f"{video.name} -> {run_dir}")
-            last = STAGE_ORDER.index(until) if until else len(STAGE_ORDER) - 1
-            for stage in self.stages_for(video, run_dir)[: last + 1]:
+            for stage in self.stages_for(video, run_dir, until):
                 outcome = runner.run(stage)
                 result.stages[stage.name] = outcome.status
                 self._say(f"  {stage.name:9s} {outcome.status}" + (f" ({outcome.seconds:.1f}s)" if outcome.status == "ran" else ""))
@@ -453,6 +391,107 @@ class Pipeline:
         if not input_path.exists():
             raise InputError(f"no such file or folder: {input_path}")
         return [self.run(input_path, out, **kwargs)]
+
+
+class _VideoContext:
+    """Builds the Stage objects of one video: each stage's settings, cache key inputs and work function."""
+
+    def __init__(self, pipe: Pipeline, video: Path, run_dir: Path):
+        self.pipe, self.video, self.run_dir = pipe, video, run_dir
+        self.s = pipe.settings
+        self.align_dir, self.encode_dir, self.tune_dir = run_dir / "align", run_dir / "encode", run_dir / "tune"
+        self.edit_dir, self.smooth_dir, self.render_dir = run_dir / "edit", run_dir / "smooth", run_dir / "render"
+        self.keys = pipe.edit_keys()
+        self.direction = self.s.get("edit", {}).get("direction") or ""
+
+    def _settings(self, module, cls_name: str, section: str, extra: dict[str, Any] | None = None):
+        return _settings_for(getattr(module, cls_name), self.s.get(section, {}), section, extra)
+
+    def stage_align(self) -> Stage:
+        from videdit.stages import align as mod
+
+        settings = self._settings(mod, "AlignSettings", "align")
+
+        def fn(work: Path):
+            res = mod.run_align(self.video, work, settings)
+            self.pipe._say(f"  align: {res.n_frames} frames, face in {res.n_faces_found}, landmarks by {res.backend_used}")
+
+        return Stage("align", fn, dataclasses.asdict(settings), {"video": self.video})
+
+    def stage_encode(self) -> Stage:
+        from videdit.stages import encode as mod
+
+        settings = self._settings(mod, "EncodeSettings", "encode", {"device": self.pipe.device_request})
+
+        def fn(work: Path):
+            enc, latent_avg = self.pipe.encoder()
+            mod.run_encode(self.align_dir, work, enc, self.pipe.generator(), latent_avg, settings)
+
+        models = self.pipe.models
+        return Stage("encode", fn, _drop(dataclasses.asdict(settings), "device", "batch_size"),
+                     {"align": self.align_dir, "encoder": models.encoder_identity(), "generator": models.generator_identity()})
+
+    def stage_tune(self) -> Stage:
+        from videdit.stages import tune as mod
+
+        settings = self._settings(mod, "TuneSettings", "tune", {"device": self.pipe.device_request})
+        tuner = self.s.get("tune", {}).get("tuner", "pti")
+
+        def fn(work: Path):
+            if tuner == "none":
+                from videdit.checkpoints import save_generator
+
+                save_generator(self.pipe.generator(), work / "generator.safetensors")
+                return
+            mod.run_tune(self.align_dir, self.encode_dir / "latents.npy", self.pipe.generator(), work, settings)
+
+        return Stage("tune", fn, dict(_drop(dataclasses.asdict(settings), "device"), tuner=tuner),
+                     {"align": self.align_dir, "encode": self.encode_dir, "generator": self.pipe.models.generator_identity()})
+
+    def stage_edit(self) -> Stage:
+        from videdit.stages import edit as mod
+
+        def fn(work: Path):
+            direction = self.pipe.models.edit_direction(self.direction)[0] if self.direction else None
+            mod.run_edit(self.encode_dir / "latents.npy", work, self.keys, direction)
+
+        identity = self.pipe.models.edit_direction(self.direction)[1] if self.direction else ""
+        return Stage("edit", fn, {"keys": self.keys, "direction": self.direction},
+                     {"encode": self.encode_dir, "direction": identity})
+
+    def stage_smooth(self) -> Stage:
+        from videdit.stages import smooth as mod
+
+        settings = self._settings(mod, "SmoothSettings", "smooth")
+
+        def fn(work: Path):
+            mod.run_smooth({k: self.edit_dir / f"latents_{k}.npy" for k, _ in self.keys}, self.align_dir / "transforms.npz",
+                           work, settings)
+
+        return Stage("smooth", fn, dataclasses.asdict(settings), {"edit": self.edit_dir, "align": self.align_dir})
+
+    def stage_render(self) -> Stage:
+        from videdit.stages import render as mod
+
+        settings = self._settings(mod, "RenderSettings", "render")
+
+        def fn(work: Path):
+            mod.run_render(self.tune_dir / "generator.safetensors", self.smooth_dir, [k for k, _ in self.keys], work, settings,
+                           source_video=self.video, align_dir=self.align_dir, device=self.pipe.device)
+
+        return Stage("render", fn, _drop(dataclasses.asdict(settings), "batch_size"),
+                     {"tune": self.tune_dir, "smooth": self.smooth_dir, "video": self.video})
+
+    def stage_composite(self) -> Stage:
+        from videdit.stages import composite as mod
+
+        settings = self._settings(mod, "CompositeSettings", "composite")
+
+        def fn(work: Path):
+            mod.run_composite(self.video, self.align_dir, self.render_dir, [k for k, _ in self.keys], work, settings)
+
+        return Stage("composite", fn, dataclasses.asdict(settings),
+                     {"render": self.render_dir, "align": self.align_dir, "video": self.video})
 
 
 def _drop(d: dict[str, Any], *keys: str) -> dict[str, Any]:

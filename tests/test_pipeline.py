@@ -1,0 +1,171 @@
+"""`videdit run` end to end with small stand-in networks: outputs, caching, crash/resume, folder mode, weights check."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from videdit.runner import read_log_events
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = {  # small enough for a 2-core CPU: 64 px stand-in generator, short clip
+    "align.crop_size": 64,
+    "encode.n_iters": 1,
+    "encode.batch_size": 4,
+    "tune.steps": 6,
+    "tune.batch_size": 2,
+    "tune.checkpoint_every": 2,
+    "tune.allow_l2_only": True,
+    "tune.lpips_weight": 0.0,
+    "edit.direction": "age",
+    "edit.strengths": [3.0],
+}
+
+
+def _pipeline(**overrides):
+    from videdit.pipeline import Pipeline, StandInModels
+
+    return Pipeline.from_preset("default", overrides={**FAST, **overrides}, quiet=True, models=StandInModels(resolution=64))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    from videdit.synthetic import make_clip
+
+    return make_clip(tmp_path_factory.mktemp("clip") / "face.mp4", n_frames=8, size=(256, 224))
+
+
+def _stage_events(run_dir):
+    return {(s, e) for s, e in read_log_events(run_dir)}
+
+
+def test_end_to_end_outputs(clip, tmp_path):
+    from videdit.io.video import probe_video
+
+    run_dir = tmp_path / "run"
+    result = _pipeline().run(clip.path, run_dir)
+    assert result.status == "ok", result.error
+    for sub in ["align/transforms.npz", "encode/latents.npy", "tune/generator.safetensors", "smooth/transforms.npz"]:
+        assert (run_dir / sub).exists(), sub
+    assert [p.name for p in result.outputs] == ["face.age.mp4", "face.recon.mp4"]
+    src, out = probe_video(clip.path), probe_video(result.outputs[0])
+    assert (out.width, out.height, out.n_frames, out.fps) == (src.width, src.height, src.n_frames, src.fps)
+    assert out.audio is not None and out.audio.codec == src.audio.codec
+    assert np.load(run_dir / "encode" / "latents.npy").shape == (clip.n_frames, 16, 512)
+    assert (run_dir / "settings.toml").read_text().count("[tune]") == 1
+
+
+def test_cache_and_invalidation(clip, tmp_path):
+    run_dir = tmp_path / "run"
+    assert _pipeline().run(clip.path, run_dir).status == "ok"
+    mtimes = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file() and p.name != "log.txt"}
+
+    again = _pipeline().run(clip.path, run_dir)
+    assert set(again.stages.values()) == {"cached"}
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # nothing rewritten
+
+    changed = _pipeline(**{"edit.strengths": [-2.0]}).run(clip.path, run_dir)
+    assert changed.stages == {"align": "cached", "encode": "cached", "tune": "cached", "edit": "ran",
+                              "smooth": "ran", "render": "ran", "composite": "ran"}
+
+    # new input content: everything reruns
+    from videdit.synthetic import make_clip
+
+    make_clip(clip.path.with_name("other.mp4"), n_frames=clip.n_frames, size=clip.size, face_centre=(250.0, 112.0))
+    os.replace(clip.path.with_name("other.mp4"), clip.path)
+    redo = _pipeline(**{"edit.strengths": [-2.0]}).run(clip.path, run_dir)
+    assert redo.stages["align"] == "ran" and redo.stages["encode"] == "ran" and redo.stages["tune"] == "ran"
+
+
+def test_missing_weights_listed_at_once_before_touching_video(tmp_path):
+    from videdit.pipeline import Pipeline
+
+    env = dict(os.environ, VIDEDIT_WEIGHTS=str(tmp_path / "empty"), TORCH_HOME=str(tmp_path / "torch"))
+    video = tmp_path / "not_even_a_video.mp4"
+    video.write_text("x")
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "videdit", "run", str(video), "--edit", "age"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 3
+    assert "restyle_e4e_ffhq.pt" in proc.stderr and "alexnet-owt-7be5be79.pth" in proc.stderr and "age_boundary.npy" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "not_even_a_video.mp4.videdit").exists()
+    print(f"missing-weights check took {elapsed:.2f}s")
+
+
+def test_folder_mode_reports_failures_and_finishes_the_rest(clip, tmp_path):
+    import shutil
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    shutil.copy(clip.path, folder / "a_good.mp4")
+    (folder / "b_corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    from videdit.synthetic import make_clip
+
+    make_clip(folder / "c_noface.mp4", photo=np.full((300, 300, 3), 128, np.uint8), n_frames=4, size=(128, 128), audio=False)
+    results = _pipeline().run_many(folder, out=tmp_path / "runs")
+    status = {r.input.name: r.status for r in results}
+    assert status == {"a_good.mp4": "ok", "b_corrupt.mp4": "failed", "c_noface.mp4": "failed"}
+    assert all(r.error and "\n" not in r.error for r in results if r.status == "failed")
+    assert results[0].outputs and results[0].outputs[0].exists()
+    from videdit.pipeline import format_summary
+
+    table = format_summary(results)
+    assert "1 done, 2 failed" in table
+
+
+WORKER = """
+import sys
+from videdit.pipeline import Pipeline, StandInModels
+sys.path.insert(0, {tests!r})
+from test_pipeline import FAST
+ov = dict(FAST, **{{"tune.steps": 40, "tune.checkpoint_every": 2}})
+p = Pipeline.from_preset("default", overrides=ov, quiet=True, models=StandInModels(resolution=64))
+r = p.run({video!r}, {run!r})
+print(r.status, r.error)
+"""
+
+
+@pytest.mark.parametrize("kill_during", ["align", "encode", "tune"])
+def test_killed_run_resumes_to_identical_outputs(clip, tmp_path, kill_during):
+    """SIGKILL during a stage, rerun, compare with an uninterrupted run."""
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    code = WORKER.format(tests=str(Path(__file__).parent), video=str(clip.path), run=str(run_dir))
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+    log = run_dir / "log.txt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and f"{kill_during} start" in log.read_text():
+            if kill_during != "tune" or any((run_dir / "tune.partial" / "checkpoints").glob("*")):
+                time.sleep(0.3)
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / kill_during / "manifest.json").exists(), "killed too late to test anything"
+
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert done.stdout.startswith("ok"), done.stdout + done.stderr
+    events = read_log_events(run_dir)
+    if kill_during == "tune":
+        assert ("tune", "resume") in events
+
+    ref = subprocess.run([sys.executable, "-c", WORKER.format(tests=str(Path(__file__).parent), video=str(clip.path), run=str(ref_dir))],
+                         cwd=REPO, capture_output=True, text=True)
+    assert ref.stdout.startswith("ok"), ref.stdout + ref.stderr
+    for rel in ["encode/latents.npy", "smooth/latents_recon.npy"]:
+        np.testing.assert_allclose(np.load(run_dir / rel), np.load(ref_dir / rel), rtol=0, atol=1e-5)
+    from safetensors.numpy import load_file
+
+    a, b = load_file(run_dir / "tune" / "generator.safetensors"), load_file(ref_dir / "tune" / "generator.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-5, err_msg=k)
