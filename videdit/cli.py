@@ -100,12 +100,12 @@ def run(input_path, edit, strength, expand, preset, out, until, from_stage, forc
     results = pipe.run_many(input_path, out=out, until=until, from_stage=from_stage, force=force, recursive=recursive)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=1))
-    elif len(results) > 1 or any(r.status != "ok" for r in results) or not quiet:
-        click.echo(format_summary(results), err=len(results) == 1 and results[0].status != "ok")
+    single = len(results) == 1 and not input_path.is_dir()
+    if single and results[0].status != "ok":
+        _fail(results[0].error or "failed")
+    if not as_json and (not single or not quiet):
+        click.echo(format_summary(results))
     if any(r.status != "ok" for r in results):
-        failed = [r for r in results if r.status != "ok"]
-        if len(results) == 1:
-            _fail(failed[0].error or "failed")
         sys.exit(1)
 
 

@@ -70,7 +70,8 @@ class ModelSource:
 
     name = "abstract"
 
-    def required_weights(self, settings: dict[str, Any]) -> list[str]:
+    def required_weights(self, settings: dict[str, Any], stages: tuple[str, ...] = STAGE_ORDER) -> list[str]:
+        """Registry names of the files the given stages need."""
         return []
 
     def generator_identity(self) -> str: ...
@@ -98,13 +99,16 @@ class PretrainedModels(ModelSource):
         self.generator_path = enc.get("generator") or None  # optional override: .pkl/.pt/.safetensors
         self._ckpt = None
 
-    def required_weights(self, settings):
-        names = [self.encoder_name]
+    def required_weights(self, settings, stages=STAGE_ORDER):
+        names = []
+        if set(stages) & {"encode", "tune", "render"}:  # the generator comes from the encoder's checkpoint
+            names.append(self.encoder_name)
         tune = settings.get("tune", {})
-        if tune.get("tuner", "pti") != "none" and tune.get("lpips_weight", 1.0) > 0 and not tune.get("allow_l2_only"):
+        if ("tune" in stages and tune.get("tuner", "pti") != "none" and tune.get("lpips_weight", 1.0) > 0
+                and not tune.get("allow_l2_only")):
             names.append("lpips_alexnet" if tune.get("lpips_net", "alex") == "alex" else "lpips_vgg")
         direction = settings.get("edit", {}).get("direction") or ""
-        if direction in W.EDIT_DIRECTIONS:
+        if "edit" in stages and direction in W.EDIT_DIRECTIONS:
             names.append(W.EDIT_DIRECTIONS[direction])
         return names
 
@@ -271,8 +275,9 @@ class Pipeline:
 
     # ---- checks before any work
 
-    def check_weights(self) -> None:
-        names = self.models.required_weights(self.settings)
+    def check_weights(self, until: str | None = None) -> None:
+        stages = STAGE_ORDER[: STAGE_ORDER.index(until) + 1] if until else STAGE_ORDER
+        names = self.models.required_weights(self.settings, stages)
         W.require(names, self.weights_dir)  # raises one MissingWeightsError listing every missing file
 
     # ---- helpers
@@ -376,7 +381,7 @@ class Pipeline:
 
     def run_many(self, input_path: Path, out: Path | None = None, *, recursive: bool = False, **kwargs) -> list[VideoResult]:
         input_path = Path(input_path)
-        self.check_weights()  # every missing file listed at once, before touching any video
+        self.check_weights(kwargs.get("until"))  # every missing file listed at once, before touching any video
         if input_path.is_dir():
             videos = list_videos(input_path, recursive)
             if not videos:

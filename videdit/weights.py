@@ -221,6 +221,9 @@ def fetch(w: WeightFile, weights_dir: Path, *, timeout: float = 30.0, quiet: boo
             while block := resp.read(1 << 20):
                 out.write(block)
                 bar.update(len(block))
+    got = part.stat().st_size
+    if total is not None and got < total:  # the connection dropped: keep the .part for the next try
+        raise VideditError(f"download of {w.filename} interrupted at {got} of {total} bytes; run the same command again to resume")
     state = verify(w, part)
     if state == "mismatch":
         part.unlink()
