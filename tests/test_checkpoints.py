@@ -1,0 +1,430 @@
+"""Checkpoint I/O: our safetensors format, plain .pt state dicts, NVIDIA-style pickles read without
+running their code, and the one-line errors users see."""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import pickle
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from videdit.checkpoints import stylegan as ckpt
+from videdit.checkpoints.safe_pickle import PersistentRecord, load_pickle, record_state_dict
+from videdit.errors import CheckpointError, MissingWeightsError
+from videdit.networks.discriminator import Discriminator
+from videdit.networks.stylegan3 import Generator, tiny_generator_kwargs
+
+torch.set_num_threads(2)
+
+D_DATA = Path(__file__).resolve().parent / "data" / "golden_d"
+
+
+def _full_golden() -> Path:
+    return Path(os.environ.get("VIDEDIT_GOLDEN", Path(__file__).resolve().parents[2] / "shared" / "golden"))
+
+
+def _one_line(err: pytest.ExceptionInfo) -> str:
+    text = str(err.value)
+    assert "\n" not in text and text, f"error message is not one line: {text!r}"
+    return text
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixtures: a small generator with non-trivial weights, the golden discriminator
+
+
+@pytest.fixture(scope="module")
+def tiny_g() -> Generator:
+    torch.manual_seed(7)
+    G = Generator(**tiny_generator_kwargs(resolution=16, channels=8, w_dim=32)).eval()
+    with torch.no_grad():  # move every tensor off its initial value so equal states mean something
+        for name, value in G.state_dict().items():
+            if value.is_floating_point() and not name.endswith(("transform", "filter", "freqs", "phases")):
+                value.add_(0.05 * torch.randn_like(value))
+    return G
+
+
+@pytest.fixture(scope="module")
+def ws(tiny_g) -> torch.Tensor:
+    return torch.randn(2, tiny_g.num_ws, tiny_g.w_dim, generator=torch.Generator().manual_seed(3))
+
+
+def _render(G: torch.nn.Module, ws: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return G.synthesis(ws)
+
+
+@pytest.fixture(scope="module")
+def tiny_images(tiny_g, ws) -> torch.Tensor:
+    return _render(tiny_g, ws)
+
+
+@pytest.fixture(scope="module")
+def golden_d() -> Discriminator:
+    kwargs = json.loads((D_DATA / "d_64.json").read_text())["constructor_kwargs"]
+    D = Discriminator(**kwargs).eval()
+    D.load_state_dict(load_file(D_DATA / "d_64_state.safetensors"), strict=True)
+    return D
+
+
+def _assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb)
+    for name in sa:
+        assert torch.equal(sa[name], sb[name]), name
+
+
+# ----------------------------------------------------------------------------------------------
+# NVIDIA-style pickles, built here the way torch_utils.persistence writes them
+
+
+SOURCE_MARKER_CODE = "open({marker!r}, 'w').write('module_src was executed')\n"
+
+
+class _Fakes:
+    """Stand-ins for torch_utils.persistence / dnnlib, present in sys.modules only while pickling."""
+
+    def __init__(self) -> None:
+        def _reconstruct_persistent_obj(meta):  # pragma: no cover - must never run
+            raise AssertionError("the loader called the pickled reconstruct function")
+
+        class EasyDict(dict):
+            pass
+
+        _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
+        _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
+        EasyDict.__module__ = "dnnlib.util"
+        EasyDict.__qualname__ = "EasyDict"
+        self.reconstruct = _reconstruct_persistent_obj
+        self.EasyDict = EasyDict
+        self.modules = {
+            "torch_utils": types.ModuleType("torch_utils"),
+            "torch_utils.persistence": types.ModuleType("torch_utils.persistence"),
+            "dnnlib": types.ModuleType("dnnlib"),
+            "dnnlib.util": types.ModuleType("dnnlib.util"),
+        }
+        self.modules["torch_utils.persistence"]._reconstruct_persistent_obj = _reconstruct_persistent_obj
+        self.modules["dnnlib.util"].EasyDict = EasyDict
+
+
+class _NvidiaLikePickler(pickle.Pickler):
+    """Pickles videdit modules as persistent-object records: (_reconstruct_persistent_obj, (meta,)),
+    meta = dict(type, version, module_src, class_name, state=__dict__ + _init_args/_init_kwargs).
+    Tensors and plain torch.nn modules are pickled by torch's own reducers."""
+
+    def __init__(self, file, fakes: _Fakes, module_src: str, init_kwargs: dict[int, dict]):
+        super().__init__(file, protocol=pickle.DEFAULT_PROTOCOL)
+        self.fakes = fakes
+        self.module_src = module_src
+        self.init_kwargs = init_kwargs
+
+    def reducer_override(self, obj):
+        # Our own modules play NVIDIA's persistent classes; torch.nn's own classes pickle as usual.
+        if isinstance(obj, torch.nn.Module) and not type(obj).__module__.startswith("torch."):
+            state = dict(obj.__dict__)
+            state["_init_args"] = ()
+            state["_init_kwargs"] = self.init_kwargs.get(id(obj), {})
+            meta = dict(type="class", version=6, module_src=self.module_src, class_name=type(obj).__name__, state=state)
+            return self.fakes.reconstruct, (meta,)
+        return NotImplemented
+
+
+def _nvidia_kwargs(net: torch.nn.Module, fakes: _Fakes) -> dict:
+    # NVIDIA's kwargs are EasyDicts and sometimes hold numpy scalars.
+    kwargs = {k: (fakes.EasyDict(v) if isinstance(v, dict) else v) for k, v in net.init_kwargs.items()}
+    if "magnitude_ema_beta" in kwargs:
+        kwargs["magnitude_ema_beta"] = np.float64(kwargs["magnitude_ema_beta"])
+    return fakes.EasyDict(kwargs)
+
+
+class _AugmentPipe(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("p", torch.tensor(0.25))
+        self.layers = torch.nn.ModuleList([torch.nn.Linear(2, 2)])
+        self.fixed_size = np.asarray([36, 36])
+        self.cutoff = np.float64(2.0)
+
+
+def write_nvidia_pickle(path: Path, monkeypatch, networks: dict, marker: Path, extra: dict | None = None) -> None:
+    fakes = _Fakes()
+    init_kwargs = {id(net): _nvidia_kwargs(net, fakes) for net in networks.values() if hasattr(net, "init_kwargs")}
+    # A plain torch.nn container (not persistent) and numpy values inside a record, as real snapshots have.
+    augment = _AugmentPipe()
+    snapshot = dict(training_set_kwargs=dict(class_name="training.dataset.ImageFolderDataset", resolution=16))
+    snapshot.update(networks)
+    snapshot["augment_pipe"] = augment
+    snapshot.update(extra or {})
+    with monkeypatch.context() as patch:
+        for name, module in fakes.modules.items():
+            patch.setitem(sys.modules, name, module)
+        with open(path, "wb") as handle:
+            _NvidiaLikePickler(handle, fakes, SOURCE_MARKER_CODE.format(marker=str(marker)), init_kwargs).dump(snapshot)
+    assert "torch_utils" not in sys.modules and "dnnlib" not in sys.modules
+
+
+# ----------------------------------------------------------------------------------------------
+# Round trips in our format
+
+
+def test_generator_round_trip(tmp_path, tiny_g, ws, tiny_images):
+    path = ckpt.save_generator(tiny_g, tmp_path / "g.safetensors")
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata()
+    assert meta["format"] == "videdit.stylegan3" and meta["kind"] == "generator"
+    assert meta["class"] == "videdit.networks.stylegan3.Generator"
+    assert json.loads(meta["init_kwargs"]) == json.loads(json.dumps(tiny_g.init_kwargs))
+    assert not list(tmp_path.glob("*.partial")), "temporary file left behind"
+
+    G = ckpt.load_generator(path)
+    assert isinstance(G, Generator) and not G.training
+    assert not any(p.requires_grad for p in G.parameters())
+    _assert_same_state(tiny_g, G)
+    assert torch.equal(_render(G, ws), tiny_images)
+    # The generic loader rebuilds the class named in the file.
+    assert isinstance(ckpt.load_network(path), Generator)
+
+
+def test_discriminator_round_trip(tmp_path, golden_d):
+    path = ckpt.save_discriminator(golden_d, tmp_path / "d.safetensors")
+    D = ckpt.load_discriminator(path)
+    _assert_same_state(golden_d, D)
+    img = load_file(D_DATA / "d_64_io.safetensors")["img"][:2]
+    with torch.no_grad():
+        assert torch.equal(D(img, None), golden_d(img, None))
+    assert isinstance(ckpt.load_network(path), Discriminator)
+    with pytest.raises(CheckpointError) as err:
+        ckpt.load_generator(path)
+    assert "discriminator, not a generator" in _one_line(err)
+
+
+# ----------------------------------------------------------------------------------------------
+# NVIDIA pickles
+
+
+def test_nvidia_pickle_loads_without_running_its_code(tmp_path, monkeypatch, tiny_g, golden_d, ws, tiny_images):
+    marker = tmp_path / "source_ran.txt"
+    torch.manual_seed(11)
+    other_g = Generator(**tiny_g.init_kwargs).eval()  # plays the non-averaged 'G'
+    path = tmp_path / "network-snapshot.pkl"
+    write_nvidia_pickle(path, monkeypatch, {"G": other_g, "D": golden_d, "G_ema": tiny_g}, marker)
+
+    G = ckpt.load_generator(path)
+    assert torch.equal(_render(G, ws), tiny_images)
+    _assert_same_state(tiny_g, G)
+    assert G.init_kwargs == tiny_g.init_kwargs
+    _assert_same_state(other_g, ckpt.load_generator(path, network="G"))
+    D = ckpt.load_discriminator(path)
+    _assert_same_state(golden_d, D)
+
+    assert not marker.exists(), "module_src from the pickle was executed"
+    assert "torch_utils" not in sys.modules and "dnnlib" not in sys.modules
+
+    # The records keep what the snapshot holds: plain modules, numpy values, the training kwargs.
+    snapshot = load_pickle(path)
+    assert isinstance(snapshot["G_ema"], PersistentRecord) and snapshot["G_ema"].class_name == "Generator"
+    assert snapshot["training_set_kwargs"]["resolution"] == 16
+    augment_state = record_state_dict(snapshot["augment_pipe"])
+    assert set(augment_state) == {"p", "layers.0.weight", "layers.0.bias"}
+    assert np.array_equal(snapshot["augment_pipe"].state["fixed_size"], [36, 36])
+
+
+def test_convert_pickle_to_safetensors(tmp_path, monkeypatch, tiny_g, golden_d, ws, tiny_images):
+    src = tmp_path / "snap.pkl"
+    write_nvidia_pickle(src, monkeypatch, {"G_ema": tiny_g}, tmp_path / "marker")
+    dst = ckpt.convert_checkpoint(src, tmp_path / "out" / "g.safetensors")
+    assert torch.equal(_render(ckpt.load_generator(dst), ws), tiny_images)
+    with pytest.raises(CheckpointError) as err:  # this snapshot has no discriminator
+        ckpt.load_discriminator(src)
+    assert "no 'D' network" in _one_line(err) and "G_ema" in str(err.value)
+
+
+class _RunsShell:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+class _NetWithPayload(torch.nn.Module):
+    def __init__(self, payload):
+        super().__init__()
+        self.init_kwargs = {}
+        self.inner = torch.nn.Linear(1, 1)
+        self.inner.payload = payload  # hidden one level down, inside a plain torch module
+
+
+class _CallsEval:
+    def __reduce__(self):
+        return eval, ("1 + 1",)
+
+
+class _StorageBlob:
+    """Pickles as torch.storage._load_from_bytes(blob), the way storages appear in NVIDIA pickles."""
+
+    def __init__(self, blob: bytes):
+        self.blob = blob
+
+    def __reduce__(self):
+        import torch.storage
+
+        return torch.storage._load_from_bytes, (self.blob,)
+
+
+@pytest.mark.parametrize("where", ["top", "inside_record"])
+def test_malicious_pickle_is_refused_without_side_effect(tmp_path, monkeypatch, where):
+    marker = tmp_path / "pwned"
+    payload = _RunsShell(marker)
+    path = tmp_path / "evil.pkl"
+    if where == "top":
+        path.write_bytes(pickle.dumps({"G_ema": payload}))
+    else:
+        network = _NetWithPayload(payload)
+        write_nvidia_pickle(path, monkeypatch, {"G_ema": network}, tmp_path / "marker")
+    with pytest.raises(CheckpointError) as err:
+        ckpt.load_generator(path)
+    message = _one_line(err)
+    assert "system" in message and "refused" in message
+    assert not marker.exists(), "the payload ran"
+
+
+def test_pickle_globals_outside_the_allow_list_are_refused(tmp_path):
+    path = tmp_path / "eval.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": _CallsEval()}))
+    with pytest.raises(CheckpointError) as err:
+        ckpt.load_generator(path)
+    assert "builtins.eval" in _one_line(err)
+
+
+def test_unsafe_nested_storage_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    blob = pickle.dumps(_RunsShell(marker))
+    path = tmp_path / "storage.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": _StorageBlob(blob)}))
+    with pytest.raises(CheckpointError) as err:
+        ckpt.load_generator(path)
+    assert "unsafe tensor storage" in _one_line(err)
+    assert not marker.exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Plain state dicts (.pt)
+
+
+def test_plain_state_dict_with_batched_transform(tmp_path, tiny_g, ws, tiny_images):
+    state = dict(tiny_g.state_dict())
+    state["synthesis.input.transform"] = torch.randn(4, 3, 3)  # left over from a tuning batch
+    path = tmp_path / "tuned.pt"
+    torch.save(state, path)
+    # The configuration is read off the state dict; the batched transform is reset to identity.
+    G = ckpt.load_generator(path)
+    assert G.init_kwargs == tiny_g.init_kwargs
+    assert torch.equal(G.synthesis.input.transform, torch.eye(3))
+    assert torch.equal(_render(G, ws), tiny_images)
+    # Explicit kwargs win over the guess.
+    G2 = ckpt.load_generator(path, init_kwargs=tiny_g.init_kwargs)
+    _assert_same_state(G, G2)
+
+
+def test_infer_kwargs_of_published_r1024_generator():
+    # meta tensors: only names and shapes, no memory and no compute.
+    with torch.device("meta"):
+        G = Generator(**ckpt.R1024_KWARGS)
+    assert ckpt.infer_generator_kwargs(G.state_dict()) == ckpt.R1024_KWARGS
+
+
+# ----------------------------------------------------------------------------------------------
+# One-line errors
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(MissingWeightsError) as err:
+        ckpt.load_generator(tmp_path / "nope.safetensors")
+    assert "nope.safetensors" in _one_line(err)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pt", "pkl"])
+def test_truncated_file(tmp_path, monkeypatch, tiny_g, fmt):
+    full = tmp_path / f"full.{fmt}"
+    if fmt == "safetensors":
+        ckpt.save_generator(tiny_g, full)
+    elif fmt == "pt":
+        torch.save(tiny_g.state_dict(), full)
+    else:
+        write_nvidia_pickle(full, monkeypatch, {"G_ema": tiny_g}, tmp_path / "marker")
+    data = full.read_bytes()
+    cut = tmp_path / f"cut.{fmt}"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError) as err:
+        ckpt.load_generator(cut)
+    message = _one_line(err)
+    assert str(cut) in message and ("truncated" in message or "corrupt" in message)
+
+
+def test_missing_and_misshaped_keys(tmp_path, tiny_g):
+    state = dict(tiny_g.state_dict())
+    missing = dict(state)
+    del missing["mapping.w_avg"]
+    torch.save(missing, tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError) as err:
+        ckpt.load_generator(tmp_path / "missing.pt", init_kwargs=tiny_g.init_kwargs)
+    assert "missing key(s) 'mapping.w_avg'" in _one_line(err)
+
+    key = next(k for k in state if k.startswith("synthesis.L3_") and k.endswith(".bias"))
+    misshaped = dict(state)
+    misshaped[key] = torch.zeros(state[key].numel() + 1)
+    save_file({k: v.contiguous() for k, v in misshaped.items()}, tmp_path / "bad.safetensors",
+              metadata={"format": "videdit.stylegan3", "kind": "generator",
+                        "class": "videdit.networks.stylegan3.Generator", "init_kwargs": json.dumps(tiny_g.init_kwargs)})
+    with pytest.raises(CheckpointError) as err:
+        ckpt.load_generator(tmp_path / "bad.safetensors")
+    message = _one_line(err)
+    assert f"'{key}'" in message and "shape" in message
+
+
+def test_foreign_class_in_metadata_is_refused(tmp_path):
+    save_file({"x": torch.zeros(1)}, tmp_path / "x.safetensors",
+              metadata={"format": "videdit.network", "kind": "encoder", "class": "os.system", "init_kwargs": "{}"})
+    with pytest.raises(CheckpointError) as err:
+        ckpt.load_network(tmp_path / "x.safetensors")
+    assert "not a videdit network" in _one_line(err)
+
+
+def test_not_a_checkpoint(tmp_path):
+    path = tmp_path / "notes.pt"
+    path.write_text("hello")
+    with pytest.raises(CheckpointError) as err:
+        ckpt.load_generator(path)
+    _one_line(err)
+
+
+# ----------------------------------------------------------------------------------------------
+# Extra checks with the full reference set
+
+
+@pytest.mark.golden_full
+def test_golden_sg3t_pickle_reproduces_reference_images(tmp_path, monkeypatch):
+    full = _full_golden()
+    if not (full / "sg3t_64_state.safetensors").is_file():
+        pytest.skip(f"full reference set not found at {full} (set VIDEDIT_GOLDEN)")
+    kwargs = json.loads((full / "sg3t_64.json").read_text())["constructor_kwargs"]
+    io = load_file(full / "sg3t_64_io.safetensors")
+    G = Generator(**kwargs).eval()
+    G.load_state_dict(load_file(full / "sg3t_64_state.safetensors"), strict=True)
+    path = tmp_path / "sg3t.pkl"
+    write_nvidia_pickle(path, monkeypatch, {"G_ema": G}, tmp_path / "marker")
+    loaded = ckpt.load_generator(path)
+    with torch.no_grad():
+        img = loaded.synthesis(io["ws_psi0p7"][:1])
+    err = (img - io["img_psi0p7_identity"][:1]).abs().max().item()
+    print(f"sg3t_64 from pickle: max abs err vs reference {err:.3g}")
+    assert err < 1e-4

@@ -1,0 +1,34 @@
+"""Checkpoint I/O: our .safetensors format, plain torch state dicts, NVIDIA pickles (read without
+running their code). `restyle.py` reads the released ReStyle encoder files.
+
+Names are resolved lazily so that importing the package does not import torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "load_generator": "videdit.checkpoints.stylegan",
+    "save_generator": "videdit.checkpoints.stylegan",
+    "load_discriminator": "videdit.checkpoints.stylegan",
+    "save_discriminator": "videdit.checkpoints.stylegan",
+    "load_network": "videdit.checkpoints.stylegan",
+    "save_network": "videdit.checkpoints.stylegan",
+    "read_checkpoint": "videdit.checkpoints.stylegan",
+    "build_network": "videdit.checkpoints.stylegan",
+    "convert_checkpoint": "videdit.checkpoints.stylegan",
+    "infer_generator_kwargs": "videdit.checkpoints.stylegan",
+    "NetworkCheckpoint": "videdit.checkpoints.stylegan",
+    "R1024_KWARGS": "videdit.checkpoints.stylegan",
+    "SafeUnpickler": "videdit.checkpoints.safe_pickle",
+    "load_nvidia_pickle": "videdit.checkpoints.safe_pickle",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'videdit.checkpoints' has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)
