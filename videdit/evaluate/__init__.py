@@ -1,0 +1,24 @@
+"""`videdit eval`: reconstruction, identity and temporal-consistency metrics of a run, with plots.
+
+Heavy modules load lazily: importing this package costs nothing until a function is used.
+"""
+from __future__ import annotations
+
+_LAZY = {
+    "EvalSettings": "videdit.evaluate.report",
+    "evaluate_run": "videdit.evaluate.report",
+    "compare_runs": "videdit.evaluate.report",
+    "format_summary": "videdit.evaluate.report",
+    "load_metrics": "videdit.evaluate.report",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'videdit.evaluate' has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)

@@ -1,0 +1,463 @@
+"""`videdit eval`: evaluate a run folder, write metrics.json and plots, format terminal tables.
+
+Public API (the CLI calls these):
+    evaluate_run(run_dir, against=None, settings=EvalSettings()) -> dict   (also writes RUN/eval/)
+    format_summary(metrics) -> str                                          (one-screen table)
+    compare_runs(run_dirs) -> str                                           (runs side by side)
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from itertools import zip_longest
+from pathlib import Path
+
+import numpy as np
+
+from videdit.errors import InputError
+from videdit.evaluate import frames as frames_mod
+from videdit.evaluate.frames import RECONSTRUCTION_KEY, FrameSource
+
+METRICS_FILE = "metrics.json"
+EVAL_FOLDER = "eval"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class EvalSettings:
+    sizes: tuple[int | None, ...] = (256, None)  # pixel-metric sizes; None = the frames' own size
+    flow_size: int | None = 256  # temporal metrics run at this square size (None = own size)
+    detect_size: int = 384  # face detection works on a copy this large (longer side)
+    identity_model: str = "auto"  # auto (ArcFace when its weights are present, else dlib) | dlib | arcface
+    weights_dir: Path | None = None  # where ArcFace / AlexNet checkpoints may be
+    lpips: bool = True
+    lpips_random_backbone: bool = False  # tests only: exercises LPIPS without weights, values meaningless
+    pixel_metrics_for_edits: bool = False  # edits differ from the input on purpose; off by default
+    max_frames: int | None = None  # evaluate only the first frames (quick looks)
+    plots: bool = True
+    write: bool = True  # write RUN/eval/metrics.json and plots
+    device: str = "cpu"
+
+
+def size_label(size: int | None) -> str:
+    return "full" if size is None else str(size)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+def evaluate_run(run_dir, against=None, settings: EvalSettings | None = None) -> dict:
+    """Evaluate every rendered output of a run against its input; returns the metrics dict.
+
+    Without `against` the reference is RUN/align/unaligned and the outputs are RUN/render/<key>/
+    crops. `against` may be another run or an image folder (same crop-level comparison), or the
+    source video: then the run's final full-frame videos are compared with it.
+    """
+    settings = settings or EvalSettings()
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise InputError(f"{run} is not a run folder")
+    reference = frames_mod.reference_source(run, Path(against) if against is not None else None)
+    if reference.video is not None:
+        outputs = frames_mod.full_frame_outputs(run, reference.video)
+    else:
+        outputs = frames_mod.crop_outputs(run)
+    started = time.perf_counter()
+    metrics = _evaluate_sources(reference, outputs, settings)
+    metrics["run"] = str(run)
+    metrics["transforms"] = _transform_stats(run)
+    metrics["latents"] = _latent_stats(run)
+    metrics["seconds"] = round(time.perf_counter() - started, 3)
+    if settings.write:
+        out_dir = run / EVAL_FOLDER
+        out_dir.mkdir(exist_ok=True)
+        metrics["plots"] = _write_plots(run, metrics, out_dir) if settings.plots else []
+        write_metrics(metrics, out_dir / METRICS_FILE)
+    return metrics
+
+
+def _evaluate_sources(reference: FrameSource, outputs: dict[str, FrameSource], settings: EvalSettings) -> dict:
+    from videdit.evaluate import identity, metrics as pixel, temporal
+
+    skipped: dict[str, str] = {}
+    lpips_model = None
+    if settings.lpips:
+        status = pixel.load_lpips(settings.weights_dir, settings.lpips_random_backbone, settings.device)
+        lpips_model = status.model
+        if status.model is None:
+            skipped["lpips"] = status.reason
+    else:
+        skipped["lpips"] = "turned off in the settings"
+    image_metrics = pixel.ImageMetrics(lpips_model, settings.device)
+    analyzer = identity.FaceAnalyzer(settings.detect_size, embedder=_identity_embedder(settings, skipped))
+
+    keys = list(outputs)
+    per_frame: dict[str, dict[str, list]] = {k: {} for k in keys}
+    reference_embeddings: list = []
+    output_embeddings: dict[str, list] = {k: [] for k in keys}
+    input_warp, input_diff = [], []
+    previous_small: dict[str, np.ndarray] = {}
+    frame_size = None
+    missing = object()
+    count = 0
+    streams = zip_longest(iter(reference), *(iter(outputs[k]) for k in keys), fillvalue=missing)
+    for index, (ref, *outs) in enumerate(streams):
+        if settings.max_frames is not None and index >= settings.max_frames:
+            break
+        if ref is missing or any(o is missing for o in outs):
+            have = {reference.label: ref is not missing, **{outputs[k].label: o is not missing for k, o in zip(keys, outs)}}
+            short = [name for name, present in have.items() if not present]
+            raise InputError(f"frame counts differ: {', '.join(short)} ended at frame {index}")
+        frame_size = (ref.shape[1], ref.shape[0])
+        ref_face = analyzer.observe(ref)
+        reference_embeddings.append(ref_face.embedding)
+        small_ref = _temporal_frame(ref, settings.flow_size)
+        flow = None
+        if "reference" in previous_small:
+            flow = temporal.backward_flow(previous_small["reference"], small_ref)
+            input_warp.append(temporal.warping_error(previous_small["reference"], small_ref, flow))
+            input_diff.append(temporal.frame_difference(previous_small["reference"], small_ref))
+        previous_small["reference"] = small_ref
+        for key, out in zip(keys, outs):
+            if out.shape != ref.shape:
+                raise InputError(
+                    f"{outputs[key].label} frame {index} is {out.shape[1]}x{out.shape[0]}, "
+                    f"the reference is {ref.shape[1]}x{ref.shape[0]}"
+                )
+            series = per_frame[key]
+            if key == RECONSTRUCTION_KEY or settings.pixel_metrics_for_edits or len(keys) == 1:
+                for size in settings.sizes:
+                    for name, value in image_metrics.compare(ref, out, size).items():
+                        if value is not None:
+                            series.setdefault(f"{name}@{size_label(size)}", []).append(value)
+            out_face = analyzer.observe(out, fallback_box=ref_face.box)
+            output_embeddings[key].append(out_face.embedding)
+            series.setdefault("face_found", []).append(bool(out_face.found))
+            series.setdefault("identity_similarity", []).append(identity.cosine_similarity(ref_face.embedding, out_face.embedding))
+            if analyzer.embedder is None:
+                series.setdefault("identity_distance", []).append(identity.euclidean_distance(ref_face.embedding, out_face.embedding))
+            series.setdefault("landmark_error", []).append(identity.landmark_error(ref_face, out_face))
+            small_out = _temporal_frame(out, settings.flow_size)
+            if flow is not None:
+                series.setdefault("warp_error", []).append(temporal.warping_error(previous_small[key], small_out, flow))
+                series.setdefault("frame_difference", []).append(temporal.frame_difference(previous_small[key], small_out))
+            previous_small[key] = small_out
+        count = index + 1
+    if count == 0:
+        raise InputError(f"{reference.label} has no frames")
+
+    result_outputs = {}
+    for key in keys:
+        series = per_frame[key]
+        # An edit keeps who the person is: compare its faces with the reconstruction's as well.
+        if key != RECONSTRUCTION_KEY and RECONSTRUCTION_KEY in output_embeddings:
+            series["identity_vs_reconstruction"] = [
+                identity.cosine_similarity(a, b) for a, b in zip(output_embeddings[RECONSTRUCTION_KEY], output_embeddings[key])
+            ]
+        similarity = np.asarray(series["identity_similarity"], dtype=float)
+        warp_out = _nanmean(series.get("warp_error", []))
+        warp_in = _nanmean(input_warp)
+        diff_out = _nanmean(series.get("frame_difference", []))
+        diff_in = _nanmean(input_diff)
+        result_outputs[key] = {
+            "source": outputs[key].label,
+            "per_frame": series,
+            "summary": {name: _mean_std(values) for name, values in series.items() if name != "face_found"},
+            "faces_found": int(sum(series["face_found"])),
+            "temporal": {
+                "warp_error": warp_out,
+                "warp_error_input": warp_in,
+                "warp_error_ratio": temporal.safe_ratio(warp_out, warp_in),
+                "frame_difference": diff_out,
+                "frame_difference_input": diff_in,
+                "frame_difference_ratio": temporal.safe_ratio(diff_out, diff_in),
+                "identity_std_global": temporal.global_std(similarity),
+                "identity_std_local": temporal.local_std(similarity),
+                "identity_consistency": temporal.identity_consistency(output_embeddings[key]),
+            },
+        }
+    return {
+        "schema": SCHEMA_VERSION,
+        "reference": reference.label,
+        "frames": count,
+        "frame_size": list(frame_size) if frame_size else None,
+        "identity_model": analyzer.model_name,
+        "faces_found_input": int(sum(e is not None for e in reference_embeddings)),
+        "input_temporal": {
+            "warp_error_per_frame": input_warp,
+            "frame_difference_per_frame": input_diff,
+            "identity_consistency": temporal.identity_consistency(reference_embeddings),
+        },
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
+        "skipped": skipped,
+        "outputs": result_outputs,
+    }
+
+
+def _identity_embedder(settings: EvalSettings, skipped: dict[str, str]):
+    """ArcFace-family embedder when asked for or when its weights are present; None means dlib's."""
+    from videdit.errors import MissingWeightsError
+    from videdit.evaluate import identity
+
+    if settings.identity_model == "dlib":
+        return None
+    if settings.identity_model not in ("auto", "arcface"):
+        raise InputError(f"unknown identity model {settings.identity_model!r}; use auto, dlib or arcface")
+    path = identity.find_arcface_weights(settings.weights_dir)
+    if path is None:
+        names = " or ".join(identity.ARCFACE_FILES)
+        if settings.identity_model == "arcface":
+            raise MissingWeightsError(f"identity model arcface needs {names} in {settings.weights_dir or 'the weights folder'}")
+        skipped["arcface"] = f"{names} not found in {settings.weights_dir or 'the weights folder'}; dlib's ResNet used"
+        return None
+    return identity.ArcFaceEmbedder(path, settings.device)
+
+
+def _temporal_frame(image: np.ndarray, size: int | None) -> np.ndarray:
+    from videdit.evaluate.temporal import resize_to
+
+    return resize_to(image, None if size is None else (size, size))
+
+
+def _nanmean(values) -> float:
+    values = np.asarray(values, dtype=float)
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
+def _mean_std(values) -> dict:
+    values = np.asarray(values, dtype=float)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return {"mean": float("nan"), "std": float("nan"), "frames": 0}
+    return {"mean": float(finite.mean()), "std": float(finite.std()), "frames": int(finite.size)}
+
+
+def _load_npz(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as data:
+            return {k: np.asarray(data[k]) for k in data.files}
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot read {path}: {err}") from err
+
+
+def _transform_stats(run: Path) -> dict:
+    """Frame-to-frame jitter of the transforms, as aligned and as smoothed (degrees, crop pixels)."""
+    from videdit.evaluate.temporal import local_std
+
+    stats = {}
+    raw = _load_npz(run / "align" / "transforms.npz")
+    crop = float(raw["crop_size"]) if raw is not None and "crop_size" in raw else None
+    for name, data in (("raw", raw), ("smoothed", _load_npz(run / "smooth" / "transforms.npz"))):
+        if data is None or "rotation_deg" not in data or "translation" not in data:
+            continue
+        translation = data["translation"].astype(float) * (crop if crop else 1.0)
+        stats[name] = {
+            "rotation_jitter_deg": local_std(data["rotation_deg"]),
+            "translation_jitter": float(np.hypot(local_std(translation[:, 0]), local_std(translation[:, 1]))),
+            "translation_unit": "pixels" if crop else "crop widths",
+        }
+    return stats
+
+
+def _latent_series(run: Path) -> dict[str, np.ndarray]:
+    series = {}
+    raw = run / "encode" / "latents.npy"
+    if raw.is_file():
+        series["encoded"] = np.load(raw)
+    smooth = run / "smooth"
+    if smooth.is_dir():
+        for path in sorted(smooth.glob("latents_*.npy"), key=lambda p: (RECONSTRUCTION_KEY not in p.stem, p.stem)):
+            series[f"smoothed {path.stem[len('latents_'):]}"] = np.load(path)
+    return series
+
+
+def _latent_stats(run: Path) -> dict:
+    """Mean frame-to-frame step of each latent series (L2 over the whole W+ code)."""
+    stats = {}
+    for name, latents in _latent_series(run).items():
+        flat = latents.reshape(len(latents), -1).astype(np.float64)
+        steps = np.linalg.norm(np.diff(flat, axis=0), axis=1)
+        stats[name] = {"frames": int(len(flat)), "mean_step": float(steps.mean()) if steps.size else 0.0}
+    return stats
+
+
+def latent_pca(series: dict[str, np.ndarray], components: int = 3) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Project every series on the principal components of the first (the encoder's latents)."""
+    first = next(iter(series.values()))
+    flat = first.reshape(len(first), -1).astype(np.float64)
+    mean = flat.mean(0)
+    _, singular, vt = np.linalg.svd(flat - mean, full_matrices=False)
+    components = max(1, min(components, vt.shape[0]))
+    variance = singular**2
+    explained = variance[:components] / max(variance.sum(), 1e-12)
+    projections = {
+        name: (lat.reshape(len(lat), -1).astype(np.float64) - mean) @ vt[:components].T
+        for name, lat in series.items()
+        if lat.reshape(len(lat), -1).shape[1] == flat.shape[1]
+    }
+    return projections, explained
+
+
+def _write_plots(run: Path, metrics: dict, out_dir: Path) -> list[str]:
+    from videdit.evaluate import plots
+
+    written = []
+    per_frame = {k: v["per_frame"] for k, v in metrics["outputs"].items()}
+    path = plots.plot_metrics_over_time(per_frame, metrics["input_temporal"]["warp_error_per_frame"], out_dir / "metrics_per_frame.png")
+    if path:
+        written.append(path)
+    raw = _load_npz(run / "align" / "transforms.npz")
+    if raw is not None and "rotation_deg" in raw and "translation" in raw:
+        written.append(plots.plot_transforms(raw, _load_npz(run / "smooth" / "transforms.npz"), out_dir / "transforms.png"))
+    series = _latent_series(run)
+    if series and len(next(iter(series.values()))) >= 2:
+        projections, explained = latent_pca(series)
+        written.append(plots.plot_latent_trajectory(projections, explained, out_dir / "latent_pca.png"))
+    return [frames_mod.label_for(p, run) for p in written]
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics.json
+
+
+def _json_ready(value):
+    """NaN / inf become null (JSON has neither); numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def write_metrics(metrics: dict, path: Path) -> None:
+    """Write atomically so that a reader never sees half a file."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_json_ready(metrics), indent=1, allow_nan=False))
+    os.replace(tmp, path)
+
+
+def load_metrics(run_or_file) -> dict:
+    path = Path(run_or_file)
+    if path.is_dir():
+        path = path / EVAL_FOLDER / METRICS_FILE
+    if not path.is_file():
+        raise InputError(f"{path} not found; run `videdit eval {path.parent.parent}` first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path} is not valid JSON: {err.msg}") from err
+
+
+# ---------------------------------------------------------------------------------------------
+# terminal tables
+
+# (column title, how to get a number from one output's record, format)
+_COLUMNS = (
+    ("L2@256", lambda o: o["summary"].get("l2@256", {}).get("mean"), "{:.4f}"),
+    ("LPIPS@256", lambda o: o["summary"].get("lpips@256", {}).get("mean"), "{:.4f}"),
+    ("MS-SSIM@256", lambda o: o["summary"].get("ms_ssim@256", {}).get("mean"), "{:.4f}"),
+    ("PSNR", lambda o: o["summary"].get("psnr@full", {}).get("mean"), "{:.2f}"),
+    ("L2 full", lambda o: o["summary"].get("l2@full", {}).get("mean"), "{:.4f}"),
+    ("ID sim", lambda o: o["summary"].get("identity_similarity", {}).get("mean"), "{:.3f}"),
+    ("ID std g/l", lambda o: (o["temporal"].get("identity_std_global"), o["temporal"].get("identity_std_local")), "{:.3f}/{:.3f}"),
+    ("LM err %", lambda o: o["summary"].get("landmark_error", {}).get("mean"), "{:.2f}"),
+    ("warp err", lambda o: o["temporal"].get("warp_error"), "{:.2f}"),
+    ("warp x in", lambda o: o["temporal"].get("warp_error_ratio"), "{:.2f}"),
+)
+
+_ROWS_FOR_COMPARE = (
+    ("L2@256", lambda o: o["summary"].get("l2@256", {}).get("mean"), "{:.4f}"),
+    ("LPIPS@256", lambda o: o["summary"].get("lpips@256", {}).get("mean"), "{:.4f}"),
+    ("MS-SSIM@256", lambda o: o["summary"].get("ms_ssim@256", {}).get("mean"), "{:.4f}"),
+    ("L2 full", lambda o: o["summary"].get("l2@full", {}).get("mean"), "{:.4f}"),
+    ("PSNR full (dB)", lambda o: o["summary"].get("psnr@full", {}).get("mean"), "{:.2f}"),
+    ("identity similarity", lambda o: o["summary"].get("identity_similarity", {}).get("mean"), "{:.3f}"),
+    ("identity std global", lambda o: o["temporal"].get("identity_std_global"), "{:.4f}"),
+    ("identity std local", lambda o: o["temporal"].get("identity_std_local"), "{:.4f}"),
+    ("landmark error (%)", lambda o: o["summary"].get("landmark_error", {}).get("mean"), "{:.2f}"),
+    ("warping error", lambda o: o["temporal"].get("warp_error"), "{:.2f}"),
+    ("warping error / input", lambda o: o["temporal"].get("warp_error_ratio"), "{:.2f}"),
+    ("frame diff / input", lambda o: o["temporal"].get("frame_difference_ratio"), "{:.2f}"),
+)
+
+
+def _cell(getter, fmt: str, record: dict) -> str:
+    try:
+        value = getter(record)
+    except (KeyError, TypeError):
+        return "-"
+    values = value if isinstance(value, tuple) else (value,)
+    if any(v is None or (isinstance(v, float) and not math.isfinite(v)) for v in values):
+        return "-"
+    return fmt.format(*values)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    return "\n".join([line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def format_summary(metrics: dict) -> str:
+    """One screen: a row per output (reconstruction, edits), the main numbers in columns."""
+    header = ["output"] + [title for title, _, _ in _COLUMNS]
+    rows = [[key] + [_cell(get, fmt, record) for _, get, fmt in _COLUMNS] for key, record in metrics["outputs"].items()]
+    lines = [
+        f"videdit eval {metrics.get('run', '')}: {metrics['frames']} frames vs {metrics['reference']}"
+        f" (identity: {metrics['identity_model']})",
+        _table(header, rows),
+    ]
+    input_warp = _nanmean([v for v in metrics["input_temporal"]["warp_error_per_frame"] if v is not None])
+    if math.isfinite(input_warp):
+        lines.append(f"input warping error {input_warp:.2f} (8-bit levels); 'warp x in' = output / input, 1 = no added flicker")
+    for name, reason in metrics.get("skipped", {}).items():
+        lines.append(f"skipped {name}: {reason}")
+    for name, stats in metrics.get("transforms", {}).items():
+        lines.append(
+            f"transforms {name}: rotation jitter {stats['rotation_jitter_deg']:.3f} deg, "
+            f"translation jitter {stats['translation_jitter']:.3f} {stats['translation_unit']}"
+        )
+    if metrics.get("plots"):
+        lines.append("plots: " + ", ".join(metrics["plots"]))
+    return "\n".join(lines)
+
+
+def compare_runs(run_dirs) -> str:
+    """Side-by-side table of several evaluated runs (each RUN/eval/metrics.json, or metrics dicts).
+
+    One block per output key the runs share; a run lacking a key shows '-'.
+    """
+    records = []
+    for item in run_dirs:
+        metrics = item if isinstance(item, dict) else load_metrics(item)
+        name = Path(metrics.get("run") or str(item)).name or str(item)
+        records.append((name, metrics))
+    if not records:
+        raise InputError("no runs to compare")
+    keys: list[str] = []
+    for _, metrics in records:
+        keys.extend(k for k in metrics["outputs"] if k not in keys)
+    blocks = []
+    for key in keys:
+        header = [key] + [name for name, _ in records]
+        rows = []
+        for title, getter, fmt in _ROWS_FOR_COMPARE:
+            cells = [_cell(getter, fmt, m["outputs"][key]) if key in m["outputs"] else "-" for _, m in records]
+            if any(c != "-" for c in cells):
+                rows.append([title] + cells)
+        blocks.append(_table(header, rows))
+    frames = ", ".join(f"{name}: {m['frames']} frames" for name, m in records)
+    return "\n\n".join([f"videdit eval compare ({frames})", *blocks])
