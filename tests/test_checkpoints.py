@@ -305,6 +305,21 @@ def test_pickle_globals_outside_the_allow_list_are_refused(tmp_path):
     assert "builtins.eval" in _one_line(err)
 
 
+def test_build_on_an_allowed_function_is_refused(tmp_path):
+    # GLOBAL torch._utils._rebuild_tensor_v2; BUILD (None, {'__defaults__': (1,)}): would patch the
+    # function for the whole process if BUILD were not restricted.
+    import torch._utils
+
+    before = torch._utils._rebuild_tensor_v2.__defaults__
+    payload = (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nN}X\x0c\x00\x00\x00__defaults__K\x01\x85s\x86b.")
+    path = tmp_path / "build.pkl"
+    path.write_bytes(payload)
+    with pytest.raises(CheckpointError) as err:
+        load_pickle(path)
+    assert "refused to set the state" in _one_line(err)
+    assert torch._utils._rebuild_tensor_v2.__defaults__ == before
+
+
 def test_unsafe_nested_storage_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     blob = pickle.dumps(_RunsShell(marker))

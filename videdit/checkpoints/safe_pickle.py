@@ -124,7 +124,6 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
         ("torch._utils", "_rebuild_tensor"): rebuild._rebuild_tensor,
         ("torch._utils", "_rebuild_tensor_v2"): rebuild._rebuild_tensor_v2,
         ("torch._utils", "_rebuild_parameter"): rebuild._rebuild_parameter,
-        ("torch._utils", "_rebuild_parameter_with_state"): rebuild._rebuild_parameter_with_state,
         ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
         ("torch", "device"): torch.device,
         ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent,
@@ -139,14 +138,36 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
     return allowed
 
 
-class SafeUnpickler(pickle.Unpickler):
-    """An Unpickler that resolves only the globals an NVIDIA snapshot needs; see the module docstring."""
+# Objects that BUILD (the opcode that sets an object's state after creation) may touch: records, dicts and
+# numpy values. Anything else -- above all the allow-listed functions and classes themselves -- could
+# otherwise be modified in place (e.g. a function's __defaults__) for the rest of the process.
+_BUILD_TARGETS = (PlainModuleRecord, dict, np.ndarray, np.dtype, np.generic)
+
+
+class SafeUnpickler(pickle._Unpickler):
+    """An Unpickler that resolves only the globals an NVIDIA snapshot needs; see the module docstring.
+
+    It derives from the pure-Python `pickle._Unpickler` (not the C one) because that one lets us
+    restrict BUILD as well as the globals.
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, file: BinaryIO, *, source: str = "the pickle") -> None:
         super().__init__(file)
         self._source = source
         self._allowed = _allowed_globals()
         self._stand_ins: dict[str, type] = {}
+
+    def load_build(self) -> None:
+        target = self.stack[-2] if len(self.stack) >= 2 else None
+        if not isinstance(target, _BUILD_TARGETS):
+            raise CheckpointError(
+                f"{self._source}: refused to set the state of a {type(target).__name__} (the file may be unsafe)"
+            )
+        pickle._Unpickler.load_build(self)
+
+    dispatch[pickle.BUILD[0]] = load_build
 
     def find_class(self, module: str, name: str) -> Any:
         key = (module, name)
