@@ -5,7 +5,8 @@ Output (inside `out_dir`, the public run-folder format, see docs/ARCHITECTURE.md
     transforms.npz   rotation_deg f[N], translation f[N,2], matrix f[N,3,3] (= make_transform(t, r)),
                      face_found bool[N], landmarks f[N,68,2] (source pixels, pixel-centre coordinates),
                      box_quad f[4,2], aligned_quads f[N,4,2], crop_size int,
-                     pts int[N] and time_s f[N] (frame timestamps), multi_face bool[N]
+                     pts int[N] and time_s f[N] (frame timestamps), multi_face bool[N] (several
+                     faces seen; only known on frames searched whole: see full_search_every)
     aligned/000000.png ...    FFHQ-style aligned crops, crop_size^2 RGB
     unaligned/000000.png ...  crops of the one fixed box, crop_size^2 RGB
     preview.mp4               source frames (scaled down) with landmarks, eye line, quads drawn
@@ -59,6 +60,7 @@ class AlignSettings:
     preview: bool = True  # write preview.mp4
     preview_height: int = 360  # preview frames are scaled down to this height (never up)
     max_faces_warning: bool = True  # warn once when frames hold several faces
+    full_search_every: int = 25  # frames; between these the face is searched near its last box only
     detect_max_side: int = 640  # faces are searched on a copy of the frame this large (longest side)
     image_folder_fps: str = "25"  # frame rate given to a folder of images
     png_compression: int = 1  # 0-9: PNG writing speed vs size (lossless either way)
@@ -91,13 +93,15 @@ class _Landmarks:
     time_s: np.ndarray  # [N] float
 
 
-def _detect_all(reader: VideoReader, backend, warn_multi: bool) -> _Landmarks:
+def _detect_all(reader: VideoReader, backend, warn_multi: bool, full_search_every: int) -> _Landmarks:
     tracker = FaceTracker()
     landmarks, found, multi, pts, times = [], [], [], [], []
     warned = False
     for frame in reader:
-        # Around the last box while the face is followed (fast); the whole frame once it is lost.
-        faces = backend.find_faces(frame.image, near=tracker.last_box if tracker.missed == 0 else None)
+        # Around the last box while the face is followed (fast); the whole frame once it is lost and
+        # every full_search_every frames (to notice other faces: a better match, or a warning).
+        full = tracker.missed > 0 or full_search_every <= 1 or frame.index % full_search_every == 0
+        faces = backend.find_faces(frame.image, near=None if full else tracker.last_box)
         chosen = tracker.choose(faces)
         multi.append(len(faces) > 1)
         if len(faces) > 1 and warn_multi and not warned:
@@ -174,8 +178,11 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
     log.info("align: %s, landmarks by %s", source, backend.name)
 
     # Pass 1: landmarks of the followed face.
-    found_landmarks = _detect_all(reader, backend, settings.max_faces_warning)
+    found_landmarks = _detect_all(reader, backend, settings.max_faces_warning, settings.full_search_every)
     n_frames = len(found_landmarks.found)
+    if not info.n_frames_is_estimate and n_frames < info.n_frames:
+        log.warning("%s: %d frames decoded of the %d its header announces (truncated file?)", source, n_frames,
+                    info.n_frames)
     found = found_landmarks.found
     if not found.any():
         raise NoFaceError(f"{source}: no face found in any of its {n_frames} frames")
