@@ -1,0 +1,351 @@
+// Fused filtered_lrelu for CPU tensors (OpenMP), forward and backward.
+//
+// One work item is a band of output rows of one (n, c) plane. It sweeps down the band and keeps
+// only the intermediate (upsampled, activated) rows that the downsampling filter still needs in a
+// ring buffer of taps_y rows, so the large intermediate image never exists in memory.
+//
+// Separable filters run as a vertical pass (axpy over whole rows) followed by a horizontal
+// polyphase pass; 2-D filters as one horizontal pass per filter row.
+//
+// The module also exposes `emulate_*` entry points that run the per-sample code of the CUDA
+// kernels (resample.h) on the CPU, so the tests can check that code without a GPU.
+#include <torch/extension.h>
+
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "params.h"
+#include "resample.h"
+
+namespace videdit {
+namespace {
+
+// A stage as the row engine sees it: up and down apply to both axes, filters are correlation taps.
+template <typename Acc>
+struct Stage {
+  int up, down, padx0, pady0, taps_x, taps_y;
+  bool separable;
+  const Acc* fx;  // separable: taps along x and along y (the same 1-D filter)
+  const Acc* fy;
+  const Acc* f2;  // 2-D: [taps_y][taps_x]
+
+  const Acc* row_taps(int ty) const { return separable ? fx : f2 + static_cast<long long>(ty) * taps_x; }
+};
+
+template <typename Acc>
+Stage<Acc> make_stage(const torch::Tensor& f, int up, int down, int padx0, int pady0) {
+  Stage<Acc> s;
+  s.up = up;
+  s.down = down;
+  s.padx0 = padx0;
+  s.pady0 = pady0;
+  s.separable = f.dim() == 1;
+  s.taps_x = s.separable ? f.size(0) : f.size(1);
+  s.taps_y = f.size(0);
+  s.fx = s.fy = s.f2 = f.data_ptr<Acc>();
+  return s;
+}
+
+// The per-column tap ranges of a stage, computed once per call and shared by all rows and planes.
+std::vector<TapRange> column_ranges(int out_w, int up, int down, int pad0, int taps, int in_w) {
+  std::vector<TapRange> ranges(out_w);
+  for (int o = 0; o < out_w; ++o) ranges[o] = tap_range(o, up, down, pad0, taps, in_w);
+  return ranges;
+}
+
+// Horizontal pass of one row: out[c] += sum_k taps[r.t0 + step k] * in[r.i0 + k].
+template <typename Acc>
+void horizontal_pass(const Acc* in, const Acc* taps, int step, const std::vector<TapRange>& ranges, Acc* out) {
+  const int n = static_cast<int>(ranges.size());
+  for (int c = 0; c < n; ++c) {
+    const TapRange& r = ranges[c];
+    const Acc* src = in + r.i0;
+    const Acc* g = taps + r.t0;
+    Acc acc = 0;
+    for (int k = 0; k < r.count; ++k) acc += g[step * k] * src[k];
+    out[c] += acc;
+  }
+}
+
+// Row `row` of stage A (up, down = 1) applied to a plane plus a constant bias.
+template <typename T, typename Acc>
+void stage_a_row(const Stage<Acc>& s, const T* plane, int in_h, int in_w, Acc bias, int row,
+                 const std::vector<TapRange>& cols, Acc* out, int out_w, Acc* scratch) {
+  const TapRange ry = tap_range(row, s.up, 1, s.pady0, s.taps_y, in_h);
+  std::fill(out, out + out_w, Acc(0));
+  if (s.separable) {
+    std::fill(scratch, scratch + in_w, Acc(0));
+    for (int k = 0; k < ry.count; ++k) {
+      const Acc g = s.fy[ry.t0 + s.up * k];
+      const T* src = plane + static_cast<long long>(ry.i0 + k) * in_w;
+      for (int ix = 0; ix < in_w; ++ix) scratch[ix] += g * (static_cast<Acc>(src[ix]) + bias);
+    }
+    if (ry.count > 0) horizontal_pass(scratch, s.fx, s.up, cols, out);
+    return;
+  }
+  for (int k = 0; k < ry.count; ++k) {
+    const T* src = plane + static_cast<long long>(ry.i0 + k) * in_w;
+    for (int ix = 0; ix < in_w; ++ix) scratch[ix] = static_cast<Acc>(src[ix]) + bias;
+    horizontal_pass(scratch, s.row_taps(ry.t0 + s.up * k), s.up, cols, out);
+  }
+}
+
+struct PlaneShape {
+  int in_h, in_w, mid_h, mid_w, out_h, out_w;
+};
+
+// Runs stage A -> pointwise -> stage B over output rows [row_begin, row_end) of one plane.
+// `pointwise(mid_row_index, row)` transforms each intermediate row in place.
+template <typename T, typename Acc, typename Pointwise>
+void run_band(const Stage<Acc>& a, const Stage<Acc>& b, const PlaneShape& shape, const T* in_plane, Acc in_bias,
+              const std::vector<TapRange>& cols_a, const std::vector<TapRange>& cols_b, int row_begin, int row_end,
+              T* out_plane, Pointwise pointwise) {
+  const int ring_rows = std::max(b.taps_y, 1);
+  std::vector<Acc> ring(static_cast<size_t>(ring_rows) * shape.mid_w);
+  std::vector<Acc> scratch(std::max(shape.in_w, shape.mid_w));
+  std::vector<Acc> vertical(shape.mid_w);
+  std::vector<Acc> out_row(shape.out_w);
+  int next_row = -1;  // first intermediate row not computed yet (-1: nothing yet)
+
+  for (int oy = row_begin; oy < row_end; ++oy) {
+    const TapRange ry = tap_range(oy, 1, b.down, b.pady0, b.taps_y, shape.mid_h);
+    if (next_row < ry.i0) next_row = ry.i0;  // rows before the window are never needed again
+    for (; next_row < ry.i0 + ry.count; ++next_row) {
+      Acc* dst = ring.data() + static_cast<size_t>(next_row % ring_rows) * shape.mid_w;
+      stage_a_row<T, Acc>(a, in_plane, shape.in_h, shape.in_w, in_bias, next_row, cols_a, dst, shape.mid_w,
+                          scratch.data());
+      pointwise(next_row, dst);
+    }
+    std::fill(out_row.begin(), out_row.end(), Acc(0));
+    if (b.separable) {
+      std::fill(vertical.begin(), vertical.end(), Acc(0));
+      for (int k = 0; k < ry.count; ++k) {
+        const Acc g = b.fy[ry.t0 + k];
+        const Acc* src = ring.data() + static_cast<size_t>((ry.i0 + k) % ring_rows) * shape.mid_w;
+        for (int c = 0; c < shape.mid_w; ++c) vertical[c] += g * src[c];
+      }
+      if (ry.count > 0) horizontal_pass(vertical.data(), b.fx, 1, cols_b, out_row.data());
+    } else {
+      for (int k = 0; k < ry.count; ++k) {
+        const Acc* src = ring.data() + static_cast<size_t>((ry.i0 + k) % ring_rows) * shape.mid_w;
+        horizontal_pass(src, b.row_taps(ry.t0 + k), 1, cols_b, out_row.data());
+      }
+    }
+    T* dst = out_plane + static_cast<long long>(oy) * shape.out_w;
+    for (int ox = 0; ox < shape.out_w; ++ox) dst[ox] = static_cast<T>(out_row[ox]);
+  }
+}
+
+// Splits planes x output rows into work items so every thread gets several.
+template <typename Body>
+void for_each_band(long long planes, int out_h, Body body) {
+  const int threads = std::max(1, at::get_num_threads());
+  long long bands = (4LL * threads + planes - 1) / planes;
+  bands = std::max(1LL, std::min<long long>(bands, std::max(1, out_h / 8)));
+  const long long items = planes * bands;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (long long item = 0; item < items; ++item) {
+    const long long plane = item / bands;
+    const int band = static_cast<int>(item % bands);
+    const int begin = static_cast<int>(out_h * band / bands);
+    const int end = static_cast<int>(out_h * (band + 1) / bands);
+    if (begin < end) body(plane, begin, end);
+  }
+}
+
+void check_inputs(const torch::Tensor& x, const torch::Tensor& b, const torch::Tensor& fu, const torch::Tensor& fd) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && x.is_contiguous(), "x must be a contiguous CPU NCHW tensor");
+  TORCH_CHECK(b.dim() == 1 && b.size(0) == x.size(1) && b.scalar_type() == x.scalar_type() && b.is_contiguous(),
+              "b must be [C] with x's dtype");
+  for (const auto* f : {&fu, &fd}) {
+    TORCH_CHECK((f->dim() == 1 || f->dim() == 2) && f->scalar_type() == x.scalar_type() && f->is_contiguous(),
+                "filters must be contiguous 1-D or 2-D tensors with x's dtype");
+  }
+}
+
+// y = filtered_lrelu(x); fu, fd: correlation taps with gains applied; mid = intermediate size.
+torch::Tensor forward(torch::Tensor x, torch::Tensor b, torch::Tensor fu, torch::Tensor fd, int up, int down,
+                      int padx0, int pady0, int mid_h, int mid_w, int out_h, int out_w, double gain, double slope,
+                      double clamp) {
+  check_inputs(x, b, fu, fd);
+  auto y = torch::empty({x.size(0), x.size(1), out_h, out_w}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "filtered_lrelu_cpu_forward", [&] {
+    using Acc = scalar_t;
+    const Stage<Acc> a = make_stage<Acc>(fu, up, 1, padx0, pady0);
+    const Stage<Acc> s_b = make_stage<Acc>(fd, 1, down, 0, 0);
+    const PlaneShape shape{static_cast<int>(x.size(2)), static_cast<int>(x.size(3)), mid_h, mid_w, out_h, out_w};
+    const auto cols_a = column_ranges(mid_w, up, 1, padx0, a.taps_x, shape.in_w);
+    const auto cols_b = column_ranges(out_w, 1, down, 0, s_b.taps_x, mid_w);
+    const Lrelu<Acc> act{static_cast<Acc>(gain), static_cast<Acc>(slope), static_cast<Acc>(clamp)};
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* bp = b.data_ptr<scalar_t>();
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    const long long channels = x.size(1);
+    const long long in_plane = static_cast<long long>(shape.in_h) * shape.in_w;
+    const long long out_plane = static_cast<long long>(out_h) * out_w;
+    for_each_band(x.size(0) * channels, out_h, [&](long long p, int begin, int end) {
+      auto activate = [&](int, Acc* row) {
+        for (int c = 0; c < mid_w; ++c) row[c] = act.value(row[c]);
+      };
+      run_band<scalar_t, Acc>(a, s_b, shape, xp + p * in_plane, bp[p % channels], cols_a, cols_b, begin, end,
+                              yp + p * out_plane, activate);
+    });
+  });
+  return y;
+}
+
+// dx of filtered_lrelu given dy. fd_t / fu_t: the flipped (transposed) filters; the forward
+// stage A is recomputed from x and b to get the activation's derivative.
+torch::Tensor backward(torch::Tensor dy, torch::Tensor x, torch::Tensor b, torch::Tensor fu, torch::Tensor fd,
+                       torch::Tensor fu_t, torch::Tensor fd_t, int up, int down, int padx0, int pady0, int mid_h,
+                       int mid_w, double gain, double slope, double clamp) {
+  check_inputs(x, b, fu, fd);
+  TORCH_CHECK(dy.is_contiguous() && dy.scalar_type() == x.scalar_type(), "dy must be contiguous with x's dtype");
+  auto dx = torch::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "filtered_lrelu_cpu_backward", [&] {
+    using Acc = scalar_t;
+    const int in_h = x.size(2), in_w = x.size(3), out_h = dy.size(2), out_w = dy.size(3);
+    const Stage<Acc> a_fwd = make_stage<Acc>(fu, up, 1, padx0, pady0);
+    const int fd_taps_x = fd.dim() == 1 ? fd.size(0) : fd.size(1);
+    const int fd_taps_y = fd.size(0);
+    const int fu_taps_x = fu.dim() == 1 ? fu.size(0) : fu.size(1);
+    const int fu_taps_y = fu.size(0);
+    // Transposed stages: (up U, down D, pad P, taps T) -> (up D, down U, pad T - 1 - P, flipped taps).
+    const Stage<Acc> a_t = make_stage<Acc>(fd_t, down, 1, fd_taps_x - 1, fd_taps_y - 1);
+    const Stage<Acc> b_t = make_stage<Acc>(fu_t, 1, up, fu_taps_x - 1 - padx0, fu_taps_y - 1 - pady0);
+    const PlaneShape shape{out_h, out_w, mid_h, mid_w, in_h, in_w};
+    const auto cols_fwd = column_ranges(mid_w, up, 1, padx0, a_fwd.taps_x, in_w);
+    const auto cols_a = column_ranges(mid_w, down, 1, a_t.padx0, a_t.taps_x, out_w);
+    const auto cols_b = column_ranges(in_w, 1, up, b_t.padx0, b_t.taps_x, mid_w);
+    const Lrelu<Acc> act{static_cast<Acc>(gain), static_cast<Acc>(slope), static_cast<Acc>(clamp)};
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* bp = b.data_ptr<scalar_t>();
+    const scalar_t* dyp = dy.data_ptr<scalar_t>();
+    scalar_t* dxp = dx.data_ptr<scalar_t>();
+    const long long channels = x.size(1);
+    const long long x_plane = static_cast<long long>(in_h) * in_w;
+    const long long y_plane = static_cast<long long>(out_h) * out_w;
+    for_each_band(x.size(0) * channels, in_h, [&](long long p, int begin, int end) {
+      std::vector<Acc> u(mid_w), scratch(std::max(in_w, mid_w));
+      auto times_derivative = [&](int row, Acc* m) {
+        stage_a_row<scalar_t, Acc>(a_fwd, xp + p * x_plane, in_h, in_w, bp[p % channels], row, cols_fwd, u.data(),
+                                   mid_w, scratch.data());
+        for (int c = 0; c < mid_w; ++c) m[c] *= act.derivative(u[c]);
+      };
+      run_band<scalar_t, Acc>(a_t, b_t, shape, dyp + p * y_plane, Acc(0), cols_a, cols_b, begin, end,
+                              dxp + p * x_plane, times_derivative);
+    });
+  });
+  return dx;
+}
+
+// ---- CPU emulation of the CUDA kernels' per-sample code (tests only) ----
+
+torch::Tensor emulate_upfirdn2d(torch::Tensor x, torch::Tensor f, int upx, int upy, int downx, int downy, int padx0,
+                                int pady0, int out_h, int out_w) {
+  TORCH_CHECK(x.is_contiguous() && f.is_contiguous() && f.scalar_type() == x.scalar_type(), "bad inputs");
+  auto y = torch::empty({x.size(0), x.size(1), out_h, out_w}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "emulate_upfirdn2d", [&] {
+    const auto s = make_upfirdn<scalar_t>(f, upx, upy, downx, downy, padx0, pady0, x.size(2), x.size(3));
+    const long long planes = x.size(0) * x.size(1);
+    for (long long p = 0; p < planes; ++p) {
+      const scalar_t* plane = x.data_ptr<scalar_t>() + p * x.size(2) * x.size(3);
+      scalar_t* out = y.data_ptr<scalar_t>() + p * out_h * out_w;
+      for (int oy = 0; oy < out_h; ++oy)
+        for (int ox = 0; ox < out_w; ++ox) out[oy * out_w + ox] = upfirdn_sample<scalar_t, scalar_t>(s, plane, 0, oy, ox);
+    }
+  });
+  return y;
+}
+
+// Runs the tile kernel's two phases tile by tile, as the CUDA blocks would.
+template <typename Acc>
+void emulate_tiles(const FusedTiles<Acc>& p, const Acc* in, const Acc* in_bias, const Acc* x, const Acc* x_bias,
+                   long long planes, long long channels, long long in_plane, long long x_plane, Acc* out) {
+  std::vector<Acc> mid(static_cast<size_t>(p.span_h) * p.span_w);
+  for (long long plane = 0; plane < planes; ++plane) {
+    const Acc ib = in_bias ? in_bias[plane % channels] : Acc(0);
+    const Acc xb = x_bias ? x_bias[plane % channels] : Acc(0);
+    for (int oy0 = 0; oy0 < p.out_h; oy0 += p.tile_h) {
+      for (int ox0 = 0; ox0 < p.out_w; ox0 += p.tile_w) {
+        for (int i = 0; i < p.span_h * p.span_w; ++i)
+          mid[i] = fused_tile_mid<Acc, Acc>(p, in + plane * in_plane, ib, x ? x + plane * x_plane : nullptr, xb, oy0,
+                                            ox0, i);
+        for (int ly = 0; ly < p.tile_h && oy0 + ly < p.out_h; ++ly)
+          for (int lx = 0; lx < p.tile_w && ox0 + lx < p.out_w; ++lx)
+            out[plane * p.out_h * p.out_w + (oy0 + ly) * p.out_w + ox0 + lx] = fused_tile_out<Acc>(p, mid.data(), ly, lx);
+      }
+    }
+  }
+}
+
+torch::Tensor emulate_filtered_lrelu(torch::Tensor x, torch::Tensor b, torch::Tensor fu, torch::Tensor fd, int up,
+                                     int down, int padx0, int pady0, int mid_h, int mid_w, int out_h, int out_w,
+                                     double gain, double slope, double clamp, int tile) {
+  check_inputs(x, b, fu, fd);
+  auto y = torch::empty({x.size(0), x.size(1), out_h, out_w}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "emulate_filtered_lrelu", [&] {
+    using Acc = scalar_t;
+    const auto a = make_upfirdn<Acc>(fu, up, up, 1, 1, padx0, pady0, x.size(2), x.size(3));
+    const auto sb = make_upfirdn<Acc>(fd, 1, 1, down, down, 0, 0, mid_h, mid_w);
+    const Lrelu<Acc> act{static_cast<Acc>(gain), static_cast<Acc>(slope), static_cast<Acc>(clamp)};
+    const auto p = make_fused_tiles<Acc>(a, sb, a, act, false, mid_h, mid_w, out_h, out_w, tile, tile);
+    emulate_tiles<Acc>(p, x.data_ptr<Acc>(), b.data_ptr<Acc>(), nullptr, nullptr, x.size(0) * x.size(1), x.size(1),
+                       x.size(2) * x.size(3), 0, y.data_ptr<Acc>());
+  });
+  return y;
+}
+
+torch::Tensor emulate_filtered_lrelu_backward(torch::Tensor dy, torch::Tensor x, torch::Tensor b, torch::Tensor fu,
+                                              torch::Tensor fd, torch::Tensor fu_t, torch::Tensor fd_t, int up,
+                                              int down, int padx0, int pady0, int mid_h, int mid_w, double gain,
+                                              double slope, double clamp, int tile) {
+  check_inputs(x, b, fu, fd);
+  auto dx = torch::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "emulate_filtered_lrelu_backward", [&] {
+    using Acc = scalar_t;
+    const int in_h = x.size(2), in_w = x.size(3);
+    const int fd_tx = fd.dim() == 1 ? fd.size(0) : fd.size(1), fd_ty = fd.size(0);
+    const int fu_tx = fu.dim() == 1 ? fu.size(0) : fu.size(1), fu_ty = fu.size(0);
+    const auto a_fwd = make_upfirdn<Acc>(fu, up, up, 1, 1, padx0, pady0, in_h, in_w);
+    const auto a_t = make_upfirdn<Acc>(fd_t, down, down, 1, 1, fd_tx - 1, fd_ty - 1, dy.size(2), dy.size(3));
+    const auto b_t = make_upfirdn<Acc>(fu_t, 1, 1, up, up, fu_tx - 1 - padx0, fu_ty - 1 - pady0, mid_h, mid_w);
+    const Lrelu<Acc> act{static_cast<Acc>(gain), static_cast<Acc>(slope), static_cast<Acc>(clamp)};
+    const auto p = make_fused_tiles<Acc>(a_t, b_t, a_fwd, act, true, mid_h, mid_w, in_h, in_w, tile, tile);
+    emulate_tiles<Acc>(p, dy.data_ptr<Acc>(), nullptr, x.data_ptr<Acc>(), b.data_ptr<Acc>(), x.size(0) * x.size(1),
+                       x.size(1), dy.size(2) * dy.size(3), in_h * in_w, dx.data_ptr<Acc>());
+  });
+  return dx;
+}
+
+std::vector<torch::Tensor> emulate_bias_act(torch::Tensor z, torch::Tensor dy, int act, double alpha, double gain,
+                                            double clamp) {
+  TORCH_CHECK(z.is_contiguous() && dy.is_contiguous() && z.sizes() == dy.sizes(), "bad inputs");
+  auto y = torch::empty_like(z);
+  auto dz = torch::empty_like(z);
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "emulate_bias_act", [&] {
+    using Acc = scalar_t;
+    const Acc* zp = z.data_ptr<Acc>();
+    const Acc* dyp = dy.data_ptr<Acc>();
+    for (long long i = 0; i < z.numel(); ++i) {
+      y.data_ptr<Acc>()[i] = bias_act_value<Acc>(act, zp[i], Acc(alpha), Acc(gain), Acc(clamp));
+      dz.data_ptr<Acc>()[i] = dyp[i] * bias_act_grad_factor<Acc>(act, zp[i], Acc(alpha), Acc(gain), Acc(clamp));
+    }
+  });
+  return {y, dz};
+}
+
+}  // namespace
+}  // namespace videdit
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("filtered_lrelu_forward", &videdit::forward, "fused filtered_lrelu forward (CPU)");
+  m.def("filtered_lrelu_backward", &videdit::backward, "fused filtered_lrelu backward (CPU)");
+  m.def("emulate_upfirdn2d", &videdit::emulate_upfirdn2d, "CUDA upfirdn2d per-sample code run on the CPU");
+  m.def("emulate_filtered_lrelu", &videdit::emulate_filtered_lrelu, "CUDA filtered_lrelu tiles run on the CPU");
+  m.def("emulate_filtered_lrelu_backward", &videdit::emulate_filtered_lrelu_backward,
+        "CUDA filtered_lrelu backward tiles run on the CPU");
+  m.def("emulate_bias_act", &videdit::emulate_bias_act, "CUDA bias_act per-element code run on the CPU");
+}

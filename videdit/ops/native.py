@@ -1,0 +1,552 @@
+"""Native kernels for the StyleGAN3 ops: built with ninja at first use, cached, loaded, wrapped.
+
+Two extensions, both compiled by `torch.utils.cpp_extension` from `videdit/ops/csrc/`:
+
+* the CPU extension: a fused filtered_lrelu (OpenMP) plus test entry points that run the CUDA kernels'
+  per-sample code on the CPU;
+* the CUDA extension: upfirdn2d, bias_act and filtered_lrelu kernels, forward and backward.
+
+Builds run in a child process (so a hung compiler can be stopped) under a lock file in the cache
+folder `<user cache>/videdit/ops/<torch, CUDA, Python, machine>/<name>-<source hash>/`. A lock
+older than the build timeout is broken. A failed build is remembered there (`failed.log`) and
+reported by ONE warning with the compiler's last lines; callers then get None and use the PyTorch
+ops. Delete the folder, or set VIDEDIT_OPS_REBUILD=1, to try again.
+
+Every public callable here takes exactly the signature of the matching public op in `videdit.ops`.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from videdit.ops._params import parse_resample
+
+logger = logging.getLogger("videdit.ops")
+
+SOURCE_DIR = Path(__file__).resolve().parent / "csrc"
+DEFAULT_BUILD_TIMEOUT_S = 900.0
+DEFAULT_CUDA_ARCHS = "8.0;9.0"  # used when no GPU is visible to pick the arch from
+LOG_TAIL_LINES = 20
+
+# bias_act activation names -> the ids of `enum Activation` in csrc/resample.h.
+ACTIVATION_IDS = {"linear": 0, "relu": 1, "lrelu": 2, "tanh": 3, "sigmoid": 4, "elu": 5, "selu": 6,
+                  "softplus": 7, "swish": 8}
+
+
+class BuildError(RuntimeError):
+    """A native extension could not be built or loaded; the message ends with the compiler's last lines."""
+
+
+@dataclass(frozen=True)
+class ExtensionSpec:
+    """One extension: its module name, its source files in csrc/, and whether it needs nvcc."""
+
+    name: str
+    sources: tuple[str, ...]
+    cuda: bool
+
+    def cflags(self) -> list[str]:
+        # torch's own flags pick the C++ standard (C++20 for torch >= 2.10).
+        return ["-O3"] + ([] if self.cuda else ["-fopenmp"])
+
+    def ldflags(self) -> list[str]:
+        return [] if self.cuda else ["-fopenmp"]
+
+    def cuda_cflags(self) -> list[str]:
+        return ["-O3"] if self.cuda else []
+
+
+CPU_EXTENSION = ExtensionSpec("videdit_native_cpu", ("filtered_lrelu_cpu.cpp",), cuda=False)
+CUDA_EXTENSION = ExtensionSpec("videdit_native_cuda",
+                               ("cuda_ops.cpp", "upfirdn2d.cu", "bias_act.cu", "filtered_lrelu.cu"), cuda=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Build cache
+
+
+def cache_root() -> Path:
+    """<XDG_CACHE_HOME or ~/.cache>/videdit/ops."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "videdit" / "ops"
+
+
+def build_timeout_s() -> float:
+    try:
+        return float(os.environ.get("VIDEDIT_OPS_BUILD_TIMEOUT", DEFAULT_BUILD_TIMEOUT_S))
+    except ValueError:
+        return DEFAULT_BUILD_TIMEOUT_S
+
+
+def cuda_arch_list() -> str:
+    """Archs to compile for: TORCH_CUDA_ARCH_LIST, else the visible GPUs', else DEFAULT_CUDA_ARCHS."""
+    if os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        return os.environ["TORCH_CUDA_ARCH_LIST"]
+    if torch.cuda.is_available():
+        caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+        return ";".join(f"{major}.{minor}" for major, minor in caps)
+    return DEFAULT_CUDA_ARCHS
+
+
+def build_dir(spec: ExtensionSpec) -> Path:
+    """Cache folder of one extension: per torch / CUDA / Python / machine, then per source hash."""
+    digest = hashlib.sha256()
+    for path in sorted(SOURCE_DIR.iterdir()):
+        if path.suffix in (".cpp", ".cu", ".h", ".cuh"):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(json.dumps([spec.name, spec.sources, spec.cflags(), spec.ldflags(), spec.cuda_cflags()]).encode())
+    if spec.cuda:
+        digest.update(cuda_arch_list().encode())
+    version = (f"torch{torch.__version__}-cuda{torch.version.cuda or 'none'}-"
+               f"py{sys.version_info.major}{sys.version_info.minor}-{platform.machine()}")
+    return cache_root() / version.replace("+", "_") / f"{spec.name}-{digest.hexdigest()[:16]}"
+
+
+def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    """The compiler's first error lines and last lines (without the Python traceback of the build)."""
+    compiler = text.split("Traceback (most recent call last)")[0].strip().splitlines()
+    errors = [line for line in compiler if "error" in line.lower()][:lines // 2]
+    last = [line for line in compiler[-(lines - len(errors)):] if line not in errors]
+    return "\n".join(errors + last)
+
+
+# The child process: compile and link with ninja (torch's cpp_extension), then import the module.
+_BUILD_SCRIPT = """
+import json, sys
+import torch.utils.cpp_extension as cpp
+a = json.loads(sys.argv[1])
+cpp.load(name=a["name"], sources=a["sources"], extra_cflags=a["cflags"], extra_cuda_cflags=a["cuda_cflags"],
+         extra_ldflags=a["ldflags"], build_directory=a["dir"], with_cuda=a["cuda"], verbose=True)
+"""
+
+
+class _BuildLock:
+    """An O_EXCL lock file; one older than `stale_after_s` (a build that died) is broken."""
+
+    def __init__(self, path: Path, stale_after_s: float, done: Path):
+        self.path = path
+        self.stale_after_s = stale_after_s
+        self.done = done
+
+    def acquire(self) -> bool:
+        """True when we hold the lock; False when another process finished the build meanwhile."""
+        started = time.monotonic()
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if self.done.exists():
+                    return False
+                try:
+                    age = time.time() - self.path.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                if age > self.stale_after_s:
+                    logger.info("breaking stale build lock %s (%.0f s old)", self.path, age)
+                    self.path.unlink(missing_ok=True)
+                    continue
+                if time.monotonic() - started > self.stale_after_s:
+                    raise BuildError(f"timed out waiting for the build lock {self.path}")
+                time.sleep(0.5)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()} {time.time()}\n")
+            return True
+
+    def release(self):
+        self.path.unlink(missing_ok=True)
+
+
+def build(spec: ExtensionSpec, timeout_s: float | None = None, rebuild: bool = False) -> Path:
+    """Compile and link `spec` (once per cache folder) and return the path of the built module.
+
+    Raises BuildError with the compiler's last lines on failure, on timeout, or when an earlier
+    build of the same sources failed (unless `rebuild` or VIDEDIT_OPS_REBUILD=1).
+    """
+    timeout_s = build_timeout_s() if timeout_s is None else timeout_s
+    rebuild = rebuild or os.environ.get("VIDEDIT_OPS_REBUILD") == "1"
+    folder = build_dir(spec)
+    folder.mkdir(parents=True, exist_ok=True)
+    done, failed = folder / "built.json", folder / "failed.log"
+    if done.exists() and not rebuild:
+        return folder / json.loads(done.read_text())["module"]
+    if failed.exists() and not rebuild:
+        raise BuildError(f"an earlier build failed (log: {failed}; set VIDEDIT_OPS_REBUILD=1 to retry):\n"
+                         + _tail(failed.read_text()))
+    lock = _BuildLock(folder / "videdit.lock", stale_after_s=timeout_s + 30, done=done)
+    if not lock.acquire() and not rebuild:
+        return folder / json.loads(done.read_text())["module"]
+    try:
+        done.unlink(missing_ok=True)
+        failed.unlink(missing_ok=True)
+        (folder / "lock").unlink(missing_ok=True)  # cpp_extension's own lock, stale if we got here
+        return _run_build(spec, folder, timeout_s, done, failed)
+    finally:
+        lock.release()
+
+
+def _run_build(spec: ExtensionSpec, folder: Path, timeout_s: float, done: Path, failed: Path) -> Path:
+    args = dict(name=spec.name, sources=[str(SOURCE_DIR / s) for s in spec.sources], cflags=spec.cflags(),
+                cuda_cflags=spec.cuda_cflags(), ldflags=spec.ldflags(), dir=str(folder), cuda=spec.cuda)
+    env = dict(os.environ)
+    if spec.cuda:
+        env["TORCH_CUDA_ARCH_LIST"] = cuda_arch_list()
+        if not env.get("CUDA_HOME") and Path("/usr/local/cuda").is_dir():
+            env["CUDA_HOME"] = "/usr/local/cuda"
+    started = time.monotonic()
+    try:
+        proc = subprocess.run([sys.executable, "-c", _BUILD_SCRIPT, json.dumps(args)], env=env, cwd=folder,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout_s)
+        log, ok = proc.stdout, proc.returncode == 0
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        log, ok = out + f"\nbuild timed out after {timeout_s:.0f} s", False
+    (folder / "build.log").write_text(log)
+    module = next((p.name for p in folder.glob(f"{spec.name}*.so")), None) or \
+        next((p.name for p in folder.glob(f"{spec.name}*.pyd")), None)
+    if not ok or module is None:
+        failed.write_text(log)
+        raise BuildError(f"building {spec.name} failed (log: {folder / 'build.log'}):\n" + _tail(log))
+    _write_json_atomic(done, {"module": module, "build_s": round(time.monotonic() - started, 1)})
+    return folder / module
+
+
+def _write_json_atomic(path: Path, data: dict):
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def import_module(spec: ExtensionSpec, path: Path):
+    """Import a built extension module from its file."""
+    module_spec = importlib.util.spec_from_file_location(spec.name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def load(spec: ExtensionSpec, timeout_s: float | None = None):
+    """Build (if needed) and import; raises BuildError."""
+    path = build(spec, timeout_s)
+    try:
+        return import_module(spec, path)
+    except Exception as exc:  # a stale or incompatible binary: report like a failed build
+        raise BuildError(f"loading {path} failed: {type(exc).__name__}: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=None)
+def _load_or_none(spec: ExtensionSpec):
+    try:
+        return load(spec)
+    except BuildError as exc:
+        logger.warning("videdit native %s ops unavailable, using the PyTorch ops instead: %s",
+                       "CUDA" if spec.cuda else "CPU", exc)
+        return None
+
+
+def cpu_module():
+    """The CPU extension, or None (after one warning) when it cannot be built or loaded."""
+    return _load_or_none(CPU_EXTENSION)
+
+
+def cuda_module():
+    """The CUDA extension, or None (after one warning); None without nvcc / a CUDA build of torch."""
+    if torch.version.cuda is None:
+        return None
+    return _load_or_none(CUDA_EXTENSION)
+
+
+# ----------------------------------------------------------------------------------------------
+# Argument preparation shared by the kernels
+
+
+def correlation_taps(f, flip_filter: bool, gain: float, dtype, device):
+    """The taps the kernels correlate with: f flipped unless flip_filter, with the gain applied
+    (sqrt(gain) per axis for a 1-D separable filter). None becomes a single tap."""
+    if f is None:
+        f = torch.ones([1], dtype=torch.float32)
+    if f.ndim not in (1, 2):
+        raise ValueError(f"filter must be 1-D or 2-D, got shape {tuple(f.shape)}")
+    f = f.to(device=device, dtype=dtype)
+    if not flip_filter:
+        f = f.flip(list(range(f.ndim)))
+    f = f * (gain ** (f.ndim / 2))
+    return f.contiguous()
+
+
+def flipped(f):
+    """The taps of the transposed op."""
+    return f.flip(list(range(f.ndim))).contiguous()
+
+
+def taps_xy(f) -> tuple[int, int]:
+    return (f.shape[0], f.shape[0]) if f.ndim == 1 else (f.shape[1], f.shape[0])
+
+
+@dataclass(frozen=True)
+class FusedPlan:
+    """Sizes and factors of one filtered_lrelu call, in the kernels' terms."""
+
+    up: int
+    down: int
+    padx0: int
+    pady0: int
+    mid_h: int
+    mid_w: int
+    out_h: int
+    out_w: int
+    gain: float
+    slope: float
+    clamp: float  # < 0: no clamp
+
+
+def plan_filtered_lrelu(x, fu, fd, up, down, padding, gain, slope, clamp) -> FusedPlan:
+    """fu, fd: correlation taps (see correlation_taps)."""
+    rs = parse_resample(up, down, padding)
+    if (rs.upx, rs.downx) != (rs.upy, rs.downy):
+        raise ValueError("filtered_lrelu takes one up and one down factor for both axes")
+    fu_w, fu_h = taps_xy(fu)
+    fd_w, fd_h = taps_xy(fd)
+    mid_w = x.shape[3] * rs.upx + rs.padx0 + rs.padx1 - fu_w + 1
+    mid_h = x.shape[2] * rs.upy + rs.pady0 + rs.pady1 - fu_h + 1
+    out_w = (mid_w - fd_w) // rs.downx + 1
+    out_h = (mid_h - fd_h) // rs.downy + 1
+    if min(mid_w, mid_h, out_w, out_h) < 1:
+        raise ValueError("filtered_lrelu: the padding and filters leave no output samples")
+    clamp = -1.0 if clamp is None or clamp < 0 else float(clamp)
+    return FusedPlan(rs.upx, rs.downx, rs.padx0, rs.pady0, mid_h, mid_w, out_h, out_w, float(gain), float(slope),
+                     clamp)
+
+
+def _torch_op(name: str):
+    """The public PyTorch op, to be called inside use_ops('torch') (no recursion into the kernels)."""
+    import videdit.ops as ops
+
+    return getattr(ops, name)
+
+
+def _torch_path(name: str, *args, **kwargs):
+    from videdit.ops.backend import use_ops
+
+    with use_ops("torch"):
+        return _torch_op(name)(*args, **kwargs)
+
+
+def _accumulator_dtype(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ----------------------------------------------------------------------------------------------
+# CPU: fused filtered_lrelu
+
+
+class _FilteredLreluCPU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, b, fu, fd, plan: FusedPlan):
+        module = cpu_module()
+        y = module.filtered_lrelu_forward(x, b, fu, fd, plan.up, plan.down, plan.padx0, plan.pady0, plan.mid_h,
+                                          plan.mid_w, plan.out_h, plan.out_w, plan.gain, plan.slope, plan.clamp)
+        ctx.save_for_backward(x, b, fu, fd)
+        ctx.plan = plan
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy):
+        x, b, fu, fd = ctx.saved_tensors
+        plan = ctx.plan
+        dx = cpu_module().filtered_lrelu_backward(
+            dy.contiguous(), x, b, fu, fd, flipped(fu), flipped(fd), plan.up, plan.down, plan.padx0, plan.pady0,
+            plan.mid_h, plan.mid_w, plan.gain, plan.slope, plan.clamp)
+        db = dx.sum(dim=[0, 2, 3]) if ctx.needs_input_grad[1] else None
+        return dx, db, None, None, None
+
+
+def cpu_supports(x) -> bool:
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.ndim == 4
+
+
+def filtered_lrelu_cpu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=math.sqrt(2), slope=0.2,
+                       clamp=None, flip_filter=False, impl="fast"):
+    """filtered_lrelu by the fused C++ CPU kernel (same signature and result as videdit.ops.filtered_lrelu).
+
+    Falls back to the PyTorch op for what the kernel does not take (other dtypes or devices,
+    impl='ref', or when the extension is unavailable).
+    """
+    kwargs = dict(fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp,
+                  flip_filter=flip_filter, impl=impl)
+    if impl != "fast" or not cpu_supports(x) or cpu_module() is None:
+        return _torch_path("filtered_lrelu", x, **kwargs)
+    prepared = prepare_fused(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter, x.dtype)
+    return _FilteredLreluCPU.apply(*prepared)
+
+
+def prepare_fused(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter, acc_dtype):
+    """(x, b, fu, fd, plan) as the kernels take them: contiguous, correlation taps in acc_dtype."""
+    rs = parse_resample(up, down, padding)
+    fu_taps = correlation_taps(fu, flip_filter, rs.upx ** 2, acc_dtype, x.device)
+    fd_taps = correlation_taps(fd, flip_filter, 1, acc_dtype, x.device)
+    plan = plan_filtered_lrelu(x, fu_taps, fd_taps, up, down, padding, gain, slope, clamp)
+    if b is None:
+        b = torch.zeros([x.shape[1]], dtype=acc_dtype, device=x.device)
+    if b.shape != (x.shape[1],):
+        raise ValueError(f"b must have shape [{x.shape[1]}], got {tuple(b.shape)}")
+    return x.contiguous(), b.to(acc_dtype).contiguous(), fu_taps, fd_taps, plan
+
+
+# ----------------------------------------------------------------------------------------------
+# CUDA: upfirdn2d, bias_act, filtered_lrelu
+
+
+def cuda_supports(x) -> bool:
+    return x.is_cuda and x.dtype in (torch.float16, torch.float32, torch.float64)
+
+
+@dataclass(frozen=True)
+class UpfirdnPlan:
+    upx: int
+    upy: int
+    downx: int
+    downy: int
+    padx0: int
+    padx1: int
+    pady0: int
+    pady1: int
+    in_h: int
+    in_w: int
+    out_h: int
+    out_w: int
+
+    def transposed(self, taps_x: int, taps_y: int) -> "UpfirdnPlan":
+        """The plan of the gradient: up and down swapped, padding mirrored, output = our input."""
+        padx0 = taps_x - 1 - self.padx0
+        pady0 = taps_y - 1 - self.pady0
+        padx1 = (self.in_w - 1) * self.upx + taps_x - self.out_w * self.downx - padx0
+        pady1 = (self.in_h - 1) * self.upy + taps_y - self.out_h * self.downy - pady0
+        return UpfirdnPlan(self.downx, self.downy, self.upx, self.upy, padx0, padx1, pady0, pady1,
+                           self.out_h, self.out_w, self.in_h, self.in_w)
+
+
+def plan_upfirdn2d(x, taps, up, down, padding) -> UpfirdnPlan:
+    rs = parse_resample(up, down, padding)
+    taps_x, taps_y = taps_xy(taps)
+    out_w, out_h = rs.out_size(x.shape[3], x.shape[2], taps_x, taps_y)
+    if out_w < 1 or out_h < 1:
+        raise ValueError("upfirdn2d: the padding and filter leave no output samples")
+    return UpfirdnPlan(rs.upx, rs.upy, rs.downx, rs.downy, rs.padx0, rs.padx1, rs.pady0, rs.pady1,
+                       x.shape[2], x.shape[3], out_h, out_w)
+
+
+class _Upfirdn2dCUDA(torch.autograd.Function):
+    """Differentiable any number of times: the gradient is an upfirdn2d with the flipped taps."""
+
+    @staticmethod
+    def forward(ctx, x, taps, plan: UpfirdnPlan):
+        ctx.save_for_backward(taps)
+        ctx.plan = plan
+        return cuda_module().upfirdn2d(x.contiguous(), taps, plan.upx, plan.upy, plan.downx, plan.downy,
+                                       plan.padx0, plan.pady0, plan.out_h, plan.out_w)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (taps,) = ctx.saved_tensors
+        taps_x, taps_y = taps_xy(taps)
+        dx = _Upfirdn2dCUDA.apply(dy, flipped(taps), ctx.plan.transposed(taps_x, taps_y))
+        return dx, None, None
+
+
+def upfirdn2d_cuda(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl="fast"):
+    """upfirdn2d by the CUDA kernel (same signature and result as videdit.ops.upfirdn2d)."""
+    if impl != "fast" or not cuda_supports(x) or x.ndim != 4 or cuda_module() is None:
+        return _torch_path("upfirdn2d", x, f, up=up, down=down, padding=padding, flip_filter=flip_filter,
+                           gain=gain, impl=impl)
+    taps = correlation_taps(f, flip_filter, gain, _accumulator_dtype(x.dtype), x.device)
+    return _Upfirdn2dCUDA.apply(x, taps, plan_upfirdn2d(x, taps, up, down, padding))
+
+
+class _BiasActCUDA(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, b, act_id, alpha, gain, clamp, inner):
+        ctx.save_for_backward(x, b)
+        ctx.params = (act_id, alpha, gain, clamp, inner)
+        return cuda_module().bias_act(x, b, act_id, alpha, gain, clamp, inner)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy):
+        x, b = ctx.saved_tensors
+        act_id, alpha, gain, clamp, inner = ctx.params
+        dx = cuda_module().bias_act_backward(dy.contiguous(), x, b, act_id, alpha, gain, clamp, inner)
+        db = None
+        if ctx.needs_input_grad[1] and b.numel() > 0:
+            channels = b.shape[0]
+            db = dx.reshape(-1, channels, inner).to(b.dtype).sum(dim=[0, 2])
+        return dx, db, None, None, None, None, None
+
+
+def bias_act_cuda(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None, impl="fast"):
+    """bias_act by the CUDA kernel (same signature and result as videdit.ops.bias_act)."""
+    from videdit.ops.reference import resolve_activation
+
+    if impl != "fast" or not cuda_supports(x) or cuda_module() is None:
+        return _torch_path("bias_act", x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp, impl=impl)
+    _, alpha, gain = resolve_activation(act, alpha, gain)
+    dim = dim % x.ndim if x.ndim else 0
+    inner = math.prod(x.shape[dim + 1:])
+    acc = _accumulator_dtype(x.dtype)
+    if b is None:
+        b = torch.zeros([0], dtype=acc, device=x.device)
+    elif b.shape != (x.shape[dim],):
+        raise ValueError(f"b must have shape [{x.shape[dim]}], got {tuple(b.shape)}")
+    clamp = -1.0 if clamp is None or clamp < 0 else float(clamp)
+    return _BiasActCUDA.apply(x.contiguous(), b.to(acc).contiguous(), ACTIVATION_IDS[act], alpha, gain, clamp,
+                              inner)
+
+
+class _FilteredLreluCUDA(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, b, fu, fd, plan: FusedPlan):
+        ctx.save_for_backward(x, b, fu, fd)
+        ctx.plan = plan
+        return cuda_module().filtered_lrelu(x, b, fu, fd, plan.up, plan.down, plan.padx0, plan.pady0, plan.mid_h,
+                                            plan.mid_w, plan.out_h, plan.out_w, plan.gain, plan.slope, plan.clamp)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy):
+        x, b, fu, fd = ctx.saved_tensors
+        plan = ctx.plan
+        dx = cuda_module().filtered_lrelu_backward(
+            dy.contiguous(), x, b, fu, fd, flipped(fu), flipped(fd), plan.up, plan.down, plan.padx0, plan.pady0,
+            plan.mid_h, plan.mid_w, plan.gain, plan.slope, plan.clamp)
+        db = dx.to(b.dtype).sum(dim=[0, 2, 3]) if ctx.needs_input_grad[1] else None
+        return dx, db, None, None, None
+
+
+def filtered_lrelu_cuda(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=math.sqrt(2), slope=0.2,
+                        clamp=None, flip_filter=False, impl="fast"):
+    """filtered_lrelu by the fused CUDA kernel (same signature and result as videdit.ops.filtered_lrelu)."""
+    if impl != "fast" or not cuda_supports(x) or x.ndim != 4 or cuda_module() is None:
+        return _torch_path("filtered_lrelu", x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain,
+                           slope=slope, clamp=clamp, flip_filter=flip_filter, impl=impl)
+    prepared = prepare_fused(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter,
+                             _accumulator_dtype(x.dtype))
+    return _FilteredLreluCUDA.apply(*prepared)
+
+
+CUDA_OPS = {"upfirdn2d": upfirdn2d_cuda, "bias_act": bias_act_cuda, "filtered_lrelu": filtered_lrelu_cuda}
