@@ -2,12 +2,10 @@
 running their code, and the one-line errors users see."""
 from __future__ import annotations
 
-import collections
 import json
 import os
 import pickle
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from videdit.checkpoints import stylegan as ckpt
+from videdit.checkpoints.fixtures import write_snapshot_pickle
 from videdit.checkpoints.safe_pickle import PersistentRecord, load_pickle, record_state_dict
 from videdit.errors import CheckpointError, MissingWeightsError
 from videdit.networks.discriminator import Discriminator
@@ -89,62 +88,6 @@ def _assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
 SOURCE_MARKER_CODE = "open({marker!r}, 'w').write('module_src was executed')\n"
 
 
-class _Fakes:
-    """Stand-ins for torch_utils.persistence / dnnlib, present in sys.modules only while pickling."""
-
-    def __init__(self) -> None:
-        def _reconstruct_persistent_obj(meta):  # pragma: no cover - must never run
-            raise AssertionError("the loader called the pickled reconstruct function")
-
-        class EasyDict(dict):
-            pass
-
-        _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
-        _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-        EasyDict.__module__ = "dnnlib.util"
-        EasyDict.__qualname__ = "EasyDict"
-        self.reconstruct = _reconstruct_persistent_obj
-        self.EasyDict = EasyDict
-        self.modules = {
-            "torch_utils": types.ModuleType("torch_utils"),
-            "torch_utils.persistence": types.ModuleType("torch_utils.persistence"),
-            "dnnlib": types.ModuleType("dnnlib"),
-            "dnnlib.util": types.ModuleType("dnnlib.util"),
-        }
-        self.modules["torch_utils.persistence"]._reconstruct_persistent_obj = _reconstruct_persistent_obj
-        self.modules["dnnlib.util"].EasyDict = EasyDict
-
-
-class _NvidiaLikePickler(pickle.Pickler):
-    """Pickles videdit modules as persistent-object records: (_reconstruct_persistent_obj, (meta,)),
-    meta = dict(type, version, module_src, class_name, state=__dict__ + _init_args/_init_kwargs).
-    Tensors and plain torch.nn modules are pickled by torch's own reducers."""
-
-    def __init__(self, file, fakes: _Fakes, module_src: str, init_kwargs: dict[int, dict]):
-        super().__init__(file, protocol=pickle.DEFAULT_PROTOCOL)
-        self.fakes = fakes
-        self.module_src = module_src
-        self.init_kwargs = init_kwargs
-
-    def reducer_override(self, obj):
-        # Our own modules play NVIDIA's persistent classes; torch.nn's own classes pickle as usual.
-        if isinstance(obj, torch.nn.Module) and not type(obj).__module__.startswith("torch."):
-            state = dict(obj.__dict__)
-            state["_init_args"] = ()
-            state["_init_kwargs"] = self.init_kwargs.get(id(obj), {})
-            meta = dict(type="class", version=6, module_src=self.module_src, class_name=type(obj).__name__, state=state)
-            return self.fakes.reconstruct, (meta,)
-        return NotImplemented
-
-
-def _nvidia_kwargs(net: torch.nn.Module, fakes: _Fakes) -> dict:
-    # NVIDIA's kwargs are EasyDicts and sometimes hold numpy scalars.
-    kwargs = {k: (fakes.EasyDict(v) if isinstance(v, dict) else v) for k, v in net.init_kwargs.items()}
-    if "magnitude_ema_beta" in kwargs:
-        kwargs["magnitude_ema_beta"] = np.float64(kwargs["magnitude_ema_beta"])
-    return fakes.EasyDict(kwargs)
-
-
 class _AugmentPipe(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -154,20 +97,12 @@ class _AugmentPipe(torch.nn.Module):
         self.cutoff = np.float64(2.0)
 
 
-def write_nvidia_pickle(path: Path, monkeypatch, networks: dict, marker: Path, extra: dict | None = None) -> None:
-    fakes = _Fakes()
-    init_kwargs = {id(net): _nvidia_kwargs(net, fakes) for net in networks.values() if hasattr(net, "init_kwargs")}
-    # A plain torch.nn container (not persistent) and numpy values inside a record, as real snapshots have.
-    augment = _AugmentPipe()
-    snapshot = dict(training_set_kwargs=dict(class_name="training.dataset.ImageFolderDataset", resolution=16))
-    snapshot.update(networks)
-    snapshot["augment_pipe"] = augment
-    snapshot.update(extra or {})
-    with monkeypatch.context() as patch:
-        for name, module in fakes.modules.items():
-            patch.setitem(sys.modules, name, module)
-        with open(path, "wb") as handle:
-            _NvidiaLikePickler(handle, fakes, SOURCE_MARKER_CODE.format(marker=str(marker)), init_kwargs).dump(snapshot)
+def write_nvidia_pickle(path: Path, networks: dict, marker: Path) -> None:
+    """An NVIDIA-style snapshot of `networks` plus an augment pipe holding a plain torch.nn container
+    and numpy values; its module_src would create `marker` if anything executed it."""
+    snapshot = dict(networks, augment_pipe=_AugmentPipe())
+    write_snapshot_pickle(path, snapshot, training_set_kwargs=dict(class_name="training.dataset.ImageFolderDataset", resolution=16),
+                          module_src=SOURCE_MARKER_CODE.format(marker=str(marker)))
     assert "torch_utils" not in sys.modules and "dnnlib" not in sys.modules
 
 
@@ -210,12 +145,12 @@ def test_discriminator_round_trip(tmp_path, golden_d):
 # NVIDIA pickles
 
 
-def test_nvidia_pickle_loads_without_running_its_code(tmp_path, monkeypatch, tiny_g, golden_d, ws, tiny_images):
+def test_nvidia_pickle_loads_without_running_its_code(tmp_path, tiny_g, golden_d, ws, tiny_images):
     marker = tmp_path / "source_ran.txt"
     torch.manual_seed(11)
     other_g = Generator(**tiny_g.init_kwargs).eval()  # plays the non-averaged 'G'
     path = tmp_path / "network-snapshot.pkl"
-    write_nvidia_pickle(path, monkeypatch, {"G": other_g, "D": golden_d, "G_ema": tiny_g}, marker)
+    write_nvidia_pickle(path, {"G": other_g, "D": golden_d, "G_ema": tiny_g}, marker)
 
     G = ckpt.load_generator(path)
     assert torch.equal(_render(G, ws), tiny_images)
@@ -237,9 +172,9 @@ def test_nvidia_pickle_loads_without_running_its_code(tmp_path, monkeypatch, tin
     assert np.array_equal(snapshot["augment_pipe"].state["fixed_size"], [36, 36])
 
 
-def test_convert_pickle_to_safetensors(tmp_path, monkeypatch, tiny_g, golden_d, ws, tiny_images):
+def test_convert_pickle_to_safetensors(tmp_path, tiny_g, golden_d, ws, tiny_images):
     src = tmp_path / "snap.pkl"
-    write_nvidia_pickle(src, monkeypatch, {"G_ema": tiny_g}, tmp_path / "marker")
+    write_nvidia_pickle(src, {"G_ema": tiny_g}, tmp_path / "marker")
     dst = ckpt.convert_checkpoint(src, tmp_path / "out" / "g.safetensors")
     assert torch.equal(_render(ckpt.load_generator(dst), ws), tiny_images)
     with pytest.raises(CheckpointError) as err:  # this snapshot has no discriminator
@@ -281,7 +216,7 @@ class _StorageBlob:
 
 
 @pytest.mark.parametrize("where", ["top", "inside_record"])
-def test_malicious_pickle_is_refused_without_side_effect(tmp_path, monkeypatch, where):
+def test_malicious_pickle_is_refused_without_side_effect(tmp_path, where):
     marker = tmp_path / "pwned"
     payload = _RunsShell(marker)
     path = tmp_path / "evil.pkl"
@@ -289,7 +224,7 @@ def test_malicious_pickle_is_refused_without_side_effect(tmp_path, monkeypatch, 
         path.write_bytes(pickle.dumps({"G_ema": payload}))
     else:
         network = _NetWithPayload(payload)
-        write_nvidia_pickle(path, monkeypatch, {"G_ema": network}, tmp_path / "marker")
+        write_nvidia_pickle(path, {"G_ema": network}, tmp_path / "marker")
     with pytest.raises(CheckpointError) as err:
         ckpt.load_generator(path)
     message = _one_line(err)
@@ -368,14 +303,14 @@ def test_missing_file(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "pt", "pkl"])
-def test_truncated_file(tmp_path, monkeypatch, tiny_g, fmt):
+def test_truncated_file(tmp_path, tiny_g, fmt):
     full = tmp_path / f"full.{fmt}"
     if fmt == "safetensors":
         ckpt.save_generator(tiny_g, full)
     elif fmt == "pt":
         torch.save(tiny_g.state_dict(), full)
     else:
-        write_nvidia_pickle(full, monkeypatch, {"G_ema": tiny_g}, tmp_path / "marker")
+        write_nvidia_pickle(full, {"G_ema": tiny_g}, tmp_path / "marker")
     data = full.read_bytes()
     cut = tmp_path / f"cut.{fmt}"
     cut.write_bytes(data[: len(data) // 2])
@@ -427,7 +362,7 @@ def test_not_a_checkpoint(tmp_path):
 
 
 @pytest.mark.golden_full
-def test_golden_sg3t_pickle_reproduces_reference_images(tmp_path, monkeypatch):
+def test_golden_sg3t_pickle_reproduces_reference_images(tmp_path):
     full = _full_golden()
     if not (full / "sg3t_64_state.safetensors").is_file():
         pytest.skip(f"full reference set not found at {full} (set VIDEDIT_GOLDEN)")
@@ -436,7 +371,7 @@ def test_golden_sg3t_pickle_reproduces_reference_images(tmp_path, monkeypatch):
     G = Generator(**kwargs).eval()
     G.load_state_dict(load_file(full / "sg3t_64_state.safetensors"), strict=True)
     path = tmp_path / "sg3t.pkl"
-    write_nvidia_pickle(path, monkeypatch, {"G_ema": G}, tmp_path / "marker")
+    write_nvidia_pickle(path, {"G_ema": G}, tmp_path / "marker")
     loaded = ckpt.load_generator(path)
     with torch.no_grad():
         img = loaded.synthesis(io["ws_psi0p7"][:1])
