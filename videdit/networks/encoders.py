@@ -168,6 +168,8 @@ class ReStyleEncoder(nn.Module):
         self.backbone = backbone
         self.n_styles = n_styles
         self.in_channels = in_channels
+        # What save_network / save_restyle_encoder record to rebuild this module.
+        self.init_kwargs = {"kind": kind, "backbone": backbone, "n_styles": n_styles, "in_channels": in_channels}
 
         if backbone == "ir_se50":
             self.input_layer = nn.Sequential(
