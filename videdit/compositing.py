@@ -32,6 +32,9 @@ CHIN = 8
 
 Expand = tuple[int, int, int, int]  # (left, right, top, bottom) in render pixels
 
+# The render is prefiltered down to this many samples per frame pixel before it is sampled.
+ANTIALIAS_OVERSAMPLING = 2.0
+
 
 # ----------------------------------------------------------------------------------------------------
 # Geometry
@@ -134,9 +137,11 @@ def warp_render_to_frame(
 ) -> np.ndarray:
     """Sample an (expanded) render at the centres of the ROI's frame pixels: float32 [h, w, C] in the render's scale.
 
-    Bilinear interpolation; when the render has more pixels than its footprint in the frame
-    (downscaling), it is first resized with an antialiasing filter to about the footprint's size, which
-    keeps the normalised coordinates (edges map to edges) so the sampling positions do not change.
+    Bicubic interpolation (sharper than bilinear: the crop was already resampled once from the frame).
+    When the render has more than twice as many pixels as its footprint in the frame, it is first
+    shrunk with an antialiasing bicubic filter to twice the footprint's size: content the frame cannot
+    show is removed without the extra blur of filtering all the way down to the frame's rate. The
+    resize keeps the normalised coordinates (edges map to edges), so sampling positions do not change.
     Pixels outside the render are filled from its border (the masks give them weight 0).
     """
     import torch
@@ -153,10 +158,10 @@ def warp_render_to_frame(
         )
     image = torch.from_numpy(np.ascontiguousarray(render, dtype=np.float32)).permute(2, 0, 1)[None]
 
-    scale = resolution / geometry.side_px  # render pixels per frame pixel
-    if antialias and scale > 1.0:
-        size = (max(1, round(render_h / scale)), max(1, round(render_w / scale)))
-        image = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
+    shrink = resolution / geometry.side_px / ANTIALIAS_OVERSAMPLING  # > 1: more detail than needed
+    if antialias and shrink > 1.0:
+        size = (max(1, round(render_h / shrink)), max(1, round(render_w / shrink)))
+        image = F.interpolate(image, size=size, mode="bicubic", antialias=True, align_corners=False)
 
     xs, ys = roi.pixel_centres()
     xy = np.stack(np.broadcast_arrays(xs, ys), axis=-1)
@@ -165,7 +170,7 @@ def warp_render_to_frame(
     grid_x = 2.0 * (uv[..., 0] * resolution + left) / render_w - 1.0
     grid_y = 2.0 * (uv[..., 1] * resolution + top) / render_h - 1.0
     grid = torch.from_numpy(np.stack([grid_x, grid_y], axis=-1).astype(np.float32))[None]
-    sampled = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    sampled = F.grid_sample(image, grid, mode="bicubic", padding_mode="border", align_corners=False)
     return sampled[0].permute(1, 2, 0).numpy()
 
 
@@ -240,6 +245,8 @@ def signed_distance_convex(
     if area2 < 0:
         normals = -normals
     xs, ys = np.broadcast_arrays(np.asarray(xs, np.float64), np.asarray(ys, np.float64))
+    shape = xs.shape
+    xs, ys = xs.ravel(), ys.ravel()
     max_line = np.full(xs.shape, -np.inf)
     for start, normal in zip(starts, normals):
         offset = -(start[0] * normal[0] + start[1] * normal[1])
@@ -256,7 +263,7 @@ def signed_distance_convex(
             t = np.clip((dx * edge[0] + dy * edge[1]) / (length * length), 0.0, 1.0)
             min_segment_sq = np.minimum(min_segment_sq, (dx - t * edge[0]) ** 2 + (dy - t * edge[1]) ** 2)
         signed[near_outside] = -np.sqrt(min_segment_sq)
-    return signed
+    return signed.reshape(shape)
 
 
 def smoothstep(t: np.ndarray) -> np.ndarray:
@@ -365,33 +372,39 @@ def blend(source: np.ndarray, render: np.ndarray, alpha: np.ndarray) -> np.ndarr
 # Seam visibility
 
 
-def luminance(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image, np.float32)
-    return image[..., 0] * 0.299 + image[..., 1] * 0.587 + image[..., 2] * 0.114
+def seam_energy(image: np.ndarray, alpha: np.ndarray, sigma_px: float = 0.0,
+                low: float = 0.02, high: float = 0.98) -> float:
+    """Mean squared colour gradient across the mask border, over the feather band (low < alpha < high).
 
-
-def seam_energy(image: np.ndarray, alpha: np.ndarray, low: float = 0.02, high: float = 0.98) -> float:
-    """Mean squared luminance gradient across the mask border, over the feather band (low < alpha < high).
-
-    "Across" is the direction of the mask's gradient: a visible seam is a step along it. Central
-    differences on the image; 0 when the band is empty.
+    "Across" is the direction of the mask's gradient: a visible seam is a step along it. The image is
+    first smoothed with a Gaussian of `sigma_px` (the seam is a feature at the feather's scale; image
+    texture is not), then differentiated with central differences; the squares are summed over the
+    RGB channels. 0 when the band is empty.
     """
-    lum = luminance(image)
+    from scipy.ndimage import gaussian_filter
+
+    image = np.asarray(image, np.float32)
     alpha = np.asarray(alpha, np.float32)
-    gy, gx = np.gradient(lum)
+    if sigma_px > 0:
+        image = gaussian_filter(image, sigma=(sigma_px, sigma_px, 0), mode="nearest")
     ay, ax = np.gradient(alpha)
     norm = np.hypot(ax, ay)
     band = (alpha > low) & (alpha < high) & (norm > 1e-6)
     if not band.any():
         return 0.0
-    across = (gx[band] * ax[band] + gy[band] * ay[band]) / norm[band]
-    return float(np.mean(across.astype(np.float64) ** 2))
+    nx, ny = ax[band] / norm[band], ay[band] / norm[band]
+    total = 0.0
+    for channel in range(image.shape[2]):
+        gy, gx = np.gradient(image[..., channel])
+        across = gx[band] * nx + gy[band] * ny
+        total += float(np.mean(across.astype(np.float64) ** 2))
+    return total
 
 
-def seam_factor(composite: np.ndarray, source: np.ndarray, alpha: np.ndarray) -> float:
+def seam_factor(composite: np.ndarray, source: np.ndarray, alpha: np.ndarray, sigma_px: float = 0.0) -> float:
     """Seam energy of the composite over that of the source on the same band (1 = no added seam)."""
-    reference = seam_energy(source, alpha)
-    value = seam_energy(composite, alpha)
+    reference = seam_energy(source, alpha, sigma_px)
+    value = seam_energy(composite, alpha, sigma_px)
     if reference <= 0:
         return 1.0 if value <= 0 else float("inf")
     return value / reference
@@ -402,17 +415,29 @@ def seam_factor(composite: np.ndarray, source: np.ndarray, alpha: np.ndarray) ->
 
 
 @dataclass(frozen=True)
-class FrameComposite:
-    """The composited frame and, for inspection, the blend mask over the whole frame."""
+class BlendMask:
+    """The soft mask of one frame, over its region of interest (the render's footprint)."""
 
-    frame: np.ndarray  # uint8 [H, W, 3]
-    alpha: np.ndarray  # float32 [H, W]
     roi: Roi
+    alpha: np.ndarray  # float32 [h, w] in [0, 1]; 0 wherever the source must stay untouched
+    match_band: np.ndarray  # bool [h, w]: where the render's colours are matched to the source's
+    side_px: float  # side of the crop box in frame pixels (sets the colour-matching scale)
+    feather_px: float  # width of the soft edge in frame pixels
+
+    @property
+    def seam_sigma(self) -> float:
+        """Smoothing scale for measuring the seam: half the feather (at least one pixel)."""
+        return max(0.5 * self.feather_px, 1.0)
+
+    def full(self, frame_hw: tuple[int, int]) -> np.ndarray:
+        """The mask over the whole frame, float32 [H, W]."""
+        out = np.zeros(frame_hw, np.float32)
+        out[self.roi.slices] = self.alpha
+        return out
 
 
-def composite_frame(
-    frame: np.ndarray,
-    render: np.ndarray,
+def make_blend_mask(
+    frame_hw: tuple[int, int],
     quad: np.ndarray,
     resolution: int,
     *,
@@ -421,50 +446,70 @@ def composite_frame(
     mask: str = "landmarks",
     feather_px: float | None = None,
     grow_forehead: float = 0.5,
-    color_match: bool = True,
-) -> FrameComposite:
-    """Blend a rendered crop into its source frame.
+) -> BlendMask:
+    """The blend mask of a frame.
 
-    The mask is the landmark face region (`mask="landmarks"`, needs `landmarks`) or the render's whole
-    box (`mask="box"`), feathered over `feather_px` frame pixels (default 6 % of the box side) and
-    always faded to 0 inside the render's footprint, so every pixel outside the mask is the source's.
+    `mask="landmarks"`: the face polygon of the frame's landmarks (see `face_polygon`), feathered over
+    `feather_px` frame pixels centred on its border; `mask="box"`: the whole render footprint. Either
+    is multiplied by the footprint of the (expanded) render feathered inward and kept one pixel off its
+    edge, so the render is only used where it exists and every pixel outside the mask keeps the
+    source's exact value. `feather_px=None`: 6 % of the box side.
     """
     geometry = CropGeometry.from_quad(quad)
     if feather_px is None:
         feather_px = 0.06 * geometry.side_px
+    feather_px = float(feather_px)
     footprint = geometry.render_quad(resolution, expand)
-    roi = roi_of_polygon(footprint, frame.shape[:2])
-    alpha_full = np.zeros(frame.shape[:2], np.float32)
+    roi = roi_of_polygon(footprint, frame_hw)
     if roi.empty:
-        return FrameComposite(frame.copy(), alpha_full, roi)
+        empty = np.zeros(roi.shape, np.float32)
+        return BlendMask(roi, empty, empty.astype(bool), geometry.side_px, feather_px)
 
     xs, ys = roi.pixel_centres()
-    # Fade to 0 one pixel inside the footprint so bilinear taps never reach past the render.
+    band_width = max(feather_px, 2.0)
+    # One pixel of margin: bilinear taps at the footprint's edge would reach past the render.
     inside_footprint = signed_distance_convex(footprint, xs, ys, exact_within=0.0) - 1.0
     alpha = feather(inside_footprint, feather_px, inward=True)
     if mask == "landmarks":
-        if landmarks is None:
-            raise ValueError("mask='landmarks' needs the frame's landmarks")
-        face_distance = signed_distance_convex(
-            face_polygon(landmarks, grow_forehead), xs, ys, exact_within=max(feather_px, 2.0) + 1.0
-        )
+        if landmarks is None or not np.isfinite(landmarks).all():
+            raise ValueError("mask='landmarks' needs the frame's 68 landmarks")
+        polygon = face_polygon(landmarks, grow_forehead)
+        face_distance = signed_distance_convex(polygon, xs, ys, exact_within=band_width + 1.0)
         alpha = alpha * feather(face_distance, feather_px)
+        # Both sides of the face border, where the render is fully valid.
+        match_band = (np.abs(face_distance) <= band_width) & (inside_footprint >= feather_px)
     elif mask == "box":
-        face_distance = inside_footprint
+        match_band = (inside_footprint >= 0.0) & (inside_footprint <= 2.0 * band_width)
     else:
         raise ValueError(f"unknown mask {mask!r}; expected 'landmarks' or 'box'")
+    return BlendMask(roi, alpha.astype(np.float32), match_band, geometry.side_px, feather_px)
 
+
+def composite_frame(
+    frame: np.ndarray,
+    render: np.ndarray,
+    quad: np.ndarray,
+    resolution: int,
+    blend_mask: BlendMask,
+    *,
+    expand: Expand = (0, 0, 0, 0),
+    color_match: bool = True,
+    color_sigma: float = 0.1,
+) -> np.ndarray:
+    """Blend a rendered crop into its source frame through `blend_mask`: uint8 [H, W, 3].
+
+    With `color_match`, the render first gets the smooth colour offset that makes it agree with the
+    source around the mask border (`color_correction`, Gaussian of `color_sigma` times the box side).
+    """
+    roi = blend_mask.roi
+    out = frame.copy()
+    if roi.empty or not (blend_mask.alpha > 0).any():
+        return out
+    geometry = CropGeometry.from_quad(quad)
     source = frame[roi.slices]
     warped = warp_render_to_frame(render, geometry, resolution, roi, expand)
-    if color_match:
-        # Match over a band straddling the mask border where the render is fully valid.
-        band = (np.abs(face_distance) <= max(feather_px, 2.0)) & (inside_footprint >= feather_px)
-        if mask == "box":
-            band = (inside_footprint >= 0) & (inside_footprint <= 2.0 * max(feather_px, 2.0))
-        if band.any():
-            warped = warped + color_correction(source, warped, band, sigma_px=0.1 * geometry.side_px)
-
-    out = frame.copy()
-    out[roi.slices] = blend(source, warped, alpha)
-    alpha_full[roi.slices] = alpha
-    return FrameComposite(out, alpha_full, roi)
+    if color_match and blend_mask.match_band.any():
+        warped = warped + color_correction(source, warped, blend_mask.match_band,
+                                           sigma_px=color_sigma * blend_mask.side_px)
+    out[roi.slices] = blend(source, warped, blend_mask.alpha)
+    return out
