@@ -141,6 +141,27 @@ def test_discriminator_round_trip(tmp_path, golden_d):
     assert "discriminator, not a generator" in _one_line(err)
 
 
+def test_any_videdit_network_round_trips_by_class(tmp_path, golden_d):
+    # Other networks (encoders) reuse save_network / load_network with their own kind and format.
+    path = ckpt.save_network(golden_d, tmp_path / "net.safetensors", kind="critic", format="videdit.test")
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata()
+    assert (meta["kind"], meta["format"]) == ("critic", "videdit.test")
+    D = ckpt.load_network(path)
+    assert isinstance(D, Discriminator)
+    _assert_same_state(golden_d, D)
+    with pytest.raises(ValueError):
+        ckpt.save_network(torch.nn.Linear(2, 2), tmp_path / "linear.safetensors", kind="x")
+
+
+def test_package_import_does_not_import_torch():
+    import subprocess
+
+    code = "import sys, videdit.checkpoints; assert 'torch' not in sys.modules; print('ok')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "ok", result.stderr
+
+
 # ----------------------------------------------------------------------------------------------
 # NVIDIA pickles
 
