@@ -1,0 +1,244 @@
+"""PTI tuning on a small generator and a short synthetic clip; LPIPS loading without downloads.
+
+The tuning run of the `tuned` fixture is shared: the frozen-parameter, loss, PSNR and resume tests
+all look at it, so the file stays well under a minute on a busy 2-core machine.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from videdit.errors import MissingWeightsError
+from videdit.stages.tune import TuneSettings, batch_indices, reconstruction_psnr, run_tune
+
+N_FRAMES = 6
+RES = 32
+# A fast, deliberately high learning rate so a dozen steps show a clear improvement.
+SETTINGS = dict(steps=12, lr=1e-2, batch_size=4, checkpoint_every=3, lpips_random_backbone=True, progress=False)
+
+
+def _make_video_inputs(root: Path):
+    """align/ (unaligned crops of a moving photo + transforms.npz), pivot latents, a saved generator."""
+    from PIL import Image
+
+    from videdit.checkpoints import save_generator
+    from videdit.networks.stylegan3 import Generator, make_transform, tiny_generator_kwargs
+    from videdit.synthetic import astronaut, place_photo
+
+    unaligned = root / "align" / "unaligned"
+    unaligned.mkdir(parents=True)
+    rotation = np.linspace(-3.0, 3.0, N_FRAMES)
+    translation = np.stack([np.linspace(-0.03, 0.03, N_FRAMES), np.zeros(N_FRAMES)], axis=1)
+    photo = astronaut()
+    for i in range(N_FRAMES):
+        crop = place_photo(photo, (RES, RES), rotation[i], (translation[i, 0] * RES, 0.0), (255.0, 110.0), 0.12)
+        Image.fromarray(crop).save(unaligned / f"{i:06d}.png")
+    matrix = np.stack([np.asarray(make_transform(tuple(translation[i]), rotation[i])) for i in range(N_FRAMES)])
+    np.savez(root / "align" / "transforms.npz", rotation_deg=rotation, translation=translation, matrix=matrix,
+             face_found=np.ones(N_FRAMES, bool))
+    gen = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        G = Generator(**tiny_generator_kwargs(RES, channels=8, num_layers=4)).eval()
+    ws = G.mapping(torch.randn(1, G.z_dim, generator=gen), None).detach()
+    ws = ws.repeat(N_FRAMES, 1, 1) + 0.05 * torch.randn(N_FRAMES, G.num_ws, G.w_dim, generator=gen)
+    np.save(root / "latents.npy", ws.numpy())
+    save_generator(G, root / "G.safetensors")
+    return root / "align", root / "latents.npy", root / "G.safetensors"
+
+
+@pytest.fixture(scope="module")
+def video_inputs(tmp_path_factory):
+    return _make_video_inputs(tmp_path_factory.mktemp("tune_inputs"))
+
+
+@pytest.fixture(scope="module")
+def tuned(video_inputs, tmp_path_factory):
+    align, latents, gen_path = video_inputs
+    out = tmp_path_factory.mktemp("tuned")
+    result = run_tune(align, latents, gen_path, out, TuneSettings(**SETTINGS))
+    return result, out
+
+
+def _tensors(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_frozen_parameters_bit_identical(video_inputs, tuned):
+    _, _, gen_path = video_inputs
+    result, _ = tuned
+    before, after = _tensors(gen_path), _tensors(result.generator_path)
+    assert before.keys() == after.keys()
+    frozen = [k for k in before if k.startswith(("mapping.", "synthesis.input."))]
+    assert "synthesis.input.weight" in frozen and "synthesis.input.affine.weight" in frozen
+    assert "synthesis.input.freqs" in frozen and "mapping.fc0.weight" in frozen
+    for k in frozen:
+        assert torch.equal(before[k], after[k]), k
+    # Every other parameter of the synthesis network moved (the buffers did not).
+    tuned_params = [k for k in before if k.startswith("synthesis.L") and k.endswith(("weight", "bias"))]
+    assert len(tuned_params) > 10
+    for k in tuned_params:
+        assert not torch.equal(before[k], after[k]), k
+    for k in before:
+        if k.endswith(("magnitude_ema", "up_filter", "down_filter")):
+            assert torch.equal(before[k], after[k]), k
+
+
+def test_loss_goes_down_and_psnr_goes_up(video_inputs, tuned):
+    from videdit.checkpoints import load_generator
+
+    align, latents, gen_path = video_inputs
+    result, out = tuned
+    assert result.steps_done == SETTINGS["steps"] and result.lpips_used and not result.stopped_early
+    losses = json.loads((out / "tune.json").read_text())["losses"]
+    assert len(losses) == SETTINGS["steps"]
+    assert np.mean(losses[-3:]) < 0.85 * np.mean(losses[:3]), losses
+    before = reconstruction_psnr(load_generator(gen_path), align, latents)
+    after = reconstruction_psnr(load_generator(result.generator_path), align, latents)
+    # Measured on this setup: about 10.3 dB -> 11.0 dB after 12 steps.
+    assert after > before + 0.4, (before, after)
+
+
+def test_kill_and_resume_matches_uninterrupted(video_inputs, tuned, tmp_path):
+    align, latents, gen_path = video_inputs
+    reference, _ = tuned
+    out = tmp_path / "tune.partial"
+    worker = Path(__file__).with_name("tune_worker.py")
+    cmd = [sys.executable, str(worker), str(align), str(latents), str(gen_path), str(out), json.dumps(SETTINGS),
+           str(torch.get_num_threads()), "0.4"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while True:
+            line = proc.stdout.readline()
+            assert line, f"worker ended early: {proc.stderr.read()[-2000:]}"
+            if line.strip() == "step 7":  # the checkpoint of step 6 is on disk; steps 8..12 are not done
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "generator.safetensors").exists()
+    assert (out / "checkpoints" / "latest.pt").is_file()
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name != "latest.pt"]  # no stray partial file
+
+    resumed = run_tune(align, latents, gen_path, out, TuneSettings(**SETTINGS))
+    assert 6 <= resumed.resumed_from_step < SETTINGS["steps"]
+    assert resumed.steps_done == SETTINGS["steps"]
+    a, b = _tensors(reference.generator_path), _tensors(resumed.generator_path)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+    # The losses of the resumed run continue the uninterrupted run's.
+    ref_losses = json.loads((reference.generator_path.parent / "tune.json").read_text())["losses"]
+    res_losses = json.loads((out / "tune.json").read_text())["losses"]
+    np.testing.assert_allclose(res_losses, ref_losses, rtol=1e-5)
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(video_inputs, tuned, tmp_path):
+    align, latents, gen_path = video_inputs
+    _, out = tuned
+    work = tmp_path / "t"
+    (work / "checkpoints").mkdir(parents=True)
+    (work / "checkpoints" / "latest.pt").write_bytes((out / "checkpoints" / "latest.pt").read_bytes())
+    other = dict(SETTINGS, steps=2, lr=5e-3, lpips_weight=0.0)
+    res = run_tune(align, latents, gen_path, work, TuneSettings(**other))
+    assert res.resumed_from_step == 0 and res.steps_done == 2
+
+
+def test_early_stop_ends_the_run(video_inputs, tmp_path):
+    align, latents, gen_path = video_inputs
+    settings = TuneSettings(**dict(SETTINGS, steps=50, early_stop_threshold=100.0, early_stop_window=3, lpips_weight=0.0))
+    res = run_tune(align, latents, gen_path, tmp_path / "t", settings)
+    assert res.stopped_early and res.steps_done == 3 and not res.lpips_used
+    assert (tmp_path / "t" / "generator.safetensors").is_file()
+
+
+def test_batches_are_a_function_of_step():
+    pool = np.arange(5)
+    a = [batch_indices(s, pool, 4, seed=3) for s in range(10)]
+    assert all(np.array_equal(x, batch_indices(s, pool, 4, seed=3)) for s, x in enumerate(a))
+    stream = np.concatenate(a)
+    for epoch in range(8):  # every epoch visits each frame once
+        assert sorted(stream[epoch * 5:(epoch + 1) * 5]) == list(range(5))
+    assert not np.array_equal(np.concatenate([batch_indices(s, pool, 4, seed=4) for s in range(10)]), stream)
+
+
+# --------------------------------------------------------------------------------------------------
+# LPIPS without network access
+
+
+@pytest.fixture
+def offline_torch_home(tmp_path, monkeypatch):
+    """An empty torch hub and weights folder; any download attempt fails the test."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("VIDEDIT_WEIGHTS", str(tmp_path / "weights"))
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+def test_missing_lpips_backbone_is_one_clear_line(offline_torch_home):
+    from videdit.losses import make_reconstruction_loss
+
+    with pytest.raises(MissingWeightsError) as err:
+        make_reconstruction_loss(1.0, 1.0, "alex")
+    message = str(err.value)
+    assert "\n" not in message
+    assert "alexnet-owt-7be5be79.pth" in message and str(offline_torch_home) in message
+    assert "videdit weights fetch lpips_alexnet" in message and "allow_l2_only" in message
+
+
+def test_allow_l2_only_warns_once_and_uses_l2(offline_torch_home, caplog):
+    from videdit.losses import make_reconstruction_loss
+
+    with caplog.at_level(logging.WARNING, logger="videdit"):
+        loss = make_reconstruction_loss(2.0, 1.0, "alex", allow_l2_only=True)
+    assert len([r for r in caplog.records if "alexnet-owt-7be5be79.pth" in r.getMessage()]) == 1
+    assert loss.lpips is None
+    a, b = torch.zeros(1, 3, 8, 8), torch.full((1, 3, 8, 8), 0.5)
+    total, parts = loss(a, b)
+    assert torch.isclose(total, torch.tensor(2 * 0.25)) and set(parts) == {"l2"}
+
+
+def test_lpips_backbone_loaded_from_local_file(offline_torch_home):
+    import torchvision
+
+    from videdit.losses import build_lpips
+
+    offline_torch_home.mkdir(parents=True)
+    torch.manual_seed(5)
+    alexnet = torchvision.models.alexnet(weights=None)
+    torch.save(alexnet.state_dict(), offline_torch_home / "alexnet-owt-7be5be79.pth")
+    model = build_lpips("alex")
+    assert torch.equal(model.net.slice1[0].weight, alexnet.features[0].weight)
+    assert torch.equal(getattr(model.net.slice5, "10").bias, alexnet.features[10].bias)
+    assert not any(p.requires_grad for p in model.parameters())
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    d = model(x, x.flip(-1)).flatten()
+    assert (d > 0).all() and torch.allclose(model(x, x).flatten(), torch.zeros(2), atol=1e-6)
+
+
+def test_settings_match_preset_keys():
+    """Every [tune] key of the default preset is a TuneSettings field (the pipeline builds it from there)."""
+    import tomllib
+
+    preset = tomllib.loads((Path(__file__).resolve().parents[1] / "pipelines" / "default.toml").read_text())
+    fields = set(asdict(TuneSettings()))
+    assert set(preset["tune"]) - {"tuner"} <= fields
