@@ -273,6 +273,6 @@ class ArcFaceEmbedder:
         import torch
 
         crop = arcface_crop(image, landmarks68)
-        x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
+        x = torch.from_numpy(np.array(crop, dtype=np.float32)).permute(2, 0, 1)[None].div(127.5).sub(1.0)
         with torch.no_grad():
             return self.model(x.to(self.device))[0].double().cpu().numpy()

@@ -42,6 +42,34 @@ class EvalSettings:
     device: str = "cpu"
 
 
+@dataclass
+class EvalModels:
+    """The models an evaluation uses; load once with `load_models` to evaluate several runs."""
+
+    analyzer: object  # identity.FaceAnalyzer
+    lpips: object | None  # lpips.LPIPS, or None when skipped
+    notes: dict[str, str] = field(default_factory=dict)  # what was loaded
+    skipped: dict[str, str] = field(default_factory=dict)  # what was not, and why
+
+
+def load_models(settings: EvalSettings | None = None) -> EvalModels:
+    from videdit.evaluate import identity, metrics as pixel
+
+    settings = settings or EvalSettings()
+    notes: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    lpips_model = None
+    if settings.lpips:
+        status = pixel.load_lpips(settings.weights_dir, settings.lpips_random_backbone, settings.device)
+        lpips_model = status.model
+        (notes if status.model is not None else skipped)["lpips"] = status.reason
+    else:
+        skipped["lpips"] = "turned off in the settings"
+    analyzer = identity.FaceAnalyzer(settings.detect_size, embedder=_identity_embedder(settings, skipped))
+    notes["identity"] = analyzer.model_name
+    return EvalModels(analyzer, lpips_model, notes, skipped)
+
+
 def size_label(size: int | None) -> str:
     return "full" if size is None else str(size)
 
@@ -50,12 +78,13 @@ def size_label(size: int | None) -> str:
 # evaluation
 
 
-def evaluate_run(run_dir, against=None, settings: EvalSettings | None = None) -> dict:
+def evaluate_run(run_dir, against=None, settings: EvalSettings | None = None, *, models: EvalModels | None = None) -> dict:
     """Evaluate every rendered output of a run against its input; returns the metrics dict.
 
     Without `against` the reference is RUN/align/unaligned and the outputs are RUN/render/<key>/
     crops. `against` may be another run or an image folder (same crop-level comparison), or the
-    source video: then the run's final full-frame videos are compared with it.
+    source video: then the run's final full-frame videos are compared with it. `models` (from
+    `load_models`) saves reloading them when several runs are evaluated.
     """
     settings = settings or EvalSettings()
     run = Path(run_dir)
@@ -66,8 +95,11 @@ def evaluate_run(run_dir, against=None, settings: EvalSettings | None = None) ->
         outputs = frames_mod.full_frame_outputs(run, reference.video)
     else:
         outputs = frames_mod.crop_outputs(run)
+    counts = {src.label: src.count for src in (reference, *outputs.values()) if src.count is not None}
+    if len(set(counts.values())) > 1:  # image folders: catch a mismatch before loading any model
+        raise InputError("frame counts differ: " + ", ".join(f"{label} has {n}" for label, n in counts.items()))
     started = time.perf_counter()
-    metrics = _evaluate_sources(reference, outputs, settings)
+    metrics = _evaluate_sources(reference, outputs, settings, models or load_models(settings))
     metrics["run"] = str(run)
     metrics["transforms"] = _transform_stats(run)
     metrics["latents"] = _latent_stats(run)
@@ -80,20 +112,11 @@ def evaluate_run(run_dir, against=None, settings: EvalSettings | None = None) ->
     return metrics
 
 
-def _evaluate_sources(reference: FrameSource, outputs: dict[str, FrameSource], settings: EvalSettings) -> dict:
+def _evaluate_sources(reference: FrameSource, outputs: dict[str, FrameSource], settings: EvalSettings, models: EvalModels) -> dict:
     from videdit.evaluate import identity, metrics as pixel, temporal
 
-    skipped: dict[str, str] = {}
-    lpips_model = None
-    if settings.lpips:
-        status = pixel.load_lpips(settings.weights_dir, settings.lpips_random_backbone, settings.device)
-        lpips_model = status.model
-        if status.model is None:
-            skipped["lpips"] = status.reason
-    else:
-        skipped["lpips"] = "turned off in the settings"
-    image_metrics = pixel.ImageMetrics(lpips_model, settings.device)
-    analyzer = identity.FaceAnalyzer(settings.detect_size, embedder=_identity_embedder(settings, skipped))
+    image_metrics = pixel.ImageMetrics(models.lpips if settings.lpips else None, settings.device)
+    analyzer = models.analyzer
 
     keys = list(outputs)
     per_frame: dict[str, dict[str, list]] = {k: {} for k in keys}
@@ -193,7 +216,8 @@ def _evaluate_sources(reference: FrameSource, outputs: dict[str, FrameSource], s
             "identity_consistency": temporal.identity_consistency(reference_embeddings),
         },
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
-        "skipped": skipped,
+        "models": dict(models.notes),
+        "skipped": dict(models.skipped),
         "outputs": result_outputs,
     }
 
@@ -423,6 +447,8 @@ def format_summary(metrics: dict) -> str:
     input_warp = _nanmean([v for v in metrics["input_temporal"]["warp_error_per_frame"] if v is not None])
     if math.isfinite(input_warp):
         lines.append(f"input warping error {input_warp:.2f} (8-bit levels); 'warp x in' = output / input, 1 = no added flicker")
+    if "lpips" in metrics.get("models", {}):
+        lines.append(f"lpips: {metrics['models']['lpips']}")
     for name, reason in metrics.get("skipped", {}).items():
         lines.append(f"skipped {name}: {reason}")
     for name, stats in metrics.get("transforms", {}).items():
