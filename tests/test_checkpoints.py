@@ -2,6 +2,7 @@
 running their code, and the one-line errors users see."""
 from __future__ import annotations
 
+import collections
 import json
 import os
 import pickle
@@ -274,6 +275,32 @@ def test_build_on_an_allowed_function_is_refused(tmp_path):
         load_pickle(path)
     assert "refused to set the state" in _one_line(err)
     assert torch._utils._rebuild_tensor_v2.__defaults__ == before
+
+
+class _HookedParameter:
+    def __reduce__(self):
+        import torch._utils
+
+        # The hook is an allow-listed class, so only the hook check can refuse it.
+        return torch._utils._rebuild_parameter, (torch.zeros(1), False, {0: collections.OrderedDict})
+
+
+def test_tensor_hooks_and_cycles_are_refused(tmp_path):
+    path = tmp_path / "hooks.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": _HookedParameter()}))
+    with pytest.raises(CheckpointError) as err:
+        load_pickle(path)
+    assert "backward hooks" in _one_line(err)
+
+    looped = torch.nn.ModuleList()
+    looped.append(torch.nn.ModuleList())
+    looped[0].append(looped)  # a plain module that contains itself
+    holder = _NetWithPayload(None)
+    holder.loop = looped
+    write_snapshot_pickle(tmp_path / "loop.pkl", {"G_ema": holder})
+    with pytest.raises(CheckpointError) as err:
+        ckpt.load_generator(tmp_path / "loop.pkl")
+    assert "contains itself" in _one_line(err)
 
 
 def test_unsafe_nested_storage_is_refused(tmp_path):

@@ -91,6 +91,28 @@ def _storage_from_bytes(blob: bytes) -> Any:
             raise CheckpointError(f"refused an unsafe tensor storage inside the pickle: {first_line}") from None
 
 
+def _no_hooks(hooks: Any) -> None:
+    # Tensors in a snapshot carry no backward hooks; a non-empty hook dict could smuggle in callables.
+    if hooks:
+        raise CheckpointError("refused a tensor with backward hooks inside the pickle")
+
+
+def _rebuild_tensor(*args: Any) -> torch.Tensor:
+    # (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
+    if len(args) > 5:
+        _no_hooks(args[5])
+    return torch._utils._rebuild_tensor_v2(*args)
+
+
+def _rebuild_legacy_tensor(storage: Any, storage_offset: int, size: Any, stride: Any) -> torch.Tensor:
+    return torch._utils._rebuild_tensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_parameter(data: torch.Tensor, requires_grad: bool, backward_hooks: Any) -> torch.nn.Parameter:
+    _no_hooks(backward_hooks)
+    return torch.nn.Parameter(data, requires_grad=bool(requires_grad))
+
+
 def _torch_dtype(name: str) -> "torch.dtype | None":
     value = getattr(torch, name, None)
     return value if isinstance(value, torch.dtype) else None
@@ -116,14 +138,13 @@ def _numpy_multiarray_function(name: str) -> Any:
 
 
 def _allowed_globals() -> dict[tuple[str, str], Any]:
-    rebuild = torch._utils
     allowed: dict[tuple[str, str], Any] = {
         ("collections", "OrderedDict"): collections.OrderedDict,
         ("builtins", "set"): set,
         ("builtins", "frozenset"): frozenset,
-        ("torch._utils", "_rebuild_tensor"): rebuild._rebuild_tensor,
-        ("torch._utils", "_rebuild_tensor_v2"): rebuild._rebuild_tensor_v2,
-        ("torch._utils", "_rebuild_parameter"): rebuild._rebuild_parameter,
+        ("torch._utils", "_rebuild_tensor"): _rebuild_legacy_tensor,
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
         ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
         ("torch", "device"): torch.device,
         ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent,
@@ -223,11 +244,13 @@ def load_nvidia_pickle(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _state_dict_of(module: Any, prefix: str, out: dict[str, torch.Tensor], where: str) -> None:
-    if isinstance(module, (PersistentRecord, PlainModuleRecord)):
-        state = module.state
-    else:
-        raise CheckpointError(f"{where}: submodule '{prefix.rstrip('.') or '<root>'}' is a {type(module).__name__}, not a network record")
+def _state_dict_of(module: Any, prefix: str, out: dict[str, torch.Tensor], where: str, ancestors: tuple[int, ...]) -> None:
+    name_here = prefix.rstrip(".") or "<root>"
+    if not isinstance(module, (PersistentRecord, PlainModuleRecord)):
+        raise CheckpointError(f"{where}: submodule '{name_here}' is a {type(module).__name__}, not a network record")
+    if id(module) in ancestors:  # a pickle can build reference cycles that no real module tree has
+        raise CheckpointError(f"{where}: submodule '{name_here}' contains itself")
+    state = module.state
     non_persistent = set(state.get("_non_persistent_buffers_set") or ())
     for group in ("_parameters", "_buffers"):
         for name, tensor in (state.get(group) or {}).items():
@@ -238,13 +261,13 @@ def _state_dict_of(module: Any, prefix: str, out: dict[str, torch.Tensor], where
             out[prefix + name] = tensor.detach()
     for name, child in (state.get("_modules") or {}).items():
         if child is not None:
-            _state_dict_of(child, f"{prefix}{name}.", out, where)
+            _state_dict_of(child, f"{prefix}{name}.", out, where, ancestors + (id(module),))
 
 
 def record_state_dict(record: PersistentRecord, *, where: str = "the pickle") -> dict[str, torch.Tensor]:
     """The `state_dict()` the pickled network would return: parameters and persistent buffers, dotted names."""
     out: dict[str, torch.Tensor] = {}
-    _state_dict_of(record, "", out, where)
+    _state_dict_of(record, "", out, where, ())
     return out
 
 
