@@ -19,7 +19,6 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 MS_SSIM_WINDOW = 11
 # PSNR of identical images is infinite; cap it so that JSON stays finite and means stay meaningful.
 PSNR_CAP_DB = 100.0
-LPIPS_ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 
 
 def resize_square(image: np.ndarray, size: int | None) -> np.ndarray:
@@ -137,19 +136,6 @@ def _odd_at_most(n: int) -> int:
     return n if n % 2 == 1 else n - 1
 
 
-def lpips_backbone_path(weights_dir: Path | None = None) -> Path | None:
-    """Where torchvision's AlexNet weights are, if anywhere we look (torch hub cache, weights folder)."""
-    import torch
-
-    candidates = [Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_ALEXNET_FILE]
-    if weights_dir is not None:
-        candidates.append(Path(weights_dir) / LPIPS_ALEXNET_FILE)
-    for path in candidates:
-        if path.is_file() and path.stat().st_size > 0:
-            return path
-    return None
-
-
 @dataclass
 class LpipsStatus:
     model: object | None  # an lpips.LPIPS module, or None when LPIPS is skipped
@@ -157,50 +143,23 @@ class LpipsStatus:
 
 
 def load_lpips(weights_dir: Path | None = None, random_backbone: bool = False, device: str = "cpu") -> LpipsStatus:
-    """LPIPS (AlexNet) when its backbone weights are present offline; otherwise a reason to skip.
+    """LPIPS (AlexNet) when its backbone weights are on this machine; otherwise a reason to skip.
 
-    `random_backbone` exercises the code path without weights (tests only: the numbers are meaningless).
+    The weights are located and loaded by `videdit.losses` (torch.hub's checkpoint folder or the
+    weights folder; never downloaded). `random_backbone` exercises the code path without weights
+    (tests only: the numbers are meaningless).
     """
-    import warnings
+    from videdit import losses, weights
 
-    import torch
-
-    try:
-        import lpips
-    except ImportError:
-        return LpipsStatus(None, "the lpips package is not installed")
     if random_backbone:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
-        return LpipsStatus(model.eval().to(device), "random AlexNet backbone (testing only, values meaningless)")
-    path = lpips_backbone_path(weights_dir)
+        return LpipsStatus(losses.build_lpips("alex", random_backbone=True).to(device),
+                           "random AlexNet backbone (testing only, values meaningless)")
+    path = losses.find_lpips_backbone("alex", weights_dir)
     if path is None:
-        where = Path(torch.hub.get_dir()) / "checkpoints"
-        return LpipsStatus(None, f"AlexNet weights {LPIPS_ALEXNET_FILE} not found in {where}; LPIPS skipped")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # lpips's own linear heads ship inside the package; only the backbone comes from the file.
-        model = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-        _load_alexnet_features(model.net, features)
-    return LpipsStatus(model.eval().to(device), f"AlexNet from {path}")
-
-
-def _load_alexnet_features(net, features: dict) -> None:
-    """lpips splits torchvision's alexnet.features into slices that keep the original indices."""
-    own = {}
-    for slice_name in ("slice1", "slice2", "slice3", "slice4", "slice5"):
-        for index, layer in getattr(net, slice_name).named_children():
-            for param_name, _ in layer.named_parameters():
-                own[f"{index}.{param_name}"] = f"{slice_name}.{index}.{param_name}"
-    missing = sorted(set(own) - set(features))
-    if missing:
-        from videdit.errors import CheckpointError
-
-        raise CheckpointError(f"AlexNet checkpoint lacks {missing[0]} (and {len(missing) - 1} more keys)")
-    net.load_state_dict({own[k]: features[k] for k in own}, strict=True)
+        entry = weights.get(losses.LPIPS_BACKBONES["alex"])
+        where = weights.expected_path(entry, weights.resolve_weights_dir(weights_dir)).parent
+        return LpipsStatus(None, f"{entry.filename} not found in {where} (`{weights.fetch_command(entry)}`); LPIPS skipped")
+    return LpipsStatus(losses.build_lpips("alex", weights_dir=weights_dir).to(device), f"AlexNet from {path}")
 
 
 class ImageMetrics:

@@ -231,12 +231,15 @@ def _identity_embedder(settings: EvalSettings, skipped: dict[str, str]):
         return None
     if settings.identity_model not in ("auto", "arcface"):
         raise InputError(f"unknown identity model {settings.identity_model!r}; use auto, dlib or arcface")
-    path = identity.find_arcface_weights(settings.weights_dir)
+    from videdit.weights import resolve_weights_dir
+
+    weights_dir = resolve_weights_dir(settings.weights_dir)
+    path = identity.find_arcface_weights(weights_dir)
     if path is None:
         names = " or ".join(identity.ARCFACE_FILES)
         if settings.identity_model == "arcface":
-            raise MissingWeightsError(f"identity model arcface needs {names} in {settings.weights_dir or 'the weights folder'}")
-        skipped["arcface"] = f"{names} not found in {settings.weights_dir or 'the weights folder'}; dlib's ResNet used"
+            raise MissingWeightsError(f"identity model arcface needs {names} in {weights_dir}")
+        skipped["arcface"] = f"{names} not found in {weights_dir}; dlib's ResNet used"
         return None
     return identity.ArcFaceEmbedder(path, settings.device)
 
