@@ -243,7 +243,8 @@ class FanBackend(LandmarkBackend):
         return [(np.asarray(b[:4], dtype=np.float64), float(b[4])) for b in found]
 
     def fit_landmarks(self, image, box):
-        result = self._model.get_landmarks_from_image(image, detected_faces=[np.asarray(box, dtype=np.float32)])
+        # Python floats: face-alignment mixes box values into torch tensors, which rejects numpy float32.
+        result = self._model.get_landmarks_from_image(image, detected_faces=[[float(v) for v in box[:4]]])
         return np.asarray(result[0][:, :2], dtype=np.float64)
 
 

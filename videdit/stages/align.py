@@ -64,6 +64,7 @@ class AlignSettings:
     detect_max_side: int = 640  # faces are searched on a copy of the frame this large (longest side)
     image_folder_fps: str = "25"  # frame rate given to a folder of images
     png_compression: int = 1  # 0-9: PNG writing speed vs size (lossless either way)
+    write_threads: int = 2  # crops are cut and PNG-encoded in these threads, overlapping the decoding
 
 
 @dataclass
@@ -149,10 +150,38 @@ def _draw_preview(image: np.ndarray, scale: float, landmarks: np.ndarray, aligne
     return np.asarray(picture)
 
 
-def _save_png(image: np.ndarray, path: Path, compression: int) -> None:
+def _save_crop(frame: np.ndarray, quad: np.ndarray, size: int, path: Path, compression: int) -> None:
     from PIL import Image
 
-    Image.fromarray(image).save(path, compress_level=int(compression))
+    Image.fromarray(quad_to_crop(frame, quad, size)).save(path, compress_level=int(compression))
+
+
+class _CropWriter:
+    """Cuts and saves crops in worker threads (PIL releases the GIL while warping and encoding), with
+    at most a few frames waiting so memory stays bounded."""
+
+    def __init__(self, threads: int, compression: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="videdit-crops")
+        self._pending = []
+        self._limit = 4 * max(1, threads)
+        self._compression = compression
+
+    def submit(self, frame: np.ndarray, quad: np.ndarray, size: int, path: Path) -> None:
+        self._pending.append(self._pool.submit(_save_crop, frame, quad, size, path, self._compression))
+        while len(self._pending) > self._limit:
+            self._pending.pop(0).result()  # re-raises a worker's error here
+
+    def close(self, wait_for_all: bool = True) -> None:
+        try:
+            if wait_for_all:
+                for future in self._pending:
+                    future.result()
+        finally:
+            for future in self._pending:
+                future.cancel()
+            self._pool.shutdown(wait=True)
 
 
 def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None, *,
@@ -205,15 +234,14 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
     preview = None
     scale = _preview_scale(info, settings.preview_height)
     count = 0
+    crops = _CropWriter(settings.write_threads, settings.png_compression)
     try:
         for frame in reader:
             i = frame.index
             if i >= n_frames:
                 raise InputError(f"{source}: more frames on the second read than on the first")
-            _save_png(quad_to_crop(frame.image, quads[i], size), aligned_dir / f"{i:06d}.png",
-                      settings.png_compression)
-            _save_png(quad_to_crop(frame.image, box_quad, size), unaligned_dir / f"{i:06d}.png",
-                      settings.png_compression)
+            crops.submit(frame.image, quads[i], size, aligned_dir / f"{i:06d}.png")
+            crops.submit(frame.image, box_quad, size, unaligned_dir / f"{i:06d}.png")
             if preview_path is not None:
                 drawn = _draw_preview(frame.image, scale, landmarks[i], quads[i], box_quad, bool(found[i]))
                 if preview is None:
@@ -221,7 +249,9 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
                                           time_base=info.time_base, crf=28, preset="veryfast")
                 preview.write(drawn, pts=int(found_landmarks.pts[i]))
             count += 1
+        crops.close()
     except BaseException:
+        crops.close(wait_for_all=False)
         if preview is not None:
             preview.close(discard=True)
         raise
