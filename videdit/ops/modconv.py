@@ -13,9 +13,10 @@ def modulated_conv2d(x, w, s, demodulate=True, padding=0, input_gain=None, impl=
     """StyleGAN3's modulated conv: per-sample weight w * s (demodulated), times input_gain.
 
     x [N,I,H,W], w [O,I,kh,kw], s [N,I], input_gain None or broadcastable to [N,I]. The fast path never
-    builds the per-sample weights for the convolution: it scales the input by the styles, runs one
-    ordinary convolution for the whole batch (a matmul for 1x1 kernels) and scales the output by the
-    demodulation coefficients, which is the same linear map.
+    builds per-sample weights for a batch: it scales the input by the styles, runs one ordinary
+    convolution for the whole batch (oneDNN, channels-last; a matmul for 1x1 kernels) and scales the
+    output by the demodulation coefficients, which is the same linear map. A single sample gets the
+    scales folded into its weight instead.
     """
     if check_impl(impl) == "ref":
         return reference.modulated_conv2d(x, w, s, demodulate=demodulate, padding=padding, input_gain=input_gain)
@@ -34,12 +35,14 @@ def modulated_conv2d(x, w, s, demodulate=True, padding=0, input_gain=None, impl=
         out_scale = (s.square() @ w_sq.t() + 1e-8).rsqrt()  # [N, O]
     if input_gain is not None:
         in_scale = in_scale * input_gain.to(torch.float32).expand(n, in_ch)
+    if n == 1:
+        # One sample: fold both scales into the weight, one plain convolution.
+        wi = w * in_scale.reshape(1, in_ch, 1, 1)
+        if out_scale is not None:
+            wi = wi * out_scale.reshape(out_ch, 1, 1, 1)
+        return F.conv2d(x.contiguous(memory_format=torch.channels_last), wi.to(x.dtype), padding=padding)
     x = x * in_scale.to(x.dtype).reshape(n, in_ch, 1, 1)
-    if kh == 1 and kw == 1 and padding == 0:
-        y = torch.matmul(w.reshape(out_ch, in_ch).to(x.dtype), x.reshape(n, in_ch, h * width))
-        y = y.reshape(n, out_ch, h, width)
-    else:
-        y = F.conv2d(x, w.to(x.dtype), padding=padding)
+    y = F.conv2d(x.contiguous(memory_format=torch.channels_last), w.to(x.dtype), padding=padding)
     if out_scale is not None:
         y = y * out_scale.to(y.dtype).reshape(n, out_ch, 1, 1)
     return y

@@ -104,16 +104,23 @@ def cuda_arch_list() -> str:
 
 def build_dir(spec: ExtensionSpec) -> Path:
     """Cache folder of one extension: per torch / CUDA / Python / machine, then per source hash."""
-    digest = hashlib.sha256()
-    for path in sorted(SOURCE_DIR.iterdir()):
-        if path.suffix in (".cpp", ".cu", ".h", ".cuh"):
-            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    digest.update(json.dumps([spec.name, spec.sources, spec.cflags(), spec.ldflags(), spec.cuda_cflags()]).encode())
-    if spec.cuda:
-        digest.update(cuda_arch_list().encode())
     version = (f"torch{torch.__version__}-cuda{torch.version.cuda or 'none'}-"
                f"py{sys.version_info.major}{sys.version_info.minor}-{platform.machine()}")
-    return cache_root() / version.replace("+", "_") / f"{spec.name}-{digest.hexdigest()[:16]}"
+    archs = cuda_arch_list() if spec.cuda else ""
+    return cache_root() / version.replace("+", "_") / f"{spec.name}-{_spec_digest(spec, archs)}"
+
+
+@functools.lru_cache(maxsize=None)
+def _spec_digest(spec: ExtensionSpec, archs: str) -> str:
+    """Hash of every source and header, the flags and the archs (sources do not change while running)."""
+    digest = hashlib.sha256()
+    headers = (".h", ".cuh") if spec.cuda else (".h",)
+    for path in sorted(SOURCE_DIR.iterdir()):
+        if path.name in spec.sources or path.suffix in headers:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(json.dumps([spec.name, spec.sources, spec.cflags(), spec.ldflags(), spec.cuda_cflags(),
+                              archs]).encode())
+    return digest.hexdigest()[:16]
 
 
 def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
@@ -262,6 +269,42 @@ def _load_or_none(spec: ExtensionSpec):
 def cpu_module():
     """The CPU extension, or None (after one warning) when it cannot be built or loaded."""
     return _load_or_none(CPU_EXTENSION)
+
+
+def build_state(spec: ExtensionSpec) -> str:
+    """'built', 'failed' or 'missing' for the current sources, without building anything."""
+    folder = build_dir(spec)
+    if (folder / "built.json").exists():
+        return "built"
+    return "failed" if (folder / "failed.log").exists() else "missing"
+
+
+def cpu_module_if_built():
+    """The CPU extension if it is already built (or failed: then one warning and None).
+
+    When it is missing, starts its build in a background process (once per process) and returns
+    None, so callers use the PyTorch path meanwhile instead of waiting for the compiler.
+    """
+    state = build_state(CPU_EXTENSION)
+    if state == "missing":
+        _start_background_build(CPU_EXTENSION)
+        return None
+    return cpu_module()
+
+
+@functools.lru_cache(maxsize=None)
+def _start_background_build(spec: ExtensionSpec):
+    """A detached, low-priority child process that builds `spec` into the cache (under the lock)."""
+    package_parent = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])))
+    code = (f"from videdit.ops import native\ntry:\n    native.build(native.{'CUDA' if spec.cuda else 'CPU'}_EXTENSION)\n"
+            "except native.BuildError:\n    pass\n")
+    try:
+        subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=lambda: os.nice(10))
+        logger.info("building the native %s ops in the background", spec.name)
+    except OSError as exc:
+        logger.warning("could not start the background build of %s: %s", spec.name, exc)
 
 
 def cuda_module():
@@ -550,3 +593,89 @@ def filtered_lrelu_cuda(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, ga
 
 
 CUDA_OPS = {"upfirdn2d": upfirdn2d_cuda, "bias_act": bias_act_cuda, "filtered_lrelu": filtered_lrelu_cuda}
+
+
+# ----------------------------------------------------------------------------------------------
+# "auto" on CPU: use the fused kernel only where it is measured faster
+
+
+class CpuAutoSelect:
+    """Chooses, per shape family, between the fused CPU kernel and the PyTorch path by timing both.
+
+    The first call of a family (dtype, factors, filter shapes, log2 of the plane size and of the
+    plane count, thread count) runs both implementations a few times on its own input (without
+    autograd) and keeps the faster; the decision is stored in `decisions_path` (beside the built
+    extension), so each family is measured once per machine and thread count. Later calls only
+    look the decision up.
+    """
+
+    REPEATS = 3
+
+    def __init__(self, decisions_path: Path):
+        self.decisions_path = decisions_path
+        self.decisions: dict[str, dict] = {}
+        try:
+            self.decisions = json.loads(decisions_path.read_text())
+        except (OSError, ValueError):
+            pass
+
+    @staticmethod
+    def family(x, fu, fd, up, down) -> str:
+        def shape(f):
+            return "none" if f is None else "x".join(str(n) for n in f.shape)
+
+        n, c, h, w = x.shape
+        return (f"{str(x.dtype).replace('torch.', '')}|up{up}|down{down}|fu{shape(fu)}|fd{shape(fd)}"
+                f"|hw2^{round(math.log2(h * w))}|nc2^{round(math.log2(n * c))}|threads{torch.get_num_threads()}")
+
+    def filtered_lrelu(self, x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=math.sqrt(2), slope=0.2,
+                       clamp=None, flip_filter=False, impl="fast"):
+        """videdit.ops.filtered_lrelu by whichever implementation is faster for this shape family."""
+        kwargs = dict(fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp,
+                      flip_filter=flip_filter, impl=impl)
+        if impl != "fast" or not cpu_supports(x):
+            return _torch_path("filtered_lrelu", x, **kwargs)
+        key = self.family(x, fu, fd, up, down)
+        decision = self.decisions.get(key)
+        if decision is None:
+            decision = self.measure(key, x, kwargs)
+        if decision["native"]:
+            return filtered_lrelu_cpu(x, **kwargs)
+        return _torch_path("filtered_lrelu", x, **kwargs)
+
+    def measure(self, key: str, x, kwargs) -> dict:
+        x = x.detach()
+        detached = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
+        native_s, torch_s = [], []
+        with torch.no_grad():
+            for _ in range(self.REPEATS):
+                native_s.append(_time_call(lambda: filtered_lrelu_cpu(x, **detached)))
+                torch_s.append(_time_call(lambda: _torch_path("filtered_lrelu", x, **detached)))
+        decision = {"native": min(native_s) < min(torch_s), "native_s": min(native_s), "torch_s": min(torch_s)}
+        self.decisions[key] = decision
+        logger.info("ops auto (CPU filtered_lrelu, %s): fused %.4f s, PyTorch %.4f s -> %s", key, min(native_s),
+                    min(torch_s), "fused" if decision["native"] else "PyTorch")
+        self._save(key, decision)
+        return decision
+
+    def _save(self, key: str, decision: dict):
+        try:
+            on_disk = json.loads(self.decisions_path.read_text()) if self.decisions_path.exists() else {}
+        except (OSError, ValueError):
+            on_disk = {}
+        on_disk[key] = decision
+        try:
+            _write_json_atomic(self.decisions_path, on_disk)
+        except OSError as exc:  # a read-only cache only costs a new measurement next time
+            logger.info("could not save %s: %s", self.decisions_path, exc)
+
+
+def _time_call(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_auto_selector() -> CpuAutoSelect:
+    return CpuAutoSelect(build_dir(CPU_EXTENSION) / "auto_decisions.json")
