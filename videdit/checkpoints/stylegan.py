@@ -224,6 +224,13 @@ def infer_generator_kwargs(state_dict: dict[str, torch.Tensor]) -> dict[str, Any
     first layer's weight gives the kernel size and its down filter whether filters are radial. What a
     state dict cannot tell (the EMA decay, filter design constants) keeps NVIDIA's training values.
     """
+    try:
+        return _infer_generator_kwargs(state_dict)
+    except (IndexError, KeyError) as err:
+        raise CheckpointError(f"cannot read the generator configuration off the state dict ({_first_line(err)}); pass init_kwargs") from None
+
+
+def _infer_generator_kwargs(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
     layers: dict[int, tuple[str, int, int]] = {}
     for key in state_dict:
         match = _LAYER_NAME.match(key)
@@ -333,7 +340,10 @@ def build_network(
     if kwargs is None:
         if checkpoint.kind != "generator":
             raise CheckpointError(f"{where}: the file does not record constructor arguments; pass init_kwargs")
-        kwargs = infer_generator_kwargs(checkpoint.state_dict)
+        try:
+            kwargs = infer_generator_kwargs(checkpoint.state_dict)
+        except CheckpointError as err:
+            raise CheckpointError(f"{where}: {err}") from None
         hint = "the generator configuration was guessed from the state dict; pass init_kwargs if it differs"
     try:
         with torch.device("cpu"):
