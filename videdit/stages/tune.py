@@ -317,7 +317,11 @@ def run_tune(
 
     window = deque(losses[-settings.early_stop_window:], maxlen=max(settings.early_stop_window, 1))
 
+    saved_step = start
+
     def checkpoint(step: int) -> None:
+        nonlocal saved_step
+        saved_step = step
         save_checkpoint(ckpt_path, {
             "version": CHECKPOINT_VERSION, "step": step, "fingerprint": fingerprint, "stopped_early": stopped_early,
             "generator": {k: v.detach().to("cpu") for k, v in G.state_dict().items()},
@@ -361,8 +365,8 @@ def run_tune(
     if stopped_early:
         log.info("tune: early stop at step %d (mean loss of the last %d steps %.5f < %g)", step, len(window),
                  sum(window) / len(window), settings.early_stop_threshold)
-    if settings.checkpoint_every and step > start:
-        checkpoint(step)
+    if settings.checkpoint_every and step > saved_step:
+        checkpoint(step)  # the final state, so a rerun with the same steps finishes at once
 
     for p in G.parameters():
         p.requires_grad_(False)

@@ -1,0 +1,334 @@
+"""Rendering (stage `render`): every frame from the tuned generator at its smoothed transform.
+
+Field-of-view expansion: `expand = (left, right, top, bottom)` render pixels. Besides the frame's own
+view (the centre tile) the generator renders shifted views: a shift S = make_transform((dx, dy), 0) in
+image widths is composed after the frame's inverse transform, `inv(M) @ inv(S)`, which moves the image
+content by (dx, dy); the left tile, for example, is rendered with dx = +left / res and shows what lies
+left of the frame. Tiles are joined on a (top + res + bottom) x (left + res + right) canvas whose
+unexpanded part sits at (left, top). Instead of the published hard paste the seams are blended with
+linear ramps `feather` pixels wide: corners are painted first, then the side tiles (ramped towards
+the corners), then the centre tile (ramped towards every side that has an expansion). Inside the
+ramps the centre tile is pasted unchanged, so away from its border the expanded render equals the
+unexpanded one exactly; with feather = 0 the whole centre does.
+
+Outputs in out_dir: `<key>/%06d.png` (lossless frames, read by the composite stage), `<key>.mp4`
+(the reconstruction's video is `reconstruction.mp4`), `side_by_side.mp4` (input crop | reconstruction
+| each edit) and `render.json`. Videos carry the source's fps and audio. Frames are rendered, written
+and dropped batch by batch, so memory does not grow with the video's length.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from fractions import Fraction
+from os import PathLike
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from videdit.errors import InputError
+from videdit.stages.smooth import RECONSTRUCTION_KEY, STYLESPACE_SUFFIX
+
+log = logging.getLogger("videdit")
+
+RECONSTRUCTION_VIDEO = "reconstruction.mp4"
+SIDE_BY_SIDE_VIDEO = "side_by_side.mp4"
+DEFAULT_FPS = Fraction(25)
+
+
+@dataclass
+class RenderSettings:
+    """expand: extra field of view (left, right, top, bottom) in render pixels, each at most res - feather.
+    feather: width in render pixels of the linear blend across tile seams (0 = hard paste).
+    """
+
+    expand: tuple[int, int, int, int] = (0, 0, 0, 0)
+    feather: int = 16
+    batch_size: int = 4
+    crf: int = 18
+    side_by_side: bool = True
+    png_compress_level: int = 1  # lossless either way; 1 is the fast end
+
+
+@dataclass
+class RenderResult:
+    frames_dirs: dict[str, Path] = field(default_factory=dict)
+    videos: dict[str, Path] = field(default_factory=dict)
+    side_by_side: Path | None = None
+    num_frames: int = 0
+    fps: Fraction = DEFAULT_FPS
+    size: tuple[int, int] = (0, 0)  # (width, height) of a rendered frame
+
+
+# --------------------------------------------------------------------------------------------------
+# Canvas layout
+
+
+@dataclass(frozen=True)
+class Tile:
+    x0: int  # canvas position of the tile's top-left pixel
+    y0: int
+    shift: tuple[float, float]  # content shift (dx, dy) in image widths
+    alpha: torch.Tensor  # [1, 1, res, res] blend weight, painted in list order
+
+
+def _ramp(res: int, feather: int, at_start: bool, at_end: bool) -> torch.Tensor:
+    """1-D weights over res pixels, rising linearly over `feather` pixels from the requested ends."""
+    w = torch.ones(res, dtype=torch.float32)
+    if feather <= 0:
+        return w
+    rise = ((torch.arange(feather, dtype=torch.float32) + 0.5) / feather)
+    if at_start:
+        w[:feather] = torch.minimum(w[:feather], rise)
+    if at_end:
+        w[res - feather:] = torch.minimum(w[res - feather:], rise.flip(0))
+    return w
+
+
+def canvas_tiles(res: int, expand: Sequence[int], feather: int) -> tuple[list[Tile], tuple[int, int]]:
+    """The tiles of an expanded render in paint order, and the canvas size (width, height)."""
+    left, right, top, bottom = (int(v) for v in expand)
+    if min(left, right, top, bottom) < 0 or feather < 0:
+        raise InputError(f"render: expand and feather must be >= 0, got expand={list(expand)} feather={feather}")
+    if max(left, right, top, bottom) > res - feather:
+        raise InputError(f"render: each expansion must be at most {res - feather} px (resolution {res} minus "
+                         f"feather {feather}), got {list(expand)}")
+    columns = [c for c, on in ((-1, left), (0, 1), (1, right)) if on]
+    rows = [r for r, on in ((-1, top), (0, 1), (1, bottom)) if on]
+    x_of = {-1: 0, 0: left, 1: left + right}
+    y_of = {-1: 0, 0: top, 1: top + bottom}
+    tiles: list[tuple[int, Tile]] = []
+    for r in rows:
+        for c in columns:
+            x0, y0 = x_of[c], y_of[r]
+            if r == 0 and c == 0:  # centre: ramp on every side that has a neighbour
+                ramp_x = _ramp(res, feather, left > 0, right > 0)
+                ramp_y = _ramp(res, feather, top > 0, bottom > 0)
+                order = 2
+            elif r == 0:  # left/right tile: ramp towards the corners above and below it
+                ramp_x = _ramp(res, 0, False, False)
+                ramp_y = _ramp(res, feather, top > 0, bottom > 0)
+                order = 1
+            elif c == 0:  # top/bottom tile: ramp towards the corners beside it
+                ramp_x = _ramp(res, feather, left > 0, right > 0)
+                ramp_y = _ramp(res, 0, False, False)
+                order = 1
+            else:  # corner: painted first, fully
+                ramp_x = ramp_y = _ramp(res, 0, False, False)
+                order = 0
+            alpha = (ramp_y[:, None] * ramp_x[None, :])[None, None]
+            tiles.append((order, Tile(x0, y0, ((left - x0) / res, (top - y0) / res), alpha)))
+    tiles.sort(key=lambda item: item[0])
+    return [t for _, t in tiles], (left + res + right, top + res + bottom)
+
+
+def shift_inverse(shift: tuple[float, float]) -> torch.Tensor:
+    """inv(make_transform(shift, 0)): a translation by -shift."""
+    m = torch.eye(3, dtype=torch.float64)
+    m[0, 2], m[1, 2] = -shift[0], -shift[1]
+    return m
+
+
+@torch.no_grad()
+def render_expanded(G, ws: torch.Tensor, inv_transforms: torch.Tensor, tiles: list[Tile],
+                    canvas_size: tuple[int, int]) -> torch.Tensor:
+    """[B, 3, H, W] float canvas: each tile rendered at inv(M) @ inv(S) and painted in order."""
+    res = G.img_resolution
+    width, height = canvas_size
+    canvas = torch.zeros(ws.shape[0], G.img_channels, height, width, device=ws.device)
+    inv64 = inv_transforms.to(torch.float64)
+    for tile in tiles:
+        inv = (inv64 @ shift_inverse(tile.shift).to(inv64.device)).to(torch.float32)
+        image = G.synthesis(ws, transform=inv).to(torch.float32)
+        region = canvas[:, :, tile.y0:tile.y0 + res, tile.x0:tile.x0 + res]
+        alpha = tile.alpha.to(image.device)
+        if bool((alpha == 1).all()):
+            region.copy_(image)
+        else:
+            region.copy_(alpha * image + (1 - alpha) * region)
+    return canvas
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[-1, 1] NCHW float -> uint8 NHWC (rounded, clipped)."""
+    return (images * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+# --------------------------------------------------------------------------------------------------
+# StyleSpace offsets (see stages/edit.py)
+
+
+def load_style_offsets(latents_path: Path) -> list[dict]:
+    sidecar = Path(str(latents_path) + STYLESPACE_SUFFIX)
+    if not sidecar.is_file():
+        return []
+    try:
+        return list(json.loads(sidecar.read_text())["offsets"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{sidecar}: not a StyleSpace edit ({err})") from None
+
+
+@contextmanager
+def style_offsets(G, offsets: list[dict]):
+    """Adds per-channel offsets to the outputs of the chosen layers' affine (style) layers while active."""
+    synthesis = G.synthesis
+    names = list(synthesis.layer_names)
+    per_layer: dict[str, torch.Tensor] = {}
+    for item in offsets:
+        layer = item["layer"]
+        name = names[layer] if isinstance(layer, int) and -len(names) <= layer < len(names) else layer
+        if name not in names:
+            raise InputError(f"StyleSpace edit: no synthesis layer {layer!r} (layers 0..{len(names) - 1}: {names[0]} .. {names[-1]})")
+        affine = getattr(synthesis, name).affine
+        width = affine.weight.shape[0]
+        if not 0 <= int(item["channel"]) < width:
+            raise InputError(f"StyleSpace edit: layer {name} has {width} style channels, not channel {item['channel']}")
+        delta = per_layer.setdefault(name, torch.zeros(width))
+        delta[int(item["channel"])] += float(item["offset"])
+    handles = []
+    try:
+        for name, delta in per_layer.items():
+            def hook(module, args, output, delta=delta):
+                return output + delta.to(device=output.device, dtype=output.dtype)
+            handles.append(getattr(synthesis, name).affine.register_forward_hook(hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# --------------------------------------------------------------------------------------------------
+# The stage
+
+
+def _video_timing(source_video, align_dir: Path | None):
+    """(fps, audio source) of the source video; fps from align/video.json when no source is given."""
+    if source_video is not None:
+        from videdit.io.video import probe_video
+
+        info = probe_video(source_video)
+        return info.fps, (Path(source_video) if getattr(info, "audio", None) is not None else None)
+    if align_dir is not None and (align_dir / "video.json").is_file():
+        fps = json.loads((align_dir / "video.json").read_text()).get("fps")
+        if fps:
+            return Fraction(str(fps)), None
+    return DEFAULT_FPS, None
+
+
+def _input_crop(align_dir: Path, index: int, res: int, canvas_size, expand) -> np.ndarray:
+    """The frame's unaligned crop at render resolution, on a black canvas of the render's size."""
+    from PIL import Image
+
+    with Image.open(align_dir / "unaligned" / f"{index:06d}.png") as image:
+        image = image.convert("RGB")
+        if image.size != (res, res):
+            image = image.resize((res, res), Image.LANCZOS)
+        crop = np.asarray(image)
+    width, height = canvas_size
+    out = np.zeros((height, width, 3), np.uint8)
+    out[expand[2]:expand[2] + res, expand[0]:expand[0] + res] = crop
+    return out
+
+
+def run_render(
+    generator,
+    smooth_dir: str | PathLike,
+    keys: Sequence[str] | None,
+    out_dir: str | PathLike,
+    settings: RenderSettings | None = None,
+    *,
+    source_video: str | PathLike | None = None,
+    align_dir: str | PathLike | None = None,
+    device: str = "cpu",
+) -> RenderResult:
+    """Render smooth_dir/latents_<key>.npy at smooth_dir/transforms.npz for each key (None = all found).
+
+    generator: a module or a checkpoint path. source_video gives the fps and the audio; align_dir the
+    input crops for the side-by-side video (left out when absent).
+    """
+    from videdit.io.video import VideoWriter
+
+    settings = settings or RenderSettings()
+    smooth_dir, out_dir = Path(smooth_dir), Path(out_dir)
+    align_dir = Path(align_dir) if align_dir is not None else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device)
+
+    if isinstance(generator, (str, PathLike)):
+        from videdit.checkpoints import load_generator
+
+        G = load_generator(generator, device=dev)
+    else:
+        G = generator.to(dev)
+    G.eval()
+    res = G.img_resolution
+
+    with np.load(smooth_dir / "transforms.npz") as t:
+        inv_all = torch.from_numpy(np.linalg.inv(t["matrix"].astype(np.float64)))
+    n = inv_all.shape[0]
+    if keys is None:
+        keys = sorted(p.name[len("latents_"):-len(".npy")] for p in smooth_dir.glob("latents_*.npy"))
+    keys = list(keys)
+    if not keys:
+        raise InputError(f"render: no latents in {smooth_dir}")
+    # Reconstruction first: it is the second column of the side-by-side video.
+    keys.sort(key=lambda k: k != RECONSTRUCTION_KEY)
+    latents = {}
+    for key in keys:
+        path = smooth_dir / f"latents_{key}.npy"
+        if not path.is_file():
+            raise InputError(f"render: {path} not found")
+        latents[key] = np.load(path, mmap_mode="r")  # read per batch: memory independent of length
+        if latents[key].shape[0] != n or latents[key].shape[1] != G.num_ws:
+            raise InputError(f"render: {path.name} has shape {list(latents[key].shape)}; expected [{n}, {G.num_ws}, w_dim]")
+    offsets = {key: load_style_offsets(smooth_dir / f"latents_{key}.npy") for key in keys}
+
+    expand = tuple(int(v) for v in settings.expand)
+    tiles, canvas_size = canvas_tiles(res, expand, settings.feather)
+    fps, audio = _video_timing(source_video, align_dir)
+    with_inputs = settings.side_by_side and align_dir is not None and (align_dir / "unaligned").is_dir()
+
+    result = RenderResult(num_frames=n, fps=fps, size=canvas_size)
+    for key in keys:
+        result.frames_dirs[key] = out_dir / key
+        result.frames_dirs[key].mkdir(parents=True, exist_ok=True)
+        result.videos[key] = out_dir / (RECONSTRUCTION_VIDEO if key == RECONSTRUCTION_KEY else f"{key}.mp4")
+
+    from PIL import Image
+
+    with ExitStack() as stack:
+        writers = {key: stack.enter_context(VideoWriter(result.videos[key], fps, canvas_size, audio_from=audio, crf=settings.crf))
+                   for key in keys}
+        columns = len(keys) + int(with_inputs)
+        side = None
+        if settings.side_by_side:
+            result.side_by_side = out_dir / SIDE_BY_SIDE_VIDEO
+            side = stack.enter_context(VideoWriter(result.side_by_side, fps, (canvas_size[0] * columns, canvas_size[1]),
+                                                   audio_from=audio, crf=settings.crf))
+        for lo in range(0, n, max(1, settings.batch_size)):
+            idx = np.arange(lo, min(lo + settings.batch_size, n))
+            inv = inv_all[idx].to(dev)
+            batch_frames = {}
+            for key in keys:
+                ws = torch.from_numpy(np.asarray(latents[key][idx], dtype=np.float32)).to(dev)
+                with style_offsets(G, offsets[key]):
+                    frames = to_uint8(render_expanded(G, ws, inv, tiles, canvas_size))
+                for j, frame in enumerate(frames):
+                    Image.fromarray(frame).save(result.frames_dirs[key] / f"{int(idx[j]):06d}.png",
+                                                compress_level=settings.png_compress_level)
+                    writers[key].write(frame)
+                batch_frames[key] = frames
+            if side is not None:
+                for j, i in enumerate(idx):
+                    parts = [_input_crop(align_dir, int(i), res, canvas_size, expand)] if with_inputs else []
+                    parts += [batch_frames[key][j] for key in keys]
+                    side.write(np.concatenate(parts, axis=1))
+    (out_dir / "render.json").write_text(json.dumps({
+        "num_frames": n, "fps": str(fps), "resolution": res, "expand": list(expand), "feather": settings.feather,
+        "canvas_size": list(canvas_size), "keys": keys,
+        "side_by_side_columns": (["input"] if with_inputs else []) + keys if settings.side_by_side else []}, indent=1))
+    return result
