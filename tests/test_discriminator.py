@@ -130,3 +130,18 @@ def test_trimmed_copy_matches_full_reference_set():
         ours, theirs = load_file(DATA / name), load_file(full / name)
         assert ours.keys() == theirs.keys()
         assert all(torch.equal(ours[k], theirs[k]) for k in ours), name
+
+
+@pytest.mark.parametrize("architecture", ["orig", "skip"])
+def test_other_architectures_build_and_run(architecture):
+    torch.manual_seed(1)
+    D = Discriminator(c_dim=0, img_resolution=16, img_channels=3, architecture=architecture, channel_base=128, channel_max=8)
+    names = set(D.state_dict())
+    assert ("b8.skip.weight" in names) is False
+    # 'skip' feeds the downsampled image to every block and to the epilogue; 'orig' only to the first block.
+    assert ("b8.fromrgb.weight" in names) == (architecture == "skip")
+    assert ("b4.fromrgb.weight" in names) == (architecture == "skip")
+    assert "b16.fromrgb.weight" in names
+    with torch.no_grad():
+        logits = D(torch.randn(2, 3, 16, 16), None)
+    assert logits.shape == (2, 1) and torch.isfinite(logits).all()
