@@ -4,8 +4,9 @@
 // only the intermediate (upsampled, activated) rows that the downsampling filter still needs in a
 // ring buffer of taps_y rows, so the large intermediate image never exists in memory.
 //
-// Separable filters run as a vertical pass (axpy over whole rows) followed by a horizontal
-// polyphase pass; 2-D filters as one horizontal pass per filter row.
+// Separable filters run as a vertical pass (multiply-add of whole rows) followed by a horizontal
+// polyphase pass; 2-D filters as one horizontal pass per filter row. Horizontal passes are laid
+// out so that every filter tap is one contiguous multiply-add over a row.
 //
 // The module also exposes `emulate_*` entry points that run the per-sample code of the CUDA
 // kernels (resample.h) on the CPU, so the tests can check that code without a GPU.
@@ -42,55 +43,147 @@ Stage<Acc> make_stage(const torch::Tensor& f, int up, int down, int padx0, int p
   s.padx0 = padx0;
   s.pady0 = pady0;
   s.separable = f.dim() == 1;
-  s.taps_x = s.separable ? f.size(0) : f.size(1);
-  s.taps_y = f.size(0);
+  s.taps_x = filter_taps_x(f);
+  s.taps_y = filter_taps_y(f);
   s.fx = s.fy = s.f2 = f.data_ptr<Acc>();
   return s;
 }
 
-// The per-column tap ranges of a stage, computed once per call and shared by all rows and planes.
-std::vector<TapRange> column_ranges(int out_w, int up, int down, int pad0, int taps, int in_w) {
-  std::vector<TapRange> ranges(out_w);
-  for (int o = 0; o < out_w; ++o) ranges[o] = tap_range(o, up, down, pad0, taps, in_w);
-  return ranges;
-}
+// Horizontal upsampling of a row in polyphase form. The outputs of phase r (columns r, r + up, ...)
+// use the same taps and read consecutive input samples, so each tap is one contiguous
+// multiply-add over the row (which the compiler vectorises). The input row is stored with zero
+// margins so no sample needs a bounds check.
+struct UpPhase {
+  int first_tap, first_input, taps, outputs;
+};
 
-// Horizontal pass of one row: out[c] += sum_k taps[r.t0 + step k] * in[r.i0 + k].
-template <typename Acc>
-void horizontal_pass(const Acc* in, const Acc* taps, int step, const std::vector<TapRange>& ranges, Acc* out) {
-  const int n = static_cast<int>(ranges.size());
-  for (int c = 0; c < n; ++c) {
-    const TapRange& r = ranges[c];
-    const Acc* src = in + r.i0;
-    const Acc* g = taps + r.t0;
-    Acc acc = 0;
-    for (int k = 0; k < r.count; ++k) acc += g[step * k] * src[k];
-    out[c] += acc;
-  }
-}
+struct UpRowPlan {
+  int up, in_w, out_w;
+  int margin;    // zero samples stored before input sample 0
+  int padded_w;  // margin + in_w + zero samples after
+  std::vector<UpPhase> phases;
+};
 
-// Row `row` of stage A (up, down = 1) applied to a plane plus a constant bias.
-template <typename T, typename Acc>
-void stage_a_row(const Stage<Acc>& s, const T* plane, int in_h, int in_w, Acc bias, int row,
-                 const std::vector<TapRange>& cols, Acc* out, int out_w, Acc* scratch) {
-  const TapRange ry = tap_range(row, s.up, 1, s.pady0, s.taps_y, in_h);
-  std::fill(out, out + out_w, Acc(0));
-  if (s.separable) {
-    std::fill(scratch, scratch + in_w, Acc(0));
-    for (int k = 0; k < ry.count; ++k) {
-      const Acc g = s.fy[ry.t0 + s.up * k];
-      const T* src = plane + static_cast<long long>(ry.i0 + k) * in_w;
-      for (int ix = 0; ix < in_w; ++ix) scratch[ix] += g * (static_cast<Acc>(src[ix]) + bias);
+UpRowPlan make_up_row_plan(int up, int pad0, int taps, int in_w, int out_w) {
+  UpRowPlan p{up, in_w, out_w, 0, in_w, {}};
+  int lo = 0, hi = in_w - 1;
+  for (int r = 0; r < std::min(up, out_w); ++r) {
+    const int base = r - pad0;
+    UpPhase ph;
+    ph.first_tap = floor_mod(-base, up);
+    ph.first_input = (base + ph.first_tap) / up;
+    ph.taps = ph.first_tap < taps ? (taps - 1 - ph.first_tap) / up + 1 : 0;
+    ph.outputs = (out_w - r + up - 1) / up;
+    if (ph.taps > 0) {
+      lo = std::min(lo, ph.first_input);
+      hi = std::max(hi, ph.first_input + ph.outputs - 1 + ph.taps - 1);
     }
-    if (ry.count > 0) horizontal_pass(scratch, s.fx, s.up, cols, out);
-    return;
+    p.phases.push_back(ph);
   }
-  for (int k = 0; k < ry.count; ++k) {
-    const T* src = plane + static_cast<long long>(ry.i0 + k) * in_w;
-    for (int ix = 0; ix < in_w; ++ix) scratch[ix] = static_cast<Acc>(src[ix]) + bias;
-    horizontal_pass(scratch, s.row_taps(ry.t0 + s.up * k), s.up, cols, out);
+  p.margin = -lo;
+  p.padded_w = p.margin + hi + 1;
+  return p;
+}
+
+// out[c] += sum_t taps[t] * s[c + t - pad0] (s: input with up - 1 zeros after each sample).
+template <typename Acc>
+void upsample_row(const UpRowPlan& p, const Acc* padded, const Acc* taps, Acc* out, Acc* tmp) {
+  const Acc* in = padded + p.margin;
+  for (size_t r = 0; r < p.phases.size(); ++r) {
+    const UpPhase& ph = p.phases[r];
+    if (ph.taps == 0) continue;
+    std::fill(tmp, tmp + ph.outputs, Acc(0));
+    for (int k = 0; k < ph.taps; ++k) {
+      const Acc g = taps[ph.first_tap + p.up * k];
+      const Acc* src = in + ph.first_input + k;
+      for (int j = 0; j < ph.outputs; ++j) tmp[j] += g * src[j];
+    }
+    Acc* dst = out + r;
+    for (int j = 0; j < ph.outputs; ++j) dst[p.up * j] += tmp[j];
   }
 }
+
+// Horizontal downsampling of a row: out[o] = sum_t taps[t] * row[o * down + t - pad0]. The row is
+// stored split into its `down` phases (with zero margins), so tap t reads phase `phase[t]` at
+// o + offset[t]: again one contiguous multiply-add per tap.
+struct DownRowPlan {
+  int down, in_w, out_w;
+  int margin;     // zero samples before sample 0, a multiple of down
+  int phase_len;  // samples per phase
+  std::vector<int> phase, offset;
+
+  int row_size() const { return down * phase_len; }
+};
+
+DownRowPlan make_down_row_plan(int down, int pad0, int taps, int in_w, int out_w) {
+  DownRowPlan p{down, in_w, out_w, down * ((std::max(0, pad0) + down - 1) / down), 0, {}, {}};
+  int longest = 0;
+  for (int t = 0; t < taps; ++t) {
+    const int s = t - pad0 + p.margin;
+    p.phase.push_back(s % down);
+    p.offset.push_back(s / down);
+    longest = std::max(longest, s / down + out_w);
+  }
+  p.phase_len = std::max(longest, (p.margin + in_w + down - 1) / down);
+  return p;
+}
+
+// Splits a row into the phases of `p` (everything outside the row is zero).
+template <typename Acc>
+void split_phases(const DownRowPlan& p, const Acc* row, Acc* dst) {
+  std::fill(dst, dst + p.row_size(), Acc(0));
+  int phase = p.margin % p.down, idx = p.margin / p.down;
+  for (int c = 0; c < p.in_w; ++c) {
+    dst[phase * p.phase_len + idx] = row[c];
+    if (++phase == p.down) {
+      phase = 0;
+      ++idx;
+    }
+  }
+}
+
+template <typename Acc>
+void downsample_row(const DownRowPlan& p, const Acc* phases, const Acc* taps, int num_taps, Acc* out) {
+  for (int t = 0; t < num_taps; ++t) {
+    const Acc g = taps[t];
+    const Acc* src = phases + p.phase[t] * p.phase_len + p.offset[t];
+    for (int o = 0; o < p.out_w; ++o) out[o] += g * src[o];
+  }
+}
+
+// Stage A (up, down = 1) applied to one plane plus a constant bias, one output row at a time.
+template <typename T, typename Acc>
+struct UpRows {
+  const Stage<Acc>& s;
+  const UpRowPlan& plan;
+  int in_h, in_w;
+  std::vector<Acc> padded, tmp;
+
+  UpRows(const Stage<Acc>& stage, const UpRowPlan& row_plan, int h, int w)
+      : s(stage), plan(row_plan), in_h(h), in_w(w), padded(row_plan.padded_w), tmp(row_plan.out_w) {}
+
+  void row(const T* plane, Acc bias, int r, Acc* out) {
+    const TapRange ry = tap_range(r, s.up, 1, s.pady0, s.taps_y, in_h);
+    std::fill(out, out + plan.out_w, Acc(0));
+    Acc* data = padded.data() + plan.margin;  // the margins stay zero
+    if (s.separable) {
+      if (ry.count == 0) return;
+      std::fill(data, data + in_w, Acc(0));
+      for (int k = 0; k < ry.count; ++k) {
+        const Acc g = s.fy[ry.t0 + s.up * k];
+        const T* src = plane + static_cast<long long>(ry.i0 + k) * in_w;
+        for (int ix = 0; ix < in_w; ++ix) data[ix] += g * (static_cast<Acc>(src[ix]) + bias);
+      }
+      upsample_row(plan, padded.data(), s.fx, out, tmp.data());
+      return;
+    }
+    for (int k = 0; k < ry.count; ++k) {
+      const T* src = plane + static_cast<long long>(ry.i0 + k) * in_w;
+      for (int ix = 0; ix < in_w; ++ix) data[ix] = static_cast<Acc>(src[ix]) + bias;
+      upsample_row(plan, padded.data(), s.row_taps(ry.t0 + s.up * k), out, tmp.data());
+    }
+  }
+};
 
 struct PlaneShape {
   int in_h, in_w, mid_h, mid_w, out_h, out_w;
@@ -99,38 +192,36 @@ struct PlaneShape {
 // Runs stage A -> pointwise -> stage B over output rows [row_begin, row_end) of one plane.
 // `pointwise(mid_row_index, row)` transforms each intermediate row in place.
 template <typename T, typename Acc, typename Pointwise>
-void run_band(const Stage<Acc>& a, const Stage<Acc>& b, const PlaneShape& shape, const T* in_plane, Acc in_bias,
-              const std::vector<TapRange>& cols_a, const std::vector<TapRange>& cols_b, int row_begin, int row_end,
-              T* out_plane, Pointwise pointwise) {
+void run_band(const Stage<Acc>& a, const Stage<Acc>& b, const PlaneShape& shape, const UpRowPlan& up_plan,
+              const DownRowPlan& down_plan, const T* in_plane, Acc in_bias, int row_begin, int row_end, T* out_plane,
+              Pointwise pointwise) {
   const int ring_rows = std::max(b.taps_y, 1);
-  std::vector<Acc> ring(static_cast<size_t>(ring_rows) * shape.mid_w);
-  std::vector<Acc> scratch(std::max(shape.in_w, shape.mid_w));
-  std::vector<Acc> vertical(shape.mid_w);
-  std::vector<Acc> out_row(shape.out_w);
-  int next_row = -1;  // first intermediate row not computed yet (-1: nothing yet)
+  const size_t row_size = down_plan.row_size();
+  std::vector<Acc> ring(ring_rows * row_size), vertical(row_size), mid_row(shape.mid_w), out_row(shape.out_w);
+  UpRows<T, Acc> up_rows(a, up_plan, shape.in_h, shape.in_w);
+  int next_row = -1;  // first intermediate row not computed yet
 
   for (int oy = row_begin; oy < row_end; ++oy) {
     const TapRange ry = tap_range(oy, 1, b.down, b.pady0, b.taps_y, shape.mid_h);
     if (next_row < ry.i0) next_row = ry.i0;  // rows before the window are never needed again
     for (; next_row < ry.i0 + ry.count; ++next_row) {
-      Acc* dst = ring.data() + static_cast<size_t>(next_row % ring_rows) * shape.mid_w;
-      stage_a_row<T, Acc>(a, in_plane, shape.in_h, shape.in_w, in_bias, next_row, cols_a, dst, shape.mid_w,
-                          scratch.data());
-      pointwise(next_row, dst);
+      up_rows.row(in_plane, in_bias, next_row, mid_row.data());
+      pointwise(next_row, mid_row.data());
+      split_phases(down_plan, mid_row.data(), ring.data() + (next_row % ring_rows) * row_size);
     }
     std::fill(out_row.begin(), out_row.end(), Acc(0));
     if (b.separable) {
       std::fill(vertical.begin(), vertical.end(), Acc(0));
       for (int k = 0; k < ry.count; ++k) {
         const Acc g = b.fy[ry.t0 + k];
-        const Acc* src = ring.data() + static_cast<size_t>((ry.i0 + k) % ring_rows) * shape.mid_w;
-        for (int c = 0; c < shape.mid_w; ++c) vertical[c] += g * src[c];
+        const Acc* src = ring.data() + ((ry.i0 + k) % ring_rows) * row_size;
+        for (size_t c = 0; c < row_size; ++c) vertical[c] += g * src[c];
       }
-      if (ry.count > 0) horizontal_pass(vertical.data(), b.fx, 1, cols_b, out_row.data());
+      if (ry.count > 0) downsample_row(down_plan, vertical.data(), b.fx, b.taps_x, out_row.data());
     } else {
       for (int k = 0; k < ry.count; ++k) {
-        const Acc* src = ring.data() + static_cast<size_t>((ry.i0 + k) % ring_rows) * shape.mid_w;
-        horizontal_pass(src, b.row_taps(ry.t0 + k), 1, cols_b, out_row.data());
+        const Acc* src = ring.data() + ((ry.i0 + k) % ring_rows) * row_size;
+        downsample_row(down_plan, src, b.row_taps(ry.t0 + k), b.taps_x, out_row.data());
       }
     }
     T* dst = out_plane + static_cast<long long>(oy) * shape.out_w;
@@ -176,8 +267,8 @@ torch::Tensor forward(torch::Tensor x, torch::Tensor b, torch::Tensor fu, torch:
     const Stage<Acc> a = make_stage<Acc>(fu, up, 1, padx0, pady0);
     const Stage<Acc> s_b = make_stage<Acc>(fd, 1, down, 0, 0);
     const PlaneShape shape{static_cast<int>(x.size(2)), static_cast<int>(x.size(3)), mid_h, mid_w, out_h, out_w};
-    const auto cols_a = column_ranges(mid_w, up, 1, padx0, a.taps_x, shape.in_w);
-    const auto cols_b = column_ranges(out_w, 1, down, 0, s_b.taps_x, mid_w);
+    const auto up_plan = make_up_row_plan(up, padx0, a.taps_x, shape.in_w, mid_w);
+    const auto down_plan = make_down_row_plan(down, 0, s_b.taps_x, mid_w, out_w);
     const Lrelu<Acc> act{static_cast<Acc>(gain), static_cast<Acc>(slope), static_cast<Acc>(clamp)};
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* bp = b.data_ptr<scalar_t>();
@@ -189,7 +280,7 @@ torch::Tensor forward(torch::Tensor x, torch::Tensor b, torch::Tensor fu, torch:
       auto activate = [&](int, Acc* row) {
         for (int c = 0; c < mid_w; ++c) row[c] = act.value(row[c]);
       };
-      run_band<scalar_t, Acc>(a, s_b, shape, xp + p * in_plane, bp[p % channels], cols_a, cols_b, begin, end,
+      run_band<scalar_t, Acc>(a, s_b, shape, up_plan, down_plan, xp + p * in_plane, bp[p % channels], begin, end,
                               yp + p * out_plane, activate);
     });
   });
@@ -208,17 +299,15 @@ torch::Tensor backward(torch::Tensor dy, torch::Tensor x, torch::Tensor b, torch
     using Acc = scalar_t;
     const int in_h = x.size(2), in_w = x.size(3), out_h = dy.size(2), out_w = dy.size(3);
     const Stage<Acc> a_fwd = make_stage<Acc>(fu, up, 1, padx0, pady0);
-    const int fd_taps_x = fd.dim() == 1 ? fd.size(0) : fd.size(1);
-    const int fd_taps_y = fd.size(0);
-    const int fu_taps_x = fu.dim() == 1 ? fu.size(0) : fu.size(1);
-    const int fu_taps_y = fu.size(0);
+    const int fd_taps_x = filter_taps_x(fd), fd_taps_y = filter_taps_y(fd);
+    const int fu_taps_x = filter_taps_x(fu), fu_taps_y = filter_taps_y(fu);
     // Transposed stages: (up U, down D, pad P, taps T) -> (up D, down U, pad T - 1 - P, flipped taps).
     const Stage<Acc> a_t = make_stage<Acc>(fd_t, down, 1, fd_taps_x - 1, fd_taps_y - 1);
     const Stage<Acc> b_t = make_stage<Acc>(fu_t, 1, up, fu_taps_x - 1 - padx0, fu_taps_y - 1 - pady0);
     const PlaneShape shape{out_h, out_w, mid_h, mid_w, in_h, in_w};
-    const auto cols_fwd = column_ranges(mid_w, up, 1, padx0, a_fwd.taps_x, in_w);
-    const auto cols_a = column_ranges(mid_w, down, 1, a_t.padx0, a_t.taps_x, out_w);
-    const auto cols_b = column_ranges(in_w, 1, up, b_t.padx0, b_t.taps_x, mid_w);
+    const auto fwd_plan = make_up_row_plan(up, padx0, a_fwd.taps_x, in_w, mid_w);
+    const auto up_plan = make_up_row_plan(down, a_t.padx0, a_t.taps_x, out_w, mid_w);
+    const auto down_plan = make_down_row_plan(up, b_t.padx0, b_t.taps_x, mid_w, in_w);
     const Lrelu<Acc> act{static_cast<Acc>(gain), static_cast<Acc>(slope), static_cast<Acc>(clamp)};
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* bp = b.data_ptr<scalar_t>();
@@ -228,13 +317,13 @@ torch::Tensor backward(torch::Tensor dy, torch::Tensor x, torch::Tensor b, torch
     const long long x_plane = static_cast<long long>(in_h) * in_w;
     const long long y_plane = static_cast<long long>(out_h) * out_w;
     for_each_band(x.size(0) * channels, in_h, [&](long long p, int begin, int end) {
-      std::vector<Acc> u(mid_w), scratch(std::max(in_w, mid_w));
+      UpRows<scalar_t, Acc> forward_rows(a_fwd, fwd_plan, in_h, in_w);
+      std::vector<Acc> u(mid_w);
       auto times_derivative = [&](int row, Acc* m) {
-        stage_a_row<scalar_t, Acc>(a_fwd, xp + p * x_plane, in_h, in_w, bp[p % channels], row, cols_fwd, u.data(),
-                                   mid_w, scratch.data());
+        forward_rows.row(xp + p * x_plane, bp[p % channels], row, u.data());
         for (int c = 0; c < mid_w; ++c) m[c] *= act.derivative(u[c]);
       };
-      run_band<scalar_t, Acc>(a_t, b_t, shape, dyp + p * y_plane, Acc(0), cols_a, cols_b, begin, end,
+      run_band<scalar_t, Acc>(a_t, b_t, shape, up_plan, down_plan, dyp + p * y_plane, Acc(0), begin, end,
                               dxp + p * x_plane, times_derivative);
     });
   });
@@ -307,8 +396,8 @@ torch::Tensor emulate_filtered_lrelu_backward(torch::Tensor dy, torch::Tensor x,
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "emulate_filtered_lrelu_backward", [&] {
     using Acc = scalar_t;
     const int in_h = x.size(2), in_w = x.size(3);
-    const int fd_tx = fd.dim() == 1 ? fd.size(0) : fd.size(1), fd_ty = fd.size(0);
-    const int fu_tx = fu.dim() == 1 ? fu.size(0) : fu.size(1), fu_ty = fu.size(0);
+    const int fd_tx = filter_taps_x(fd), fd_ty = filter_taps_y(fd);
+    const int fu_tx = filter_taps_x(fu), fu_ty = filter_taps_y(fu);
     const auto a_fwd = make_upfirdn<Acc>(fu, up, up, 1, 1, padx0, pady0, in_h, in_w);
     const auto a_t = make_upfirdn<Acc>(fd_t, down, down, 1, 1, fd_tx - 1, fd_ty - 1, dy.size(2), dy.size(3));
     const auto b_t = make_upfirdn<Acc>(fu_t, 1, 1, up, up, fu_tx - 1 - padx0, fu_ty - 1 - pady0, mid_h, mid_w);
