@@ -476,3 +476,31 @@ def test_cli_bad_input_is_one_line_and_nonzero_exit(case, bad_inputs, tmp_path):
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert path.name in lines[0]
+
+
+@pytest.mark.slow
+def test_fan_backend_loads_from_the_cache_only(tmp_path, monkeypatch):
+    """face-alignment's networks with random weights saved under the cache names: the backend must load
+    them from TORCH_HOME (no download, nothing else written there) and fit 68 points in a box.
+    Slow: the two files are ~180 MB and FAN on CPU takes seconds per face."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("face_alignment")
+    from face_alignment.detection.sfd.net_s3fd import s3fd
+    from face_alignment.models import FAN
+
+    from videdit.align import landmarks
+
+    torch.set_num_threads(2)
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(FAN(4).state_dict(), cache / "2DFAN4-11f355bf06.pth.tar")
+    torch.save(s3fd().state_dict(), cache / "s3fd-619a316812.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    backend = landmarks.make_backend("auto")
+    assert backend.name == "face-alignment"
+    box = np.array([179.0, 83.0, 266.0, 170.0])
+    points = backend.fit_landmarks(astronaut(), box)
+    assert points.shape == (68, 2) and np.isfinite(points).all()
+    assert (points > box[:2] - 90).all() and (points < box[2:] + 90).all()  # FAN's crop around the box
+    assert sorted(p.name for p in cache.iterdir()) == ["2DFAN4-11f355bf06.pth.tar", "s3fd-619a316812.pth"]

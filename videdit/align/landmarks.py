@@ -223,20 +223,27 @@ class FanBackend(LandmarkBackend):
 
     name = "face-alignment"
 
-    def __init__(self, device: str = "cpu", **kwargs):
+    def __init__(self, device: str = "auto", **kwargs):
         super().__init__(**kwargs)
         missing = fan_missing_models()
         if not missing:
+            import torch
             import torch.hub
+
+            if device == "auto":
+                device = "cuda" if torch.cuda.is_available() else "cpu"
 
             missing = fan_missing_models(Path(torch.hub.get_dir()) / "checkpoints")
         if missing:
             raise MissingWeightsError(missing[0] + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
         import face_alignment
 
-        self._model = face_alignment.FaceAlignment(
-            face_alignment.LandmarksType.TWO_D, device=device, compile=False, flip_input=False,
-            face_detector="sfd", face_detector_kwargs={"path_to_detector": str(fan_model_paths()["s3fd"])})
+        options = dict(device=device, flip_input=False, face_detector="sfd",
+                       face_detector_kwargs={"path_to_detector": str(fan_model_paths()["s3fd"])})
+        try:  # face-alignment >= 1.5 would torch.compile the network (minutes on first use): not wanted
+            self._model = face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, compile=False, **options)
+        except TypeError:  # older versions have no `compile` option
+            self._model = face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, **options)
 
     def detect_boxes(self, image):
         found = self._model.face_detector.detect_from_image(image.copy())
@@ -248,8 +255,10 @@ class FanBackend(LandmarkBackend):
         return np.asarray(result[0][:, :2], dtype=np.float64)
 
 
-def make_backend(name: str = "auto", *, device: str = "cpu", detect_max_side: int = 640) -> LandmarkBackend:
+def make_backend(name: str = "auto", *, device: str = "auto", detect_max_side: int = 640) -> LandmarkBackend:
     """Build the named landmark backend; "auto" takes FAN when its models are cached, else dlib.
+
+    device: where FAN runs ("auto": CUDA when available); dlib always runs on the CPU.
 
     Raises MissingWeightsError (one line naming the file and how to get it) when the chosen backend
     cannot run, and InputError for an unknown name.

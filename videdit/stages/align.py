@@ -53,6 +53,7 @@ class AlignSettings:
 
     crop_size: int = 1024  # side of the aligned and unaligned crops (the generator's resolution)
     landmarks: str = "auto"  # auto | dlib | face-alignment (fan)
+    device: str = "auto"  # where face-alignment runs (auto: CUDA when available); dlib is CPU only
     box: str = "first"  # fixed unaligned box: "first" (quad of the first frame with a face, as published)
     #                     or "cover" (turned like it, large enough to hold the face in every frame)
     smooth_quads: int = 0  # moving-average window over aligned quads, in frames (0 = off, as published)
@@ -203,7 +204,7 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
     reader = VideoReader(source, image_folder_fps=Fraction(str(settings.image_folder_fps)))
     info = reader.info
     if backend is None:
-        backend = make_backend(settings.landmarks, detect_max_side=settings.detect_max_side)
+        backend = make_backend(settings.landmarks, device=settings.device, detect_max_side=settings.detect_max_side)
     log.info("align: %s, landmarks by %s", source, backend.name)
 
     # Pass 1: landmarks of the followed face.
