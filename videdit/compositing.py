@@ -34,6 +34,8 @@ Expand = tuple[int, int, int, int]  # (left, right, top, bottom) in render pixel
 
 # The render is prefiltered down to this many samples per frame pixel before it is sampled.
 ANTIALIAS_OVERSAMPLING = 2.0
+# ... when that shrinks it by more than this (below, the little extra detail costs less than the filter).
+ANTIALIAS_MIN_SHRINK = 1.25
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -159,7 +161,7 @@ def warp_render_to_frame(
     image = torch.from_numpy(np.ascontiguousarray(render, dtype=np.float32)).permute(2, 0, 1)[None]
 
     shrink = resolution / geometry.side_px / ANTIALIAS_OVERSAMPLING  # > 1: more detail than needed
-    if antialias and shrink > 1.0:
+    if antialias and shrink > ANTIALIAS_MIN_SHRINK:
         size = (max(1, round(render_h / shrink)), max(1, round(render_w / shrink)))
         image = F.interpolate(image, size=size, mode="bicubic", antialias=True, align_corners=False)
 
@@ -244,26 +246,28 @@ def signed_distance_convex(
     normals = np.stack([edges[:, 1], -edges[:, 0]], axis=1) / lengths[:, None]
     if area2 < 0:
         normals = -normals
-    xs, ys = np.broadcast_arrays(np.asarray(xs, np.float64), np.asarray(ys, np.float64))
-    shape = xs.shape
-    xs, ys = xs.ravel(), ys.ravel()
-    max_line = np.full(xs.shape, -np.inf)
+    # float32 and unbroadcast coordinates (a row of x and a column of y for an image): each edge then
+    # costs one full-size add and max. float32 keeps 1e-3 px at 8k-pixel coordinates.
+    xs, ys = np.asarray(xs, np.float32), np.asarray(ys, np.float32)
+    shape = np.broadcast_shapes(xs.shape, ys.shape)
+    max_line = np.full(shape, -np.inf, np.float32)
     for start, normal in zip(starts, normals):
-        offset = -(start[0] * normal[0] + start[1] * normal[1])
-        max_line = np.maximum(max_line, xs * normal[0] + ys * normal[1] + offset)
+        offset = np.float32(-(start[0] * normal[0] + start[1] * normal[1]))
+        np.maximum(max_line, xs * np.float32(normal[0]) + (ys * np.float32(normal[1]) + offset), out=max_line)
     # Inside a convex polygon the distance to the border is the distance to the nearest edge line;
     # outside, it is the distance to the nearest edge segment (>= every edge-line distance).
-    signed = -max_line
+    signed = np.asarray(-max_line)
     near_outside = (max_line > 0) & (max_line < exact_within)
     if near_outside.any():
-        px, py = xs[near_outside], ys[near_outside]
+        px = np.broadcast_to(xs, shape)[near_outside].astype(np.float64)
+        py = np.broadcast_to(ys, shape)[near_outside].astype(np.float64)
         min_segment_sq = np.full(px.shape, np.inf)
         for start, edge, length in zip(starts, edges, lengths):
             dx, dy = px - start[0], py - start[1]
             t = np.clip((dx * edge[0] + dy * edge[1]) / (length * length), 0.0, 1.0)
             min_segment_sq = np.minimum(min_segment_sq, (dx - t * edge[0]) ** 2 + (dy - t * edge[1]) ** 2)
         signed[near_outside] = -np.sqrt(min_segment_sq)
-    return signed.reshape(shape)
+    return signed
 
 
 def smoothstep(t: np.ndarray) -> np.ndarray:
@@ -304,20 +308,32 @@ def face_polygon(landmarks: np.ndarray, grow_forehead: float = 0.5) -> np.ndarra
 # Colour matching and blending
 
 
-def _gaussian_blur(image, sigma: float):
-    """Separable Gaussian blur of a torch [1, C, H, W] tensor, zero padding."""
-    import torch
-    import torch.nn.functional as F
+def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """Mean over factor x factor blocks of an [H, W, C] array (the last partial blocks average what they hold)."""
+    height, width = image.shape[:2]
+    pad_h, pad_w = -height % factor, -width % factor
+    padded = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)))
+    counts = np.pad(np.ones((height, width, 1), image.dtype), ((0, pad_h), (0, pad_w), (0, 0)))
+    shape = (padded.shape[0] // factor, factor, padded.shape[1] // factor, factor)
+    sums = padded.reshape(*shape, -1).sum(axis=(1, 3))
+    return sums / counts.reshape(*shape, 1).sum(axis=(1, 3))
 
-    radius = max(1, int(np.ceil(3.0 * sigma)))
-    taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    channels = image.shape[1]
-    horizontal = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
-    vertical = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
-    image = F.conv2d(image, horizontal, padding=(0, radius), groups=channels)
-    return F.conv2d(image, vertical, padding=(radius, 0), groups=channels)
+
+def _linear_taps(n_out: int, n_in: int, factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """1-D linear interpolation from block centres ((i + 0.5) * factor - 0.5), clamped: (lower, upper, weight of upper)."""
+    position = np.clip((np.arange(n_out) + 0.5) / factor - 0.5, 0.0, n_in - 1.0)
+    lower = np.floor(position).astype(int)
+    upper = np.minimum(lower + 1, n_in - 1)
+    return lower, upper, (position - lower).astype(np.float32)
+
+
+def _upsample_bilinear(coarse: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsampling of block means [h, w, C] back to the full grid [H, W, C] (gathers, no BLAS)."""
+    coarse = coarse.astype(np.float32)
+    lower, upper, weight = _linear_taps(shape[0], coarse.shape[0], factor)
+    rows = coarse[lower] + (coarse[upper] - coarse[lower]) * weight[:, None, None]
+    lower, upper, weight = _linear_taps(shape[1], coarse.shape[1], factor)
+    return rows[:, lower] + (rows[:, upper] - rows[:, lower]) * weight[None, :, None]
 
 
 def color_correction(
@@ -331,45 +347,41 @@ def color_correction(
     Normalised convolution of (source - render) over the pixels where `weight` > 0 (a band around the
     mask border): offset = G*(w (s - r)) / G*(w), with a Gaussian G of `sigma_px`, computed on a grid
     about sigma/3 coarser and upsampled. Far from the band it tends to the band's mean offset. Returns
-    float32 [h, w, C] to add to the render.
+    float32 [h, w, C] to add to the render. (numpy/scipy: these small arrays are faster there than in
+    a multi-threaded torch.)
     """
-    import torch
-    import torch.nn.functional as F
+    from scipy.ndimage import gaussian_filter
 
     height, width = source.shape[:2]
-    w = np.asarray(weight, np.float32)
+    w = np.asarray(weight, np.float32)[..., None]
     total = float(w.sum())
     if total <= 0:
         return np.zeros(source.shape, np.float32)
     difference = np.asarray(source, np.float32) - np.asarray(render, np.float32)
-    mean_offset = (difference * w[..., None]).sum((0, 1)) / total
+    mean_offset = (difference * w).sum((0, 1)) / total
 
-    stack = np.concatenate([difference * w[..., None], w[..., None]], axis=2)
-    tensor = torch.from_numpy(np.ascontiguousarray(stack)).permute(2, 0, 1)[None]
     factor = max(1, int(sigma_px / 3))
-    coarse_size = (max(1, -(-height // factor)), max(1, -(-width // factor)))
-    if factor > 1:
-        tensor = F.interpolate(tensor, size=coarse_size, mode="area")
-    blurred = _gaussian_blur(tensor, max(sigma_px / factor, 0.5))
+    stack = np.concatenate([difference * w, w], axis=2)
+    coarse = _block_mean(stack, factor) if factor > 1 else stack
+    sigma = max(sigma_px / factor, 0.5)
+    blurred = gaussian_filter(coarse, sigma=(sigma, sigma, 0), mode="constant", truncate=3.0)
     # A small prior weight pulls the field to the mean offset where the band is far away.
     prior = 1e-3
-    mean_t = torch.from_numpy(mean_offset).view(1, -1, 1, 1)
-    offset = (blurred[:, :-1] + prior * mean_t) / (blurred[:, -1:] + prior)
+    offset = (blurred[..., :-1] + prior * mean_offset) / (blurred[..., -1:] + prior)
     if factor > 1:
-        offset = F.interpolate(offset, size=(height, width), mode="bilinear", align_corners=False)
-    return offset[0].permute(1, 2, 0).numpy()
+        offset = _upsample_bilinear(offset, factor, (height, width))
+    return offset.astype(np.float32)
 
 
 def blend(source: np.ndarray, render: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """source * (1 - alpha) + render * alpha, rounded to uint8; pixels with alpha == 0 are copied exactly."""
-    a = np.asarray(alpha, np.float32)[..., None]
-    mixed = np.asarray(source, np.float32) * (1.0 - a) + np.asarray(render, np.float32) * a
-    out = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
-    return np.where(a > 0, out, source)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Seam visibility
+    """source + alpha * (render - source), rounded to uint8; where alpha == 0 that is the source, exactly."""
+    src = np.asarray(source, np.float32)
+    mixed = np.asarray(render, np.float32) - src
+    mixed *= np.asarray(alpha, np.float32)[..., None]
+    mixed += src
+    np.rint(mixed, out=mixed)
+    np.clip(mixed, 0, 255, out=mixed)
+    return mixed.astype(np.uint8)
 
 
 def seam_energy(image: np.ndarray, alpha: np.ndarray, sigma_px: float = 0.0,
