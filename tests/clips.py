@@ -47,7 +47,8 @@ def grace_hopper() -> np.ndarray:
         return np.asarray(Image.open(handle).convert("RGB"))
 
 
-def photo(name: str) -> Photo:
+def load_photo(name: str) -> Photo:
+    """A shipped portrait with where its face is."""
     if name == "astronaut":
         return Photo(astronaut(), face_centre=(222.0, 127.0), face_size=88.0)
     if name == "grace_hopper":
@@ -229,7 +230,7 @@ def make_photo_clip(path: str | Path, photo: str = "astronaut", n_frames: int = 
     import av
 
     path = Path(path)
-    main = globals()["photo"](photo)
+    main = load_photo(photo)
     width, height = int(size[0]), int(size[1])
     rotations = _as_per_frame(rotations_deg, n_frames, 1)
     shifts = _as_per_frame(shifts_px, n_frames, 2)
@@ -245,7 +246,7 @@ def make_photo_clip(path: str | Path, photo: str = "astronaut", n_frames: int = 
     centre = np.array([(width - 1) / 2, (height - 1) / 2])
     matrices = np.stack([similarity(scale, rotations[i], main.face_centre, centre + shifts[i])
                          for i in range(n_frames)])
-    other = globals()["photo"](distractor) if distractor else None
+    other = load_photo(distractor) if distractor else None
     distractor_matrices = None
     if other is not None:
         distractor_matrices = np.full((n_frames, 3, 3), np.nan)
@@ -319,7 +320,7 @@ def make_image_folder(folder: str | Path, n_frames: int = 4, **kwargs) -> ClipTr
     scale = kwargs.pop("scale", 1.0)
     if kwargs:
         raise TypeError(f"unsupported options for image folders: {sorted(kwargs)}")
-    main = photo(photo_name)
+    main = load_photo(photo_name)
     centre = np.array([(size[0] - 1) / 2, (size[1] - 1) / 2])
     matrices = np.stack([similarity(scale, rotations[i], main.face_centre, centre + shifts[i])
                          for i in range(n_frames)])

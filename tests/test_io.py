@@ -143,6 +143,20 @@ def test_writer_without_audio_source_stream(tmp_path, clip_with_audio):
     assert probe_video(out).audio is None
 
 
+def test_writer_audio_from_image_folder_or_bad_file(tmp_path):
+    folder = make_image_folder(tmp_path / "frames", n_frames=2, size=(64, 48), scale=0.2)
+    out = tmp_path / "from_folder.mp4"
+    with VideoWriter(out, 25, (64, 48), audio_from=folder.path) as writer:
+        for frame in VideoReader(folder.path):
+            writer.write(frame.image)
+    assert probe_video(out).audio is None and probe_video(out).n_frames == 2
+    text = tmp_path / "text.mp4"
+    text.write_text("no media here\n" * 10)
+    with pytest.raises(InputError):
+        VideoWriter(tmp_path / "never.mp4", 25, (64, 48), audio_from=text)
+    assert not (tmp_path / "never.mp4").exists()
+
+
 def test_display_rotation_is_applied(tmp_path):
     upright = make_photo_clip(tmp_path / "upright.mp4", n_frames=2, size=(96, 64), scale=0.3)
     turned = make_photo_clip(tmp_path / "turned.mp4", n_frames=2, size=(96, 64), scale=0.3, display_rotation=90)

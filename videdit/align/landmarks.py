@@ -13,6 +13,7 @@ once a face is tracked, on a region around it), the landmarks are fitted on the 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 import os
 from dataclasses import dataclass
@@ -240,10 +241,10 @@ class FanBackend(LandmarkBackend):
 
         options = dict(device=device, flip_input=False, face_detector="sfd",
                        face_detector_kwargs={"path_to_detector": str(fan_model_paths()["s3fd"])})
-        try:  # face-alignment >= 1.5 would torch.compile the network (minutes on first use): not wanted
-            self._model = face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, compile=False, **options)
-        except TypeError:  # older versions have no `compile` option
-            self._model = face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, **options)
+        # face-alignment >= 1.5 would torch.compile the network (minutes on first use); older has no option
+        if "compile" in inspect.signature(face_alignment.FaceAlignment.__init__).parameters:
+            options["compile"] = False
+        self._model = face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, **options)
 
     def detect_boxes(self, image):
         found = self._model.face_detector.detect_from_image(image.copy())

@@ -468,12 +468,19 @@ class _AudioCopier:
 
     def __init__(self, output, source: Path):
         av = _import_av()
-        self._input = av.open(str(source))
+        self._input = None
         self._output = output
         self._packets = None
         self._pending = None
         self._transcode = None
         self.stream = None
+        if source.is_dir():  # an image folder has no audio
+            return
+        _check_file(source)
+        try:
+            self._input = av.open(str(source))
+        except (av.error.FFmpegError, UnicodeDecodeError, OSError) as error:
+            raise _av_fail(source, error) from None
         if not self._input.streams.audio:
             return
         in_stream = self._input.streams.audio[0]
@@ -525,4 +532,5 @@ class _AudioCopier:
                 self._output.mux(packet)
 
     def close(self) -> None:
-        self._input.close()
+        if self._input is not None:
+            self._input.close()

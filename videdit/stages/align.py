@@ -229,8 +229,10 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
     # Pass 2: crops and preview.
     out_dir.mkdir(parents=True, exist_ok=True)
     aligned_dir, unaligned_dir = out_dir / "aligned", out_dir / "unaligned"
-    aligned_dir.mkdir(exist_ok=True)
-    unaligned_dir.mkdir(exist_ok=True)
+    for folder in (aligned_dir, unaligned_dir):
+        folder.mkdir(exist_ok=True)
+        for stale in folder.glob("*.png"):  # from an interrupted earlier run into the same folder
+            stale.unlink()
     preview_path = out_dir / "preview.mp4" if settings.preview else None
     preview = None
     scale = _preview_scale(info, settings.preview_height)
