@@ -22,16 +22,20 @@ from videdit.ops.upfirdn2d import upfirdn2d
 STRIP_BYTES = 48 << 20
 
 
-def _activate_(x, slope: float, clamp):
-    """In-place leaky ReLU and clamp on a tensor we own."""
+def _activate_(x, slope: float, clamp, gain: float = 1.0):
+    """In-place leaky ReLU, gain and clamp on a tensor we own."""
     F.leaky_relu_(x, slope)
+    if gain != 1:
+        x.mul_(gain)
     if clamp is not None and clamp >= 0:
         x.clamp_(-clamp, clamp)
     return x
 
 
-def _activate(x, slope: float, clamp):
+def _activate(x, slope: float, clamp, gain: float = 1.0):
     x = F.leaky_relu(x, slope)
+    if gain != 1:
+        x = x * gain
     if clamp is not None and clamp >= 0:
         x = x.clamp(-clamp, clamp)
     return x
@@ -60,9 +64,7 @@ def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=ma
         if b is not None:
             x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
         x = upfirdn2d(x, fu, up=up, padding=padding, gain=up_gain, flip_filter=flip_filter)
-        if post_gain != 1.0:
-            x = x * post_gain
-        x = _activate(x, slope, clamp) if grad_needed else _activate_(x, slope, clamp)
+        x = _activate(x, slope, clamp, post_gain) if grad_needed else _activate_(x, slope, clamp, post_gain)
         return upfirdn2d(x, fd, down=down, flip_filter=flip_filter)
     return _filtered_lrelu_strips(x, fu, fd, b, up, down, rs, up_gain, slope, clamp, flip_filter)
 

@@ -22,8 +22,9 @@ def modulated_conv2d(x, w, s, demodulate=True, padding=0, input_gain=None, impl=
         return reference.modulated_conv2d(x, w, s, demodulate=demodulate, padding=padding, input_gain=input_gain)
     n, in_ch, h, width = x.shape
     out_ch, _, kh, kw = w.shape
-    w = w.to(torch.float32)
-    s = s.to(torch.float32)
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    w = w.to(dtype)
+    s = s.to(dtype)
     if demodulate:
         w = w * w.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
         s = s * s.square().mean().rsqrt()
@@ -34,7 +35,7 @@ def modulated_conv2d(x, w, s, demodulate=True, padding=0, input_gain=None, impl=
         w_sq = w.square().sum(dim=[2, 3])  # [O, I]
         out_scale = (s.square() @ w_sq.t() + 1e-8).rsqrt()  # [N, O]
     if input_gain is not None:
-        in_scale = in_scale * input_gain.to(torch.float32).expand(n, in_ch)
+        in_scale = in_scale * input_gain.to(dtype).expand(n, in_ch)
     if n == 1:
         # One sample: fold both scales into the weight, one plain convolution.
         wi = w * in_scale.reshape(1, in_ch, 1, 1)

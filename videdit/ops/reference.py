@@ -123,8 +123,9 @@ def modulated_conv2d(x, w, s, demodulate=True, padding=0, input_gain=None):
     x [N,I,H,W], w [O,I,k,k], s [N,I] styles, input_gain None or broadcastable to [N,I].
     """
     n, in_ch = x.shape[0], x.shape[1]
-    w = w.to(torch.float32)
-    s = s.to(torch.float32)
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    w = w.to(dtype)
+    s = s.to(dtype)
     if demodulate:
         # Pre-normalisation (no effect on the result beyond round-off, kept for parity).
         w = w / w.square().mean(dim=[1, 2, 3], keepdim=True).sqrt()
