@@ -102,7 +102,8 @@ def write_nvidia_pickle(path: Path, networks: dict, marker: Path) -> None:
     """An NVIDIA-style snapshot of `networks` plus an augment pipe holding a plain torch.nn container
     and numpy values; its module_src would create `marker` if anything executed it."""
     snapshot = dict(networks, augment_pipe=_AugmentPipe())
-    write_snapshot_pickle(path, snapshot, training_set_kwargs=dict(class_name="training.dataset.ImageFolderDataset", resolution=16),
+    dataset = dict(class_name="training.dataset.ImageFolderDataset", resolution=16)
+    write_snapshot_pickle(path, snapshot, training_set_kwargs=dataset,
                           module_src=SOURCE_MARKER_CODE.format(marker=str(marker)))
     assert "torch_utils" not in sys.modules and "dnnlib" not in sys.modules
 

@@ -226,12 +226,18 @@ def load_pickle(file: str | Path | BinaryIO) -> Any:
     return load_pickle_stream(file, source="the pickle")
 
 
+# What the pickle machinery raises on truncated or garbled data (or an allowed call given bad arguments).
+_CORRUPT_PICKLE_ERRORS = (
+    EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError, RuntimeError,
+)
+
+
 def load_pickle_stream(handle: BinaryIO, *, source: str) -> Any:
     try:
         return SafeUnpickler(handle, source=source).load()
     except CheckpointError:
         raise
-    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError, RuntimeError) as err:
+    except _CORRUPT_PICKLE_ERRORS as err:
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{source}: not a readable pickle (truncated or corrupt: {detail})") from None
 
@@ -240,11 +246,14 @@ def load_nvidia_pickle(path: str | Path) -> dict[str, Any]:
     """Load an NVIDIA snapshot pickle into a dict of `PersistentRecord`s and plain values."""
     data = load_pickle(path)
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a dict of networks ('G', 'D', 'G_ema', ...), found {type(data).__name__}")
+        found = type(data).__name__
+        raise CheckpointError(f"{path}: expected a dict of networks ('G', 'D', 'G_ema', ...), found {found}")
     return data
 
 
-def _state_dict_of(module: Any, prefix: str, out: dict[str, torch.Tensor], where: str, ancestors: tuple[int, ...]) -> None:
+def _state_dict_of(
+    module: Any, prefix: str, out: dict[str, torch.Tensor], where: str, ancestors: tuple[int, ...]
+) -> None:
     name_here = prefix.rstrip(".") or "<root>"
     if not isinstance(module, (PersistentRecord, PlainModuleRecord)):
         raise CheckpointError(f"{where}: submodule '{name_here}' is a {type(module).__name__}, not a network record")
@@ -292,7 +301,9 @@ def record_init_kwargs(record: PersistentRecord, positional_names: list[str] | N
     if args:
         names = positional_names or []
         if len(args) > len(names):
-            raise CheckpointError(f"{record.class_name} was built with {len(args)} positional arguments; cannot map them to names")
+            raise CheckpointError(
+                f"{record.class_name} was built with {len(args)} positional arguments; cannot map them to names"
+            )
         for name, arg in zip(names, args):
             kwargs.setdefault(name, arg)
     return to_plain_python(kwargs)

@@ -119,7 +119,9 @@ def _sniff_format(path: Path) -> str:
         return _PICKLE
     if size == 0:
         raise CheckpointError(f"{path}: file is empty")
-    raise CheckpointError(f"{path}: not a checkpoint videdit can read (expected .safetensors, a torch .pt or an NVIDIA .pkl)")
+    raise CheckpointError(
+        f"{path}: not a checkpoint videdit can read (expected .safetensors, a torch .pt or an NVIDIA .pkl)"
+    )
 
 
 def _first_line(err: BaseException) -> str:
@@ -136,12 +138,15 @@ def _read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tenso
             metadata = dict(handle.metadata() or {})
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: unreadable safetensors file (truncated or corrupt: {_first_line(err)})") from None
+        detail = _first_line(err)
+        raise CheckpointError(f"{path}: unreadable safetensors file (truncated or corrupt: {detail})") from None
     return metadata, tensors
 
 
 def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    if not isinstance(obj, dict) or not obj:
+        return False
+    return all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
 def _read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -179,7 +184,8 @@ def read_checkpoint(
     if source == _SAFETENSORS:
         metadata, tensors = _read_safetensors(path)
         if not str(metadata.get("format", "")).startswith("videdit."):
-            raise CheckpointError(f"{path}: safetensors file without videdit metadata (format={metadata.get('format')!r})")
+            found = metadata.get("format")
+            raise CheckpointError(f"{path}: safetensors file without videdit metadata (format={found!r})")
         file_kind = metadata.get("kind", "")
         if kind is not None and file_kind != kind:
             raise CheckpointError(f"{path}: holds a {file_kind or 'network of unknown kind'}, not a {kind}")
@@ -227,7 +233,8 @@ def infer_generator_kwargs(state_dict: dict[str, torch.Tensor]) -> dict[str, Any
     try:
         return _infer_generator_kwargs(state_dict)
     except (IndexError, KeyError) as err:
-        raise CheckpointError(f"cannot read the generator configuration off the state dict ({_first_line(err)}); pass init_kwargs") from None
+        detail = _first_line(err)
+        raise CheckpointError(f"cannot read the generator configuration off the state dict ({detail}); pass init_kwargs") from None
 
 
 def _infer_generator_kwargs(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -307,7 +314,9 @@ def _list_keys(keys: list[str], limit: int = 3) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def check_state_dict(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], where: str, hint: str = "") -> None:
+def check_state_dict(
+    expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], where: str, hint: str = ""
+) -> None:
     """Raise a one-line CheckpointError naming the first missing, misshaped or unexpected keys."""
     missing = [k for k in expected if k not in given]
     misshaped = [k for k in expected if k in given and tuple(given[k].shape) != tuple(expected[k].shape)]
@@ -349,7 +358,8 @@ def build_network(
         with torch.device("cpu"):
             net = cls(**kwargs)
     except (TypeError, ValueError, AssertionError, KeyError) as err:
-        raise CheckpointError(f"{where}: cannot build {cls.__name__} from the recorded arguments ({_first_line(err)})") from None
+        detail = _first_line(err)
+        raise CheckpointError(f"{where}: cannot build {cls.__name__} from the recorded arguments ({detail})") from None
 
     state = dict(checkpoint.state_dict)
     if checkpoint.kind == "generator":
@@ -405,7 +415,9 @@ def _kind_of(net: torch.nn.Module) -> str:
     raise ValueError(f"cannot tell the kind of {class_path}; pass kind=")
 
 
-def save_network(net: torch.nn.Module, path: str | os.PathLike, *, kind: str | None = None, format: str | None = None) -> Path:
+def save_network(
+    net: torch.nn.Module, path: str | os.PathLike, *, kind: str | None = None, format: str | None = None
+) -> Path:
     """Write `net`'s state dict and constructor kwargs (`net.init_kwargs`) to a .safetensors file.
 
     The metadata names the class, so `load_network` rebuilds the right network. The file is written

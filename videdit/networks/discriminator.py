@@ -410,9 +410,13 @@ class Discriminator(torch.nn.Module):
             layer_idx += block.num_layers
         if c_dim > 0:
             self.mapping = LabelMapping(c_dim=c_dim, w_dim=cmap_dim, **(mapping_kwargs or {}))
-        self.b4 = DiscriminatorEpilogue(channels[4], cmap_dim=cmap_dim, resolution=4, **(epilogue_kwargs or {}), **common)
+        self.b4 = DiscriminatorEpilogue(
+            channels[4], cmap_dim=cmap_dim, resolution=4, **(epilogue_kwargs or {}), **common
+        )
 
-    def forward(self, img: torch.Tensor, c: torch.Tensor | None = None, update_emas: bool = False, **block_kwargs) -> torch.Tensor:
+    def forward(
+        self, img: torch.Tensor, c: torch.Tensor | None = None, update_emas: bool = False, **block_kwargs
+    ) -> torch.Tensor:
         del update_emas  # accepted for call compatibility with the official training loop
         x = None
         for res in self.block_resolutions:
