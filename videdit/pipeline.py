@@ -439,7 +439,8 @@ class _VideoContext:
     def stage_tune(self) -> Stage:
         from videdit.stages import tune as mod
 
-        settings = self._settings(mod, "TuneSettings", "tune", {"device": self.pipe.device_request})
+        settings = self._settings(mod, "TuneSettings", "tune", {"device": self.pipe.device_request, "progress": not self.pipe.quiet,
+                                                                 "weights_dir": str(self.pipe.weights_dir)})
         tuner = self.s.get("tune", {}).get("tuner", "pti")
 
         def fn(work: Path):
@@ -450,7 +451,9 @@ class _VideoContext:
                 return
             mod.run_tune(self.align_dir, self.encode_dir / "latents.npy", self.pipe.generator(), work, settings)
 
-        return Stage("tune", fn, dict(_drop(dataclasses.asdict(settings), "device"), tuner=tuner),
+        # Settings that change speed or display, not the result, stay out of the cache key.
+        params = _drop(dataclasses.asdict(settings), "device", "progress", "frame_cache_mb", "weights_dir")
+        return Stage("tune", fn, dict(params, tuner=tuner),
                      {"align": self.align_dir, "encode": self.encode_dir, "generator": self.pipe.models.generator_identity()})
 
     def stage_edit(self) -> Stage:
@@ -458,7 +461,7 @@ class _VideoContext:
 
         def fn(work: Path):
             direction = self.pipe.models.edit_direction(self.direction)[0] if self.direction else None
-            mod.run_edit(self.encode_dir / "latents.npy", work, self.keys, direction)
+            mod.write_keyed_edits(self.encode_dir / "latents.npy", work, self.keys, direction)
 
         identity = self.pipe.models.edit_direction(self.direction)[1] if self.direction else ""
         return Stage("edit", fn, {"keys": self.keys, "direction": self.direction},
