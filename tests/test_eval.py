@@ -200,6 +200,37 @@ def test_landmark_error_is_zero_for_the_same_face_and_grows_with_shift(analyzer)
     assert errors[1] > errors[0]
 
 
+DEGRADATIONS = {
+    "one-pixel-shift": lambda im: np.roll(im, 1, axis=1),
+    "blur": lambda im: blur(im, 1.0),
+    "noise": lambda im: add_noise(im, 8.0),
+}
+
+
+@pytest.mark.parametrize("name", list(DEGRADATIONS))
+def test_degradations_move_identity_and_landmarks_a_plausible_amount(name, analyzer):
+    degrade = DEGRADATIONS[name]
+    image = face_crop(astronaut(), ASTRONAUT_FACE_CENTRE, 256)
+    reference = analyzer.observe(image)
+    mild, worse = analyzer.observe(degrade(image)), analyzer.observe(degrade(degrade(image)))
+    mild_distance = identity.euclidean_distance(reference.embedding, mild.embedding)
+    # Still clearly the same person, but no longer a perfect match; twice the damage, further away.
+    assert 0.0 < mild_distance < identity.euclidean_distance(reference.embedding, worse.embedding) < 0.5
+    assert identity.cosine_similarity(reference.embedding, mild.embedding) < 1.0
+    # Landmarks stay on the face: a few percent of the eye distance at most.
+    assert 0.0 < identity.landmark_error(reference, mild) < 3.0
+
+
+def test_temporal_metrics_tell_flicker_from_a_steady_change():
+    video = panning_video(4)
+    _, floor = _warp_errors(video, video)
+    ratio = lambda out: _warp_errors(video, out)[0] / floor  # noqa: E731
+    # The same shift in every frame is no flicker; blur smooths; independent noise per frame flickers.
+    assert ratio([np.roll(f, 1, axis=1) for f in video]) == pytest.approx(1.0, abs=0.15)
+    assert ratio([blur(f, 1.0) for f in video]) < 0.8
+    assert ratio([add_noise(f, 8.0, seed=t) for t, f in enumerate(video)]) > 2.0
+
+
 def test_no_face_gives_nan_not_a_crash(analyzer):
     flat = np.full((128, 128, 3), 127, np.uint8)
     seen = analyzer.observe(flat)
@@ -357,8 +388,11 @@ def test_evaluate_run_writes_metrics_plots_and_tables(tmp_path, models):
     assert len(summary.splitlines()) < 25 and max(map(len, summary.splitlines())) < 160
 
     # A second run with a blurred reconstruction, side by side with the first.
-    other = write_run(tmp_path / "b.videdit", video[:3], {"reconstruction": [blur(f, 1.5) for f in video[:3]]})
-    evaluate_run(other, settings=EvalSettings(**FAST, sizes=(256,), plots=False), models=models)
+    # A second run whose crops were rendered larger (256) than the input crops (192), blurred.
+    rendered = [np.asarray(Image.fromarray(blur(f, 1.5)).resize((256, 256), Image.BICUBIC)) for f in video[:3]]
+    other = write_run(tmp_path / "b.videdit", video[:3], {"reconstruction": rendered})
+    other_result = evaluate_run(other, settings=EvalSettings(**FAST, sizes=(256,), plots=False), models=models)
+    assert other_result["outputs"]["reconstruction"]["resized_from"] == [256, 256]
     table = compare_runs([run, other])
     header = next(line for line in table.splitlines() if line.startswith("reconstruction"))
     assert "a.videdit" in header and "b.videdit" in header

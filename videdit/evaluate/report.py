@@ -124,6 +124,7 @@ def _evaluate_sources(reference: FrameSource, outputs: dict[str, FrameSource], s
     output_embeddings: dict[str, list] = {k: [] for k in keys}
     input_warp, input_diff = [], []
     previous_small: dict[str, np.ndarray] = {}
+    resized_from: dict[str, list[int]] = {}
     frame_size = None
     missing = object()
     count = 0
@@ -147,10 +148,9 @@ def _evaluate_sources(reference: FrameSource, outputs: dict[str, FrameSource], s
         previous_small["reference"] = small_ref
         for key, out in zip(keys, outs):
             if out.shape != ref.shape:
-                raise InputError(
-                    f"{outputs[key].label} frame {index} is {out.shape[1]}x{out.shape[0]}, "
-                    f"the reference is {ref.shape[1]}x{ref.shape[0]}"
-                )
+                # e.g. crops rendered at the generator's size, input crops at another: compare at the input's.
+                resized_from.setdefault(key, [out.shape[1], out.shape[0]])
+                out = temporal.resize_to(out, (ref.shape[1], ref.shape[0]))
             series = per_frame[key]
             if key == RECONSTRUCTION_KEY or settings.pixel_metrics_for_edits or len(keys) == 1:
                 for size in settings.sizes:
@@ -188,6 +188,7 @@ def _evaluate_sources(reference: FrameSource, outputs: dict[str, FrameSource], s
         diff_in = _nanmean(input_diff)
         result_outputs[key] = {
             "source": outputs[key].label,
+            "resized_from": resized_from.get(key),  # [width, height] when not at the reference's size
             "per_frame": series,
             "summary": {name: _mean_std(values) for name, values in series.items() if name != "face_found"},
             "faces_found": int(sum(series["face_found"])),
@@ -397,8 +398,8 @@ _COLUMNS = (
     ("LPIPS@256", lambda o: o["summary"].get("lpips@256", {}).get("mean"), "{:.4f}"),
     ("MS-SSIM@256", lambda o: o["summary"].get("ms_ssim@256", {}).get("mean"), "{:.4f}"),
     ("PSNR", lambda o: o["summary"].get("psnr@full", {}).get("mean"), "{:.2f}"),
-    ("L2 full", lambda o: o["summary"].get("l2@full", {}).get("mean"), "{:.4f}"),
     ("ID sim", lambda o: o["summary"].get("identity_similarity", {}).get("mean"), "{:.3f}"),
+    ("ID dist", lambda o: o["summary"].get("identity_distance", {}).get("mean"), "{:.3f}"),
     ("ID std g/l", lambda o: (o["temporal"].get("identity_std_global"), o["temporal"].get("identity_std_local")), "{:.3f}/{:.3f}"),
     ("LM err %", lambda o: o["summary"].get("landmark_error", {}).get("mean"), "{:.2f}"),
     ("warp err", lambda o: o["temporal"].get("warp_error"), "{:.2f}"),
@@ -412,6 +413,7 @@ _ROWS_FOR_COMPARE = (
     ("L2 full", lambda o: o["summary"].get("l2@full", {}).get("mean"), "{:.4f}"),
     ("PSNR full (dB)", lambda o: o["summary"].get("psnr@full", {}).get("mean"), "{:.2f}"),
     ("identity similarity", lambda o: o["summary"].get("identity_similarity", {}).get("mean"), "{:.3f}"),
+    ("identity distance (dlib)", lambda o: o["summary"].get("identity_distance", {}).get("mean"), "{:.3f}"),
     ("identity std global", lambda o: o["temporal"].get("identity_std_global"), "{:.4f}"),
     ("identity std local", lambda o: o["temporal"].get("identity_std_local"), "{:.4f}"),
     ("landmark error (%)", lambda o: o["summary"].get("landmark_error", {}).get("mean"), "{:.2f}"),
@@ -440,8 +442,12 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def format_summary(metrics: dict) -> str:
     """One screen: a row per output (reconstruction, edits), the main numbers in columns."""
-    header = ["output"] + [title for title, _, _ in _COLUMNS]
-    rows = [[key] + [_cell(get, fmt, record) for _, get, fmt in _COLUMNS] for key, record in metrics["outputs"].items()]
+    from videdit.evaluate import identity
+    records = metrics["outputs"].values()
+    # Columns no output has (e.g. the dlib distance under ArcFace) are left out to fit one screen.
+    columns = [c for c in _COLUMNS if any(_cell(c[1], c[2], r) != "-" for r in records)]
+    header = ["output"] + [title for title, _, _ in columns]
+    rows = [[key] + [_cell(get, fmt, record) for _, get, fmt in columns] for key, record in metrics["outputs"].items()]
     lines = [
         f"videdit eval {metrics.get('run', '')}: {metrics['frames']} frames vs {metrics['reference']}"
         f" (identity: {metrics['identity_model']})",
@@ -450,6 +456,11 @@ def format_summary(metrics: dict) -> str:
     input_warp = _nanmean([v for v in metrics["input_temporal"]["warp_error_per_frame"] if v is not None])
     if math.isfinite(input_warp):
         lines.append(f"input warping error {input_warp:.2f} (8-bit levels); 'warp x in' = output / input, 1 = no added flicker")
+    if metrics["identity_model"].startswith("dlib"):
+        lines.append(
+            f"ID dist: dlib distance, same person below {identity.DLIB_SAME_PERSON_DISTANCE}; "
+            "ID sim: cosine (different people score ~0.9 with dlib)"
+        )
     if "lpips" in metrics.get("models", {}):
         lines.append(f"lpips: {metrics['models']['lpips']}")
     for name, reason in metrics.get("skipped", {}).items():
