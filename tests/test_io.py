@@ -233,3 +233,23 @@ def test_truncated_faststart_file_fails_cleanly_or_reads_a_prefix(tmp_path, clip
         _single_line(error)
     else:
         assert 0 < len(frames) <= clip_with_audio.n_frames
+
+
+@pytest.mark.parametrize("shape", [(37, 53, 3), (20, 31), (16, 9, 4), (5, 7, 1), (9, 4, 2)])
+def test_png_writer_is_lossless_and_readable(tmp_path, shape):
+    from PIL import Image
+
+    from videdit.io.png import write_png
+
+    rng = np.random.default_rng(len(shape) * 100 + shape[0])
+    noise = rng.integers(0, 256, shape, dtype=np.uint8)
+    ramp = (np.add.outer(np.arange(shape[0]), np.arange(shape[1])) * 7 % 256).astype(np.uint8)
+    smooth = np.broadcast_to(ramp.reshape(ramp.shape + (1,) * (len(shape) - 2)), shape).copy()
+    for name, image in [("noise", noise), ("smooth", smooth)]:
+        path = tmp_path / f"{name}.png"
+        write_png(path, image, level=1)
+        with Image.open(path) as decoded:
+            back = np.asarray(decoded)
+        np.testing.assert_array_equal(back.reshape(image.shape), image)
+    with pytest.raises(ValueError):
+        write_png(tmp_path / "bad.png", noise.astype(np.float32))

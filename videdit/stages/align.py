@@ -38,6 +38,7 @@ from videdit.align.alignment import (
 )
 from videdit.align.landmarks import N_LANDMARKS, FaceTracker, LandmarkBackend, make_backend
 from videdit.errors import InputError, NoFaceError
+from videdit.io.png import write_png
 from videdit.io.video import VideoInfo, VideoReader, VideoWriter, probe_video
 
 log = logging.getLogger(__name__)
@@ -152,13 +153,11 @@ def _draw_preview(image: np.ndarray, scale: float, landmarks: np.ndarray, aligne
 
 
 def _save_crop(frame: np.ndarray, quad: np.ndarray, size: int, path: Path, compression: int) -> None:
-    from PIL import Image
-
-    Image.fromarray(quad_to_crop(frame, quad, size)).save(path, compress_level=int(compression))
+    write_png(path, quad_to_crop(frame, quad, size), level=int(compression))
 
 
 class _CropWriter:
-    """Cuts and saves crops in worker threads (PIL releases the GIL while warping and encoding), with
+    """Cuts and saves crops in worker threads (PIL's warp and zlib release the GIL), with
     at most a few frames waiting so memory stays bounded."""
 
     def __init__(self, threads: int, compression: int):
