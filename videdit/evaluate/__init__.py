@@ -10,6 +10,8 @@ _LAZY = {
     "compare_runs": "videdit.evaluate.report",
     "format_summary": "videdit.evaluate.report",
     "load_metrics": "videdit.evaluate.report",
+    "load_models": "videdit.evaluate.report",
+    "metrics_to_json": "videdit.evaluate.report",
 }
 
 

@@ -46,21 +46,11 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def decode_video(path: Path) -> Iterator[np.ndarray]:
-    """RGB frames of the first video stream, in presentation order."""
-    import av
+    """RGB frames of the first video stream, upright (rotation metadata applied, as the pipeline reads)."""
+    from videdit.io.video import VideoReader
 
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as err:
-        raise InputError(f"cannot open video {path}: {err}") from err
-    with container:
-        if not container.streams.video:
-            raise InputError(f"{path} has no video stream")
-        try:
-            for frame in container.decode(video=0):
-                yield frame.to_ndarray(format="rgb24")
-        except av.error.FFmpegError as err:
-            raise InputError(f"cannot decode {path}: {err}") from err
+    for frame in VideoReader(path):
+        yield frame.image
 
 
 def image_files(folder: Path) -> list[Path]:

@@ -359,6 +359,8 @@ def _json_ready(value):
     """NaN / inf become null (JSON has neither); numpy scalars become Python numbers."""
     if isinstance(value, dict):
         return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return _json_ready(value.tolist())
     if isinstance(value, (list, tuple)):
         return [_json_ready(v) for v in value]
     if isinstance(value, (np.bool_, bool)):
@@ -370,10 +372,15 @@ def _json_ready(value):
     return value
 
 
+def metrics_to_json(metrics: dict | list, indent: int | None = 1) -> str:
+    """Strict JSON text of one metrics dict (or a list of them): NaN / inf written as null."""
+    return json.dumps(_json_ready(metrics), indent=indent, allow_nan=False)
+
+
 def write_metrics(metrics: dict, path: Path) -> None:
     """Write atomically so that a reader never sees half a file."""
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_json_ready(metrics), indent=1, allow_nan=False))
+    tmp.write_text(metrics_to_json(metrics))
     os.replace(tmp, path)
 
 
