@@ -40,7 +40,8 @@ def trim_encoder(golden: Path, name: str) -> dict:
 def trim_loop(golden: Path) -> dict:
     io = load_file(str(golden / "restyle_loop_io.safetensors"))
     out = {"avg_image@crop64": io["avg_image"][..., :64, :64].contiguous(),
-           "avg_image@mean": io["avg_image"].mean(dim=(-2, -1))}
+           "avg_image@mean": io["avg_image"].mean(dim=(-2, -1)),
+           "landmarks_transform": io["landmarks_transform"].contiguous()}
     for key, value in io.items():
         if key.startswith("iter"):
             out[key] = value.contiguous()
