@@ -198,14 +198,27 @@ def _encode_audio(container, stream, samples: np.ndarray, sample_rate: int, star
 
 
 def make_audio_clip(path: str | Path, seconds: float = 1.0, sample_rate: int = 44100, channels: int = 1,
-                    codec: str = "aac") -> Path:
-    """An audio-only file (e.g. .m4a with AAC): a sine tone."""
+                    codec: str = "aac", cover_picture: bool = False) -> Path:
+    """An audio-only file (e.g. .m4a with AAC): a sine tone. cover_picture adds album art, which
+    containers store as a one-frame video stream marked "attached picture": still no video."""
     import av
 
     path = Path(path)
-    with av.open(str(path), "w") as container:
+    # .m4a means FFmpeg's "ipod" muxer, which takes no picture stream; the "mp4" one does.
+    with av.open(str(path), "w", format="mp4" if cover_picture else None) as container:
         stream = _add_audio_stream(container, sample_rate, channels, codec)
+        cover_packets = []
+        if cover_picture:
+            cover = container.add_stream("mjpeg", rate=1)
+            cover.width, cover.height, cover.pix_fmt = 64, 64, "yuvj420p"
+            cover.disposition = av.stream.Disposition.attached_pic
+            picture = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 90, np.uint8), format="rgb24")
+            picture = picture.reformat(format="yuvj420p")
+            picture.pts = 0
+            cover_packets = list(cover.encode(picture)) + list(cover.encode(None))
         _encode_audio(container, stream, _sine(seconds, sample_rate, channels), sample_rate)
+        for packet in cover_packets:
+            container.mux(packet)
     return path
 
 

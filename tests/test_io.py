@@ -201,10 +201,12 @@ def test_probe_rejects_bad_inputs(tmp_path, clip_with_audio):
     data = clip_with_audio.path.read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
     audio_only = make_audio_clip(tmp_path / "tone.m4a", seconds=0.3)
+    with_cover = make_audio_clip(tmp_path / "song.m4a", seconds=0.3, cover_picture=True)
     empty_folder = tmp_path / "nothing"
     empty_folder.mkdir()
     cases = {empty: "empty", text: "not a readable video", truncated: "not a readable video",
-             audio_only: "no video stream", tmp_path / "missing.mp4": "no such file", empty_folder: "no images"}
+             audio_only: "no video stream", with_cover: "no video stream", tmp_path / "missing.mp4": "no such file",
+             empty_folder: "no images"}
     for path, words in cases.items():
         with pytest.raises(InputError) as caught:
             probe_video(path)

@@ -148,6 +148,15 @@ def _rotation_of(frame) -> int:
     return int(round(angle / 90.0)) % 4 * 90
 
 
+def _video_stream(container):
+    """The first real video stream: cover art (an "attached picture", as in music files) is not video."""
+    av = _import_av()
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    return None
+
+
 def _frame_rate(stream) -> Fraction:
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate is not None and rate > 0:
@@ -171,11 +180,12 @@ def probe_video(path: str | Path, *, image_folder_fps: Fraction = DEFAULT_IMAGE_
     except (av.error.FFmpegError, UnicodeDecodeError, OSError) as error:
         raise _av_fail(path, error) from None
     with container:
-        if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams})
-            what = f"only {', '.join(kinds)} streams" if kinds else "no streams"
+        stream = _video_stream(container)
+        if stream is None:
+            kinds = sorted({s.type for s in container.streams if s not in container.streams.video})
+            kinds += ["cover picture"] if container.streams.video else []
+            what = f"only {', '.join(kinds)}" if kinds else "no streams"
             raise InputError(f"{path}: has no video stream ({what})")
-        stream = container.streams.video[0]
         fps = _frame_rate(stream)
         time_base = Fraction(stream.time_base) if stream.time_base else 1 / fps
         first = None
@@ -312,7 +322,7 @@ class VideoReader:
         time_base = self.info.time_base
         frame_step = 1 / (self.info.fps * time_base)  # one frame duration in pts units
         with av.open(str(self.path)) as container:
-            stream = container.streams.video[0]
+            stream = _video_stream(container)
             stream.thread_type = "AUTO"
             if self.threads:
                 stream.codec_context.thread_count = self.threads
