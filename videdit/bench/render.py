@@ -1,0 +1,112 @@
+"""Render speed and memory: `python -m videdit.bench render [--configs r256,r1024] [--frames 4] ...`.
+
+Each measurement runs in its own child process. Per configuration: seconds per rendered frame of the
+whole stage (`run_render`: synthesis, PNG frames, H.264 videos with audio, side-by-side) against the
+baseline of a bare `G.synthesis` call per frame timed in the same process, and the peak resident
+memory. The length check renders the same generator over a short and a long clip (30 and 300 frames
+by default) and compares the peak memory of the two runs: it must not grow with the video's length.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from videdit.bench.tune import CONFIGS, generator_kwargs, make_video_inputs, peak_rss_mb, run_child
+
+
+def child(spec: dict) -> dict:
+    import numpy as np
+    import torch
+
+    from videdit.networks.stylegan3 import Generator
+    from videdit.stages.render import RenderSettings, run_render
+    from videdit.stages.tune import inverse_transforms
+    from videdit.synthetic import make_clip
+
+    torch.set_num_threads(spec["threads"])
+    torch.manual_seed(0)
+    G = Generator(**generator_kwargs(spec["config"])).eval().to(spec["device"])
+    n = spec["frames"]
+    with tempfile.TemporaryDirectory(prefix="videdit-bench-render-") as tmp:
+        root = Path(tmp)
+        align, latents, matrix = make_video_inputs(root, G, n)
+        smooth = root / "smooth"
+        smooth.mkdir()
+        ws = np.load(latents)
+        np.save(smooth / "latents_recon.npy", ws)
+        direction = np.random.default_rng(1).standard_normal(ws.shape[-1]).astype(np.float32)
+        np.save(smooth / "latents_edit.npy", ws + 3 * direction / np.linalg.norm(direction))
+        (smooth / "transforms.npz").write_bytes((align / "transforms.npz").read_bytes())
+        clip = make_clip(root / "source.mp4", n_frames=n, size=(64, 64), fps=25)
+        # Baseline: bare synthesis of one render batch (after a warm-up call for the small configs).
+        count = min(n, spec["batch_size"])
+        ws_batch = torch.from_numpy(ws[:count]).to(spec["device"])
+        inv_batch = inverse_transforms(matrix[:count]).to(spec["device"])
+        with torch.no_grad():
+            if spec["warmup"]:
+                G.synthesis(ws_batch[:1], transform=inv_batch[:1])
+            t0 = time.perf_counter()
+            G.synthesis(ws_batch, transform=inv_batch)
+            baseline_s = (time.perf_counter() - t0) / count
+        del ws  # what the render holds is what is measured
+        rss_before = peak_rss_mb()
+        t0 = time.perf_counter()
+        run_render(G, smooth, ["recon", "edit"], root / "render", RenderSettings(batch_size=spec["batch_size"]),
+                   source_video=clip.path, align_dir=align, device=spec["device"])
+        seconds = time.perf_counter() - t0
+    return {"config": spec["config"], "resolution": G.img_resolution, "frames": n, "keys": 2,
+            "frame_s": seconds / (2 * n), "baseline_s": baseline_s, "peak_rss_mb": peak_rss_mb(),
+            "peak_rss_before_render_mb": rss_before}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m videdit.bench render", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", default="r256,r1024", help=f"comma list of {', '.join(CONFIGS)} ('' to skip)")
+    parser.add_argument("--frames", type=int, default=2, help="frames per config (1024 configs: --frames-1024)")
+    parser.add_argument("--frames-1024", type=int, default=1)
+    parser.add_argument("--length-config", default="tiny256", help="generator for the memory-vs-length check ('' to skip)")
+    parser.add_argument("--lengths", default="30,300")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return 0
+
+    base = {"batch_size": args.batch_size, "threads": args.threads, "device": args.device}
+    speed = []
+    for config in [c for c in args.configs.split(",") if c]:
+        frames = args.frames_1024 if config.endswith("1024") else args.frames
+        print(f"render bench: {config}, {frames} frame(s) x 2 keys on {args.device} ...", file=sys.stderr, flush=True)
+        speed.append(run_child("render", dict(base, config=config, frames=frames, warmup=config.startswith("tiny"))))
+    length = []
+    if args.length_config:
+        for n in (int(v) for v in args.lengths.split(",")):
+            print(f"render bench: {args.length_config}, {n} frames x 2 keys (memory vs length) ...", file=sys.stderr, flush=True)
+            length.append(run_child("render", dict(base, config=args.length_config, frames=n,
+                                                   warmup=args.length_config.startswith("tiny"))))
+
+    rows = speed + length
+    print(f"{'config':8s} {'frames':>6s} {'s/frame':>8s} {'bare G s':>8s} {'ratio':>6s} {'peak RSS MB':>11s}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['config']:8s} failed: {r['error']}")
+            continue
+        print(f"{r['config']:8s} {r['frames']:6d} {r['frame_s']:8.3f} {r['baseline_s']:8.3f} "
+              f"{r['frame_s'] / r['baseline_s']:6.2f} {r['peak_rss_mb']:11.0f}")
+    ok = [r for r in length if "error" not in r]
+    if len(ok) >= 2:
+        short, long = ok[0], ok[-1]
+        print(f"peak memory {long['frames']} vs {short['frames']} frames: {long['peak_rss_mb']:.0f} MB vs "
+              f"{short['peak_rss_mb']:.0f} MB (ratio {long['peak_rss_mb'] / short['peak_rss_mb']:.3f}, "
+              f"+{long['peak_rss_mb'] - short['peak_rss_mb']:.0f} MB)")
+    if args.json:
+        print(json.dumps(rows))
+    return 0 if all("error" not in r for r in rows) else 1

@@ -1,0 +1,158 @@
+"""PTI tuning speed and memory: `python -m videdit.bench tune [--configs r256,r1024] [--steps 2] ...`.
+
+Each configuration runs in its own child process (so peak memory is its own): a randomly initialised
+generator of that configuration, a synthetic clip of crops at its resolution, and `run_tune` with L2 +
+LPIPS (randomly initialised AlexNet backbone: same cost as the real one, no download). Reported per
+configuration: seconds per PTI step (first step left out when more than one ran), the baseline (one
+forward synthesis of the same batch without gradients, timed in the same process), their ratio, and
+the child's peak resident memory (and peak CUDA memory on a GPU).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CONFIGS = ("tiny64", "tiny256", "t256", "r256", "t1024", "r1024")
+
+
+def generator_kwargs(config: str) -> dict:
+    """Constructor kwargs of a named benchmark configuration (official T/R configs, or small test ones)."""
+    from videdit.networks.stylegan3 import r_config_kwargs, t_config_kwargs, tiny_generator_kwargs
+
+    if config.startswith("tiny"):
+        return tiny_generator_kwargs(int(config[4:]), channels=8, num_layers=4)
+    if config[0] in "tr" and config[1:].isdigit():
+        return (t_config_kwargs if config[0] == "t" else r_config_kwargs)(int(config[1:]))
+    raise SystemExit(f"unknown config {config!r}; known: {', '.join(CONFIGS)}")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def make_video_inputs(root: Path, G, n_frames: int, seed: int = 0):
+    """align/ (crops of the astronaut photo moving a little, transforms.npz) and pivot latents for G."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from videdit.networks.stylegan3 import make_transform
+    from videdit.synthetic import astronaut, place_photo
+
+    res = G.img_resolution
+    unaligned = root / "align" / "unaligned"
+    unaligned.mkdir(parents=True, exist_ok=True)
+    rotation = np.linspace(-3.0, 3.0, n_frames)
+    translation = np.stack([np.linspace(-0.02, 0.02, n_frames), np.zeros(n_frames)], axis=1)
+    photo = astronaut()
+    for i in range(n_frames):
+        crop = place_photo(photo, (res, res), rotation[i], (translation[i, 0] * res, 0.0), (255.0, 120.0), res / 280)
+        Image.fromarray(crop).save(unaligned / f"{i:06d}.png", compress_level=1)
+    matrix = np.stack([np.asarray(make_transform(tuple(translation[i]), rotation[i])) for i in range(n_frames)])
+    np.savez(root / "align" / "transforms.npz", rotation_deg=rotation, translation=translation, matrix=matrix,
+             face_found=np.ones(n_frames, bool))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(1, G.z_dim, generator=gen), None)
+        ws = ws.repeat(n_frames, 1, 1) + 0.05 * torch.randn(n_frames, G.num_ws, G.w_dim, generator=gen)
+    np.save(root / "latents.npy", ws.numpy())
+    return root / "align", root / "latents.npy", matrix
+
+
+def child(spec: dict) -> dict:
+    import numpy as np
+    import torch
+
+    from videdit.networks.stylegan3 import Generator
+    from videdit.stages.tune import TuneSettings, inverse_transforms, run_tune
+
+    torch.set_num_threads(spec["threads"])
+    device = torch.device(spec["device"])
+    torch.manual_seed(0)
+    G = Generator(**generator_kwargs(spec["config"])).eval().to(device)
+    batch = spec["batch_size"]
+    with tempfile.TemporaryDirectory(prefix="videdit-bench-tune-") as tmp:
+        align, latents, matrix = make_video_inputs(Path(tmp), G, max(batch, 4))
+        ws = torch.from_numpy(np.load(latents)[:batch]).to(device)
+        inv = inverse_transforms(matrix[:batch]).to(device)
+        with torch.no_grad():  # baseline: the forward pass alone (after a warm-up call for the small configs)
+            if spec["config"].startswith("tiny"):
+                G.synthesis(ws, transform=inv)
+            t0 = time.perf_counter()
+            G.synthesis(ws, transform=inv)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            forward_s = time.perf_counter() - t0
+        step_times: list[float] = []
+        last = [time.perf_counter()]
+
+        def on_step(step: int, loss: float) -> None:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            step_times.append(now - last[0])
+            last[0] = now
+
+        settings = TuneSettings(steps=spec["steps"], batch_size=batch, checkpoint_every=0, lpips_random_backbone=True,
+                                progress=False, device=spec["device"])
+        last[0] = time.perf_counter()
+        # The first step also pays one-time costs (LPIPS build happens before it; allocator warm-up in it).
+        run_tune(align, latents, G, Path(tmp) / "tune", settings, on_step=on_step)
+    timed = step_times[1:] if len(step_times) > 1 else step_times
+    return {
+        "config": spec["config"], "resolution": G.img_resolution, "batch_size": batch, "steps": len(step_times),
+        "params_m": sum(p.numel() for p in G.parameters()) / 1e6,
+        "step_s": sum(timed) / len(timed), "first_step_s": step_times[0], "forward_s": forward_s,
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
+    }
+
+
+def run_child(module: str, spec: dict) -> dict:
+    """Run `python -m videdit.bench <module> --child SPEC` and return its JSON line."""
+    proc = subprocess.run([sys.executable, "-m", "videdit.bench", module, "--child", json.dumps(spec)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"config": spec.get("config"), "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m videdit.bench tune", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", default="r256,r1024", help=f"comma list of {', '.join(CONFIGS)}")
+    parser.add_argument("--steps", type=int, default=2, help="PTI steps per config (1024 configs: --steps-1024)")
+    parser.add_argument("--steps-1024", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON too")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return 0
+
+    rows = []
+    for config in [c for c in args.configs.split(",") if c]:
+        steps = args.steps_1024 if config.endswith("1024") else args.steps
+        spec = {"config": config, "steps": steps, "batch_size": args.batch_size, "threads": args.threads,
+                "device": args.device}
+        print(f"tune bench: {config}, batch {args.batch_size}, {steps} step(s) on {args.device} ...", file=sys.stderr, flush=True)
+        rows.append(run_child("tune", spec))
+    print(f"{'config':8s} {'batch':>5s} {'steps':>5s} {'s/step':>9s} {'fwd s':>8s} {'step/fwd':>8s} {'peak RSS MB':>11s} {'peak CUDA MB':>12s}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['config']:8s} failed: {r['error']}")
+            continue
+        cuda = f"{r['peak_cuda_mb']:.0f}" if r["peak_cuda_mb"] is not None else "-"
+        print(f"{r['config']:8s} {r['batch_size']:5d} {r['steps']:5d} {r['step_s']:9.2f} {r['forward_s']:8.2f} "
+              f"{r['step_s'] / r['forward_s']:8.2f} {r['peak_rss_mb']:11.0f} {cuda:>12s}")
+    if args.json:
+        print(json.dumps(rows))
+    return 0 if all("error" not in r for r in rows) else 1
