@@ -420,6 +420,30 @@ def test_stage_grace_hopper_with_smoothing_and_cover_box(tmp_path, dlib_backend)
     assert np.abs(relative - (np.asarray(rotations) - rotations[0])).max() < 1.0
 
 
+def test_stage_follows_a_face_rolling_past_what_the_detector_sees(tmp_path, dlib_backend):
+    """dlib's frontal detector finds no face rolled beyond ~45 degrees; the stage searches near the
+    last face turned upright, so a head rolling to 96 degrees is followed in every frame."""
+    from videdit.stages.align import AlignSettings, load_transforms, run_align
+
+    angles = np.arange(0.0, 97.0, 16.0)
+    truth = make_photo_clip(tmp_path / "roll.mp4", n_frames=len(angles), rotations_deg=angles, size=(320, 320))
+    result = run_align(truth.path, tmp_path / "align", AlignSettings(crop_size=96, preview=False), backend=dlib_backend)
+    data = load_transforms(result.out_dir)
+    assert data["face_found"].all()
+    rotation, translation = truth.expected_transforms(data["box_quad"], 96)
+    assert np.abs(data["rotation_deg"] - rotation).max() < 1.0
+    assert np.abs(data["translation"] - translation).max() < 0.01
+
+
+def test_roll_of_landmarks():
+    from videdit.align.landmarks import roll_deg
+
+    lm = synthetic_landmarks()
+    assert roll_deg(lm) == pytest.approx(0.0)
+    assert roll_deg(move(lm, similarity(1.0, 70.0, (0, 0), (0, 0)))) == pytest.approx(70.0)
+    assert roll_deg(move(lm, similarity(1.0, -120.0, (0, 0), (0, 0)))) == pytest.approx(-120.0)
+
+
 def test_stage_on_image_folder(tmp_path, dlib_backend):
     from videdit.stages.align import AlignSettings, load_transforms, run_align
 

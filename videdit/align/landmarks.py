@@ -71,14 +71,16 @@ class LandmarkBackend:
     `find_faces` adds the speed policy shared by the backends: boxes are searched on a copy whose
     longest side is `detect_max_side` (faces too small there get a second try at twice the scale),
     or, given the previous face box, on a region around it scaled so the face is about
-    `track_face_px` wide; the landmarks are always fitted on the full-resolution image.
+    `track_face_px` wide; the landmarks are always fitted on the full-resolution image. A face whose
+    last known roll exceeds `upright_above_deg` is searched in a region turned upright.
     """
 
     name = "base"
 
-    def __init__(self, detect_max_side: int = 640, track_face_px: int = 100):
+    def __init__(self, detect_max_side: int = 640, track_face_px: int = 100, upright_above_deg: float = 15.0):
         self.detect_max_side = detect_max_side
         self.track_face_px = track_face_px
+        self.upright_above_deg = upright_above_deg
 
     # to implement --------------------------------------------------------------------------
     def detect_boxes(self, image: np.ndarray) -> list[tuple[np.ndarray, float]]:
@@ -113,10 +115,46 @@ class LandmarkBackend:
         scale = min(2.0, self.track_face_px / size)
         return self._boxes_at_scale(image[y0:y1, x0:x1], scale, origin=(x0, y0))
 
-    def find_faces(self, image: np.ndarray, near: np.ndarray | None = None) -> list[FaceDetection]:
-        """All faces of a uint8 HWC RGB image (only those around `near`, a previous box, when a face
-        is found there) with their landmarks."""
+    def faces_upright(self, image: np.ndarray, near: np.ndarray, roll_deg: float) -> list[FaceDetection]:
+        """Faces around `near` in a region turned by -roll_deg, so a face rolled by roll_deg (screen
+        counter-clockwise) is upright there: frontal detectors and the landmark fit work best on
+        upright faces and dlib's finds none beyond about 45 degrees. Results in image coordinates."""
+        from videdit.align.alignment import crop_to_source_matrix, quad_to_crop
+
+        size_px = float(np.sqrt(np.prod(np.maximum(near[2:] - near[:2], 1.0))))
+        half = 1.25 * size_px  # the same reach as _boxes_near's margin
+        angle = np.radians(roll_deg)
+        # `near` bounds a turned face, so it is larger than the face by up to sqrt(2)
+        face_px = size_px / (abs(np.cos(angle)) + abs(np.sin(angle)))
+        x_axis = half * np.array([np.cos(angle), -np.sin(angle)])  # the face's eye line, on screen
+        y_axis = np.array([-x_axis[1], x_axis[0]])  # a quarter turn clockwise: down the face
+        centre = (near[:2] + near[2:]) / 2
+        quad = np.stack([centre - x_axis - y_axis, centre - x_axis + y_axis, centre + x_axis + y_axis,
+                         centre + x_axis - y_axis])
+        side = int(min(max(round(2 * half), 16), 1024))  # about full resolution: the landmarks are fitted here
+        region = quad_to_crop(image, quad, side)
+        to_image = crop_to_source_matrix(quad, side)
+        faces = []
+        for box, score in self._boxes_at_scale(region, min(2.0, self.track_face_px / (face_px * side / (2 * half)))):
+            points = self.fit_landmarks(region, box)
+            points = points @ to_image[:2, :2].T + to_image[:2, 2]
+            corners = np.array([[box[0], box[1]], [box[0], box[3]], [box[2], box[3]], [box[2], box[1]]])
+            corners = corners @ to_image[:2, :2].T + to_image[:2, 2]
+            faces.append(FaceDetection(box=np.concatenate([corners.min(axis=0), corners.max(axis=0)]), score=score,
+                                       landmarks=points))
+        return faces
+
+    def find_faces(self, image: np.ndarray, near: np.ndarray | None = None,
+                   roll_deg: float = 0.0) -> list[FaceDetection]:
+        """All faces of a uint8 HWC RGB image with their landmarks; only those around `near` (a
+        previous box) when a face is found there. roll_deg: the previous face's eye-line angle (screen
+        counter-clockwise); beyond `upright_above_deg` the region around `near` is searched turned
+        upright."""
         image = np.ascontiguousarray(image)
+        if near is not None and abs(roll_deg) > self.upright_above_deg:
+            faces = self.faces_upright(image, near, roll_deg)
+            if faces:
+                return faces
         boxes = self._boxes_near(image, near) if near is not None else []
         if not boxes:
             boxes = self._boxes_full(image)
@@ -254,6 +292,13 @@ class FanBackend(LandmarkBackend):
         # Python floats: face-alignment mixes box values into torch tensors, which rejects numpy float32.
         result = self._model.get_landmarks_from_image(image, detected_faces=[[float(v) for v in box[:4]]])
         return np.asarray(result[0][:, :2], dtype=np.float64)
+
+
+def roll_deg(landmarks: np.ndarray) -> float:
+    """Eye-line angle of 68 landmarks, degrees, screen counter-clockwise positive (0: level eyes)."""
+    left = np.asarray(landmarks, dtype=np.float64)[36:42].mean(axis=0)
+    right = np.asarray(landmarks, dtype=np.float64)[42:48].mean(axis=0)
+    return float(np.degrees(np.arctan2(-(right[1] - left[1]), right[0] - left[0])))
 
 
 def make_backend(name: str = "auto", *, device: str = "auto", detect_max_side: int = 640) -> LandmarkBackend:

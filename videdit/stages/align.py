@@ -36,7 +36,7 @@ from videdit.align.alignment import (
     quad_to_crop,
     smooth_quads,
 )
-from videdit.align.landmarks import N_LANDMARKS, FaceTracker, LandmarkBackend, make_backend
+from videdit.align.landmarks import N_LANDMARKS, FaceTracker, LandmarkBackend, make_backend, roll_deg
 from videdit.errors import InputError, NoFaceError
 from videdit.io.png import write_png
 from videdit.io.video import VideoInfo, VideoReader, VideoWriter, probe_video
@@ -98,14 +98,21 @@ class _Landmarks:
 
 def _detect_all(reader: VideoReader, backend, warn_multi: bool, full_search_every: int) -> _Landmarks:
     tracker = FaceTracker()
+    roll = 0.0  # eye-line angle of the followed face in the last frame it was found
     landmarks, found, multi, pts, times = [], [], [], [], []
     warned = False
     for frame in reader:
         # Around the last box while the face is followed (fast); the whole frame once it is lost and
         # every full_search_every frames (to notice other faces: a better match, or a warning).
         full = tracker.missed > 0 or full_search_every <= 1 or frame.index % full_search_every == 0
-        faces = backend.find_faces(frame.image, near=None if full else tracker.last_box)
+        near = None if full else tracker.last_box
+        faces = backend.find_faces(frame.image, near=near, roll_deg=roll)
+        if full and tracker.last_box is not None and abs(roll) > backend.upright_above_deg:
+            # a strongly rolled face may be invisible to the whole-frame search: look upright near it too
+            faces = _merge(faces, backend.faces_upright(frame.image, tracker.last_box, roll))
         chosen = tracker.choose(faces)
+        if chosen is not None:
+            roll = roll_deg(chosen.landmarks)
         multi.append(len(faces) > 1)
         if len(faces) > 1 and warn_multi and not warned:
             log.warning("frame %d has %d faces; following one person (the largest at the start, then the "
@@ -119,6 +126,15 @@ def _detect_all(reader: VideoReader, backend, warn_multi: bool, full_search_ever
         raise InputError(f"{reader.path}: no frame could be decoded")
     return _Landmarks(np.asarray(landmarks, dtype=np.float64), np.asarray(found), np.asarray(multi),
                       np.asarray(pts, dtype=np.int64), np.asarray(times, dtype=np.float64))
+
+
+def _merge(faces: list, more: list) -> list:
+    """faces plus those of `more` whose centre is not inside a box of `faces` (the same face twice)."""
+    merged = list(faces)
+    for face in more:
+        if not any(np.all(face.centre >= f.box[:2]) and np.all(face.centre <= f.box[2:]) for f in faces):
+            merged.append(face)
+    return merged
 
 
 def _preview_scale(info: VideoInfo, height: int) -> float:
