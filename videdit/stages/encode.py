@@ -1,0 +1,209 @@
+"""The encode stage: invert every aligned crop into W+ with the ReStyle iteration.
+
+Input: the align stage's folder (`aligned/%06d.png`, `transforms.npz`, optionally `unaligned/` and
+`video.json`). Output, inside `out_dir`:
+
+    latents.npy    float32 [N, num_ws, 512]: the final ReStyle codes of every frame, in frame order
+    preview.mp4    (save_preview) per frame: aligned input | reconstruction of every iteration
+                   (the last one unaligned, with the frame's transform) | unaligned input
+
+Frames are processed in batches; each batch's latents go straight into a memory-mapped .npy, so
+memory does not grow with the video's length. The average image is rendered once.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from videdit.errors import InputError, VideditError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EncodeSettings", "EncodeResult", "run_encode", "load_aligned_batch"]
+
+DEFAULT_PREVIEW_FPS = Fraction(25)
+
+
+@dataclass
+class EncodeSettings:
+    """Settings of the encode stage (the [encode] section of a preset)."""
+
+    n_iters: int = 3  # ReStyle iterations (3 as released)
+    batch_size: int = 4  # frames per encoder/generator batch (memory vs speed; results do not depend on it)
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
+    save_preview: bool = False  # write preview.mp4 with every iteration's reconstruction
+    input_size: int = 256  # encoder input resolution (256 for the released encoders)
+
+
+@dataclass
+class EncodeResult:
+    latents_path: Path
+    n_frames: int
+    preview_path: Path | None = None
+
+
+def _resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise VideditError(f"encode: unknown device {name!r} (use cpu, cuda, cuda:N or auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VideditError(f"encode: device {name!r} requested but CUDA is not available")
+    return device
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as err:
+        raise InputError(f"{path}: not a readable image ({type(err).__name__})") from None
+
+
+def load_aligned_batch(paths: list[Path], size: int):
+    """Crops as a float32 [B, 3, size, size] tensor in [-1, 1] (antialiased bilinear resize on the CPU).
+
+    The released encoders were trained on PIL bilinear (antialiased) 256 resizes of the crops.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    images = []
+    for path in paths:
+        pixels = torch.from_numpy(_read_rgb(path).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+        if pixels.shape[-2:] != (size, size):
+            pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        images.append(pixels)
+    return torch.cat(images)
+
+
+def _frame_paths(align_dir: Path, n_frames: int, folder: str) -> list[Path]:
+    paths = [align_dir / folder / f"{i:06d}.png" for i in range(n_frames)]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise InputError(f"{align_dir}: {len(missing)} of {n_frames} {folder} crops are missing (first: {missing[0].name})")
+    return paths
+
+
+def _preview_fps(align_dir: Path) -> Fraction:
+    info = align_dir / "video.json"
+    if info.is_file():
+        try:
+            fps = json.loads(info.read_text()).get("fps")
+            if fps:
+                return Fraction(str(fps))
+        except (ValueError, ZeroDivisionError, AttributeError):
+            pass
+    return DEFAULT_PREVIEW_FPS
+
+
+def _to_uint8(images) -> np.ndarray:
+    """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3]."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to("cpu").byte().permute(0, 2, 3, 1).numpy()
+
+
+def run_encode(align_dir: Path, out_dir: Path, encoder, generator, latent_avg, settings: EncodeSettings | None = None) -> EncodeResult:
+    """Encode every aligned crop of `align_dir` into out_dir/latents.npy (float32 [N, num_ws, 512]).
+
+    encoder: a ReStyleEncoder (any module mapping [B, 6, S, S] to [B, num_ws, 512] works); generator:
+    a StyleGAN3 generator (`synthesis(ws, transform=...)`, `num_ws`); latent_avg: [512] tensor. Both
+    networks are moved to settings.device and put in eval mode.
+    """
+    import torch
+
+    from videdit.networks.encoders import average_image, restyle_invert
+
+    settings = settings or EncodeSettings()
+    if settings.n_iters < 1 or settings.batch_size < 1 or settings.input_size < 16:
+        raise VideditError(f"encode: n_iters and batch_size must be >= 1 and input_size >= 16 "
+                           f"(got {settings.n_iters}, {settings.batch_size}, {settings.input_size})")
+    align_dir, out_dir = Path(align_dir), Path(out_dir)
+    transforms_path = align_dir / "transforms.npz"
+    if not transforms_path.is_file():
+        raise InputError(f"{align_dir}: no transforms.npz (run the align stage first)")
+    with np.load(transforms_path) as data:
+        if "matrix" not in data.files:
+            raise InputError(f"{transforms_path}: no 'matrix' array")
+        matrix = np.asarray(data["matrix"], dtype=np.float64)
+    if matrix.ndim != 3 or matrix.shape[1:] != (3, 3) or matrix.shape[0] == 0:
+        raise InputError(f"{transforms_path}: 'matrix' has shape {list(matrix.shape)}, expected [N, 3, 3] with N >= 1")
+    n_frames = matrix.shape[0]
+    aligned = _frame_paths(align_dir, n_frames, "aligned")
+    n_found = len(list((align_dir / "aligned").glob("*.png")))
+    if n_found != n_frames:
+        raise InputError(f"{align_dir}: {n_found} aligned crops but transforms.npz describes {n_frames} frames")
+    unaligned = None
+    if settings.save_preview and (align_dir / "unaligned").is_dir():
+        unaligned = _frame_paths(align_dir, n_frames, "unaligned")
+
+    device = _resolve_device(settings.device)
+    encoder = encoder.to(device).eval()
+    generator = generator.to(device).eval()
+    latent_avg = latent_avg.to(device=device, dtype=torch.float32)
+    num_ws = int(generator.num_ws)
+    # The generator takes the inverse of each frame's make_transform matrix (inverted in float64).
+    synthesis_transforms = torch.from_numpy(np.linalg.inv(matrix).astype(np.float32))
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    latents_path = out_dir / "latents.npy"
+    latents = np.lib.format.open_memmap(latents_path, mode="w+", dtype=np.float32, shape=(n_frames, num_ws, latent_avg.shape[-1]))
+    size = settings.input_size
+    avg = average_image(generator, latent_avg, size)
+    batches = [list(range(i, min(i + settings.batch_size, n_frames))) for i in range(0, n_frames, settings.batch_size)]
+
+    preview_path = out_dir / "preview.mp4" if settings.save_preview else None
+    writer = None
+    if preview_path is not None:
+        from videdit.io.video import VideoWriter
+
+        panels = 1 + settings.n_iters + (1 if unaligned else 0)
+        writer = VideoWriter(preview_path, _preview_fps(align_dir), (size * panels, size))
+
+    def load(batch: list[int]):
+        images = load_aligned_batch([aligned[i] for i in batch], size)
+        extra = load_aligned_batch([unaligned[i] for i in batch], size) if unaligned else None
+        return images, extra
+
+    try:
+        # Crops of the next batch are decoded in a thread while this one runs.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(load, batches[0])
+            for index, batch in enumerate(batches):
+                images, unaligned_images = pending.result()
+                if index + 1 < len(batches):
+                    pending = pool.submit(load, batches[index + 1])
+                out = restyle_invert(
+                    encoder, generator, images, latent_avg, n_iters=settings.n_iters, avg_image=avg,
+                    synthesis_transforms=synthesis_transforms[batch[0]:batch[-1] + 1], input_size=size,
+                    render_final=writer is not None,
+                )
+                latents[batch[0]:batch[-1] + 1] = out.codes.to("cpu").numpy()
+                if writer is not None:
+                    rows = [images] + [p.to("cpu") for p in out.pooled_per_iter]
+                    if unaligned_images is not None:
+                        rows.append(unaligned_images)
+                    for frame in _to_uint8(torch.cat(rows, dim=3)):
+                        writer.write(frame)
+                del out
+                log.debug("encode: frames %d-%d of %d", batch[0], batch[-1], n_frames)
+        if writer is not None:
+            writer.close()
+            writer = None
+        latents.flush()
+    finally:
+        if writer is not None:
+            writer.close(discard=True)
+        del latents
+    return EncodeResult(latents_path=latents_path, n_frames=n_frames, preview_path=preview_path)
