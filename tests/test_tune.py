@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from videdit.errors import MissingWeightsError
+from videdit.errors import CheckpointError, MissingWeightsError
 from videdit.stages.tune import TuneSettings, batch_indices, reconstruction_psnr, run_tune
 
 N_FRAMES = 6
@@ -233,6 +233,10 @@ def test_lpips_backbone_loaded_from_local_file(offline_torch_home):
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     d = model(x, x.flip(-1)).flatten()
     assert (d > 0).all() and torch.allclose(model(x, x).flatten(), torch.zeros(2), atol=1e-6)
+    # A file that is not AlexNet's is a clear CheckpointError, not a crash deep inside torch.
+    torch.save({"features.0.weight": torch.zeros(3)}, offline_torch_home / "alexnet-owt-7be5be79.pth")
+    with pytest.raises(CheckpointError, match="wrong shape|no features"):
+        build_lpips("alex")
 
 
 def test_settings_match_preset_keys():

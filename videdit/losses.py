@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from videdit.errors import InputError, MissingWeightsError
+from videdit.errors import CheckpointError, InputError, MissingWeightsError
 
 log = logging.getLogger("videdit")
 
@@ -43,18 +43,25 @@ def missing_backbone_message(net: str = "alex", weights_dir: str | PathLike | No
             f"(or download {entry.url} there), or allow L2-only tuning (tune.allow_l2_only = true)")
 
 
-def _torchvision_features(net: str, path: Path) -> nn.Module:
-    """The `features` part of torchvision's network with the weights from `path`."""
-    import torchvision
+def _load_backbone(model: nn.Module, net: str, path: Path) -> None:
+    """Copy torchvision's `features.<i>.*` weights from `path` into LPIPS's backbone slices.
 
-    builders = {"alex": torchvision.models.alexnet, "vgg": torchvision.models.vgg16}
-    model = builders[net](weights=None)
+    lpips names each layer of its slices by its index in torchvision's `features`, so the keys map 1:1.
+    """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
     except Exception as err:  # a truncated or foreign file: say which one
-        raise MissingWeightsError(f"{path} is not a usable torchvision {net} checkpoint ({type(err).__name__}); fetch it again") from None
-    return model.features
+        raise CheckpointError(f"{path} is not a readable torchvision checkpoint ({type(err).__name__}); fetch it again") from None
+    for i in range(1, model.net.N_slices + 1):
+        for index, layer in getattr(model.net, f"slice{i}").named_children():
+            wanted = {name: f"features.{index}.{name}" for name, _ in layer.named_parameters()}
+            missing = [key for key in wanted.values() if key not in state]
+            if missing:
+                raise CheckpointError(f"{path} is not torchvision's {net} checkpoint: no {missing[0]}")
+            try:
+                layer.load_state_dict({name: state[key] for name, key in wanted.items()})
+            except RuntimeError:
+                raise CheckpointError(f"{path}: {wanted['weight']} has the wrong shape for {net}") from None
 
 
 def build_lpips(net: str = "alex", *, weights_dir: str | PathLike | None = None, random_backbone: bool = False) -> nn.Module:
@@ -77,10 +84,7 @@ def build_lpips(net: str = "alex", *, weights_dir: str | PathLike | None = None,
         torch.manual_seed(0)
         model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
     if path is not None:
-        features = _torchvision_features(net, path)
-        for slice_module in (getattr(model.net, f"slice{i}") for i in range(1, model.net.N_slices + 1)):
-            for index, layer in slice_module.named_children():  # lpips keeps torchvision's layer indices
-                layer.load_state_dict(features[int(index)].state_dict())
+        _load_backbone(model, net, path)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
