@@ -441,3 +441,73 @@ def test_stage_errors_are_one_line(clip_run, tmp_path):
                                              for k, v in data.items()})
     with pytest.raises(InputError, match="frames"):
         run_composite(clip_run["truth"].path, align_dir, clip_run["render_dir"], ["recon"], tmp_path / "out2")
+
+
+# ----------------------------------------------------------------------------------------------------
+# stitching tuning
+
+
+def _template_face(resolution: int) -> np.ndarray:
+    """68 landmarks of a face filling a crop, in its pixel-centre coordinates."""
+    uv = np.zeros((68, 2))
+    t = np.linspace(0.08 * np.pi, 0.92 * np.pi, 17)
+    uv[0:17] = np.stack([0.5 - 0.3 * np.cos(t), 0.42 + 0.38 * np.sin(t)], -1)
+    uv[17:27] = np.stack([np.linspace(0.26, 0.74, 10), np.full(10, 0.36)], -1)
+    uv[27:36] = [0.5, 0.5]
+    uv[36:42], uv[42:48] = [0.38, 0.43], [0.62, 0.43]
+    uv[48:68] = [0.5, 0.66]
+    uv[48], uv[54] = [0.41, 0.66], [0.59, 0.66]
+    return uv * resolution - 0.5
+
+
+def _stitch_case(steps: int, lr: float):
+    import torch
+
+    from videdit.networks.stylegan3 import Generator, tiny_generator_kwargs
+    from videdit.stages.stitch import StitchSettings, stitch_masks, stitch_tune
+
+    torch.manual_seed(0)
+    resolution, n = 16, 4
+    G = Generator(**tiny_generator_kwargs(resolution=resolution, channels=8, w_dim=32)).eval()
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(n, G.z_dim), None)
+        inv = torch.eye(3).repeat(n, 1, 1)
+        edit = G.synthesis(ws, transform=inv)
+    landmarks = np.stack([_template_face(resolution)] * n)
+    # The "frame" is the edit made brighter: only the ring outside the face should follow it.
+    frame = edit + 0.5
+    result = stitch_tune(G, ws, inv, lambda idx: frame[torch.as_tensor(idx)], landmarks,
+                         StitchSettings(steps=steps, lr=lr, batch_size=2))
+    with torch.no_grad():
+        stitched = result.generator.synthesis(ws, transform=inv)
+    boundary, inside = (torch.from_numpy(m)[None, None] for m in stitch_masks(landmarks[0], resolution))
+    return G, before, result, edit, frame, stitched, boundary, inside
+
+
+def test_stitch_tuning_leaves_the_input_and_the_frozen_layers():
+    from videdit.stages.tune import frozen_parameter_names
+
+    G, before, result, edit, frame, stitched, boundary, inside = _stitch_case(steps=2, lr=1e-2)
+    assert boundary.sum() > 0 and inside.sum() > 0 and not (boundary * inside).any()
+    for key, value in G.state_dict().items():
+        assert (value == before[key]).all(), key
+    tuned = dict(result.generator.named_parameters())
+    for name in frozen_parameter_names(G):
+        assert (tuned[name] == before[name]).all(), name
+    assert any(not (tuned[k] == before[k]).all() for k in tuned if k.startswith("synthesis.L"))
+    assert len(result.losses) == 2 and result.losses[0]["boundary"] == pytest.approx(0.25, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_stitch_tuning_pulls_the_border_to_the_frame_and_keeps_the_inside():
+    G, before, result, edit, frame, stitched, boundary, inside = _stitch_case(steps=12, lr=1e-2)
+
+    def masked_mse(a, b, mask):
+        return float((((a - b) ** 2) * mask).sum() / (mask.sum() * a.shape[0] * 3))
+
+    boundary_before = masked_mse(edit, frame, boundary)  # 0.25
+    boundary_after = masked_mse(stitched, frame, boundary)
+    inside_change = masked_mse(stitched, edit, inside)
+    assert boundary_after < 0.7 * boundary_before
+    assert inside_change < 0.5 * (boundary_before - boundary_after)
