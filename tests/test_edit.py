@@ -115,3 +115,10 @@ def test_pipeline_keyed_form(latents_file, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "edit" / "latents_age.npy"), latents + 3 * d, atol=1e-5)
     with pytest.raises(InputError):
         write_keyed_edits(path, tmp_path / "e2", [("x", 1.0)], np.zeros(256, np.float32))
+    # StyleSpace in the keyed form: a sidecar per non-zero strength.
+    res = write_keyed_edits(path, tmp_path / "e3", [("recon", 0.0), ("eyes", 2.0)], None,
+                            stylespace=[StyleChannel(layer=1, channel=0, offset=0.5)])
+    assert not (tmp_path / "e3" / "latents_recon.npy.stylespace.json").exists()
+    side = json.loads((tmp_path / "e3" / "latents_eyes.npy.stylespace.json").read_text())
+    assert side == {"offsets": [{"layer": 1, "channel": 0, "offset": 1.0}]}
+    np.testing.assert_array_equal(np.load(res.latents_paths["eyes"]), latents)

@@ -241,7 +241,10 @@ def test_lpips_backbone_loaded_from_local_file(offline_torch_home):
 
 def test_settings_match_preset_keys():
     """Every [tune] key of the default preset is a TuneSettings field (the pipeline builds it from there)."""
-    import tomllib
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
 
     preset = tomllib.loads((Path(__file__).resolve().parents[1] / "pipelines" / "default.toml").read_text())
     fields = set(asdict(TuneSettings()))

@@ -150,12 +150,15 @@ def write_keyed_edits(
     out_dir: str | PathLike,
     keys: Sequence[tuple[str, float]],
     direction: np.ndarray | str | PathLike | None,
+    stylespace: Sequence[StyleChannel] | str | PathLike | None = None,
 ) -> EditResult:
     """out_dir/latents_<key>.npy for each (key, strength): latents + strength * direction.
 
     The form the pipeline uses: it names the outputs and loads the direction itself. Strength 0 (or no
-    direction) writes the unedited latents bit for bit.
+    direction) writes the unedited latents bit for bit. StyleSpace offsets, if given, are scaled by each
+    non-zero strength and written as the latents file's sidecar.
     """
+    styles = load_stylespace(stylespace) if stylespace else []
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     latents = np.load(latents_path)
@@ -175,8 +178,15 @@ def write_keyed_edits(
         path = out_dir / f"latents_{key}.npy"
         edited = latents.copy() if direction is None else apply_direction(latents, direction, float(strength))
         np.save(path, edited)
+        if styles and float(strength) != 0:
+            _write_style_sidecar(path, styles, float(strength))
         result.latents_paths[key] = path
     return result
+
+
+def _write_style_sidecar(latents_file: Path, styles: Sequence[StyleChannel], strength: float) -> None:
+    offsets = [{"layer": ch.layer, "channel": ch.channel, "offset": ch.offset * strength} for ch in styles]
+    Path(str(latents_file) + STYLESPACE_SUFFIX).write_text(json.dumps({"offsets": offsets}, indent=1))
 
 
 def run_edit(
@@ -226,7 +236,6 @@ def run_edit(
         edited = apply_direction(latents, direction, strength) if direction is not None else latents.copy()
         np.save(path, edited)
         if styles:
-            offsets = [{"layer": ch.layer, "channel": ch.channel, "offset": ch.offset * float(strength)} for ch in styles]
-            Path(str(path) + STYLESPACE_SUFFIX).write_text(json.dumps({"offsets": offsets}, indent=1))
+            _write_style_sidecar(path, styles, float(strength))
         result.latents_paths[key] = path
     return result
