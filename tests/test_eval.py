@@ -256,6 +256,11 @@ def test_arcface_checkpoint_loads_and_embeds(tmp_path, analyzer):
     eyes = np.c_[identity.five_points(landmarks)[:2], np.ones(2)] @ crop_map.T
     np.testing.assert_allclose(eyes, identity.ARCFACE_TEMPLATE_112[:2], atol=4.0)
 
+    # CurricularFace's layout: plain IR units, an output norm without affine parameters.
+    plain = identity.build_ir_backbone((1, 1, 1, 1), squeeze_excite=False, affine_output=False)
+    torch.save(plain.state_dict(), path)
+    assert identity.ArcFaceEmbedder(path).embed(image, landmarks).shape == (512,)
+
     torch.save({"input_layer.0.weight": torch.zeros(64, 3, 3, 3)}, path)
     with pytest.raises(CheckpointError):
         identity.ArcFaceEmbedder(path)
@@ -447,3 +452,14 @@ def test_against_the_source_video_compares_full_frames(tmp_path, models):
     result = evaluate_run(run, against=source, settings=EvalSettings(**FAST, sizes=(None,), plots=False, write=False), models=models)
     assert result["frames"] == 4 and list(result["outputs"]) == ["reconstruction"]
     assert result["outputs"]["reconstruction"]["summary"]["psnr@full"]["mean"] > 45.0
+
+
+def test_identity_model_choice(tmp_path):
+    from videdit.errors import MissingWeightsError
+
+    with pytest.raises(MissingWeightsError, match="model_ir_se50.pth"):
+        load_models(EvalSettings(identity_model="arcface", weights_dir=tmp_path, lpips=False))
+    torch.save(identity.build_ir_backbone((1, 1, 1, 1), squeeze_excite=True).state_dict(), tmp_path / "model_ir_se50.pth")
+    chosen = load_models(EvalSettings(identity_model="auto", weights_dir=tmp_path, lpips=False))
+    assert chosen.analyzer.model_name == "arcface:model_ir_se50.pth" and "arcface" not in chosen.skipped
+    assert chosen.lpips is None and "lpips" in chosen.skipped

@@ -173,8 +173,12 @@ def find_arcface_weights(weights_dir: Path | None) -> Path | None:
     return None
 
 
-def build_ir_backbone(units_per_stage: tuple[int, ...], squeeze_excite: bool):
-    """IR(-SE) ResNet for 112x112 faces, with the module names of the public ArcFace checkpoints."""
+def build_ir_backbone(units_per_stage: tuple[int, ...], squeeze_excite: bool, affine_output: bool = True):
+    """IR(-SE) ResNet for 112x112 faces, with the module names of the public ArcFace checkpoints.
+
+    ArcFace IR-SE50: units (3, 4, 14, 3), squeeze-excite, affine output norm; CurricularFace IR-101:
+    units (3, 13, 30, 3), no squeeze-excite, output norm without affine parameters.
+    """
     import torch
     from torch import nn
 
@@ -221,7 +225,8 @@ def build_ir_backbone(units_per_stage: tuple[int, ...], squeeze_excite: bool):
                     in_channels = channels
             self.body = nn.Sequential(*units)
             self.output_layer = nn.Sequential(
-                nn.BatchNorm2d(512), nn.Dropout(0.4), nn.Flatten(), nn.Linear(512 * 7 * 7, 512), nn.BatchNorm1d(512)
+                nn.BatchNorm2d(512), nn.Dropout(0.4), nn.Flatten(), nn.Linear(512 * 7 * 7, 512),
+                nn.BatchNorm1d(512, affine=affine_output),
             )
 
         def forward(self, x):
@@ -259,7 +264,7 @@ class ArcFaceEmbedder:
             state = state["state_dict"]
         state = {k.removeprefix("module."): v for k, v in state.items()}
         squeeze_excite = any(".fc1.weight" in k for k in state)
-        self.model = build_ir_backbone(_units_per_stage(state), squeeze_excite)
+        self.model = build_ir_backbone(_units_per_stage(state), squeeze_excite, "output_layer.4.weight" in state)
         try:
             self.model.load_state_dict(state, strict=True)
         except RuntimeError as err:
