@@ -310,10 +310,10 @@ def run_tune(
             torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
         start, losses, stopped_early = int(ckpt["step"]), list(ckpt["losses"]), bool(ckpt["stopped_early"])
         log.info("tune: resuming from step %d of %d", start, settings.steps)
-    elif ckpt is not None:
-        log.warning("tune: checkpoint %s is from other settings or inputs; starting over", ckpt_path)
     else:
-        torch.manual_seed(settings.seed)
+        if ckpt is not None:
+            log.warning("tune: checkpoint %s is from other settings, inputs or more steps; starting over", ckpt_path)
+        torch.manual_seed(settings.seed)  # nothing in the loop draws from it today; kept for any random op
 
     window = deque(losses[-settings.early_stop_window:], maxlen=max(settings.early_stop_window, 1))
 
