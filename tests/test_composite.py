@@ -511,3 +511,40 @@ def test_stitch_tuning_pulls_the_border_to_the_frame_and_keeps_the_inside():
     inside_change = masked_mse(stitched, edit, inside)
     assert boundary_after < 0.7 * boundary_before
     assert inside_change < 0.5 * (boundary_before - boundary_after)
+
+
+@pytest.mark.slow
+def test_run_stitch_renders_a_render_folder_for_the_composite(tmp_path):
+    import torch
+
+    from videdit.networks.stylegan3 import Generator, tiny_generator_kwargs
+    from videdit.stages.composite import read_render_layout
+    from videdit.stages.stitch import StitchSettings, run_stitch
+
+    torch.manual_seed(0)
+    resolution, n = 16, 3
+    G = Generator(**tiny_generator_kwargs(resolution=resolution, channels=8, w_dim=32)).eval()
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(n, G.z_dim), None)
+        renders = G.synthesis(ws, transform=torch.eye(3))
+    box = _square_quad((40.0, 30.0), 32.0, 0.0)
+    geometry = C.CropGeometry.from_quad(box)
+    landmarks = geometry.to_source((_template_face(resolution) + 0.5) / resolution)
+    align_dir, smooth_dir, render_dir = tmp_path / "align", tmp_path / "smooth", tmp_path / "render"
+    for folder in (align_dir / "unaligned", smooth_dir, render_dir):
+        folder.mkdir(parents=True)
+    np.savez(align_dir / "transforms.npz", landmarks=np.stack([landmarks] * n), box_quad=box,
+             face_found=np.array([True, False, True]))
+    crops = ((renders.permute(0, 2, 3, 1).numpy() + 0.5 + 1) * 127.5).clip(0, 255).astype(np.uint8)
+    for i, crop in enumerate(crops):
+        _write_png(align_dir / "unaligned" / f"{i:06d}.png", crop)
+    np.save(smooth_dir / "latents_recon.npy", ws.numpy())
+    np.savez(smooth_dir / "transforms.npz", matrix=np.repeat(np.eye(3)[None], n, axis=0))
+    (render_dir / "render.json").write_text(json.dumps({"resolution": resolution, "expand": [0, 0, 0, 0],
+                                                        "feather": 0, "keys": ["recon"]}))
+    result = run_stitch(G, align_dir, smooth_dir, render_dir, ["recon"], tmp_path / "stitched",
+                        StitchSettings(steps=3, lr=1e-2, batch_size=2))
+    layout = read_render_layout(result.render_dir)
+    assert layout.resolution == resolution and layout.keys == ("recon",)
+    assert sorted(p.name for p in (result.render_dir / "recon").glob("*.png")) == [f"{i:06d}.png" for i in range(n)]
+    assert len(result.losses["recon"]) == 3

@@ -177,17 +177,26 @@ def bench_quality(folder: Path, n_frames: int, crop_size: int) -> dict:
 
 
 _MEMORY_CHILD = """
-import resource, sys, json
+import sys, json
 from pathlib import Path
+
+
+def high_water_mb():
+    # VmHWM: this process's own peak RSS (ru_maxrss would carry the parent's peak across exec).
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 import torch
 torch.set_num_threads(2)
 from videdit.stages.composite import CompositeSettings, run_composite
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = high_water_mb()
 folder = Path(sys.argv[1])
 run_composite(folder / "clip.mp4", folder / "align", folder / "render", ["recon", "drift"], folder / "mem_out",
               CompositeSettings())
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"rss_after_imports_mb": base / 1024, "peak_rss_mb": peak / 1024}))
+print(json.dumps({"rss_after_imports_mb": base, "peak_rss_mb": high_water_mb()}))
 """
 
 

@@ -19,8 +19,10 @@ the whole clip (batches drawn across frames): N times cheaper, and the frames st
 from __future__ import annotations
 
 import copy
+import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -113,10 +115,12 @@ def stitch_tune(
     settings = settings or StitchSettings()
     device = torch.device(device)
     loss_fn = loss or _masked_l2
-    ws = torch.as_tensor(np.asarray(ws, dtype=np.float32) if not isinstance(ws, torch.Tensor) else ws, dtype=torch.float32)
-    inv = torch.as_tensor(np.asarray(inv_transforms, dtype=np.float32)
-                          if not isinstance(inv_transforms, torch.Tensor) else inv_transforms, dtype=torch.float32)
-    ws, inv = ws.detach(), inv.detach()
+    def as_tensor(value) -> torch.Tensor:
+        if isinstance(value, torch.Tensor):
+            return value.detach().to(torch.float32)
+        return torch.from_numpy(np.array(value, dtype=np.float32))  # a copy: memory maps are read-only
+
+    ws, inv = as_tensor(ws), as_tensor(inv_transforms)
     n = ws.shape[0]
     if inv.shape[0] != n or len(landmarks_crop) != n:
         raise ValueError(f"stitch: {n} latents but {inv.shape[0]} transforms and {len(landmarks_crop)} landmark sets")
@@ -167,4 +171,76 @@ def stitch_tune(
     log.info("stitch: %d steps, boundary loss %.4f -> %.4f", settings.steps,
              result.losses[0]["boundary"] if result.losses else float("nan"),
              result.losses[-1]["boundary"] if result.losses else float("nan"))
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# As a stage step: tune per edit, then render the stitched crops for the composite
+
+
+@dataclass
+class StitchStageResult:
+    render_dir: Path  # a render folder (<key>/%06d.png + render.json) for run_composite
+    losses: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # key -> per-step losses
+
+
+def run_stitch(
+    generator,
+    align_dir,
+    smooth_dir,
+    render_dir,
+    keys: Sequence[str],
+    out_dir,
+    settings: StitchSettings | None = None,
+    *,
+    loss: Callable | None = None,
+    device: str = "cpu",
+) -> StitchStageResult:
+    """Stitching-tune the generator for each key and render its crops into out_dir like the render stage.
+
+    generator: the tuned (PTI) generator, a module or a checkpoint path. align_dir: unaligned crops (the
+    targets), landmarks, the box and face_found. smooth_dir: latents_<key>.npy and the smoothed
+    transforms the render stage used. render_dir: the render stage's folder, for its expansion and
+    feather (render.json). Pass out_dir as run_composite's render_dir.
+    """
+    from videdit.stages.render import RenderSettings, run_render
+    from videdit.stages.tune import CropFrames, inverse_transforms
+
+    settings = settings or StitchSettings()
+    align_dir, smooth_dir, render_dir, out_dir = (Path(p) for p in (align_dir, smooth_dir, render_dir, out_dir))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(generator, (str, Path)):
+        from videdit.checkpoints import load_generator
+
+        generator = load_generator(generator, device=torch.device(device))
+    resolution = int(generator.img_resolution)
+    render_info = json.loads((render_dir / "render.json").read_text()) if (render_dir / "render.json").is_file() else {}
+    render_settings = RenderSettings(expand=tuple(render_info.get("expand", (0, 0, 0, 0))),
+                                     feather=int(render_info.get("feather", RenderSettings.feather)),
+                                     side_by_side=False)
+    with np.load(align_dir / "transforms.npz") as t:
+        landmarks, box_quad, face_found = t["landmarks"], t["box_quad"], np.asarray(t["face_found"], bool)
+    with np.load(smooth_dir / "transforms.npz") as t:
+        inv = inverse_transforms(t["matrix"])
+    n = len(face_found)
+    crops = CropFrames(align_dir / "unaligned", n, resolution)
+    landmarks_crop = landmarks_in_crop(landmarks, box_quad, resolution)
+    frames = np.flatnonzero(face_found)
+
+    result = StitchStageResult(out_dir)
+    for key in keys:
+        ws = np.load(smooth_dir / f"latents_{key}.npy", mmap_mode="r")
+        tuned = generator
+        if len(frames) > 0:
+            tuning = stitch_tune(generator, ws, inv,
+                                 lambda idx: crops.batch(idx, torch.device(device)), landmarks_crop, settings,
+                                 loss=loss, frames=frames, device=device)
+            tuned, result.losses[key] = tuning.generator, tuning.losses
+        run_render(tuned, smooth_dir, [key], out_dir, render_settings, device=device)
+        del tuned
+    # One render.json naming every key (run_render wrote one per call).
+    info = json.loads((out_dir / "render.json").read_text())
+    info["keys"] = list(keys)
+    info["stitch"] = asdict(settings)
+    (out_dir / "render.json").write_text(json.dumps(info, indent=1))
     return result
