@@ -297,7 +297,8 @@ def _start_background_build(spec: ExtensionSpec):
     """A detached, low-priority child process that builds `spec` into the cache (under the lock)."""
     package_parent = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])))
-    code = (f"from videdit.ops import native\ntry:\n    native.build(native.{'CUDA' if spec.cuda else 'CPU'}_EXTENSION)\n"
+    which = "CUDA_EXTENSION" if spec.cuda else "CPU_EXTENSION"
+    code = (f"from videdit.ops import native\ntry:\n    native.build(native.{which})\n"
             "except native.BuildError:\n    pass\n")
     try:
         subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -229,14 +229,17 @@ void run_band(const Stage<Acc>& a, const Stage<Acc>& b, const PlaneShape& shape,
   }
 }
 
-// Splits planes x output rows into work items so every thread gets several.
+// Splits planes x output rows into work items so every thread gets several. Small calls run on
+// the calling thread: waking an OpenMP team costs more than they do (and much more on a busy machine).
 template <typename Body>
-void for_each_band(long long planes, int out_h, Body body) {
-  const int threads = std::max(1, at::get_num_threads());
+void for_each_band(long long planes, int out_h, long long samples_per_plane, Body body) {
+  constexpr long long kMinParallelSamples = 1 << 16;
+  const bool parallel = planes * samples_per_plane >= kMinParallelSamples;
+  const int threads = parallel ? std::max(1, at::get_num_threads()) : 1;
   long long bands = (4LL * threads + planes - 1) / planes;
   bands = std::max(1LL, std::min<long long>(bands, std::max(1, out_h / 8)));
   const long long items = planes * bands;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel && items > 1)
   for (long long item = 0; item < items; ++item) {
     const long long plane = item / bands;
     const int band = static_cast<int>(item % bands);
@@ -276,7 +279,8 @@ torch::Tensor forward(torch::Tensor x, torch::Tensor b, torch::Tensor fu, torch:
     const long long channels = x.size(1);
     const long long in_plane = static_cast<long long>(shape.in_h) * shape.in_w;
     const long long out_plane = static_cast<long long>(out_h) * out_w;
-    for_each_band(x.size(0) * channels, out_h, [&](long long p, int begin, int end) {
+    const long long mid_plane = static_cast<long long>(mid_h) * mid_w;
+    for_each_band(x.size(0) * channels, out_h, mid_plane, [&](long long p, int begin, int end) {
       auto activate = [&](int, Acc* row) {
         for (int c = 0; c < mid_w; ++c) row[c] = act.value(row[c]);
       };
@@ -316,7 +320,8 @@ torch::Tensor backward(torch::Tensor dy, torch::Tensor x, torch::Tensor b, torch
     const long long channels = x.size(1);
     const long long x_plane = static_cast<long long>(in_h) * in_w;
     const long long y_plane = static_cast<long long>(out_h) * out_w;
-    for_each_band(x.size(0) * channels, in_h, [&](long long p, int begin, int end) {
+    const long long mid_plane = static_cast<long long>(mid_h) * mid_w;
+    for_each_band(x.size(0) * channels, in_h, mid_plane, [&](long long p, int begin, int end) {
       UpRows<scalar_t, Acc> forward_rows(a_fwd, fwd_plan, in_h, in_w);
       std::vector<Acc> u(mid_w);
       auto times_derivative = [&](int row, Acc* m) {
@@ -343,7 +348,8 @@ torch::Tensor emulate_upfirdn2d(torch::Tensor x, torch::Tensor f, int upx, int u
       const scalar_t* plane = x.data_ptr<scalar_t>() + p * x.size(2) * x.size(3);
       scalar_t* out = y.data_ptr<scalar_t>() + p * out_h * out_w;
       for (int oy = 0; oy < out_h; ++oy)
-        for (int ox = 0; ox < out_w; ++ox) out[oy * out_w + ox] = upfirdn_sample<scalar_t, scalar_t>(s, plane, 0, oy, ox);
+        for (int ox = 0; ox < out_w; ++ox)
+          out[oy * out_w + ox] = upfirdn_sample<scalar_t, scalar_t>(s, plane, 0, oy, ox);
     }
   });
   return y;
@@ -364,7 +370,8 @@ void emulate_tiles(const FusedTiles<Acc>& p, const Acc* in, const Acc* in_bias, 
                                             ox0, i);
         for (int ly = 0; ly < p.tile_h && oy0 + ly < p.out_h; ++ly)
           for (int lx = 0; lx < p.tile_w && ox0 + lx < p.out_w; ++lx)
-            out[plane * p.out_h * p.out_w + (oy0 + ly) * p.out_w + ox0 + lx] = fused_tile_out<Acc>(p, mid.data(), ly, lx);
+            out[plane * p.out_h * p.out_w + (oy0 + ly) * p.out_w + ox0 + lx] =
+                fused_tile_out<Acc>(p, mid.data(), ly, lx);
       }
     }
   }
