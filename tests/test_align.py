@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.clips import astronaut, grace_hopper, make_image_folder, make_photo_clip, similarity
+from tests.clips import astronaut, make_image_folder, make_photo_clip, similarity
 from videdit.align.alignment import (
     aligned_to_unaligned_matrix,
     apply_matrix,
