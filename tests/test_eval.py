@@ -368,10 +368,12 @@ def test_evaluate_run_writes_metrics_plots_and_tables(tmp_path, models):
     assert rec["summary"]["landmark_error"]["mean"] == 0.0
     assert rec["temporal"]["warp_error_ratio"] == pytest.approx(1.0)
     assert rec["temporal"]["identity_std_global"] == pytest.approx(0.0, abs=1e-9)
+    assert rec["temporal"]["landmark_offset_jitter"] == 0.0
     shuffle = result["outputs"]["shuffle_+1"]
     assert "l2@256" not in shuffle["summary"]  # pixel metrics are for the reconstruction only
     assert shuffle["temporal"]["warp_error_ratio"] > 3.0
     assert shuffle["summary"]["landmark_error"]["mean"] > 1.0
+    assert shuffle["temporal"]["landmark_offset_jitter"] > 1.0  # the face jumps about against the input's
     assert len(shuffle["per_frame"]["identity_vs_reconstruction"]) == 5
 
     # metrics.json is strict JSON and holds what was returned.

@@ -97,8 +97,8 @@ def main(argv: list[str]) -> int:
         ours_ms = _time(lambda: metrics.ms_ssim(a, b), args.repeats)
         value = metrics.ms_ssim(a, b)
         if reference_ms_ssim is not None:
-            x = torch.from_numpy(a).permute(2, 0, 1)[None].double() / 255
-            y = torch.from_numpy(b).permute(2, 0, 1)[None].double() / 255
+            x = torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].double() / 255
+            y = torch.from_numpy(np.array(b)).permute(2, 0, 1)[None].double() / 255
             ref_ms = _time(lambda: reference_ms_ssim(x, y, data_range=1.0), args.repeats)
             diff = abs(value - reference_ms_ssim(x, y, data_range=1.0).item())
             rows.append((f"ms-ssim ref @{size}", ref_ms, "baseline"))

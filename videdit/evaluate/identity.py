@@ -127,6 +127,13 @@ def landmark_error(reference: FaceObservation, output: FaceObservation) -> float
     return float(100.0 * np.mean(np.linalg.norm(reference.landmarks - output.landmarks, axis=1)) / interocular)
 
 
+def landmark_offset(reference: FaceObservation, output: FaceObservation) -> np.ndarray:
+    """Mean displacement (x, y) in pixels of the output's landmarks from the reference's (NaN if either is missing)."""
+    if not (reference.found and output.found):
+        return np.full(2, np.nan)
+    return (output.landmarks - reference.landmarks).mean(axis=0)
+
+
 # ---------------------------------------------------------------------------------------------
 # ArcFace-family embedders (IR / IR-SE backbones with the layout of the public checkpoints)
 

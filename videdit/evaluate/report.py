@@ -112,86 +112,33 @@ def evaluate_run(run_dir, against=None, settings: EvalSettings | None = None, *,
     return metrics
 
 
-def _evaluate_sources(reference: FrameSource, outputs: dict[str, FrameSource], settings: EvalSettings, models: EvalModels) -> dict:
-    from videdit.evaluate import identity, metrics as pixel, temporal
+@dataclass
+class _OutputTrack:
+    """Everything gathered about one output (reconstruction or an edit) while streaming the frames."""
 
-    image_metrics = pixel.ImageMetrics(models.lpips if settings.lpips else None, settings.device)
-    analyzer = models.analyzer
+    source: FrameSource
+    series: dict[str, list] = field(default_factory=dict)  # per-frame values by metric name
+    embeddings: list = field(default_factory=list)
+    offsets: list = field(default_factory=list)  # mean output - input landmark position per frame
+    previous_small: np.ndarray | None = None  # last frame at the temporal metrics' size
+    resized_from: list[int] | None = None
 
-    keys = list(outputs)
-    per_frame: dict[str, dict[str, list]] = {k: {} for k in keys}
-    reference_embeddings: list = []
-    output_embeddings: dict[str, list] = {k: [] for k in keys}
-    input_warp, input_diff = [], []
-    previous_small: dict[str, np.ndarray] = {}
-    resized_from: dict[str, list[int]] = {}
-    frame_size = None
-    missing = object()
-    count = 0
-    streams = zip_longest(iter(reference), *(iter(outputs[k]) for k in keys), fillvalue=missing)
-    for index, (ref, *outs) in enumerate(streams):
-        if settings.max_frames is not None and index >= settings.max_frames:
-            break
-        if ref is missing or any(o is missing for o in outs):
-            have = {reference.label: ref is not missing, **{outputs[k].label: o is not missing for k, o in zip(keys, outs)}}
-            short = [name for name, present in have.items() if not present]
-            raise InputError(f"frame counts differ: {', '.join(short)} ended at frame {index}")
-        frame_size = (ref.shape[1], ref.shape[0])
-        ref_face = analyzer.observe(ref)
-        reference_embeddings.append(ref_face.embedding)
-        small_ref = _temporal_frame(ref, settings.flow_size)
-        flow = None
-        if "reference" in previous_small:
-            flow = temporal.backward_flow(previous_small["reference"], small_ref)
-            input_warp.append(temporal.warping_error(previous_small["reference"], small_ref, flow))
-            input_diff.append(temporal.frame_difference(previous_small["reference"], small_ref))
-        previous_small["reference"] = small_ref
-        for key, out in zip(keys, outs):
-            if out.shape != ref.shape:
-                # e.g. crops rendered at the generator's size, input crops at another: compare at the input's.
-                resized_from.setdefault(key, [out.shape[1], out.shape[0]])
-                out = temporal.resize_to(out, (ref.shape[1], ref.shape[0]))
-            series = per_frame[key]
-            if key == RECONSTRUCTION_KEY or settings.pixel_metrics_for_edits or len(keys) == 1:
-                for size in settings.sizes:
-                    for name, value in image_metrics.compare(ref, out, size).items():
-                        if value is not None:
-                            series.setdefault(f"{name}@{size_label(size)}", []).append(value)
-            out_face = analyzer.observe(out, fallback_box=ref_face.box)
-            output_embeddings[key].append(out_face.embedding)
-            series.setdefault("face_found", []).append(bool(out_face.found))
-            series.setdefault("identity_similarity", []).append(identity.cosine_similarity(ref_face.embedding, out_face.embedding))
-            if analyzer.embedder is None:
-                series.setdefault("identity_distance", []).append(identity.euclidean_distance(ref_face.embedding, out_face.embedding))
-            series.setdefault("landmark_error", []).append(identity.landmark_error(ref_face, out_face))
-            small_out = _temporal_frame(out, settings.flow_size)
-            if flow is not None:
-                series.setdefault("warp_error", []).append(temporal.warping_error(previous_small[key], small_out, flow))
-                series.setdefault("frame_difference", []).append(temporal.frame_difference(previous_small[key], small_out))
-            previous_small[key] = small_out
-        count = index + 1
-    if count == 0:
-        raise InputError(f"{reference.label} has no frames")
+    def add(self, name: str, value) -> None:
+        self.series.setdefault(name, []).append(value)
 
-    result_outputs = {}
-    for key in keys:
-        series = per_frame[key]
-        # An edit keeps who the person is: compare its faces with the reconstruction's as well.
-        if key != RECONSTRUCTION_KEY and RECONSTRUCTION_KEY in output_embeddings:
-            series["identity_vs_reconstruction"] = [
-                identity.cosine_similarity(a, b) for a, b in zip(output_embeddings[RECONSTRUCTION_KEY], output_embeddings[key])
-            ]
-        similarity = np.asarray(series["identity_similarity"], dtype=float)
-        warp_out = _nanmean(series.get("warp_error", []))
-        warp_in = _nanmean(input_warp)
-        diff_out = _nanmean(series.get("frame_difference", []))
-        diff_in = _nanmean(input_diff)
-        result_outputs[key] = {
-            "source": outputs[key].label,
-            "resized_from": resized_from.get(key),  # [width, height] when not at the reference's size
-            "per_frame": series,
-            "summary": {name: _mean_std(values) for name, values in series.items() if name != "face_found"},
-            "faces_found": int(sum(series["face_found"])),
+    def summary(self, input_warp: list, input_diff: list) -> dict:
+        from videdit.evaluate import temporal
+
+        similarity = np.asarray(self.series["identity_similarity"], dtype=float)
+        warp_out, warp_in = _nanmean(self.series.get("warp_error", [])), _nanmean(input_warp)
+        diff_out, diff_in = _nanmean(self.series.get("frame_difference", [])), _nanmean(input_diff)
+        offsets = np.asarray(self.offsets, dtype=float).reshape(-1, 2)
+        return {
+            "source": self.source.label,
+            "resized_from": self.resized_from,  # [width, height] when not at the reference's size
+            "per_frame": self.series,
+            "summary": {name: _mean_std(values) for name, values in self.series.items() if name != "face_found"},
+            "faces_found": int(sum(self.series["face_found"])),
             "temporal": {
                 "warp_error": warp_out,
                 "warp_error_input": warp_in,
@@ -201,9 +148,81 @@ def _evaluate_sources(reference: FrameSource, outputs: dict[str, FrameSource], s
                 "frame_difference_ratio": temporal.safe_ratio(diff_out, diff_in),
                 "identity_std_global": temporal.global_std(similarity),
                 "identity_std_local": temporal.local_std(similarity),
-                "identity_consistency": temporal.identity_consistency(output_embeddings[key]),
+                "identity_consistency": temporal.identity_consistency(self.embeddings),
+                # How much the face swims against the input's face from frame to frame (pixels).
+                "landmark_offset_jitter": float(np.hypot(temporal.local_std(offsets[:, 0]), temporal.local_std(offsets[:, 1]))),
             },
         }
+
+
+def _evaluate_sources(reference: FrameSource, outputs: dict[str, FrameSource], settings: EvalSettings, models: EvalModels) -> dict:
+    """Stream all sources frame by frame (one frame of each in memory) and gather every metric."""
+    from videdit.evaluate import identity, metrics as pixel, temporal
+
+    image_metrics = pixel.ImageMetrics(models.lpips if settings.lpips else None, settings.device)
+    analyzer = models.analyzer
+    tracks = {key: _OutputTrack(source) for key, source in outputs.items()}
+    pixel_keys = {k for k in tracks if k == RECONSTRUCTION_KEY or settings.pixel_metrics_for_edits or len(tracks) == 1}
+    reference_embeddings: list = []
+    input_warp, input_diff = [], []
+    previous_ref = None
+    frame_size = None
+    count = 0
+    missing = object()
+    streams = zip_longest(reference, *(track.source for track in tracks.values()), fillvalue=missing)
+    for index, (ref, *outs) in enumerate(streams):
+        if settings.max_frames is not None and index >= settings.max_frames:
+            break
+        if ref is missing or any(o is missing for o in outs):
+            ended = [src.label for src, frame in zip((reference, *outputs.values()), (ref, *outs)) if frame is missing]
+            raise InputError(f"frame counts differ: {', '.join(ended)} ended at frame {index}")
+        frame_size = (ref.shape[1], ref.shape[0])
+        ref_face = analyzer.observe(ref)
+        reference_embeddings.append(ref_face.embedding)
+        # Flow between consecutive input frames: where each pixel should come from, for every output.
+        small_ref = _temporal_frame(ref, settings.flow_size)
+        flow = None
+        if previous_ref is not None:
+            flow = temporal.backward_flow(previous_ref, small_ref)
+            input_warp.append(temporal.warping_error(previous_ref, small_ref, flow))
+            input_diff.append(temporal.frame_difference(previous_ref, small_ref))
+        previous_ref = small_ref
+
+        for (key, track), out in zip(tracks.items(), outs):
+            if out.shape != ref.shape:
+                # e.g. crops rendered at the generator's size, input crops at another: compare at the input's.
+                track.resized_from = track.resized_from or [out.shape[1], out.shape[0]]
+                out = temporal.resize_to(out, (ref.shape[1], ref.shape[0]))
+            if key in pixel_keys:
+                for size in settings.sizes:
+                    for name, value in image_metrics.compare(ref, out, size).items():
+                        if value is not None:
+                            track.add(f"{name}@{size_label(size)}", value)
+            out_face = analyzer.observe(out, fallback_box=ref_face.box)
+            track.embeddings.append(out_face.embedding)
+            track.offsets.append(identity.landmark_offset(ref_face, out_face))
+            track.add("face_found", bool(out_face.found))
+            track.add("identity_similarity", identity.cosine_similarity(ref_face.embedding, out_face.embedding))
+            if analyzer.embedder is None:
+                track.add("identity_distance", identity.euclidean_distance(ref_face.embedding, out_face.embedding))
+            track.add("landmark_error", identity.landmark_error(ref_face, out_face))
+            small_out = _temporal_frame(out, settings.flow_size)
+            if flow is not None:
+                track.add("warp_error", temporal.warping_error(track.previous_small, small_out, flow))
+                track.add("frame_difference", temporal.frame_difference(track.previous_small, small_out))
+            track.previous_small = small_out
+        count = index + 1
+    if count == 0:
+        raise InputError(f"{reference.label} has no frames")
+
+    # An edit should keep who the person is: compare its faces with the reconstruction's as well.
+    if RECONSTRUCTION_KEY in tracks:
+        for key, track in tracks.items():
+            if key != RECONSTRUCTION_KEY:
+                track.series["identity_vs_reconstruction"] = [
+                    identity.cosine_similarity(a, b) for a, b in zip(tracks[RECONSTRUCTION_KEY].embeddings, track.embeddings)
+                ]
+    result_outputs = {key: track.summary(input_warp, input_diff) for key, track in tracks.items()}
     return {
         "schema": SCHEMA_VERSION,
         "reference": reference.label,
@@ -424,6 +443,7 @@ _ROWS_FOR_COMPARE = (
     ("identity std global", lambda o: o["temporal"].get("identity_std_global"), "{:.4f}"),
     ("identity std local", lambda o: o["temporal"].get("identity_std_local"), "{:.4f}"),
     ("landmark error (%)", lambda o: o["summary"].get("landmark_error", {}).get("mean"), "{:.2f}"),
+    ("landmark jitter (px)", lambda o: o["temporal"].get("landmark_offset_jitter"), "{:.2f}"),
     ("warping error", lambda o: o["temporal"].get("warp_error"), "{:.2f}"),
     ("warping error / input", lambda o: o["temporal"].get("warp_error_ratio"), "{:.2f}"),
     ("frame diff / input", lambda o: o["temporal"].get("frame_difference_ratio"), "{:.2f}"),
