@@ -334,45 +334,13 @@ def check_state_dict(
         raise CheckpointError(f"{where}: unexpected key(s) {_list_keys(unexpected)}{suffix}")
 
 
-def _construct(cls: type, kwargs: dict[str, Any], where: Path, *, on_meta: bool) -> torch.nn.Module:
-    if on_meta:
-        try:
-            with torch.device("meta"):
-                return cls(**kwargs)
-        except Exception:  # noqa: BLE001 - an optimisation only: the CPU path below reports real errors
-            pass
-    try:
-        with torch.device("cpu"):
-            return cls(**kwargs)
-    except (TypeError, ValueError, AssertionError, KeyError) as err:
-        detail = _first_line(err)
-        raise CheckpointError(f"{where}: cannot build {cls.__name__} from the recorded arguments ({detail})") from None
-
-
-def _is_meta(net: torch.nn.Module) -> bool:
-    return any(t.is_meta for t in net.state_dict().values())
-
-
-def _meta_tensors(net: torch.nn.Module) -> list[str]:
-    """Names of tensors (parameters, buffers, plain tensor attributes) still on the meta device."""
-    found = [name for name, t in net.named_parameters() if t.is_meta]
-    found += [name for name, t in net.named_buffers() if t.is_meta]
-    for module_name, module in net.named_modules():
-        for attr, value in vars(module).items():
-            values = value if isinstance(value, (list, tuple)) else [value]
-            if any(isinstance(v, torch.Tensor) and v.is_meta for v in values):
-                found.append(f"{module_name}.{attr}" if module_name else attr)
-    return found
-
-
 def build_network(
     checkpoint: NetworkCheckpoint, device: str | torch.device = "cpu", init_kwargs: dict[str, Any] | None = None
 ) -> torch.nn.Module:
     """Construct the checkpoint's network class and load its state strictly.
 
     `init_kwargs` overrides the file's kwargs; plain generator state dicts without either get kwargs
-    inferred from the state dict (see `infer_generator_kwargs`). The checkpoint's tensors may be used in
-    place, without a copy, when the device is the CPU.
+    inferred from the state dict (see `infer_generator_kwargs`).
     """
     where = checkpoint.path
     cls = _resolve_class(checkpoint.class_path, where)
@@ -386,25 +354,20 @@ def build_network(
         except CheckpointError as err:
             raise CheckpointError(f"{where}: {err}") from None
         hint = "the generator configuration was guessed from the state dict; pass init_kwargs if it differs"
+    # Built on the CPU with its random initialisation, then overwritten. Building on the meta device
+    # instead (load_state_dict(assign=True)) makes repeated loads 4x faster, but its first use in a
+    # process imports torch._dynamo, which costs more than it saves for the usual one or two loads.
+    try:
+        with torch.device("cpu"):
+            net = cls(**kwargs)
+    except (TypeError, ValueError, AssertionError, KeyError) as err:
+        detail = _first_line(err)
+        raise CheckpointError(f"{where}: cannot build {cls.__name__} from the recorded arguments ({detail})") from None
+
     state = dict(checkpoint.state_dict)
     if checkpoint.kind == "generator":
         _tolerate_transform(state, where)
-    net = _construct(cls, kwargs, where, on_meta=True)
-    expected = net.state_dict()
-    check_state_dict(expected, state, str(where), hint)
-    for name, value in expected.items():
-        if state[name].dtype != value.dtype:
-            state[name] = state[name].to(value.dtype)
-    if _is_meta(net):
-        # Skipping the random initialisation halves the load time of a 1024 generator. The file's
-        # tensors become the network's (assign=True); anything the constructor computed that is not
-        # in the state dict would be left on the meta device, so then build it for real instead.
-        net.load_state_dict(state, strict=True, assign=True)
-        leftovers = _meta_tensors(net)
-        if not leftovers:
-            return net.to(device).eval().requires_grad_(False)
-        log.debug("%s: %s not in the state dict; constructing on the CPU", where, ", ".join(leftovers[:3]))
-    net = _construct(cls, kwargs, where, on_meta=False)
+    check_state_dict(net.state_dict(), state, str(where), hint)
     net.load_state_dict(state, strict=True)
     return net.to(device).eval().requires_grad_(False)
 
