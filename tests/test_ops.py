@@ -178,20 +178,28 @@ def test_filtered_lrelu_fast_equals_ref(config, monkeypatch):
         strips = ops.filtered_lrelu(x, b=b, **kwargs)
     assert whole.shape == ref.shape == strips.shape
     assert _close(whole, ref) and _close(strips, ref)
-    # Backward (autograd path), w.r.t. x and b.
+    # Backward w.r.t. x and b: plain autograd, then recomputed strips (checkpointing).
     xr = x.clone().requires_grad_(True)
     br = None if b is None else b.clone().requires_grad_(True)
+    inputs = [xr] if br is None else [xr, br]
     weight = torch.randn(ref.shape, generator=gen)
-    grads = {}
-    for impl in ["fast", "ref"]:
-        y = ops.filtered_lrelu(xr, b=br, impl=impl, **kwargs)
-        inputs = [xr] if br is None else [xr, br]
-        grads[impl] = torch.autograd.grad((y * weight).sum(), inputs)
-    for a, r in zip(grads["fast"], grads["ref"]):
-        assert _close(a, r)
+    y_ref = ops.filtered_lrelu(xr, b=br, impl="ref", **kwargs)
+    grads_ref = torch.autograd.grad((y_ref * weight).sum(), inputs)
+    monkeypatch.setattr(filtered_lrelu_module, "STRIP_BYTES", 30000)  # a few strips
+    for checkpoint_bytes in [1 << 40, 0]:
+        monkeypatch.setattr(filtered_lrelu_module, "CHECKPOINT_BYTES", checkpoint_bytes)
+        y = ops.filtered_lrelu(xr, b=br, **kwargs)
+        assert _close(y, ref)
+        grads = torch.autograd.grad((y * weight).sum(), inputs)
+        for a, r in zip(grads, grads_ref):
+            assert _close(a, r)
 
 
-def test_filtered_lrelu_gradcheck():
+@pytest.mark.parametrize("checkpointed", [False, True])
+def test_filtered_lrelu_gradcheck(checkpointed, monkeypatch):
+    if checkpointed:
+        monkeypatch.setattr(filtered_lrelu_module, "CHECKPOINT_BYTES", 0)
+        monkeypatch.setattr(filtered_lrelu_module, "STRIP_BYTES", 500)
     gen = torch.Generator().manual_seed(4)
     x = torch.randn([1, 2, 8, 8], generator=gen, dtype=torch.float64, requires_grad=True)
     b = torch.randn([2], generator=gen, dtype=torch.float64, requires_grad=True)

@@ -2,43 +2,156 @@
 
 Fast path:
 * the activation gain is folded into the upsampling filter (lrelu(g*x) = g*lrelu(x) for g > 0);
-* the up and down passes are videdit.ops.upfirdn2d's polyphase / strided depthwise convolutions;
-* without autograd the op runs in horizontal strips of the output, so the 4x-sized upsampled
-  intermediate only ever exists one strip at a time (peak memory ~ input + output).
+* the up and down passes are videdit.ops.upfirdn2d's transposed / strided depthwise convolutions;
+* the op runs in horizontal strips of the output, so the 4x-sized upsampled intermediate only ever
+  exists one strip at a time: without autograd always, with autograd when that intermediate would
+  be large (the strips are then recomputed in the backward pass, like gradient checkpointing, and
+  only the op's input is kept for backward);
+* with autograd, a clamp that does not bite is skipped (same values, no masks to keep).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from videdit.ops import reference
 from videdit.ops._params import check_impl, filter_taps, parse_resample
 from videdit.ops.upfirdn2d import upfirdn2d
 
-# Size of the upsampled intermediate of one strip (bytes); small enough to stay in cache-friendly
-# territory, large enough that the filter halo recomputed between strips stays a few percent.
+# Upsampled intermediate of one strip (bytes): small enough to stay cheap, large enough that the
+# filter halo recomputed between strips stays a few percent.
 STRIP_BYTES = 48 << 20
+# With autograd, intermediates above this size (bytes) switch to recomputed strips.
+CHECKPOINT_BYTES = 256 << 20
 
 
-def _activate_(x, slope: float, clamp, gain: float = 1.0):
-    """In-place leaky ReLU, gain and clamp on a tensor we own."""
-    F.leaky_relu_(x, slope)
-    if gain != 1:
-        x.mul_(gain)
-    if clamp is not None and clamp >= 0:
-        x.clamp_(-clamp, clamp)
+@dataclass(frozen=True)
+class _Settings:
+    fu: object
+    fd: object
+    up: int
+    down: int
+    padx0: int
+    padx1: int
+    pady0: int
+    pady1: int
+    up_gain: float  # up^2, times the activation gain when that is folded into fu
+    post_gain: float  # activation gain applied after the lrelu (1 when folded)
+    slope: float
+    clamp: object
+    flip_filter: bool
+
+
+def _activate(x, s: _Settings, inplace: bool):
+    """lrelu(slope) * post_gain, clamped. In place on a tensor we own when autograd is off."""
+    clamp = s.clamp if (s.clamp is not None and s.clamp >= 0) else None
+    if inplace:
+        F.leaky_relu_(x, s.slope)
+        if s.post_gain != 1:
+            x.mul_(s.post_gain)
+        return x.clamp_(-clamp, clamp) if clamp is not None else x
+    x = F.leaky_relu(x, s.slope)
+    if s.post_gain != 1:
+        x = x * s.post_gain
+    if clamp is not None:
+        lo, hi = torch.aminmax(x.detach())
+        if lo.item() < -clamp or hi.item() > clamp:  # skipping a no-op clamp saves its masks
+            x = x.clamp(-clamp, clamp)
     return x
 
 
-def _activate(x, slope: float, clamp, gain: float = 1.0):
-    x = F.leaky_relu(x, slope)
-    if gain != 1:
-        x = x * gain
-    if clamp is not None and clamp >= 0:
-        x = x.clamp(-clamp, clamp)
-    return x
+def _forward(x, b, s: _Settings, pady0: int, pady1: int):
+    """bias -> up -> activation -> down on x (a whole map or a strip with its own y padding)."""
+    if b is not None:
+        x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
+    t = upfirdn2d(x, s.fu, up=s.up, padding=[s.padx0, s.padx1, pady0, pady1], gain=s.up_gain,
+                  flip_filter=s.flip_filter)
+    grad = torch.is_grad_enabled() and t.requires_grad
+    return upfirdn2d(_activate(t, s, inplace=not grad), s.fd, down=s.down, flip_filter=s.flip_filter)
+
+
+def _sizes(x, s: _Settings):
+    n, c, h, w = x.shape
+    ku_x, ku = filter_taps(s.fu)
+    kd_x, kd = filter_taps(s.fd)
+    tmp_h = h * s.up + s.pady0 + s.pady1 - ku + 1
+    tmp_w = w * s.up + s.padx0 + s.padx1 - ku_x + 1
+    out_h = (tmp_h - kd) // s.down + 1
+    out_w = (tmp_w - kd_x) // s.down + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError("filtered_lrelu: the padding and filters leave no output samples")
+    return tmp_h, tmp_w, out_h, out_w, ku, kd
+
+
+def _strips(x, s: _Settings):
+    """Yield (r0, r1, i_lo, i_hi, pad0, pad1): output rows r0:r1 come from input rows i_lo:i_hi with
+    y padding pad0, pad1."""
+    n, c, h, _ = x.shape
+    tmp_h, tmp_w, out_h, _, ku, kd = _sizes(x, s)
+    tmp_rows = max(1, STRIP_BYTES // max(1, n * c * tmp_w * x.element_size()))
+    rows = max(1, (tmp_rows - kd) // s.down + 1)
+    for r0 in range(0, out_h, rows):
+        r1 = min(out_h, r0 + rows)
+        j0, j1 = r0 * s.down, (r1 - 1) * s.down + kd  # upsampled rows this strip needs
+        # Upsampled row j reads padded rows j..j+ku-1, i.e. input rows (q - pady0) / up.
+        i_lo = min(max(0, (j0 - s.pady0) // s.up), h - 1)
+        i_hi = max(min(h, (j1 + ku - 2 - s.pady0) // s.up + 1), i_lo + 1)
+        pad0 = s.pady0 - j0 + i_lo * s.up
+        pad1 = (j1 - j0) - 1 + ku - (i_hi - i_lo) * s.up - pad0
+        yield r0, r1, i_lo, i_hi, pad0, pad1
+
+
+def _forward_strips(x, b, s: _Settings):
+    """The whole op, strip by strip, without autograd."""
+    n, c, _, _ = x.shape
+    _, _, out_h, out_w, _, _ = _sizes(x, s)
+    out = None
+    for r0, r1, i_lo, i_hi, pad0, pad1 in _strips(x, s):
+        y = _forward(x[:, :, i_lo:i_hi], b, s, pad0, pad1)
+        if r0 == 0 and r1 == out_h:
+            return y
+        if out is None:
+            out = torch.empty([n, c, out_h, out_w], dtype=y.dtype, device=y.device,
+                              memory_format=torch.channels_last)
+        out[:, :, r0:r1] = y
+    return out
+
+
+class _CheckpointedStrips(torch.autograd.Function):
+    """Forward in strips without keeping intermediates; backward recomputes each strip with autograd."""
+
+    @staticmethod
+    def forward(ctx, x, b, s: _Settings):
+        ctx.settings = s
+        ctx.save_for_backward(x, b)
+        with torch.no_grad():
+            return _forward_strips(x, b, s)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x, b = ctx.saved_tensors
+        s = ctx.settings
+        need_x, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x = torch.zeros_like(x, memory_format=torch.channels_last) if need_x else None
+        grad_b = torch.zeros_like(b) if need_b else None
+        for r0, r1, i_lo, i_hi, pad0, pad1 in _strips(x, s):
+            xs = x[:, :, i_lo:i_hi].detach().requires_grad_(need_x)
+            bs = None if b is None else b.detach().requires_grad_(need_b)
+            with torch.enable_grad():
+                ys = _forward(xs, bs, s, pad0, pad1)
+                inputs = [t for t, need in ((xs, need_x), (bs, need_b)) if need]
+                grads = torch.autograd.grad(ys, inputs, grad_out[:, :, r0:r1])
+            grads = list(grads)
+            if need_x:
+                grad_x[:, :, i_lo:i_hi] += grads.pop(0)
+            if need_b:
+                grad_b += grads.pop(0)
+        return grad_x, grad_b, None
 
 
 def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=math.sqrt(2), slope=0.2,
@@ -47,6 +160,7 @@ def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=ma
     +-clamp, then filter with fd and keep every `down`-th sample.
 
     fu, fd: 1-D (separable) or 2-D filters, or None. padding: int, [x, y] or [x0, x1, y0, y1].
+    Differentiable w.r.t. x and b (and, on the unstripped path, the filters).
     """
     if check_impl(impl) == "ref":
         return reference.filtered_lrelu(x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain,
@@ -54,56 +168,17 @@ def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=ma
     rs = parse_resample(up, down, padding)
     if (rs.upx, rs.downx) != (rs.upy, rs.downy):
         raise ValueError("filtered_lrelu takes one up and one down factor for both axes")
-    up, down = rs.upx, rs.downx
     gain = float(gain)
-    up_gain = up ** 2 * gain if gain > 0 else up ** 2
-    post_gain = 1.0 if gain > 0 else gain
-    grad_needed = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, b, fu, fd))
-    if grad_needed or post_gain != 1.0:
-        if b is not None:
-            x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
-        x = upfirdn2d(x, fu, up=up, padding=padding, gain=up_gain, flip_filter=flip_filter)
-        x = _activate(x, slope, clamp, post_gain) if grad_needed else _activate_(x, slope, clamp, post_gain)
-        return upfirdn2d(x, fd, down=down, flip_filter=flip_filter)
-    return _filtered_lrelu_strips(x, fu, fd, b, up, down, rs, up_gain, slope, clamp, flip_filter)
-
-
-def _filtered_lrelu_strips(x, fu, fd, b, up, down, rs, up_gain, slope, clamp, flip_filter):
-    """The same computation, output rows in strips (no autograd)."""
-    n, c, h, w = x.shape
-    _, ku = filter_taps(fu)
-    _, kd = filter_taps(fd)
-    ku_x, _ = filter_taps(fu)
-    kd_x, _ = filter_taps(fd)
-    tmp_h = h * up + rs.pady0 + rs.pady1 - ku + 1
-    tmp_w = w * up + rs.padx0 + rs.padx1 - ku_x + 1
-    out_h = (tmp_h - kd) // down + 1
-    out_w = (tmp_w - kd_x) // down + 1
-    if out_h < 1 or out_w < 1:
-        raise ValueError("filtered_lrelu: the padding and filters leave no output samples")
-    tmp_rows = max(1, STRIP_BYTES // max(1, n * c * tmp_w * x.element_size()))
-    rows = max(1, (tmp_rows - kd) // down + 1)
-    if rows >= out_h:
-        # One strip: the whole map.
-        if b is not None:
-            x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
-        t = upfirdn2d(x, fu, up=up, padding=[rs.padx0, rs.padx1, rs.pady0, rs.pady1], gain=up_gain,
-                      flip_filter=flip_filter)
-        return upfirdn2d(_activate_(t, slope, clamp), fd, down=down, flip_filter=flip_filter)
-    out = torch.empty([n, c, out_h, out_w], dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-    bias = None if b is None else b.to(x.dtype).reshape(1, -1, 1, 1)
-    for r0 in range(0, out_h, rows):
-        r1 = min(out_h, r0 + rows)
-        j0, j1 = r0 * down, (r1 - 1) * down + kd  # upsampled rows this strip needs
-        # Input rows those depend on: upsampled row j reads padded row j..j+ku-1 = input (q - pad0) / up.
-        i_lo = min(max(0, (j0 - rs.pady0) // up), h - 1)
-        i_hi = max(min(h, (j1 + ku - 2 - rs.pady0) // up + 1), i_lo + 1)
-        pad0 = rs.pady0 - j0 + i_lo * up
-        pad1 = (j1 - j0) - 1 + ku - (i_hi - i_lo) * up - pad0
-        xs = x[:, :, i_lo:i_hi]
-        xs = xs + bias if bias is not None else xs
-        t = upfirdn2d(xs, fu, up=up, padding=[rs.padx0, rs.padx1, pad0, pad1], gain=up_gain,
-                      flip_filter=flip_filter)
-        out[:, :, r0:r1] = upfirdn2d(_activate_(t, slope, clamp), fd, down=down, flip_filter=flip_filter)
-    return out
+    fold = gain > 0
+    s = _Settings(fu=fu, fd=fd, up=rs.upx, down=rs.downx, padx0=rs.padx0, padx1=rs.padx1, pady0=rs.pady0,
+                  pady1=rs.pady1, up_gain=rs.upx ** 2 * (gain if fold else 1.0),
+                  post_gain=1.0 if fold else gain, slope=float(slope), clamp=clamp, flip_filter=flip_filter)
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, b, fu, fd))
+    if not grad:
+        return _forward_strips(x, b, s)
+    filters_need_grad = any(t is not None and t.requires_grad for t in (fu, fd))
+    tmp_h, tmp_w, _, _, _, _ = _sizes(x, s)
+    tmp_bytes = x.shape[0] * x.shape[1] * tmp_h * tmp_w * x.element_size()
+    if tmp_bytes > CHECKPOINT_BYTES and not filters_need_grad:
+        return _CheckpointedStrips.apply(x, b, s)
+    return _forward(x, b, s, s.pady0, s.pady1)

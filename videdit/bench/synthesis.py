@@ -1,0 +1,120 @@
+"""Benchmark: whole StyleGAN3 synthesis, fast ops vs the literal reference ops, same run.
+
+    python -m videdit.bench synthesis [--cases r1024-fwd,t256-fwdbwd] [--threads N] [--batch N]
+
+* r1024-fwd: StyleGAN3-R 1024 (the real kwargs: channel_base 65536, channel_max 1024, 1x1 convs,
+  radial filters), one image, forward without autograd.
+* t256-fwdbwd: StyleGAN3-T 256, forward + backward of an L2 loss to ws and every synthesis
+  parameter (what pivotal tuning does).
+
+Weights are random (seeded; no pretrained weights are needed to time the maths). Each measurement
+runs in its own subprocess: wall time, CPU time of the process (steadier than wall time on a shared
+machine; equal to compute time with one thread), and peak memory = maximum RSS minus the RSS just before the
+forward pass (the generator's weights are excluded). The fast and reference outputs (and gradients)
+are compared: max |difference| relative to the largest reference value.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from videdit.bench.ops import current_rss_mb, peak_rss_mb, run_worker
+
+CASES = {
+    "r1024-fwd": ("r_config_kwargs", 1024, False),
+    "t256-fwdbwd": ("t_config_kwargs", 256, True),
+}
+
+
+def _worker(spec: dict) -> dict:
+    import torch
+
+    from videdit.networks import stylegan3
+
+    torch.set_num_threads(spec["threads"])
+    factory, resolution, backward = CASES[spec["case"]]
+    torch.manual_seed(0)
+    G = stylegan3.Generator(**getattr(stylegan3, factory)(resolution))
+    gen = torch.Generator().manual_seed(1)
+    z = torch.randn([spec["batch"], G.z_dim], generator=gen)
+    with torch.no_grad():
+        ws = G.mapping(z, truncation_psi=0.7)
+    target = torch.randn([spec["batch"], 3, resolution, resolution], generator=gen) * 0.5
+    base = current_rss_mb()
+    start, start_cpu = time.perf_counter(), time.process_time()
+    if backward:
+        ws.requires_grad_(True)
+        img = G.synthesis(ws, impl=spec["impl"])
+        loss = (img - target).square().mean()
+        params = [p for p in G.synthesis.parameters()]
+        grads = torch.autograd.grad(loss, [ws] + params)
+    else:
+        with torch.no_grad():
+            img = G.synthesis(ws, impl=spec["impl"])
+        grads = []
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    result = {"time_s": elapsed, "cpu_s": cpu, "peak_mb": peak_rss_mb() - base, "rss_before_mb": base}
+    if spec.get("save"):
+        torch.save({"img": img.detach().contiguous(), "grads": [g.contiguous() for g in grads]}, spec["save"])
+    return result
+
+
+def _compare(path_fast: str, path_ref: str) -> dict:
+    import torch
+
+    fast, ref = torch.load(path_fast), torch.load(path_ref)
+
+    def rel(a, b):
+        return ((a - b).abs().max() / b.abs().max().clamp(min=1e-30)).item()
+
+    out = {"img": (fast["img"] - ref["img"]).abs().max().item(), "img_scale": ref["img"].abs().max().item()}
+    if ref["grads"]:
+        out["grad_ws"] = rel(fast["grads"][0], ref["grads"][0])
+        out["grad_params_worst"] = max(rel(a, b) for a, b in zip(fast["grads"][1:], ref["grads"][1:]))
+    return out
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m videdit.bench synthesis", description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", default="r1024-fwd,t256-fwdbwd", help="comma list of: " + ", ".join(CASES))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--impls", default="fast,ref")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(_worker(json.loads(args.worker))))
+        return 0
+    ok = True
+    print(f"videdit synthesis benchmark: batch {args.batch}, {args.threads} thread(s), random weights; "
+          "peak = max RSS above the RSS before the forward pass")
+    with tempfile.TemporaryDirectory(prefix="videdit-bench-synthesis-") as tmp:
+        for case in [c.strip() for c in args.cases.split(",") if c.strip()]:
+            if case not in CASES:
+                raise SystemExit(f"unknown case {case!r}; known: {', '.join(CASES)}")
+            results = {}
+            for impl in args.impls.split(","):
+                spec = dict(case=case, impl=impl, threads=args.threads, batch=args.batch,
+                            save=str(Path(tmp) / f"{case}-{impl}.pt"))
+                results[impl] = r = run_worker("synthesis", spec)
+                if "error" in r:
+                    print(f"{case:12s} {impl:5s} ERROR {r['error']}", flush=True)
+                    ok = False
+                else:
+                    print(f"{case:12s} {impl:5s} wall {r['time_s']:9.2f} s  cpu {r['cpu_s']:9.2f} s  "
+                          f"peak {r['peak_mb'] / 1024:7.2f} GiB", flush=True)
+            fast, ref = results.get("fast", {}), results.get("ref", {})
+            if "time_s" in fast and "time_s" in ref:
+                cmp = _compare(str(Path(tmp) / f"{case}-fast.pt"), str(Path(tmp) / f"{case}-ref.pt"))
+                same = cmp["img"] <= 1e-4 * max(1.0, cmp["img_scale"]) and cmp.get("grad_params_worst", 0) <= 1e-3 \
+                    and cmp.get("grad_ws", 0) <= 1e-3
+                ok &= same
+                print(f"{case:12s} fast vs ref: {ref['time_s'] / fast['time_s']:.2f}x faster (wall), "
+                      f"{ref['cpu_s'] / fast['cpu_s']:.2f}x (cpu time), "
+                      f"peak memory {fast['peak_mb'] / ref['peak_mb']:.3f} of ref; "
+                      + ", ".join(f"{k} {v:.2e}" for k, v in cmp.items())
+                      + ("  (identical up to float32 round-off)" if same else "  MISMATCH"), flush=True)
+    return 0 if ok else 1
