@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from os import PathLike
@@ -40,7 +41,8 @@ class CompositeSettings:
     grow_forehead: how far the brows are copied upward, in brow-to-chin distances.
     color_match: match the render's low frequencies to the frame's around the mask border.
     save_masks: also write masks.mp4. crf: H.264 quality of the outputs.
-    stitch: STIT-style stitching tuning of the generator (needs the tune stage; see run_composite).
+    stitch: STIT-style stitching tuning of the generator before compositing (run_composite needs the
+    generator and the smooth folder then); stitch_steps / stitch_lr: its Adam steps and learning rate.
     seam_every: measure the seam factor on every n-th composited frame (0 = never).
     """
 
@@ -51,6 +53,8 @@ class CompositeSettings:
     save_masks: bool = False
     crf: int = 18
     stitch: bool = False
+    stitch_steps: int = 100
+    stitch_lr: float = 3e-4
     seam_every: int = 5
 
     def __post_init__(self):
@@ -134,20 +138,38 @@ def run_composite(
     keys: Sequence[str] | None,
     out_dir: str | PathLike,
     settings: CompositeSettings | None = None,
+    *,
+    generator=None,
+    smooth_dir: str | PathLike | None = None,
+    device: str = "cpu",
 ) -> CompositeResult:
     """Composite render_dir/<key>/%06d.png into the frames of source_video for each key (None = all).
 
     Writes out_dir/<key>.mp4 at the source's size, fps, timestamps and audio (and masks.mp4 with
     settings.save_masks). Frames where align found no face are copied unchanged.
+
+    With settings.stitch, the generator (module or checkpoint path, the tuned one) is first
+    stitching-tuned per key (`videdit.stages.stitch.run_stitch`, latents and transforms from
+    smooth_dir) and the stitched renders are composited instead; their crop videos stay in
+    out_dir/stitched/.
     """
     from videdit import compositing as C
     from videdit.io.video import VideoReader, VideoWriter
 
     settings = settings or CompositeSettings()
-    if settings.stitch:
-        log.warning("composite: stitching tuning is not available yet; compositing without it")
     source_video, align_dir, render_dir, out_dir = (Path(p) for p in (source_video, align_dir, render_dir, out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
+    stitched_dir = None
+    if settings.stitch:
+        if generator is None or smooth_dir is None:
+            raise InputError("composite: stitch=true needs the tuned generator and the smooth folder")
+        from videdit.stages.stitch import StitchSettings, run_stitch
+
+        layout_keys = list(keys) if keys is not None else list(read_render_layout(render_dir).keys)
+        stitched_dir = out_dir / "stitched"
+        run_stitch(generator, align_dir, smooth_dir, render_dir, layout_keys, stitched_dir,
+                   StitchSettings(steps=settings.stitch_steps, lr=settings.stitch_lr), device=device)
+        render_dir = stitched_dir
 
     transforms_path = align_dir / "transforms.npz"
     if not transforms_path.is_file():
@@ -223,6 +245,9 @@ def run_composite(
             raise InputError(f"composite: {source_video} has {index + 1} frames but {n_frames} were aligned; "
                              "run the align stage again")
 
+    if stitched_dir is not None:  # the stitched frames were only needed here; their videos stay
+        for key in keys:
+            shutil.rmtree(stitched_dir / key, ignore_errors=True)
     result.seam_factor = {key: tally.factor() for key, tally in tallies.items()}
     result.stats = out_dir / STATS_FILE
     result.stats.write_text(json.dumps({
