@@ -458,10 +458,14 @@ def test_against_the_source_video_compares_full_frames(tmp_path, models):
 
 def test_identity_model_choice(tmp_path):
     from videdit.errors import MissingWeightsError
+    from videdit.evaluate.report import identity_embedder
 
     with pytest.raises(MissingWeightsError, match="model_ir_se50.pth"):
         load_models(EvalSettings(identity_model="arcface", weights_dir=tmp_path, lpips=False))
+    skipped = {}
+    assert identity_embedder(EvalSettings(weights_dir=tmp_path), skipped) is None and "arcface" in skipped
     torch.save(identity.build_ir_backbone((1, 1, 1, 1), squeeze_excite=True).state_dict(), tmp_path / "model_ir_se50.pth")
-    chosen = load_models(EvalSettings(identity_model="auto", weights_dir=tmp_path, lpips=False))
-    assert chosen.analyzer.model_name == "arcface:model_ir_se50.pth" and "arcface" not in chosen.skipped
-    assert chosen.lpips is None and "lpips" in chosen.skipped
+    skipped = {}
+    chosen = identity_embedder(EvalSettings(identity_model="auto", weights_dir=tmp_path), skipped)
+    assert chosen.name == "arcface:model_ir_se50.pth" and not skipped
+    assert identity_embedder(EvalSettings(identity_model="dlib", weights_dir=tmp_path), {}) is None

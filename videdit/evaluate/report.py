@@ -65,7 +65,7 @@ def load_models(settings: EvalSettings | None = None) -> EvalModels:
         (notes if status.model is not None else skipped)["lpips"] = status.reason
     else:
         skipped["lpips"] = "turned off in the settings"
-    analyzer = identity.FaceAnalyzer(settings.detect_size, embedder=_identity_embedder(settings, skipped))
+    analyzer = identity.FaceAnalyzer(settings.detect_size, embedder=identity_embedder(settings, skipped))
     notes["identity"] = analyzer.model_name
     return EvalModels(analyzer, lpips_model, notes, skipped)
 
@@ -107,7 +107,12 @@ def evaluate_run(run_dir, against=None, settings: EvalSettings | None = None, *,
     if settings.write:
         out_dir = run / EVAL_FOLDER
         out_dir.mkdir(exist_ok=True)
-        metrics["plots"] = _write_plots(run, metrics, out_dir) if settings.plots else []
+        metrics["plots"] = []
+        if settings.plots:
+            try:
+                metrics["plots"] = _write_plots(run, metrics, out_dir)
+            except ImportError:  # matplotlib is an optional dependency (the `eval` extra)
+                metrics["skipped"]["plots"] = "matplotlib is not installed (pip install 'videdit[eval]')"
         write_metrics(metrics, out_dir / METRICS_FILE)
     return metrics
 
@@ -242,8 +247,11 @@ def _evaluate_sources(reference: FrameSource, outputs: dict[str, FrameSource], s
     }
 
 
-def _identity_embedder(settings: EvalSettings, skipped: dict[str, str]):
-    """ArcFace-family embedder when asked for or when its weights are present; None means dlib's."""
+def identity_embedder(settings: EvalSettings, skipped: dict[str, str]):
+    """ArcFace-family embedder when asked for or when its weights are present; None means dlib's.
+
+    Why ArcFace is not used, when it is not, goes into `skipped`.
+    """
     from videdit.errors import MissingWeightsError
     from videdit.evaluate import identity
 
