@@ -488,7 +488,7 @@ def _stitch_case(steps: int, lr: float):
 def test_stitch_tuning_leaves_the_input_and_the_frozen_layers():
     from videdit.stages.tune import frozen_parameter_names
 
-    G, before, result, edit, frame, stitched, boundary, inside = _stitch_case(steps=2, lr=1e-2)
+    G, before, result, edit, frame, stitched, boundary, inside = _stitch_case(steps=1, lr=1e-2)
     assert boundary.sum() > 0 and inside.sum() > 0 and not (boundary * inside).any()
     for key, value in G.state_dict().items():
         assert (value == before[key]).all(), key
@@ -496,7 +496,7 @@ def test_stitch_tuning_leaves_the_input_and_the_frozen_layers():
     for name in frozen_parameter_names(G):
         assert (tuned[name] == before[name]).all(), name
     assert any(not (tuned[k] == before[k]).all() for k in tuned if k.startswith("synthesis.L"))
-    assert len(result.losses) == 2 and result.losses[0]["boundary"] == pytest.approx(0.25, rel=1e-4)
+    assert len(result.losses) == 1 and result.losses[0]["boundary"] == pytest.approx(0.25, rel=1e-4)
 
 
 @pytest.mark.slow
