@@ -55,14 +55,21 @@ class FaceDetection:
         return float(np.sqrt(max(width, 1.0) * max(height, 1.0)))
 
 
-def _resize(image: np.ndarray, scale: float) -> np.ndarray:
+def _resize(image: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """image (HxW or HxWx3 uint8) scaled by about `scale`, and the exact (x, y) scale factors.
+    Scales 1/k use PIL's integer box reduction (several times faster than a bilinear resize)."""
     from PIL import Image
 
     height, width = image.shape[:2]
+    if scale < 1 and abs(1 / scale - round(1 / scale)) < 1e-6:
+        factor = int(round(1 / scale))
+        small = np.asarray(Image.fromarray(image).reduce(factor))
+        return small, np.array([1 / factor, 1 / factor])  # reduce averages k x k blocks: exactly 1/k
     size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
     if size == (width, height):
-        return image
-    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+        return image, np.ones(2)
+    resized = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    return resized, np.array([size[0] / width, size[1] / height])
 
 
 class LandmarkBackend:
@@ -91,17 +98,26 @@ class LandmarkBackend:
         """float [68, 2] landmarks of the face in `box`, on the full-resolution image."""
         raise NotImplementedError
 
+    def detection_image(self, image: np.ndarray) -> np.ndarray:
+        """What detect_boxes looks at (before scaling); a backend may drop the colour here."""
+        return image
+
     # shared policy -----------------------------------------------------------------------------
     def _boxes_at_scale(self, image: np.ndarray, scale: float, origin=(0.0, 0.0)):
-        found = self.detect_boxes(_resize(image, scale))
+        """Boxes found on `image` scaled by `scale`, in the coordinates of `image` + origin."""
+        small, factors = _resize(self.detection_image(image), scale)
+        factors = np.tile(factors, 2)
         offset = np.array([*origin, *origin], dtype=np.float64)
-        return [(np.asarray(box, dtype=np.float64) / scale + offset, float(score)) for box, score in found]
+        # pixel-centre coordinates: x_small + 0.5 = (x + 0.5) * factor
+        return [((np.asarray(box, dtype=np.float64) + 0.5) / factors - 0.5 + offset, float(score))
+                for box, score in self.detect_boxes(small)]
 
     def _boxes_full(self, image: np.ndarray):
-        scale = min(1.0, self.detect_max_side / max(image.shape[:2]))
-        boxes = self._boxes_at_scale(image, scale)
-        if not boxes:
-            boxes = self._boxes_at_scale(image, 2 * scale)
+        # An integer reduction (fast) to a longest side in [detect_max_side, 2 * detect_max_side).
+        factor = max(1, int(max(image.shape[:2]) // self.detect_max_side))
+        boxes = self._boxes_at_scale(image, 1.0 / factor)
+        if not boxes:  # faces too small at that scale: once more at twice the resolution
+            boxes = self._boxes_at_scale(image, 2.0 / factor)
         return boxes
 
     def _boxes_near(self, image: np.ndarray, near: np.ndarray):
@@ -212,10 +228,14 @@ class DlibBackend(LandmarkBackend):
             raise MissingWeightsError(f"dlib landmark model {path} is unreadable ({error}); "
                                       "reinstall face_recognition_models") from None
 
+    def detection_image(self, image):
+        # Grey: the HOG features need no colour; detection is faster and so is the scaling before it.
+        from PIL import Image
+
+        return image if image.ndim == 2 else np.asarray(Image.fromarray(image).convert("L"))
+
     def detect_boxes(self, image):
-        # Grey input: the HOG features need no colour and this is ~25% faster than RGB.
-        grey = np.ascontiguousarray(image @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.uint8)
-        rects, scores, _ = self._detector.run(grey, 0, 0.0)
+        rects, scores, _ = self._detector.run(np.ascontiguousarray(image), 0, 0.0)
         return [(np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float64), s)
                 for r, s in zip(rects, scores)]
 

@@ -10,6 +10,10 @@ For each input size (default 480p and 1080p) a short clip of a real portrait mov
                face, the shape predictor on the full-resolution frame;
   stage        the whole align stage (landmarks, two crops per frame written as PNG, preview video).
 
+A still clip (the photo not moving, only codec noise changing between frames) then gives the
+landmark jitter: the spread of r and t, whose true values are all zero, without and with quad
+smoothing (align.smooth_quads).
+
 Printed: frames/s for each, the speed-up of videdit over naive landmarks, how far apart the two sets
 of landmarks are (mean px), and peak memory (RSS of this process, and the numpy/Python peak of the
 stage run by tracemalloc).
@@ -82,6 +86,29 @@ def bench_size(label: str, size: tuple[int, int], frames: int, crop_size: int, w
     }
 
 
+def bench_jitter(frames: int, workdir: Path, backend, windows=(0, 5)) -> list[dict]:
+    """Spread of the transforms of a still 480p clip (truth: r = 0, t = 0 in every frame)."""
+    from videdit.align.alignment import ffhq_quad, frame_transform, smooth_quads
+    from videdit.synthetic import CameraPath, make_clip
+
+    size = SIZES["480"]
+    still = CameraPath(np.zeros(frames), np.zeros((frames, 2)), centre=(255.0, 110.0))
+    clip = make_clip(workdir / "still.mp4", n_frames=frames, size=size, camera=still, audio=False)
+    _, points = _landmarks_pass(clip.path, backend, tracked=True)
+    points = points[np.isfinite(points[:, 0, 0])]
+    rows = []
+    for window in windows:
+        quads = smooth_quads(np.stack([ffhq_quad(p) for p in points]), window)
+        transforms = [frame_transform(p, q, quads[0], 1024) for p, q in zip(points, quads)]
+        rotation = np.array([t.rotation_deg for t in transforms])
+        translation = np.stack([t.translation for t in transforms])
+        rows.append({"window": window, "frames": len(points), "rotation_std": float(rotation.std()),
+                     "rotation_max": float(np.abs(rotation).max()),
+                     "translation_std": float(translation.std(axis=0).max()),
+                     "translation_max": float(np.abs(translation).max())})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m videdit.bench align", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="480,1080", help="comma list of 480, 720, 1080")
@@ -105,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"unknown size {label!r}; choose from {', '.join(SIZES)}", file=sys.stderr)
                 return 2
             rows.append(bench_size(label, SIZES[label], args.frames, args.crop_size, Path(tmp), backend))
+        jitter = bench_jitter(args.frames, Path(tmp), backend)
 
     print(f"{'input':>7} {'decode':>9} {'naive lm':>9} {'videdit lm':>10} {'speed-up':>8} {'stage':>8} "
           f"{'lm diff':>8} {'found n/v':>9} {'traced':>8} {'RSS':>8}")
@@ -114,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['naive_found']:>4}/{r['fast_found']:<4} {r['traced_peak_mb']:>6.0f}MB {r['rss_mb']:>6.0f}MB")
     print("frames/s; speed-up = videdit lm / naive lm; lm diff = mean |landmark difference| between the two; "
           "traced = numpy/Python peak during the stage; RSS = process peak so far")
+    print("jitter on a still 480p clip (true r = 0, t = 0): smooth_quads window, spread of r (deg) and t (crop widths)")
+    for j in jitter:
+        print(f"  window {j['window']}: r std {j['rotation_std']:.3f} max {j['rotation_max']:.3f} deg; "
+              f"t std {j['translation_std']:.5f} max {j['translation_max']:.5f} ({j['frames']} frames)")
     for r in rows:
         print(f"BENCH align {r['label']}p stage_fps={r['stage_fps']:.2f} landmarks_fps={r['fast_fps']:.2f} "
               f"naive_landmarks_fps={r['naive_fps']:.2f} speedup={r['fast_fps'] / r['naive_fps']:.2f} "

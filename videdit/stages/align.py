@@ -60,7 +60,7 @@ class AlignSettings:
     smooth_quads: int = 0  # moving-average window over aligned quads, in frames (0 = off, as published)
     quad_rule: str = "eyes"  # "eyes" (video code: 2 * eye distance) or "ffhq" (data-set rule)
     preview: bool = True  # write preview.mp4
-    preview_height: int = 360  # preview frames are scaled down to this height (never up)
+    preview_height: int = 360  # preview frames are reduced by an integer factor to at most this height
     max_faces_warning: bool = True  # warn once when frames hold several faces
     full_search_every: int = 25  # frames; between these the face is searched near its last box only
     detect_max_side: int = 640  # faces are searched on a copy of the frame this large (longest side)
@@ -137,21 +137,19 @@ def _merge(faces: list, more: list) -> list:
     return merged
 
 
-def _preview_scale(info: VideoInfo, height: int) -> float:
-    return min(1.0, height / info.height)
+def _preview_reduction(info: VideoInfo, height: int) -> int:
+    """Integer factor that brings the source down to at most `height` rows (PIL's fast box reduction)."""
+    return max(1, -(-info.height // max(1, height)))
 
 
-def _draw_preview(image: np.ndarray, scale: float, landmarks: np.ndarray, aligned_quad: np.ndarray,
+def _draw_preview(image: np.ndarray, reduction: int, landmarks: np.ndarray, aligned_quad: np.ndarray,
                   box_quad: np.ndarray, found: bool) -> np.ndarray:
     from PIL import Image, ImageDraw
 
-    if scale < 1.0:
-        size = (max(2, int(round(image.shape[1] * scale / 2)) * 2), max(2, int(round(image.shape[0] * scale / 2)) * 2))
-        picture = Image.fromarray(image).resize(size, Image.BILINEAR)
-        factors = np.array([size[0] / image.shape[1], size[1] / image.shape[0]])
-    else:
-        picture = Image.fromarray(image)
-        factors = np.ones(2)
+    picture = Image.fromarray(image)
+    if reduction > 1:
+        picture = picture.reduce(reduction)
+    factors = np.full(2, 1.0 / reduction)
 
     def to_preview(points):
         return [tuple(p) for p in ((np.asarray(points) + 0.5) * factors - 0.5)]
@@ -250,7 +248,7 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
             stale.unlink()
     preview_path = out_dir / "preview.mp4" if settings.preview else None
     preview = None
-    scale = _preview_scale(info, settings.preview_height)
+    reduction = _preview_reduction(info, settings.preview_height)
     count = 0
     crops = _CropWriter(settings.write_threads, settings.png_compression)
     try:
@@ -261,7 +259,7 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
             crops.submit(frame.image, quads[i], size, aligned_dir / f"{i:06d}.png")
             crops.submit(frame.image, box_quad, size, unaligned_dir / f"{i:06d}.png")
             if preview_path is not None:
-                drawn = _draw_preview(frame.image, scale, landmarks[i], quads[i], box_quad, bool(found[i]))
+                drawn = _draw_preview(frame.image, reduction, landmarks[i], quads[i], box_quad, bool(found[i]))
                 if preview is None:
                     preview = VideoWriter(preview_path, info.fps, (drawn.shape[1], drawn.shape[0]),
                                           time_base=info.time_base, crf=28, preset="veryfast")
