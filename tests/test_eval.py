@@ -231,6 +231,19 @@ def test_temporal_metrics_tell_flicker_from_a_steady_change():
     assert ratio([add_noise(f, 8.0, seed=t) for t, f in enumerate(video)]) > 2.0
 
 
+def test_with_two_faces_in_view_the_nearest_one_is_followed(analyzer):
+    left = face_crop(astronaut(), ASTRONAUT_FACE_CENTRE, 256)
+    right = face_crop(grace_hopper(), (270, 235), 256)
+    both = np.concatenate([left, right], axis=1)  # 512 wide: the astronaut left, Grace Hopper right
+    for half, crop in ((0, left), (1, right)):
+        alone = analyzer.detect(crop)
+        near = (alone[0] + 256 * half, alone[1], alone[2] + 256 * half, alone[3])
+        chosen = analyzer.detect(both, near=near)
+        assert identity.box_iou(chosen, near) > 0.5
+    assert identity.box_iou((0, 0, 2, 2), (1, 1, 3, 3)) == pytest.approx(1 / 7)
+    assert identity.box_iou((0, 0, 1, 1), (2, 2, 3, 3)) == 0.0
+
+
 def test_no_face_gives_nan_not_a_crash(analyzer):
     flat = np.full((128, 128, 3), 127, np.uint8)
     seen = analyzer.observe(flat)

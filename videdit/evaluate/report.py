@@ -171,6 +171,7 @@ def _evaluate_sources(reference: FrameSource, outputs: dict[str, FrameSource], s
     reference_embeddings: list = []
     input_warp, input_diff = [], []
     previous_ref = None
+    previous_box = None
     frame_size = None
     count = 0
     missing = object()
@@ -182,7 +183,9 @@ def _evaluate_sources(reference: FrameSource, outputs: dict[str, FrameSource], s
             ended = [src.label for src, frame in zip((reference, *outputs.values()), (ref, *outs)) if frame is missing]
             raise InputError(f"frame counts differ: {', '.join(ended)} ended at frame {index}")
         frame_size = (ref.shape[1], ref.shape[0])
-        ref_face = analyzer.observe(ref)
+        # Follow the same person as in the previous frame when several faces are in view.
+        ref_face = analyzer.observe(ref, near=previous_box)
+        previous_box = ref_face.box if ref_face.found else previous_box
         reference_embeddings.append(ref_face.embedding)
         # Flow between consecutive input frames: where each pixel should come from, for every output.
         small_ref = _temporal_frame(ref, settings.flow_size)
@@ -203,7 +206,7 @@ def _evaluate_sources(reference: FrameSource, outputs: dict[str, FrameSource], s
                     for name, value in image_metrics.compare(ref, out, size).items():
                         if value is not None:
                             track.add(f"{name}@{size_label(size)}", value)
-            out_face = analyzer.observe(out, fallback_box=ref_face.box)
+            out_face = analyzer.observe(out, fallback_box=ref_face.box, near=ref_face.box)
             track.embeddings.append(out_face.embedding)
             track.offsets.append(identity.landmark_offset(ref_face, out_face))
             track.add("face_found", bool(out_face.found))
