@@ -456,6 +456,18 @@ def test_stage_on_image_folder(tmp_path, dlib_backend):
     assert np.abs(data["translation"] - translation).max() < 0.01
 
 
+@pytest.mark.parametrize("option", [{"box": "middle"}, {"quad_rule": "wide"}, {"image_folder_fps": "0"},
+                                    {"crop_size": 4}, {"landmarks": "mediapipe"}])
+def test_stage_rejects_bad_settings_in_one_line(tmp_path, option):
+    from videdit.errors import VideditError
+    from videdit.stages.align import AlignSettings, run_align
+
+    truth = make_image_folder(tmp_path / "frames", n_frames=1, size=(64, 48), scale=0.2)
+    with pytest.raises(VideditError) as caught:
+        run_align(truth.path, tmp_path / "align", AlignSettings(**option))
+    assert "\n" not in str(caught.value) and str(next(iter(option.values()))) in str(caught.value)
+
+
 def test_stage_without_any_face_is_a_clear_error(tmp_path, dlib_backend):
     from videdit.stages.align import AlignSettings, run_align
 

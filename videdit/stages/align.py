@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 __all__ = ["AlignSettings", "AlignResult", "run_align", "probe_video", "load_transforms"]
 
 BOX_CHOICES = ("first", "cover")
+QUAD_RULES = ("eyes", "ffhq")
 
 
 @dataclass
@@ -213,8 +214,16 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
         raise InputError(f"unknown align box {settings.box!r}; choose one of {', '.join(BOX_CHOICES)}")
     if settings.crop_size < 8:
         raise InputError(f"align crop_size must be at least 8, got {settings.crop_size}")
+    if settings.quad_rule not in QUAD_RULES:
+        raise InputError(f"unknown align quad_rule {settings.quad_rule!r}; choose one of {', '.join(QUAD_RULES)}")
+    try:
+        folder_fps = Fraction(str(settings.image_folder_fps))
+        if folder_fps <= 0:
+            raise ValueError
+    except (ValueError, ZeroDivisionError):
+        raise InputError(f"align image_folder_fps must be a positive number, got {settings.image_folder_fps!r}") from None
     source, out_dir = Path(source), Path(out_dir)
-    reader = VideoReader(source, image_folder_fps=Fraction(str(settings.image_folder_fps)))
+    reader = VideoReader(source, image_folder_fps=folder_fps)
     info = reader.info
     if backend is None:
         backend = make_backend(settings.landmarks, device=settings.device, detect_max_side=settings.detect_max_side)
