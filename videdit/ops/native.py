@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -142,21 +143,24 @@ cpp.load(name=a["name"], sources=a["sources"], extra_cflags=a["cflags"], extra_c
 
 
 class _BuildLock:
-    """An O_EXCL lock file; one older than `stale_after_s` (a build that died) is broken."""
+    """An O_EXCL lock file; one older than `stale_after_s` (a build that died) is broken.
 
-    def __init__(self, path: Path, stale_after_s: float, done: Path):
+    While another process holds it, waits until that build leaves one of the `finished` markers.
+    """
+
+    def __init__(self, path: Path, stale_after_s: float, done: Path, failed: Path | None = None):
         self.path = path
         self.stale_after_s = stale_after_s
-        self.done = done
+        self.finished = [p for p in (done, failed) if p is not None]
 
     def acquire(self) -> bool:
-        """True when we hold the lock; False when another process finished the build meanwhile."""
+        """True when we hold the lock; False when another process finished (or failed) the build meanwhile."""
         started = time.monotonic()
         while True:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
-                if self.done.exists():
+                if any(p.exists() for p in self.finished):
                     return False
                 try:
                     age = time.time() - self.path.stat().st_mtime
@@ -185,25 +189,25 @@ def build(spec: ExtensionSpec, timeout_s: float | None = None, rebuild: bool = F
     build of the same sources failed (unless `rebuild` or VIDEDIT_OPS_REBUILD=1).
     """
     timeout_s = build_timeout_s() if timeout_s is None else timeout_s
-    rebuild = rebuild or os.environ.get("VIDEDIT_OPS_REBUILD") == "1"
     folder = build_dir(spec)
     folder.mkdir(parents=True, exist_ok=True)
     done, failed = folder / "built.json", folder / "failed.log"
-    if done.exists() and not rebuild:
-        return folder / json.loads(done.read_text())["module"]
-    if failed.exists() and not rebuild:
-        raise BuildError(f"an earlier build failed (log: {failed}; set VIDEDIT_OPS_REBUILD=1 to retry):\n"
-                         + _tail(failed.read_text()))
-    lock = _BuildLock(folder / "videdit.lock", stale_after_s=timeout_s + 30, done=done)
-    if not lock.acquire() and not rebuild:
-        return folder / json.loads(done.read_text())["module"]
-    try:
+    if rebuild or os.environ.get("VIDEDIT_OPS_REBUILD") == "1":
         done.unlink(missing_ok=True)
         failed.unlink(missing_ok=True)
-        (folder / "lock").unlink(missing_ok=True)  # cpp_extension's own lock, stale if we got here
-        return _run_build(spec, folder, timeout_s, done, failed)
-    finally:
-        lock.release()
+    if not done.exists() and not failed.exists():
+        lock = _BuildLock(folder / "videdit.lock", stale_after_s=timeout_s + 30, done=done, failed=failed)
+        if lock.acquire():
+            try:
+                if not done.exists() and not failed.exists():  # nobody built it while we waited
+                    (folder / "lock").unlink(missing_ok=True)  # cpp_extension's own lock: stale if we are here
+                    return _run_build(spec, folder, timeout_s, done, failed)
+            finally:
+                lock.release()
+    if done.exists():
+        return folder / json.loads(done.read_text())["module"]
+    raise BuildError(f"an earlier build failed (log: {failed}; set VIDEDIT_OPS_REBUILD=1 to retry):\n"
+                     + _tail(failed.read_text()))
 
 
 def _run_build(spec: ExtensionSpec, folder: Path, timeout_s: float, done: Path, failed: Path) -> Path:
@@ -215,13 +219,19 @@ def _run_build(spec: ExtensionSpec, folder: Path, timeout_s: float, done: Path, 
         if not env.get("CUDA_HOME") and Path("/usr/local/cuda").is_dir():
             env["CUDA_HOME"] = "/usr/local/cuda"
     started = time.monotonic()
+    # Its own process group, so a timeout stops ninja and the compilers too, not just the child.
+    proc = subprocess.Popen([sys.executable, "-c", _BUILD_SCRIPT, json.dumps(args)], env=env, cwd=folder,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        proc = subprocess.run([sys.executable, "-c", _BUILD_SCRIPT, json.dumps(args)], env=env, cwd=folder,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout_s)
-        log, ok = proc.stdout, proc.returncode == 0
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        log, ok = out + f"\nbuild timed out after {timeout_s:.0f} s", False
+        log, _ = proc.communicate(timeout=timeout_s)
+        ok = proc.returncode == 0
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        log, _ = proc.communicate()
+        log, ok = (log or "") + f"\nbuild timed out after {timeout_s:.0f} s", False
+    except BaseException:  # KeyboardInterrupt: do not leave compilers running
+        _kill_group(proc)
+        raise
     (folder / "build.log").write_text(log)
     module = next((p.name for p in folder.glob(f"{spec.name}*.so")), None) or \
         next((p.name for p in folder.glob(f"{spec.name}*.pyd")), None)
@@ -230,6 +240,13 @@ def _run_build(spec: ExtensionSpec, folder: Path, timeout_s: float, done: Path, 
         raise BuildError(f"building {spec.name} failed (log: {folder / 'build.log'}):\n" + _tail(log))
     _write_json_atomic(done, {"module": module, "build_s": round(time.monotonic() - started, 1)})
     return folder / module
+
+
+def _kill_group(proc: subprocess.Popen):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
 
 
 def _write_json_atomic(path: Path, data: dict):

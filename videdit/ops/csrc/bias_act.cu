@@ -35,7 +35,7 @@ __global__ void bias_act_backward_kernel(BiasActArgs a, const T* __restrict__ dy
   }
 }
 
-BiasActArgs make_args(const torch::Tensor& x, const torch::Tensor& b, int act, long long inner) {
+BiasActArgs make_args(const at::Tensor& x, const at::Tensor& b, int act, long long inner) {
   TORCH_CHECK(x.is_cuda() && x.is_contiguous(), "x must be a contiguous CUDA tensor");
   TORCH_CHECK(inner > 0, "inner size must be positive");
   return BiasActArgs{act, static_cast<int>(b.numel()), inner, x.numel()};
@@ -43,11 +43,11 @@ BiasActArgs make_args(const torch::Tensor& x, const torch::Tensor& b, int act, l
 
 }  // namespace
 
-torch::Tensor bias_act_cuda(torch::Tensor x, torch::Tensor b, int act, double alpha, double gain, double clamp,
+at::Tensor bias_act_cuda(at::Tensor x, at::Tensor b, int act, double alpha, double gain, double clamp,
                             long long inner) {
   const c10::cuda::CUDAGuard guard(x.device());
   const BiasActArgs args = make_args(x, b, act, inner);
-  auto y = torch::empty_like(x);
+  auto y = at::empty_like(x);
   if (x.numel() == 0) return y;
   AT_DISPATCH_FLOATING_TYPES_AND_HALF(x.scalar_type(), "bias_act_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
@@ -60,13 +60,13 @@ torch::Tensor bias_act_cuda(torch::Tensor x, torch::Tensor b, int act, double al
   return y;
 }
 
-torch::Tensor bias_act_backward_cuda(torch::Tensor dy, torch::Tensor x, torch::Tensor b, int act, double alpha,
+at::Tensor bias_act_backward_cuda(at::Tensor dy, at::Tensor x, at::Tensor b, int act, double alpha,
                                      double gain, double clamp, long long inner) {
   const c10::cuda::CUDAGuard guard(x.device());
   const BiasActArgs args = make_args(x, b, act, inner);
   TORCH_CHECK(dy.is_contiguous() && dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(),
               "dy must be contiguous and match x");
-  auto dx = torch::empty_like(x);
+  auto dx = at::empty_like(x);
   if (x.numel() == 0) return dx;
   AT_DISPATCH_FLOATING_TYPES_AND_HALF(x.scalar_type(), "bias_act_backward_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;

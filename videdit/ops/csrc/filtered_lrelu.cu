@@ -5,7 +5,6 @@
 // activation's derivative) in shared memory, then compute the tile's outputs from it. The
 // per-sample code is resample.h's, which the CPU extension also runs in the tests.
 #include "cuda_common.cuh"
-#include "params.h"
 #include "resample.h"
 
 namespace videdit {
@@ -68,19 +67,19 @@ void launch(const FusedTiles<Acc>& p, const T* in, const Acc* in_bias, const T* 
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-void check_fused_inputs(const torch::Tensor& x, const torch::Tensor& b) {
+void check_fused_inputs(const at::Tensor& x, const at::Tensor& b) {
   TORCH_CHECK(x.is_cuda() && x.dim() == 4 && x.is_contiguous(), "x must be a contiguous CUDA NCHW tensor");
   TORCH_CHECK(b.dim() == 1 && b.size(0) == x.size(1), "b must be [C]");
 }
 
 }  // namespace
 
-torch::Tensor filtered_lrelu_cuda(torch::Tensor x, torch::Tensor b, torch::Tensor fu, torch::Tensor fd, int up,
+at::Tensor filtered_lrelu_cuda(at::Tensor x, at::Tensor b, at::Tensor fu, at::Tensor fd, int up,
                                   int down, int padx0, int pady0, int mid_h, int mid_w, int out_h, int out_w,
                                   double gain, double slope, double clamp) {
   check_fused_inputs(x, b);
   const c10::cuda::CUDAGuard guard(x.device());
-  auto y = torch::empty({x.size(0), x.size(1), out_h, out_w}, x.options());
+  auto y = at::empty({x.size(0), x.size(1), out_h, out_w}, x.options());
   if (y.numel() == 0) return y;
   AT_DISPATCH_FLOATING_TYPES_AND_HALF(x.scalar_type(), "filtered_lrelu_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
@@ -99,15 +98,15 @@ torch::Tensor filtered_lrelu_cuda(torch::Tensor x, torch::Tensor b, torch::Tenso
   return y;
 }
 
-torch::Tensor filtered_lrelu_backward_cuda(torch::Tensor dy, torch::Tensor x, torch::Tensor b, torch::Tensor fu,
-                                           torch::Tensor fd, torch::Tensor fu_t, torch::Tensor fd_t, int up, int down,
+at::Tensor filtered_lrelu_backward_cuda(at::Tensor dy, at::Tensor x, at::Tensor b, at::Tensor fu,
+                                           at::Tensor fd, at::Tensor fu_t, at::Tensor fd_t, int up, int down,
                                            int padx0, int pady0, int mid_h, int mid_w, double gain, double slope,
                                            double clamp) {
   check_fused_inputs(x, b);
   TORCH_CHECK(dy.is_cuda() && dy.is_contiguous() && dy.scalar_type() == x.scalar_type(),
               "dy must be contiguous with x's dtype");
   const c10::cuda::CUDAGuard guard(x.device());
-  auto dx = torch::empty_like(x);
+  auto dx = at::empty_like(x);
   if (dx.numel() == 0) return dx;
   AT_DISPATCH_FLOATING_TYPES_AND_HALF(x.scalar_type(), "filtered_lrelu_backward_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;

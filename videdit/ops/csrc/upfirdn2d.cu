@@ -1,6 +1,5 @@
 // upfirdn2d on CUDA: one thread per output sample, using the per-sample code of resample.h.
 #include "cuda_common.cuh"
-#include "params.h"
 #include "resample.h"
 
 namespace videdit {
@@ -21,11 +20,11 @@ __global__ void upfirdn2d_kernel(Upfirdn<Acc> s, const T* __restrict__ x, T* __r
 
 }  // namespace
 
-torch::Tensor upfirdn2d_cuda(torch::Tensor x, torch::Tensor f, int upx, int upy, int downx, int downy, int padx0,
+at::Tensor upfirdn2d_cuda(at::Tensor x, at::Tensor f, int upx, int upy, int downx, int downy, int padx0,
                              int pady0, int out_h, int out_w) {
   TORCH_CHECK(x.is_cuda() && x.dim() == 4 && x.is_contiguous(), "x must be a contiguous CUDA NCHW tensor");
   const c10::cuda::CUDAGuard guard(x.device());
-  auto y = torch::empty({x.size(0), x.size(1), out_h, out_w}, x.options());
+  auto y = at::empty({x.size(0), x.size(1), out_h, out_w}, x.options());
   if (y.numel() == 0) return y;
   AT_DISPATCH_FLOATING_TYPES_AND_HALF(x.scalar_type(), "upfirdn2d_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
