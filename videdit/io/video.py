@@ -133,9 +133,9 @@ def _check_file(path: Path) -> None:
 
 
 def _av_fail(path: Path, error: Exception) -> InputError:
-    reason = str(error).split(":")[0] if str(error) else type(error).__name__
-    # FFmpeg messages carry the path again; keep the reason short and on one line.
-    reason = getattr(error, "strerror", None) or reason
+    # FFmpeg's own message repeats the path; its strerror is the short reason.
+    reason = getattr(error, "strerror", None) or type(error).__name__
+    reason = " ".join(str(reason).split())  # one line, whatever the library put in it
     return InputError(f"{path}: not a readable video ({reason}); is the file complete and really a video?")
 
 
