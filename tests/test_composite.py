@@ -564,3 +564,20 @@ def test_run_stitch_renders_a_render_folder_for_the_composite(tmp_path):
     assert not (tmp_path / "composite" / "stitched" / "recon").exists()
     with pytest.raises(InputError, match="stitch"):
         run_composite(video, align_dir, render_dir, ["recon"], tmp_path / "c2", CompositeSettings(stitch=True))
+
+
+def test_mask_landmark_smoothing():
+    from videdit.stages.composite import smooth_landmarks
+
+    rng = np.random.default_rng(4)
+    landmarks = rng.normal(size=(7, 68, 2))
+    found = np.array([True, True, True, False, True, True, True])
+    smoothed = smooth_landmarks(landmarks, found, 3)
+    np.testing.assert_allclose(smoothed[1], landmarks[0:3].mean(0))
+    for anchored in (0, 2, 3, 4, 6):  # run ends, and the frame without a face
+        np.testing.assert_array_equal(smoothed[anchored], landmarks[anchored])
+    np.testing.assert_allclose(smoothed[5], landmarks[4:7].mean(0))
+    np.testing.assert_array_equal(smooth_landmarks(landmarks, found, 1), landmarks)
+    wide = smooth_landmarks(landmarks, np.ones(7, bool), 5)
+    np.testing.assert_allclose(wide[3], landmarks[1:6].mean(0))
+    np.testing.assert_allclose(wide[1], landmarks[0:3].mean(0))

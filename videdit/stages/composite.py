@@ -39,6 +39,8 @@ class CompositeSettings:
     """mask: "landmarks" (face region from the frame's landmarks) or "box" (the whole render).
     feather_px: width of the soft mask edge in frame pixels (None: 6 % of the box side).
     grow_forehead: how far the brows are copied upward, in brow-to-chin distances.
+    mask_smoothing: the landmarks that shape the mask are averaged over this many frames (centred,
+    frames with a face only; 1 = off), so detector jitter does not make the seam flicker.
     color_match: match the render's low frequencies to the frame's around the mask border.
     save_masks: also write masks.mp4. crf: H.264 quality of the outputs.
     stitch: STIT-style stitching tuning of the generator before compositing (run_composite needs the
@@ -49,6 +51,7 @@ class CompositeSettings:
     mask: str = "landmarks"
     feather_px: float | None = None
     grow_forehead: float = 0.5
+    mask_smoothing: int = 3
     color_match: bool = True
     save_masks: bool = False
     crf: int = 18
@@ -60,6 +63,8 @@ class CompositeSettings:
     def __post_init__(self):
         if self.mask not in ("landmarks", "box"):
             raise InputError(f"composite: mask must be 'landmarks' or 'box', got {self.mask!r}")
+        if int(self.mask_smoothing) < 1:
+            raise InputError(f"composite: mask_smoothing must be >= 1 frame, got {self.mask_smoothing}")
         if self.feather_px is not None and float(self.feather_px) < 0:
             raise InputError(f"composite: feather_px must be >= 0, got {self.feather_px}")
 
@@ -99,6 +104,27 @@ def read_render_layout(render_dir: Path) -> RenderLayout:
         raise InputError(f"composite: {render_dir} has {width}x{height} renders but no {RENDER_INFO} saying how "
                          "they were expanded")
     return RenderLayout(width, (0, 0, 0, 0), keys)
+
+
+def smooth_landmarks(landmarks: np.ndarray, found: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average of landmarks [N, 68, 2] over `window` frames, using frames with a face only.
+
+    The window shrinks symmetrically at the ends of each run of found frames, so the first and last
+    frames stay anchored; frames without a face keep their values.
+    """
+    landmarks = np.asarray(landmarks, np.float64)
+    out = landmarks.copy()
+    half = max(int(window), 1) // 2
+    if half == 0:
+        return out
+    found = np.asarray(found, bool)
+    n = len(found)
+    for i in np.flatnonzero(found):
+        reach = 0
+        while reach < half and i - reach - 1 >= 0 and i + reach + 1 < n and found[i - reach - 1] and found[i + reach + 1]:
+            reach += 1
+        out[i] = landmarks[i - reach:i + reach + 1].mean(axis=0)
+    return out
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -179,6 +205,8 @@ def run_composite(
         face_found = np.asarray(t["face_found"], bool)
         landmarks = np.asarray(t["landmarks"], np.float64)
     n_frames = len(face_found)
+    if settings.mask == "landmarks":
+        landmarks = smooth_landmarks(landmarks, face_found, settings.mask_smoothing)
 
     layout = read_render_layout(render_dir)
     keys = list(keys) if keys is not None else list(layout.keys)
