@@ -1,9 +1,12 @@
 """`videdit eval`: evaluate a run folder, write metrics.json and plots, format terminal tables.
 
 Public API (the CLI calls these):
-    evaluate_run(run_dir, against=None, settings=EvalSettings()) -> dict   (also writes RUN/eval/)
-    format_summary(metrics) -> str                                          (one-screen table)
-    compare_runs(run_dirs) -> str                                           (runs side by side)
+    load_models(settings) -> EvalModels             dlib + LPIPS (+ ArcFace), once for several runs
+    evaluate_run(run_dir, against=None, settings=EvalSettings(), *, models=None) -> dict
+                                                    (also writes RUN/eval/metrics.json and plots)
+    format_summary(metrics) -> str                  one-screen table of one run
+    compare_runs(run_dirs) -> str                   runs side by side (reads RUN/eval/metrics.json)
+    metrics_to_json(metrics) -> str                 strict JSON (NaN as null) for --json output
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ SCHEMA_VERSION = 1
 
 @dataclass
 class EvalSettings:
+    """How a run is evaluated (defaults follow the published protocol plus full-size metrics)."""
+
     sizes: tuple[int | None, ...] = (256, None)  # pixel-metric sizes; None = the frames' own size
     flow_size: int | None = 256  # temporal metrics run at this square size (None = own size)
     detect_size: int = 384  # face detection works on a copy this large (longer side)
@@ -451,6 +456,7 @@ _ROWS_FOR_COMPARE = (
     ("PSNR full (dB)", lambda o: o["summary"].get("psnr@full", {}).get("mean"), "{:.2f}"),
     ("identity similarity", lambda o: o["summary"].get("identity_similarity", {}).get("mean"), "{:.3f}"),
     ("identity distance (dlib)", lambda o: o["summary"].get("identity_distance", {}).get("mean"), "{:.3f}"),
+    ("identity vs reconstruction", lambda o: o["summary"].get("identity_vs_reconstruction", {}).get("mean"), "{:.3f}"),
     ("identity std global", lambda o: o["temporal"].get("identity_std_global"), "{:.4f}"),
     ("identity std local", lambda o: o["temporal"].get("identity_std_local"), "{:.4f}"),
     ("landmark error (%)", lambda o: o["summary"].get("landmark_error", {}).get("mean"), "{:.2f}"),
