@@ -79,9 +79,9 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
         sha256_prefix="619a316812", location="torch_hub", license="BSD-3-Clause (face-alignment)", optional=True,
     ),
     WeightFile(
-        "fan_2d", "2DFAN4-cd938726ad.zip", "face-alignment's 2D FAN landmark model (optional landmark backend)",
-        "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-cd938726ad.zip", "face-alignment's download location",
-        sha256_prefix="cd938726ad", location="torch_hub", license="BSD-3-Clause (face-alignment)", optional=True,
+        "fan_2d", "2DFAN4-11f355bf06.pth.tar", "face-alignment's 2D FAN landmark model (optional landmark backend)",
+        "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar", "face-alignment's download location",
+        sha256_prefix="11f355bf06", location="torch_hub", license="BSD-3-Clause (face-alignment)", optional=True,
     ),
 )
 
