@@ -408,11 +408,18 @@ def test_evaluate_run_writes_metrics_plots_and_tables(tmp_path, models):
     assert len(summary.splitlines()) < 25 and max(map(len, summary.splitlines())) < 160
 
     # A second run with a blurred reconstruction, side by side with the first.
-    # A second run whose crops were rendered larger (256) than the input crops (192), blurred.
+    # A second run as the render stage writes it: key "recon", crops rendered larger (256) than the
+    # input crops (192), on a canvas with an extended field of view (8 px left/right, 4 px top/bottom).
     rendered = [np.asarray(Image.fromarray(blur(f, 1.5)).resize((256, 256), Image.BICUBIC)) for f in video[:3]]
-    other = write_run(tmp_path / "b.videdit", video[:3], {"reconstruction": rendered})
+    expanded = [np.pad(f, ((4, 4), (8, 8), (0, 0)), constant_values=255) for f in rendered]
+    other = write_run(tmp_path / "b.videdit", video[:3], {"recon": expanded})
+    (other / "render" / "render.json").write_text(json.dumps({"resolution": 256, "expand": [8, 8, 4, 4]}))
     other_result = evaluate_run(other, settings=EvalSettings(**FAST, sizes=(256,), plots=False), models=models)
-    assert other_result["outputs"]["reconstruction"]["resized_from"] == [256, 256]
+    recon = other_result["outputs"]["recon"]
+    assert recon["resized_from"] == [256, 256]  # the white border was cut off before resizing
+    at_input_size = [temporal.resize_to(r, (192, 192)) for r in rendered]
+    expected = np.mean([metrics.l2(metrics.resize_square(v, 256), metrics.resize_square(r, 256)) for v, r in zip(video, at_input_size)])
+    assert recon["summary"]["l2@256"]["mean"] == pytest.approx(expected, rel=1e-9)
     table = compare_runs([run, other])
     header = next(line for line in table.splitlines() if line.startswith("reconstruction"))
     assert "a.videdit" in header and "b.videdit" in header

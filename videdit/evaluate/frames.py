@@ -1,6 +1,7 @@
 """Where the frames to compare come from: a run folder's crops, an image folder or a video file."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -12,9 +13,14 @@ from videdit.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
-RECONSTRUCTION_KEY = "reconstruction"
+# The unedited output: the pipeline's latents key is "recon" (render/recon/, render/reconstruction.mp4).
+RECONSTRUCTION_KEYS = ("recon", "reconstruction")
 # Render outputs that are not one video of crops.
 NOT_AN_OUTPUT = ("side_by_side",)
+
+
+def is_reconstruction(key: str) -> bool:
+    return key in RECONSTRUCTION_KEYS
 
 
 @dataclass
@@ -24,17 +30,22 @@ class FrameSource:
     label: str  # what to call it in reports (a path relative to the run where possible)
     images: list[Path] | None = None
     video: Path | None = None
+    crop: tuple[int, int, int, int] | None = None  # (left, top, right, bottom) kept of each frame
+
+    def _cropped(self, image: np.ndarray) -> np.ndarray:
+        if self.crop is None:
+            return image
+        left, top, right, bottom = self.crop
+        return image[top:bottom, left:right]
 
     @property
     def count(self) -> int | None:
         return len(self.images) if self.images is not None else None
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        if self.images is not None:
-            for path in self.images:
-                yield read_image(path)
-        else:
-            yield from decode_video(self.video)
+        frames = (read_image(p) for p in self.images) if self.images is not None else decode_video(self.video)
+        for image in frames:
+            yield self._cropped(image)
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -90,17 +101,39 @@ def reference_source(run: Path, against: Path | None) -> FrameSource:
     raise InputError(f"{against} is neither a folder of frames, a run folder nor a video file")
 
 
+def render_crop_box(render: Path) -> tuple[int, int, int, int] | None:
+    """The unexpanded view inside renders with an extended field of view (render.json's expand).
+
+    The render stage puts the frame's own res x res view at (left, top) of a larger canvas; only that
+    part corresponds to the input crop.
+    """
+    meta_path = render / "render.json"
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        left, _right, top, _bottom = (int(v) for v in meta.get("expand", (0, 0, 0, 0)))
+        res = int(meta["resolution"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{meta_path} is not a render description: {err}") from err
+    if not (left or _right or top or _bottom):
+        return None
+    return (left, top, left + res, top + res)
+
+
 def crop_outputs(run: Path) -> dict[str, FrameSource]:
-    """Rendered crops per key: RUN/render/<key>/*.png, else RUN/render/<key>.mp4. Reconstruction first."""
+    """Rendered crops per key: RUN/render/<key>/*.png (lossless), else RUN/render/<key>.mp4. Reconstruction first."""
     render = run / "render"
     outputs: dict[str, FrameSource] = {}
     if render.is_dir():
+        crop = render_crop_box(render)
         for entry in sorted(render.iterdir()):
             if entry.is_dir() and entry.name not in NOT_AN_OUTPUT and image_files(entry):
-                outputs[entry.name] = FrameSource(label_for(entry, run), images=image_files(entry))
-        for entry in sorted(render.glob("*.mp4")):
-            if entry.stem not in outputs and entry.stem not in NOT_AN_OUTPUT:
-                outputs[entry.stem] = FrameSource(label_for(entry, run), video=entry)
+                outputs[entry.name] = FrameSource(label_for(entry, run), images=image_files(entry), crop=crop)
+        if not outputs:  # no frame folders: fall back to the (lossy) crop videos
+            for entry in sorted(render.glob("*.mp4")):
+                if entry.stem not in NOT_AN_OUTPUT:
+                    outputs[entry.stem] = FrameSource(label_for(entry, run), video=entry, crop=crop)
     if not outputs:
         raise InputError(f"{render} has no rendered crops; run the render stage first")
     return _reconstruction_first(outputs)
@@ -119,5 +152,5 @@ def full_frame_outputs(run: Path, source_video: Path) -> dict[str, FrameSource]:
 
 
 def _reconstruction_first(outputs: dict[str, FrameSource]) -> dict[str, FrameSource]:
-    order = sorted(outputs, key=lambda k: (k != RECONSTRUCTION_KEY, k))
+    order = sorted(outputs, key=lambda k: (not is_reconstruction(k), k))
     return {k: outputs[k] for k in order}

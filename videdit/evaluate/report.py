@@ -22,7 +22,7 @@ import numpy as np
 
 from videdit.errors import InputError
 from videdit.evaluate import frames as frames_mod
-from videdit.evaluate.frames import RECONSTRUCTION_KEY, FrameSource
+from videdit.evaluate.frames import FrameSource, is_reconstruction
 
 METRICS_FILE = "metrics.json"
 EVAL_FOLDER = "eval"
@@ -172,7 +172,7 @@ def _evaluate_sources(reference: FrameSource, outputs: dict[str, FrameSource], s
     image_metrics = pixel.ImageMetrics(models.lpips if settings.lpips else None, settings.device)
     analyzer = models.analyzer
     tracks = {key: _OutputTrack(source) for key, source in outputs.items()}
-    pixel_keys = {k for k in tracks if k == RECONSTRUCTION_KEY or settings.pixel_metrics_for_edits or len(tracks) == 1}
+    pixel_keys = {k for k in tracks if is_reconstruction(k) or settings.pixel_metrics_for_edits or len(tracks) == 1}
     reference_embeddings: list = []
     input_warp, input_diff = [], []
     previous_ref = None
@@ -229,11 +229,12 @@ def _evaluate_sources(reference: FrameSource, outputs: dict[str, FrameSource], s
         raise InputError(f"{reference.label} has no frames")
 
     # An edit should keep who the person is: compare its faces with the reconstruction's as well.
-    if RECONSTRUCTION_KEY in tracks:
-        for key, track in tracks.items():
-            if key != RECONSTRUCTION_KEY:
+    reconstruction = next((track for key, track in tracks.items() if is_reconstruction(key)), None)
+    if reconstruction is not None:
+        for track in tracks.values():
+            if track is not reconstruction:
                 track.series["identity_vs_reconstruction"] = [
-                    identity.cosine_similarity(a, b) for a, b in zip(tracks[RECONSTRUCTION_KEY].embeddings, track.embeddings)
+                    identity.cosine_similarity(a, b) for a, b in zip(reconstruction.embeddings, track.embeddings)
                 ]
     result_outputs = {key: track.summary(input_warp, input_diff) for key, track in tracks.items()}
     return {
@@ -336,7 +337,7 @@ def _latent_series(run: Path) -> dict[str, np.ndarray]:
         series["encoded"] = np.load(raw)
     smooth = run / "smooth"
     if smooth.is_dir():
-        for path in sorted(smooth.glob("latents_*.npy"), key=lambda p: (RECONSTRUCTION_KEY not in p.stem, p.stem)):
+        for path in sorted(smooth.glob("latents_*.npy"), key=lambda p: (not is_reconstruction(p.stem[len("latents_"):]), p.stem)):
             series[f"smoothed {path.stem[len('latents_'):]}"] = np.load(path)
     return series
 
@@ -379,7 +380,7 @@ def _write_plots(run: Path, metrics: dict, out_dir: Path) -> list[str]:
     raw = _load_npz(run / "align" / "transforms.npz")
     if raw is not None and "rotation_deg" in raw and "translation" in raw:
         written.append(plots.plot_transforms(raw, _load_npz(run / "smooth" / "transforms.npz"), out_dir / "transforms.png"))
-    series = _latent_series(run)
+    series = dict(list(_latent_series(run).items())[:3])  # encoded, smoothed reconstruction, one more at most
     if series and len(next(iter(series.values()))) >= 2:
         projections, explained = latent_pca(series)
         written.append(plots.plot_latent_trajectory(projections, explained, out_dir / "latent_pca.png"))
@@ -531,15 +532,17 @@ def compare_runs(run_dirs) -> str:
         records.append((name, metrics))
     if not records:
         raise InputError("no runs to compare")
+    # Runs may name the unedited output "recon" (the pipeline) or "reconstruction": one block for both.
+    by_key = [{("reconstruction" if is_reconstruction(k) else k): v for k, v in m["outputs"].items()} for _, m in records]
     keys: list[str] = []
-    for _, metrics in records:
-        keys.extend(k for k in metrics["outputs"] if k not in keys)
+    for outputs in by_key:
+        keys.extend(k for k in outputs if k not in keys)
     blocks = []
     for key in keys:
         header = [key] + [name for name, _ in records]
         rows = []
         for title, getter, fmt in _ROWS_FOR_COMPARE:
-            cells = [_cell(getter, fmt, m["outputs"][key]) if key in m["outputs"] else "-" for _, m in records]
+            cells = [_cell(getter, fmt, outputs[key]) if key in outputs else "-" for outputs in by_key]
             if any(c != "-" for c in cells):
                 rows.append([title] + cells)
         blocks.append(_table(header, rows))
