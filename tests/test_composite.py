@@ -407,7 +407,9 @@ def test_stage_writes_full_frame_videos(clip_run):
 
     for i in range(6):
         near_mask = binary_dilation(masks[i] > 0.02, iterations=8)
-        assert np.abs(edit[i] - recon[i])[~near_mask].mean() < 0.5
+        outside = np.abs(edit[i] - recon[i])[~near_mask]
+        print(f"frame {i}: edit vs recon outside the mask (+8 px): mean {outside.mean():.3f}, max {outside.max():.0f}")
+        assert outside.mean() < 0.5
         if truth.face_visible[i]:
             nose = clip_run["landmarks"][i][30].round().astype(int)
             assert recon[i][nose[1], nose[0], 0] - edit[i][nose[1], nose[0], 0] > 30
