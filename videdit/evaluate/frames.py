@@ -140,12 +140,16 @@ def crop_outputs(run: Path) -> dict[str, FrameSource]:
 
 
 def full_frame_outputs(run: Path, source_video: Path) -> dict[str, FrameSource]:
-    """The final full-frame videos at the top of the run (<name>.<key>.mp4), keyed by <key>."""
+    """The final full-frame videos: RUN/<name>.<key>.mp4 keyed by <key>, else RUN/composite/<key>.mp4."""
     outputs: dict[str, FrameSource] = {}
     prefix = source_video.stem + "."
     for path in sorted(run.glob("*.mp4")):
         key = path.stem[len(prefix):] if path.stem.startswith(prefix) else path.stem
         outputs[key] = FrameSource(label_for(path, run), video=path)
+    if not outputs:
+        for path in sorted((run / "composite").glob("*.mp4")):
+            if path.stem != "masks":  # the composite stage's blend masks, not an output
+                outputs[path.stem] = FrameSource(label_for(path, run), video=path)
     if not outputs:
         raise InputError(f"{run} has no final videos (*.mp4) to compare with {source_video.name}")
     return _reconstruction_first(outputs)
