@@ -581,3 +581,17 @@ def test_mask_landmark_smoothing():
     wide = smooth_landmarks(landmarks, np.ones(7, bool), 5)
     np.testing.assert_allclose(wide[3], landmarks[1:6].mean(0))
     np.testing.assert_allclose(wide[1], landmarks[0:3].mean(0))
+
+
+def test_stage_rejects_renders_of_the_wrong_size(clip_run, tmp_path):
+    import shutil
+
+    from videdit.stages.composite import run_composite
+
+    render_dir = tmp_path / "render"
+    shutil.copytree(clip_run["render_dir"], render_dir)
+    info = json.loads((render_dir / "render.json").read_text())
+    info["expand"] = [0, 0, 0, 0]  # the PNGs are expanded; the record now says they are not
+    (render_dir / "render.json").write_text(json.dumps(info))
+    with pytest.raises(InputError, match="expected"):
+        run_composite(clip_run["truth"].path, clip_run["align_dir"], render_dir, ["recon"], tmp_path / "out")

@@ -216,6 +216,9 @@ def run_composite(
         if not (render_dir / key).is_dir():
             raise InputError(f"composite: no rendered frames for {key!r} in {render_dir}")
 
+    left, right, top, bottom = layout.expand
+    expected_render_hw = (top + layout.resolution + bottom, left + layout.resolution + right)
+
     reader = VideoReader(source_video)
     info = reader.info
     size = info.size
@@ -251,18 +254,23 @@ def run_composite(
                 result.n_composited += 1
             measure = (blend_mask is not None and settings.seam_every > 0
                        and (result.n_composited - 1) % settings.seam_every == 0)
+            if measure:
+                source_energy = C.seam_energy(image[blend_mask.roi.slices], blend_mask.alpha, blend_mask.seam_sigma)
             for key in keys:
                 out = image
                 if blend_mask is not None:
-                    render = _read_png(render_dir / key / f"{index:06d}.png")
+                    path = render_dir / key / f"{index:06d}.png"
+                    render = _read_png(path)
+                    if render.shape[:2] != expected_render_hw:
+                        raise InputError(f"composite: {path} is {render.shape[1]}x{render.shape[0]}, expected "
+                                         f"{expected_render_hw[1]}x{expected_render_hw[0]} (see {RENDER_INFO})")
                     out = C.composite_frame(image, render, box_quad, layout.resolution, blend_mask,
                                             expand=layout.expand, color_match=settings.color_match)
                     if measure:
-                        roi = blend_mask.roi.slices
                         tally = tallies[key]
-                        sigma = blend_mask.seam_sigma
-                        tally.composite += C.seam_energy(out[roi], blend_mask.alpha, sigma)
-                        tally.source += C.seam_energy(image[roi], blend_mask.alpha, sigma)
+                        tally.composite += C.seam_energy(out[blend_mask.roi.slices], blend_mask.alpha,
+                                                         blend_mask.seam_sigma)
+                        tally.source += source_energy
                         tally.frames += 1
                 writers[key].write(out, pts=frame.pts)
             if mask_writer is not None:
