@@ -50,7 +50,7 @@ def run_demo(out: Path, n_frames: int = 24, weights_dir: Path | None = None, qui
     if result.status != "ok":
         return 1
 
-    from videdit.stages.tune import lpips_available  # noqa: WPS433 - only needed for the report
+    from videdit.losses import find_lpips_backbone
 
     real_parts = [
         "the clip: a real photograph (scikit-image's astronaut) moved by a known camera path, with a tone as audio",
@@ -67,7 +67,7 @@ def run_demo(out: Path, n_frames: int = 24, weights_dir: Path | None = None, qui
             "encoder: a ReStyle-e4e (ResNet34) with random weights, so the latents are meaningless",
             "edit direction: a random unit vector named 'age' (real: age_boundary.npy)",
         ]
-    if not lpips_available("alex"):
+    if find_lpips_backbone("alex", wdir) is None:
         stand_in.append("tuning loss: L2 only, since LPIPS's AlexNet weights (alexnet-owt-7be5be79.pth) are absent")
     echo("")
     echo(_lines("Real in this run:", real_parts))

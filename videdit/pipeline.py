@@ -235,7 +235,6 @@ _PIPELINE_KEYS = {
     "encode": ("encoder", "generator"),
     "tune": ("tuner",),
     "edit": ("direction", "strengths"),
-    "composite": ("stitch",),
 }
 
 
@@ -340,7 +339,10 @@ class Pipeline:
             info = probe_video(video)  # fails fast on a bad file, before any work
             result.frames = info.n_frames
             run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run_dir / "settings.toml", presets.to_toml(dict(self.settings, models=self.models.name)))
+            settings_text = presets.to_toml(dict(self.settings, models=self.models.name))
+            settings_path = run_dir / "settings.toml"
+            if not settings_path.exists() or settings_path.read_text() != settings_text:
+                atomic_write_text(settings_path, settings_text)
             forced: bool | set[str] = force
             if from_stage:
                 forced = set(STAGE_ORDER[STAGE_ORDER.index(from_stage):])
@@ -415,13 +417,14 @@ class _VideoContext:
     def stage_align(self) -> Stage:
         from videdit.stages import align as mod
 
-        settings = self._settings(mod, "AlignSettings", "align")
+        settings = self._settings(mod, "AlignSettings", "align", {"device": self.pipe.device_request})
 
         def fn(work: Path):
             res = mod.run_align(self.video, work, settings)
             self.pipe._say(f"  align: {res.n_frames} frames, face in {res.n_faces_found}, landmarks by {res.backend_used}")
 
-        return Stage("align", fn, dataclasses.asdict(settings), {"video": self.video})
+        params = _drop(dataclasses.asdict(settings), "device", "png_compression")  # lossless either way
+        return Stage("align", fn, params, {"video": self.video})
 
     def stage_encode(self) -> Stage:
         from videdit.stages import encode as mod
@@ -496,10 +499,14 @@ class _VideoContext:
         settings = self._settings(mod, "CompositeSettings", "composite")
 
         def fn(work: Path):
-            mod.run_composite(self.video, self.align_dir, self.render_dir, [k for k, _ in self.keys], work, settings)
+            mod.run_composite(self.video, self.align_dir, self.render_dir, [k for k, _ in self.keys], work, settings,
+                              generator=self.tune_dir / "generator.safetensors", smooth_dir=self.smooth_dir,
+                              device=self.pipe.device)
 
-        return Stage("composite", fn, dataclasses.asdict(settings),
-                     {"render": self.render_dir, "align": self.align_dir, "video": self.video})
+        inputs = {"render": self.render_dir, "align": self.align_dir, "video": self.video}
+        if settings.stitch:  # stitching tuning re-renders from the tuned generator and smoothed latents
+            inputs.update(tune=self.tune_dir, smooth=self.smooth_dir)
+        return Stage("composite", fn, dataclasses.asdict(settings), inputs)
 
 
 def _drop(d: dict[str, Any], *keys: str) -> dict[str, Any]:
