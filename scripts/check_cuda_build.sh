@@ -57,4 +57,6 @@ so=$(find "$cache" -name 'videdit_native_cuda*.so' | head -1)
 if command -v cuobjdump >/dev/null; then
   echo "GPU code in the module:"
   cuobjdump --list-elf "$so" | sed 's/^/  /'
+else
+  echo "GPU code: cuobjdump not installed; not listed"
 fi

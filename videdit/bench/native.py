@@ -32,6 +32,9 @@ def _parse(argv):
                         help="resolution of the synthesis run (default: --resolution)")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--device", choices=["cpu", "cuda", "both"], default="cpu")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: process CPU time (all threads summed), robust on a machine shared with other "
+                             "jobs; use with --threads 1 to compare single-thread cost (CPU device only)")
     return parser.parse_args(argv)
 
 
@@ -74,15 +77,18 @@ class PeakRSS:
             self.peak_bytes = peak[0] - start
 
 
-def _best_time(fn, repeats: int, sync) -> float:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _best_time(fn, repeats: int, sync, clock=time.perf_counter) -> float:
     fn()  # warm-up (thread pools, caches, kernel launch)
     sync()
     best = math.inf
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
         sync()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, clock() - start)
     return best
 
 
@@ -139,6 +145,7 @@ def _time_layers(args, torch, device: str) -> list[tuple[str, float]]:
         print("CUDA kernels unavailable (see the warning above); nothing to compare")
         return []
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    clock = CLOCKS[args.clock] if device == "cpu" else time.perf_counter
 
     def torch_fn(x, **kw):
         with backend.use_ops("torch"):
@@ -157,8 +164,8 @@ def _time_layers(args, torch, device: str) -> list[tuple[str, float]]:
         kw = dict(kwargs, b=b, fu=None if kwargs["fu"] is None else kwargs["fu"].to(device),
                   fd=None if kwargs["fd"] is None else kwargs["fd"].to(device))
         with torch.no_grad():
-            t_torch = _best_time(lambda: torch_fn(x, **kw), args.repeats, sync)
-            t_native = _best_time(lambda: native_fn(x, **kw), args.repeats, sync)
+            t_torch = _best_time(lambda: torch_fn(x, **kw), args.repeats, sync, clock)
+            t_native = _best_time(lambda: native_fn(x, **kw), args.repeats, sync, clock)
             m_torch = _peak_memory(lambda: torch_fn(x, **kw), device, torch)
             m_native = _peak_memory(lambda: native_fn(x, **kw), device, torch)
             y_torch, y_native = torch_fn(x, **kw), native_fn(x, **kw)
@@ -175,8 +182,8 @@ def _time_layers(args, torch, device: str) -> list[tuple[str, float]]:
                     y.backward(torch.ones_like(y))
                 return run
 
-            tb_torch = _best_time(fwbw(torch_fn), args.repeats, sync)
-            tb_native = _best_time(fwbw(native_fn), args.repeats, sync)
+            tb_torch = _best_time(fwbw(torch_fn), args.repeats, sync, clock)
+            tb_native = _best_time(fwbw(native_fn), args.repeats, sync, clock)
             line += f" {tb_torch * 1e3:11.1f} {tb_native * 1e3:12.1f} {tb_torch / tb_native:6.2f}"
         print(line, flush=True)
     if ratios:
@@ -197,6 +204,7 @@ def _time_synthesis(args, torch, device: str):
 
     res = args.synthesis_resolution or args.resolution
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    clock = CLOCKS[args.clock] if device == "cpu" else time.perf_counter
     for name in (["r", "t"] if args.config == "both" else [args.config]):
         kwargs = sg3.r_config_kwargs(res) if name == "r" else sg3.t_config_kwargs(res)
         torch.manual_seed(0)
@@ -212,11 +220,14 @@ def _time_synthesis(args, torch, device: str):
                     with backend.use_ops(label):
                         image = G.synthesis(ws)  # warm-up, and the image to compare
                         sync()
-                        best, peak = math.inf, "n/a"
+                        best = math.inf
                         for _ in range(max(1, args.repeats - 1)):
-                            start = time.perf_counter()
-                            peak = _peak_memory(lambda: G.synthesis(ws), device, torch)
-                            best = min(best, time.perf_counter() - start)
+                            start = clock()
+                            G.synthesis(ws)
+                            sync()
+                            best = min(best, clock() - start)
+                        peak = _peak_memory(lambda: G.synthesis(ws), device, torch)  # a separate run: the
+                        # memory poller's own CPU time must not count in the timing
                     results[label] = (best, peak, image)
         finally:
             sg3.filtered_lrelu = original
@@ -233,7 +244,8 @@ def main(argv) -> int:
 
     torch.set_num_threads(args.threads)
     devices = ["cpu", "cuda"] if args.device == "both" else [args.device]
-    print(f"torch {torch.__version__}, {args.threads} threads, CUDA available: {torch.cuda.is_available()}")
+    print(f"torch {torch.__version__}, {args.threads} threads, CUDA available: {torch.cuda.is_available()}, "
+          f"CPU timings: {args.clock} clock, best of {args.repeats}")
     for device in devices:
         if device == "cuda" and not torch.cuda.is_available():
             print("no GPU here: CUDA kernels not timed")

@@ -61,8 +61,12 @@ class ExtensionSpec:
     cuda: bool
 
     def cflags(self) -> list[str]:
-        # torch's own flags pick the C++ standard (C++20 for torch >= 2.10).
-        return ["-O3"] + ([] if self.cuda else ["-fopenmp"])
+        # torch's own flags pick the C++ standard (C++20 for torch >= 2.10). The CPU kernel is built
+        # for this machine's vector units (the cache key includes the CPU's feature flags).
+        if self.cuda:
+            return ["-O3"]
+        native_arch = ["-march=native"] if platform.machine().lower() in ("x86_64", "amd64") else []
+        return ["-O3", "-fopenmp"] + native_arch
 
     def ldflags(self) -> list[str]:
         return [] if self.cuda else ["-fopenmp"]
@@ -120,8 +124,20 @@ def _spec_digest(spec: ExtensionSpec, archs: str) -> str:
         if path.name in spec.sources or path.suffix in headers:
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     digest.update(json.dumps([spec.name, spec.sources, spec.cflags(), spec.ldflags(), spec.cuda_cflags(),
-                              archs]).encode())
+                              archs, "" if spec.cuda else _cpu_features()]).encode())
     return digest.hexdigest()[:16]
+
+
+def _cpu_features() -> str:
+    """The CPU's feature flags (Linux), so a cache shared by different CPUs keeps separate builds."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:

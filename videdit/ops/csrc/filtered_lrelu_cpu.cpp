@@ -87,7 +87,8 @@ UpRowPlan make_up_row_plan(int up, int pad0, int taps, int in_w, int out_w) {
 
 // out[c] += sum_t taps[t] * s[c + t - pad0] (s: input with up - 1 zeros after each sample).
 template <typename Acc>
-void upsample_row(const UpRowPlan& p, const Acc* padded, const Acc* taps, Acc* out, Acc* tmp) {
+void upsample_row(const UpRowPlan& p, const Acc* __restrict__ padded, const Acc* taps, Acc* __restrict__ out,
+                  Acc* __restrict__ tmp) {
   const Acc* in = padded + p.margin;
   for (size_t r = 0; r < p.phases.size(); ++r) {
     const UpPhase& ph = p.phases[r];
@@ -95,7 +96,7 @@ void upsample_row(const UpRowPlan& p, const Acc* padded, const Acc* taps, Acc* o
     std::fill(tmp, tmp + ph.outputs, Acc(0));
     for (int k = 0; k < ph.taps; ++k) {
       const Acc g = taps[ph.first_tap + p.up * k];
-      const Acc* src = in + ph.first_input + k;
+      const Acc* __restrict__ src = in + ph.first_input + k;
       for (int j = 0; j < ph.outputs; ++j) tmp[j] += g * src[j];
     }
     Acc* dst = out + r;
@@ -143,10 +144,11 @@ void split_phases(const DownRowPlan& p, const Acc* row, Acc* dst) {
 }
 
 template <typename Acc>
-void downsample_row(const DownRowPlan& p, const Acc* phases, const Acc* taps, int num_taps, Acc* out) {
+void downsample_row(const DownRowPlan& p, const Acc* __restrict__ phases, const Acc* taps, int num_taps,
+                    Acc* __restrict__ out) {
   for (int t = 0; t < num_taps; ++t) {
     const Acc g = taps[t];
-    const Acc* src = phases + p.phase[t] * p.phase_len + p.offset[t];
+    const Acc* __restrict__ src = phases + p.phase[t] * p.phase_len + p.offset[t];
     for (int o = 0; o < p.out_w; ++o) out[o] += g * src[o];
   }
 }
@@ -171,7 +173,7 @@ struct UpRows {
       std::fill(data, data + in_w, Acc(0));
       for (int k = 0; k < ry.count; ++k) {
         const Acc g = s.fy[ry.t0 + s.up * k];
-        const T* src = plane + static_cast<long long>(ry.i0 + k) * in_w;
+        const T* __restrict__ src = plane + static_cast<long long>(ry.i0 + k) * in_w;
         for (int ix = 0; ix < in_w; ++ix) data[ix] += g * (static_cast<Acc>(src[ix]) + bias);
       }
       upsample_row(plan, padded.data(), s.fx, out, tmp.data());
@@ -214,8 +216,9 @@ void run_band(const Stage<Acc>& a, const Stage<Acc>& b, const PlaneShape& shape,
       std::fill(vertical.begin(), vertical.end(), Acc(0));
       for (int k = 0; k < ry.count; ++k) {
         const Acc g = b.fy[ry.t0 + k];
-        const Acc* src = ring.data() + ((ry.i0 + k) % ring_rows) * row_size;
-        for (size_t c = 0; c < row_size; ++c) vertical[c] += g * src[c];
+        const Acc* __restrict__ src = ring.data() + ((ry.i0 + k) % ring_rows) * row_size;
+        Acc* __restrict__ dst = vertical.data();
+        for (size_t c = 0; c < row_size; ++c) dst[c] += g * src[c];
       }
       if (ry.count > 0) downsample_row(down_plan, vertical.data(), b.fx, b.taps_x, out_row.data());
     } else {
