@@ -54,7 +54,7 @@ class RestyleCheckpoint(NamedTuple):
 
     encoder: torch.nn.Module  # ReStyleEncoder, eval mode, on the CPU
     generator: Any  # a Generator (eval mode) when built, else its state dict; None for an encoder-only file
-    latent_avg: torch.Tensor  # [512] float32
+    latent_avg: torch.Tensor  # [512] float32 (as released; [num_ws, 512] also accepted)
     opts: dict[str, Any]  # training options, paths as strings
 
 
@@ -115,7 +115,8 @@ def _latent_avg(value: Any, where: Path) -> torch.Tensor:
         raise CheckpointError(f"{where}: 'latent_avg' is not a float tensor")
     if value.ndim == 2 and value.shape[0] == 1:
         value = value[0]
-    if value.ndim != 1:
+    # [512] as released; a per-ws [num_ws, 512] average also works with restyle_invert.
+    if value.ndim not in (1, 2) or value.shape[-1] != 512:
         raise CheckpointError(f"{where}: 'latent_avg' has shape {list(value.shape)}, expected [512]")
     return value.to(torch.float32, copy=True)
 

@@ -301,7 +301,8 @@ def average_image(generator: nn.Module, latent_avg: torch.Tensor, size: int = EN
     """
     device = latent_avg.device
     with torch.inference_mode():
-        ws = latent_avg.reshape(1, 1, -1).expand(1, generator.num_ws, latent_avg.shape[-1]).float()
+        # A [512] latent_avg is repeated over every ws; a [num_ws, 512] one is used as it is.
+        ws = latent_avg.float().reshape(1, -1, latent_avg.shape[-1]).expand(1, generator.num_ws, -1)
         image = generator.synthesis(ws, transform=_identity_transforms(1, device))
         return _pool(image.float(), size)[0]
 
