@@ -282,3 +282,12 @@ def test_bad_arguments():
         ops.upfirdn2d(x, torch.ones(3), padding=[1, 2, 3])
     with pytest.raises(ValueError):
         ops.upfirdn2d(x, torch.ones(9), padding=-2)
+
+
+def test_modulated_conv2d_double_backward():
+    """The fast conv's custom backward is itself differentiable."""
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn([2, 3, 5, 5], generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn([4, 3, 3, 3], generator=gen, dtype=torch.float64, requires_grad=True)
+    s = torch.randn([2, 3], generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda a, b, c: ops.modulated_conv2d(a, b, c, padding=2), (x, w, s))

@@ -271,7 +271,11 @@ class SynthesisLayer(nn.Module):
         pad_hi = pad_total - pad_lo
         self.padding = [int(pad_lo[0]), int(pad_hi[0]), int(pad_lo[1]), int(pad_hi[1])]
 
-    def forward(self, x, w, update_emas=False, impl="fast", noise_mode=None, force_fp32=None):
+    def forward(self, x, w, noise_mode="const", force_fp32=True, update_emas=False, impl="fast"):
+        """x [N, in_channels, in_size, in_size], w [N, w_dim] -> [N, out_channels, out_size, out_size].
+
+        noise_mode and force_fp32 exist for the official signature and change nothing (no noise; float32).
+        """
         if update_emas:
             magnitude = x.detach().to(torch.float32).square().mean()
             self.magnitude_ema.copy_(magnitude.lerp(self.magnitude_ema, self.magnitude_ema_beta))

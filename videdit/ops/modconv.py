@@ -9,12 +9,53 @@ from videdit.ops._params import check_impl, filter_taps, parse_padding
 from videdit.ops.upfirdn2d import upfirdn2d
 
 
+class _Conv2dGemmGrad(torch.autograd.Function):
+    """F.conv2d whose backward runs as one forward convolution (input grad) and k*k GEMMs (weight
+    grad): about 1.6x faster on CPU than the default backward for the generator's convolutions.
+    The backward is made of differentiable ops, so double backward works too."""
+
+    @staticmethod
+    def forward(ctx, x, w, padding: int):
+        ctx.save_for_backward(x, w)
+        ctx.padding = padding
+        return F.conv2d(x, w, padding=padding)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, w = ctx.saved_tensors
+        pad = ctx.padding
+        out_ch, in_ch, kh, kw = w.shape
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            # Correlation with the flipped, transposed kernel undoes the forward's padding.
+            grad_x = F.conv2d(grad_y, w.flip([2, 3]).transpose(0, 1), padding=(kh - 1 - pad, kw - 1 - pad))
+        if ctx.needs_input_grad[1]:
+            n, _, out_h, out_w = grad_y.shape
+            gy = grad_y.transpose(0, 1).reshape(out_ch, n * out_h * out_w)
+            xp = F.pad(x, [pad] * 4) if pad else x
+            taps = []
+            for u in range(kh):
+                for v in range(kw):
+                    patch = xp[:, :, u:u + out_h, v:v + out_w].transpose(0, 1).reshape(in_ch, n * out_h * out_w)
+                    taps.append(gy @ patch.t())
+            grad_w = torch.stack(taps, dim=-1).reshape(out_ch, in_ch, kh, kw)
+        return grad_x, grad_w, None
+
+
+def _conv2d(x, w, padding: int):
+    """Plain conv2d; with autograd, the faster-backward version (valid for padding <= k - 1)."""
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
+    if needs_grad and isinstance(padding, int) and 0 <= padding <= min(w.shape[2], w.shape[3]) - 1:
+        return _Conv2dGemmGrad.apply(x, w, padding)
+    return F.conv2d(x, w, padding=padding)
+
+
 def modulated_conv2d(x, w, s, demodulate=True, padding=0, input_gain=None, impl="fast"):
     """StyleGAN3's modulated conv: per-sample weight w * s (demodulated), times input_gain.
 
     x [N,I,H,W], w [O,I,kh,kw], s [N,I], input_gain None or broadcastable to [N,I]. The fast path never
     builds per-sample weights for a batch: it scales the input by the styles, runs one ordinary
-    convolution for the whole batch (oneDNN, channels-last; a matmul for 1x1 kernels) and scales the
+    convolution for the whole batch (NCHW: oneDNN's channels-last backward is ~3x slower on CPU) and scales the
     output by the demodulation coefficients, which is the same linear map. A single sample gets the
     scales folded into its weight instead.
     """
@@ -41,9 +82,9 @@ def modulated_conv2d(x, w, s, demodulate=True, padding=0, input_gain=None, impl=
         wi = w * in_scale.reshape(1, in_ch, 1, 1)
         if out_scale is not None:
             wi = wi * out_scale.reshape(out_ch, 1, 1, 1)
-        return F.conv2d(x.contiguous(memory_format=torch.channels_last), wi.to(x.dtype), padding=padding)
+        return _conv2d(x.contiguous(), wi.to(x.dtype), padding)
     x = x * in_scale.to(x.dtype).reshape(n, in_ch, 1, 1)
-    y = F.conv2d(x.contiguous(memory_format=torch.channels_last), w.to(x.dtype), padding=padding)
+    y = _conv2d(x.contiguous(), w.to(x.dtype), padding)
     if out_scale is not None:
         y = y * out_scale.to(y.dtype).reshape(n, out_ch, 1, 1)
     return y
