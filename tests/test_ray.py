@@ -1,0 +1,299 @@
+"""`--engine ray`: the same outputs as `--engine local` on a local 2-CPU Ray cluster, and a video whose
+worker is SIGKILLed midway finishes by resuming its cached stages (and PTI from its checkpoint).
+
+The Ray tests skip when Ray is not installed (`pip install 'videdit[ray]'`); the checks of the engine's
+own logic (options, forced stages, what travels to the workers) run everywhere.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import pickle
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from videdit.errors import VideditError
+from videdit.runner import StageLog, read_log_events
+
+HAVE_RAY = importlib.util.find_spec("ray") is not None
+needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed (pip install 'videdit[ray]')")
+
+# Small enough for 2 shared cores: 64 px stand-in networks, 3-frame clips, 4 PTI steps with a
+# checkpoint after each (the fault test kills a worker between two of them).
+SMALL = {
+    "align.crop_size": 64,
+    "encode.n_iters": 1,
+    "encode.batch_size": 4,
+    "encode.input_size": 64,
+    "tune.steps": 4,
+    "tune.batch_size": 2,
+    "tune.checkpoint_every": 1,
+    "tune.allow_l2_only": True,
+    "tune.lpips_weight": 0.0,
+    "edit.direction": "age",
+    "edit.strengths": [3.0],
+}
+CLIP_NAMES = ("a_face.mp4", "b_face.mp4", "c_face.mp4")
+
+
+def _pipeline(quiet: bool = True, echo=None):
+    from videdit.pipeline import Pipeline, StandInModels
+
+    return Pipeline.from_preset("default", overrides=SMALL, quiet=quiet, echo=echo, models=StandInModels(resolution=64))
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# Engine logic (no Ray needed)
+
+
+def test_ray_missing_is_one_line_error(monkeypatch, tmp_path):
+    import sys
+
+    from videdit.engines import run_videos
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with pytest.raises(VideditError) as err:
+        run_videos(_pipeline(), [tmp_path / "x.mp4"], tmp_path / "out", engine="ray")
+    assert "pip install 'videdit[ray]'" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(VideditError, match="unknown engine 'spark'"):
+        run_videos(_pipeline(), [tmp_path / "x.mp4"], engine="spark")
+
+
+def test_pipeline_spec_pickles_and_rebuilds(tmp_path):
+    from videdit.engines.ray_engine import PipelineSpec
+    from videdit.pipeline import Pipeline, PretrainedModels, StandInModels
+
+    pipe = _pipeline()
+    spec = pickle.loads(pickle.dumps(PipelineSpec.from_pipeline(pipe)))
+    rebuilt = spec.build()
+    assert rebuilt.settings == pipe.settings
+    assert isinstance(rebuilt.models, StandInModels)
+    assert rebuilt.models.generator_identity() == pipe.models.generator_identity()
+    assert rebuilt.models.encoder_identity() == pipe.models.encoder_identity()
+    assert rebuilt.quiet  # workers leave progress to the driver
+
+    released = Pipeline.from_preset("default", weights_dir=tmp_path / "w", quiet=True)
+    spec = pickle.loads(pickle.dumps(PipelineSpec.from_pipeline(released, device="cpu")))
+    assert spec.models is None and spec.device == "cpu"  # rebuilt on the worker, nothing loaded is shipped
+    rebuilt = spec.build()
+    assert isinstance(rebuilt.models, PretrainedModels) and rebuilt.weights_dir == released.weights_dir.resolve()
+    assert rebuilt.models.encoder_name == released.models.encoder_name
+
+    class LockedModels(StandInModels):
+        def __init__(self):
+            super().__init__()
+            self.lock = threading.Lock()  # pickles with neither pickle nor cloudpickle
+
+    with pytest.raises(VideditError, match="cannot be sent to Ray workers"):
+        PipelineSpec.from_pipeline(Pipeline(pipe.settings, models=LockedModels(), quiet=True))
+
+
+def test_plan_resources_checks_before_submitting():
+    from videdit.engines.ray_engine import plan_resources
+
+    cpu_node = {"Alive": True, "Resources": {"CPU": 8.0}}
+    gpu_node = {"Alive": True, "Resources": {"CPU": 16.0, "GPU": 4.0}}
+    dead_gpu_node = {"Alive": False, "Resources": {"CPU": 16.0, "GPU": 4.0}}
+
+    plan = plan_resources([cpu_node, gpu_node], "auto", cpus_per_video=2, gpus_per_video=None)
+    assert (plan.gpus_per_video, plan.device, plan.slots) == (1.0, "auto", 4)  # GPUs limit the GPU node to 4
+    plan = plan_resources([cpu_node, gpu_node], "auto", cpus_per_video=2, gpus_per_video=0.5)
+    assert plan.slots == 8
+    plan = plan_resources([cpu_node, dead_gpu_node], "auto", cpus_per_video=3, gpus_per_video=None)
+    assert (plan.gpus_per_video, plan.device, plan.slots) == (0.0, "cpu", 2)  # no GPU reserved: run on CPU
+
+    for kwargs, message in [
+        (dict(gpus_per_video=1), "has 0 GPUs"),
+        (dict(gpus_per_video=None, cpus_per_video=9), "no node of the Ray cluster has 9 CPUs"),
+        (dict(gpus_per_video=0, device="cuda"), "--device cuda"),
+        (dict(cpus_per_video=0), "--cpus-per-video must be positive"),
+        (dict(gpus_per_video=-1), "--gpus-per-video must be 0 or more"),
+    ]:
+        args = {"device": "auto", "cpus_per_video": 1, "gpus_per_video": None, **kwargs}
+        with pytest.raises(VideditError, match=message):
+            plan_resources([cpu_node], args["device"], args["cpus_per_video"], args["gpus_per_video"])
+
+
+def test_forced_stages_recomputed_once_per_batch(tmp_path):
+    """--force / --from on a retry: what the first attempt finished stays; a cut-off stage resumes."""
+    from videdit.engines.ray_engine import RunRequest, stages_to_force
+
+    run_dir = tmp_path / "run"
+    log = StageLog(run_dir / "log.txt")
+    for stage in ("align", "encode", "tune"):  # an earlier, complete run
+        log.write(stage, "start")
+        log.write(stage, "done", "1.00s")
+        (run_dir / stage).mkdir(parents=True)
+    offset = len(read_log_events(run_dir))
+
+    assert stages_to_force(RunRequest(), run_dir, offset) == set()
+    assert stages_to_force(RunRequest(from_stage="tune"), run_dir, offset) == {"tune", "edit", "smooth", "render", "composite"}
+
+    # the first attempt of this batch redid align and was killed in encode
+    log.write("align", "start")
+    log.write("align", "done", "1.00s")
+    log.write("encode", "start")
+    (run_dir / "encode.partial").mkdir()
+    forced = stages_to_force(RunRequest(force=True), run_dir, offset)
+    assert forced == {"tune", "edit", "smooth", "render", "composite"}
+    assert not (run_dir / "encode").exists()  # stale output gone, so encode.partial resumes
+    assert (run_dir / "align").exists() and (run_dir / "tune").exists() and (run_dir / "encode.partial").exists()
+
+
+def test_jobs_name_run_folders_like_run_many(tmp_path):
+    from videdit.engines import make_jobs
+
+    pipe = _pipeline()
+    jobs = make_jobs(pipe, [tmp_path / "x" / "a.mp4", tmp_path / "b.mp4"], tmp_path / "out")
+    assert [j.run_dir for j in jobs] == [tmp_path / "out" / "a.mp4.videdit", tmp_path / "out" / "b.mp4.videdit"]
+    assert make_jobs(pipe, [tmp_path / "a.mp4"])[0].run_dir == tmp_path / "a.mp4.videdit"
+    with pytest.raises(VideditError, match="share a run folder"):
+        make_jobs(pipe, [tmp_path / "x" / "a.mp4", tmp_path / "a.mp4"], tmp_path / "out")
+
+
+# --------------------------------------------------------------------------------------------------
+# On a Ray cluster
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    from videdit.synthetic import make_clip
+
+    folder = tmp_path_factory.mktemp("videos")
+    for i, name in enumerate(CLIP_NAMES):
+        make_clip(folder / name, n_frames=3, size=(256, 224), face_centre=(255.0 - 8 * i, 110.0 + 3 * i))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_results(clips, tmp_path_factory):
+    """--engine local on the three clips, one torch thread (what a 1-CPU Ray task gets), for bit-equal outputs."""
+    import torch
+
+    from videdit.engines.local import run_videos_local
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        results = run_videos_local(_pipeline(), [clips / n for n in CLIP_NAMES], tmp_path_factory.mktemp("local"))
+    finally:
+        torch.set_num_threads(threads)
+    assert [r.status for r in results] == ["ok"] * 3, [r.error for r in results]
+    return {r.input.name: r for r in results}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A fresh one-machine Ray cluster with 2 CPUs, stopped after this module's tests."""
+    if not HAVE_RAY:
+        pytest.skip("Ray is not installed (pip install 'videdit[ray]')")
+    import ray
+
+    temp_dir = tempfile.mkdtemp(prefix="vray")  # short: Ray's socket paths live under it
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=80 * 1024**2,
+             _temp_dir=temp_dir, logging_level=logging.WARNING)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _assert_same_outputs(result, reference):
+    assert [p.name for p in result.outputs] == [p.name for p in reference.outputs]
+    for ours, theirs in zip(result.outputs, reference.outputs):
+        assert _sha(ours) == _sha(theirs), ours
+    ours, theirs = result.run_dir, reference.run_dir
+    assert np.array_equal(np.load(ours / "encode" / "latents.npy"), np.load(theirs / "encode" / "latents.npy"))
+    from safetensors.numpy import load_file
+
+    a, b = load_file(ours / "tune" / "generator.safetensors"), load_file(theirs / "tune" / "generator.safetensors")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@needs_ray
+def test_ray_outputs_equal_local(ray_cluster, clips, local_results, tmp_path):
+    from videdit.engines.ray_engine import run_videos_ray
+    from videdit.pipeline import format_summary
+
+    videos = [clips / n for n in CLIP_NAMES] + [tmp_path / "d_corrupt.mp4"]
+    videos[-1].write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    lines: list[str] = []
+    results = run_videos_ray(_pipeline(), videos, tmp_path / "runs", cpus_per_video=1, max_retries=1, echo=lines.append)
+
+    assert [r.input.name for r in results] == [v.name for v in videos]
+    assert [r.status for r in results] == ["ok", "ok", "ok", "failed"], [r.error for r in results]
+    assert results[3].error and "\n" not in results[3].error
+    for r in results[:3]:
+        assert r.run_dir == tmp_path / "runs" / (r.input.name + ".videdit")
+        _assert_same_outputs(r, local_results[r.input.name])
+        assert json.loads((r.run_dir / ".ray_task.json").read_text())["attempt"] == 1
+    assert any("[ray] 3/4 done, 0 running, 0 queued, 1 failed" in line for line in lines), lines
+    assert format_summary(results).endswith("3 done, 1 failed")
+
+
+@needs_ray
+def test_killed_worker_resumes_from_cached_stages(ray_cluster, clips, local_results, tmp_path):
+    from videdit.engines.ray_engine import TaskStatus, run_videos_ray
+    from videdit.stages.tune import CHECKPOINT_NAME
+
+    videos = [clips / n for n in CLIP_NAMES[:2]]
+    victim_dir = tmp_path / "runs" / (videos[1].name + ".videdit")
+    killed: dict[str, object] = {}
+
+    def kill_in_tune():
+        """SIGKILL the victim's worker once PTI has written a checkpoint, before tune finishes."""
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            log = victim_dir / "log.txt"
+            if (log.exists() and "tune start" in log.read_text()
+                    and (victim_dir / "tune.partial" / "checkpoints" / CHECKPOINT_NAME).exists()):
+                status = TaskStatus.read(victim_dir)
+                killed["too_late"] = (victim_dir / "tune" / "manifest.json").exists()
+                os.kill(status.pid, signal.SIGKILL)
+                killed["pid"] = status.pid
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_in_tune, daemon=True)
+    killer.start()
+    results = run_videos_ray(_pipeline(), videos, tmp_path / "runs", cpus_per_video=1, max_retries=2, echo=None)
+    killer.join(timeout=5)
+
+    assert "pid" in killed, "the victim never reached a PTI checkpoint"
+    assert not killed["too_late"], "tune had finished before the kill: nothing was tested"
+    assert [r.status for r in results] == ["ok", "ok"], [r.error for r in results]
+    for r in results:
+        assert all(p.exists() for p in r.outputs) and len(r.outputs) == 2
+
+    status = TaskStatus.read(victim_dir)
+    assert status.attempt == 2 and status.pid != killed["pid"] and status.state == "finished"
+    events = read_log_events(victim_dir)
+    count = {e: events.count(e) for e in set(events)}
+    # the first attempt computed align and encode once; the retry found them cached and resumed tune
+    assert count[("align", "start")] == 1 and count[("align", "cached")] == 1
+    assert count[("encode", "start")] == 1 and count[("encode", "cached")] == 1
+    assert count[("tune", "resume")] == 1 and count[("tune", "done")] == 1
+    assert events.index(("align", "cached")) > events.index(("tune", "start"))
+    tune_info = json.loads((victim_dir / "tune" / "tune.json").read_text())
+    assert tune_info["resumed_from_step"] >= 1 and tune_info["steps_done"] == SMALL["tune.steps"]
+
+    bystander = results[0]
+    assert TaskStatus.read(bystander.run_dir).attempt == 1
+    _assert_same_outputs(bystander, local_results[bystander.input.name])
+    # PTI resumes from its checkpoint to the same generator as an uninterrupted run
+    _assert_same_outputs(results[1], local_results[results[1].input.name])

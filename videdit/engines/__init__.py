@@ -1,0 +1,72 @@
+"""Engines: where the videos of a batch run.
+
+- `local`: one video after another in this process (what `Pipeline.run_many` has always done).
+- `ray`: one Ray task per video on a Ray cluster (`videdit.engines.ray_engine`, needs `pip install videdit[ray]`).
+
+Both take the same pipeline, videos and run options and return `VideoResult`s in input order, so the
+CLI prints the same summary table whichever engine ran. Run folders follow the same naming rule:
+`OUT/<video name>.videdit/` when an output folder is given, else beside each input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from videdit.errors import VideditError
+
+if TYPE_CHECKING:
+    from videdit.pipeline import Pipeline, VideoResult
+
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One video and the run folder it writes to (absolute paths: a Ray worker may run elsewhere)."""
+
+    video: Path
+    run_dir: Path
+
+
+def make_jobs(pipeline: "Pipeline", videos: Sequence[Path], out: Path | None = None,
+              run_dirs: Sequence[Path] | None = None) -> list[VideoJob]:
+    """Pair videos with run folders: `run_dirs` if given, else OUT/<name>.videdit, else beside each input."""
+    videos = [Path(v).resolve() for v in videos]
+    if run_dirs is not None:
+        if len(run_dirs) != len(videos):
+            raise VideditError(f"{len(videos)} videos but {len(run_dirs)} run folders")
+        dirs = [Path(d).resolve() for d in run_dirs]
+    elif out is not None:
+        dirs = [Path(out).resolve() / (v.name + ".videdit") for v in videos]
+    else:
+        dirs = [pipeline.default_run_dir(v) for v in videos]
+    if len(set(dirs)) != len(dirs):
+        raise VideditError("two videos would share a run folder (same file name in different folders?): use separate --out folders")
+    return [VideoJob(v, d) for v, d in zip(videos, dirs)]
+
+
+def run_videos(pipeline: "Pipeline", videos: Sequence[Path], out: Path | None = None, *, engine: str = "local",
+               **options: Any) -> list["VideoResult"]:
+    """Run `videos` with the named engine; `options` are that engine's keyword arguments."""
+    if engine == "local":
+        from videdit.engines.local import run_videos_local
+
+        return run_videos_local(pipeline, videos, out, **options)
+    if engine == "ray":
+        from videdit.engines.ray_engine import run_videos_ray
+
+        return run_videos_ray(pipeline, videos, out, **options)
+    raise VideditError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
+
+
+def format_duration(seconds: float | None) -> str:
+    """'?' for unknown, else 45s / 3m05s / 2h10m."""
+    if seconds is None:
+        return "?"
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
