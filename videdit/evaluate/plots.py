@@ -41,6 +41,8 @@ def plot_metrics_over_time(per_frame: dict[str, dict[str, list]], input_warp_err
         if name == "warp_error" and input_warp_error:
             values = np.asarray(input_warp_error, dtype=float)
             ax.plot(np.arange(len(values)) + 1, values, "k--", label="input (floor)", linewidth=1.0)
+        if not any(np.isfinite(np.asarray(series.get(name, []), dtype=float)).any() for series in per_frame.values()):
+            ax.text(0.5, 0.5, "no values: no face found in the outputs", transform=ax.transAxes, ha="center", va="center")
         ax.set_ylabel(label, fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper right")
@@ -93,6 +95,8 @@ def plot_latent_trajectory(projections: dict[str, np.ndarray], explained: np.nda
     axes[0].legend(fontsize=7)
     axes[0].grid(alpha=0.3)
     axes[0].set_title("principal components over time", fontsize=9)
+    for ax in axes:  # latents that barely move give tiny numbers: keep the tick labels short
+        ax.ticklabel_format(style="sci", scilimits=(-3, 3), useMathText=True)
     axes[1].set_xlabel("PC1")
     axes[1].set_ylabel("PC2")
     axes[1].legend(fontsize=7)

@@ -110,8 +110,10 @@ def evaluate_run(run_dir, against=None, settings: EvalSettings | None = None, *,
     metrics["latents"] = _latent_stats(run)
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     if settings.write:
-        out_dir = run / EVAL_FOLDER
-        out_dir.mkdir(exist_ok=True)
+        # Another reference gets its own folder, so the run's own evaluation is never overwritten.
+        out_dir = run / EVAL_FOLDER if against is None else run / EVAL_FOLDER / f"against_{Path(against).stem}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        metrics["eval_dir"] = frames_mod.label_for(out_dir, run)
         metrics["plots"] = []
         if settings.plots:
             try:
@@ -380,7 +382,9 @@ def _write_plots(run: Path, metrics: dict, out_dir: Path) -> list[str]:
     raw = _load_npz(run / "align" / "transforms.npz")
     if raw is not None and "rotation_deg" in raw and "translation" in raw:
         written.append(plots.plot_transforms(raw, _load_npz(run / "smooth" / "transforms.npz"), out_dir / "transforms.png"))
-    series = dict(list(_latent_series(run).items())[:3])  # encoded, smoothed reconstruction, one more at most
+    # Encoded and smoothed reconstruction only: an edit is a far-off shifted copy that would squash the scale.
+    series = {name: lat for name, lat in _latent_series(run).items()
+              if name == "encoded" or is_reconstruction(name.removeprefix("smoothed "))}
     if series and len(next(iter(series.values()))) >= 2:
         projections, explained = latent_pca(series)
         written.append(plots.plot_latent_trajectory(projections, explained, out_dir / "latent_pca.png"))
@@ -437,6 +441,7 @@ def load_metrics(run_or_file) -> dict:
 
 # (column title, how to get a number from one output's record, format)
 _COLUMNS = (
+    ("faces", lambda o: (o["faces_found"], len(o["per_frame"]["face_found"])), "{}/{}"),
     ("L2@256", lambda o: o["summary"].get("l2@256", {}).get("mean"), "{:.4f}"),
     ("LPIPS@256", lambda o: o["summary"].get("lpips@256", {}).get("mean"), "{:.4f}"),
     ("MS-SSIM@256", lambda o: o["summary"].get("ms_ssim@256", {}).get("mean"), "{:.4f}"),
@@ -450,6 +455,7 @@ _COLUMNS = (
 )
 
 _ROWS_FOR_COMPARE = (
+    ("faces found in output", lambda o: (o["faces_found"], len(o["per_frame"]["face_found"])), "{}/{}"),
     ("L2@256", lambda o: o["summary"].get("l2@256", {}).get("mean"), "{:.4f}"),
     ("LPIPS@256", lambda o: o["summary"].get("lpips@256", {}).get("mean"), "{:.4f}"),
     ("MS-SSIM@256", lambda o: o["summary"].get("ms_ssim@256", {}).get("mean"), "{:.4f}"),
