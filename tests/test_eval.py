@@ -471,8 +471,10 @@ def test_against_the_source_video_compares_full_frames(tmp_path, models):
     run = tmp_path / "clip.videdit"
     run.mkdir()
     encode(run / "clip.reconstruction.mp4", video)
-    result = evaluate_run(run, against=source, settings=EvalSettings(**FAST, sizes=(None,), plots=False, write=False), models=models)
+    result = evaluate_run(run, against=source, settings=EvalSettings(**FAST, sizes=(None,), plots=False), models=models)
     assert result["frames"] == 4 and list(result["outputs"]) == ["reconstruction"]
+    # Written beside, not over, the run's own evaluation.
+    assert (run / "eval" / "against_clip" / "metrics.json").is_file() and not (run / "eval" / "metrics.json").exists()
     assert result["outputs"]["reconstruction"]["summary"]["psnr@full"]["mean"] > 45.0
 
 
