@@ -107,7 +107,7 @@ def test_loss_goes_down_and_psnr_goes_up(video_inputs, tuned):
     assert np.mean(losses[-3:]) < 0.85 * np.mean(losses[:3]), losses
     before = reconstruction_psnr(load_generator(gen_path), align, latents)
     after = reconstruction_psnr(load_generator(result.generator_path), align, latents)
-    # Measured on this setup: about 10.3 dB -> 11.0 dB after 12 steps.
+    # Measured on this setup: 10.34 dB -> 11.30 dB after 12 steps (loss 0.58 -> 0.41).
     assert after > before + 0.4, (before, after)
 
 
