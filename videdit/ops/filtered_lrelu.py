@@ -47,14 +47,16 @@ class _Settings:
 
 
 def _activate(x, s: _Settings, inplace: bool):
-    """lrelu(slope) * post_gain, clamped. In place on a tensor we own when autograd is off."""
+    """lrelu(slope) * post_gain, clamped, on a tensor we own (fully in place when autograd is off)."""
     clamp = s.clamp if (s.clamp is not None and s.clamp >= 0) else None
     if inplace:
         F.leaky_relu_(x, s.slope)
         if s.post_gain != 1:
             x.mul_(s.post_gain)
         return x.clamp_(-clamp, clamp) if clamp is not None else x
-    x = F.leaky_relu(x, s.slope)
+    # With autograd, the in-place lrelu is still allowed (and saves a full-size temporary): the
+    # convolution that produced x does not need its output for backward. Slope must be > 0.
+    x = F.leaky_relu_(x, s.slope) if s.slope > 0 else F.leaky_relu(x, s.slope)
     if s.post_gain != 1:
         x = x * s.post_gain
     if clamp is not None:
