@@ -64,6 +64,15 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
     WeightFile("edit_gender", "Male_boundary.npy", "InterFaceGAN gender direction", f"{_BOUNDARIES}/Male_boundary.npy",
                f"{STYLEGAN3_EDITING} editing/interfacegan/boundaries/ffhq/", license="MIT (stylegan3-editing)", optional=True),
     WeightFile(
+        "arcface_ir_se50", "model_ir_se50.pth", "ArcFace IR-SE50 face recognition (identity metric of `videdit eval`)",
+        None, f"download 'IR-SE50 Model' (TreB1eN's InsightFace_Pytorch) linked from {STYLEGAN3_EDITING}",
+        license="MIT (InsightFace_Pytorch)", optional=True,
+    ),
+    WeightFile(
+        "curricularface", "CurricularFace_Backbone.pth", "CurricularFace backbone (stronger identity metric of `videdit eval`)",
+        None, f"download 'CurricularFace Backbone' linked from {STYLEGAN3_EDITING}", license="MIT (CurricularFace)", optional=True,
+    ),
+    WeightFile(
         "lpips_alexnet", "alexnet-owt-7be5be79.pth", "AlexNet backbone of the LPIPS loss used by PTI tuning",
         "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", "torchvision model zoo",
         sha256_prefix="7be5be79", location="torch_hub", license="BSD-3-Clause (torchvision)",
