@@ -161,6 +161,7 @@ def test_jobs_name_run_folders_like_run_many(tmp_path):
     jobs = make_jobs(pipe, [tmp_path / "x" / "a.mp4", tmp_path / "b.mp4"], tmp_path / "out")
     assert [j.run_dir for j in jobs] == [tmp_path / "out" / "a.mp4.videdit", tmp_path / "out" / "b.mp4.videdit"]
     assert make_jobs(pipe, [tmp_path / "a.mp4"])[0].run_dir == tmp_path / "a.mp4.videdit"
+    assert make_jobs(pipe, [tmp_path / "a.mp4"], run_dirs=[tmp_path / "r"])[0].run_dir == tmp_path / "r"  # one file, --out
     with pytest.raises(VideditError, match="share a run folder"):
         make_jobs(pipe, [tmp_path / "x" / "a.mp4", tmp_path / "a.mp4"], tmp_path / "out")
 

@@ -9,6 +9,7 @@ CLI prints the same summary table whichever engine ran. Run folders follow the s
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -29,16 +30,21 @@ class VideoJob:
     run_dir: Path
 
 
+def _absolute(path: Path | str) -> Path:
+    return Path(os.path.abspath(path))
+
+
 def make_jobs(pipeline: "Pipeline", videos: Sequence[Path], out: Path | None = None,
               run_dirs: Sequence[Path] | None = None) -> list[VideoJob]:
     """Pair videos with run folders: `run_dirs` if given, else OUT/<name>.videdit, else beside each input."""
-    videos = [Path(v).resolve() for v in videos]
+    # Absolute, not resolved: a symlinked input keeps its own name, as with the local engine.
+    videos = [_absolute(v) for v in videos]
     if run_dirs is not None:
         if len(run_dirs) != len(videos):
             raise VideditError(f"{len(videos)} videos but {len(run_dirs)} run folders")
-        dirs = [Path(d).resolve() for d in run_dirs]
+        dirs = [_absolute(d) for d in run_dirs]
     elif out is not None:
-        dirs = [Path(out).resolve() / (v.name + ".videdit") for v in videos]
+        dirs = [_absolute(out) / (v.name + ".videdit") for v in videos]
     else:
         dirs = [pipeline.default_run_dir(v) for v in videos]
     if len(set(dirs)) != len(dirs):
