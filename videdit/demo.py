@@ -74,10 +74,23 @@ def run_demo(out: Path, n_frames: int = 24, weights_dir: Path | None = None, qui
     if stand_in:
         echo(_lines("Stand-ins (the rendered face is meaningless):", stand_in))
         echo("For real results get the checkpoints (`videdit weights list`):\n" + ("" if used_real else missing_text))
+    seams = _seam_factors(result.run_dir)
+    if seams:
+        echo("Seam visibility (gradient energy on the mask border / same in the source; 1 = invisible): "
+             + ", ".join(f"{k} {v:.2f}" for k, v in seams.items()))
     echo(f"\nRun folder: {result.run_dir}  ({time.perf_counter() - t0:.0f}s)")
     for p in result.outputs:
         echo(f"  {p}")
     return 0
+
+
+def _seam_factors(run_dir: Path) -> dict[str, float]:
+    import json
+
+    try:
+        return json.loads((run_dir / "composite" / "composite.json").read_text()).get("seam_factor", {})
+    except (OSError, ValueError):
+        return {}
 
 
 def _landmark_backend(run_dir: Path) -> str:
