@@ -3,7 +3,7 @@
 Fast path:
 * the activation gain is folded into the upsampling filter (lrelu(g*x) = g*lrelu(x) for g > 0);
 * the up and down passes are videdit.ops.upfirdn2d's transposed / strided depthwise convolutions;
-* the op runs in horizontal strips of the output, so the 4x-sized upsampled intermediate only ever
+* the op runs in strips of output rows (and channel groups), so the 4x-sized upsampled intermediate only ever
   exists one strip at a time: without autograd always, with autograd when that intermediate would
   be large (the strips are then recomputed in the backward pass, like gradient checkpointing, and
   only the op's input is kept for backward);
@@ -22,9 +22,9 @@ from videdit.ops import reference
 from videdit.ops._params import check_impl, filter_taps, parse_resample
 from videdit.ops.upfirdn2d import upfirdn2d
 
-# Upsampled intermediate of one strip (bytes): small enough to stay cheap, large enough that the
-# filter halo recomputed between strips stays a few percent.
-STRIP_BYTES = 48 << 20
+# Upsampled intermediate of one strip (bytes). Below glibc's largest mmap threshold (32 MiB), so
+# strip buffers are recycled from the heap instead of being mapped and page-faulted anew each time.
+STRIP_BYTES = 16 << 20
 # With autograd, intermediates above this size (bytes) switch to recomputed strips.
 CHECKPOINT_BYTES = 256 << 20
 
@@ -90,21 +90,30 @@ def _sizes(x, s: _Settings):
 
 
 def _strips(x, s: _Settings):
-    """Yield (r0, r1, i_lo, i_hi, pad0, pad1): output rows r0:r1 come from input rows i_lo:i_hi with
-    y padding pad0, pad1."""
+    """Yield (c0, c1, r0, r1, i_lo, i_hi, pad0, pad1): output channels c0:c1, rows r0:r1 come from input
+    channels c0:c1, rows i_lo:i_hi with y padding pad0, pad1.
+
+    The filters are per channel, so wide maps are also split into channel groups: that keeps each
+    strip tall enough for the recomputed filter halo (kd rows per strip) to stay small.
+    """
     n, c, h, _ = x.shape
     tmp_h, tmp_w, out_h, _, ku, kd = _sizes(x, s)
-    tmp_rows = max(1, STRIP_BYTES // max(1, n * c * tmp_w * x.element_size()))
+    row_bytes = n * tmp_w * x.element_size()  # one upsampled row of one channel
+    want_rows = min(tmp_h, 8 * kd + s.down)
+    group = max(1, min(c, STRIP_BYTES // max(1, row_bytes * want_rows)))
+    tmp_rows = max(1, STRIP_BYTES // max(1, row_bytes * group))
     rows = max(1, (tmp_rows - kd) // s.down + 1)
-    for r0 in range(0, out_h, rows):
-        r1 = min(out_h, r0 + rows)
-        j0, j1 = r0 * s.down, (r1 - 1) * s.down + kd  # upsampled rows this strip needs
-        # Upsampled row j reads padded rows j..j+ku-1, i.e. input rows (q - pady0) / up.
-        i_lo = min(max(0, (j0 - s.pady0) // s.up), h - 1)
-        i_hi = max(min(h, (j1 + ku - 2 - s.pady0) // s.up + 1), i_lo + 1)
-        pad0 = s.pady0 - j0 + i_lo * s.up
-        pad1 = (j1 - j0) - 1 + ku - (i_hi - i_lo) * s.up - pad0
-        yield r0, r1, i_lo, i_hi, pad0, pad1
+    for c0 in range(0, c, group):
+        c1 = min(c, c0 + group)
+        for r0 in range(0, out_h, rows):
+            r1 = min(out_h, r0 + rows)
+            j0, j1 = r0 * s.down, (r1 - 1) * s.down + kd  # upsampled rows this strip needs
+            # Upsampled row j reads padded rows j..j+ku-1, i.e. input rows (q - pady0) / up.
+            i_lo = min(max(0, (j0 - s.pady0) // s.up), h - 1)
+            i_hi = max(min(h, (j1 + ku - 2 - s.pady0) // s.up + 1), i_lo + 1)
+            pad0 = s.pady0 - j0 + i_lo * s.up
+            pad1 = (j1 - j0) - 1 + ku - (i_hi - i_lo) * s.up - pad0
+            yield c0, c1, r0, r1, i_lo, i_hi, pad0, pad1
 
 
 def _forward_strips(x, b, s: _Settings):
@@ -112,14 +121,14 @@ def _forward_strips(x, b, s: _Settings):
     n, c, _, _ = x.shape
     _, _, out_h, out_w, _, _ = _sizes(x, s)
     out = None
-    for r0, r1, i_lo, i_hi, pad0, pad1 in _strips(x, s):
-        y = _forward(x[:, :, i_lo:i_hi], b, s, pad0, pad1)
-        if r0 == 0 and r1 == out_h:
+    for c0, c1, r0, r1, i_lo, i_hi, pad0, pad1 in _strips(x, s):
+        y = _forward(x[:, c0:c1, i_lo:i_hi], None if b is None else b[c0:c1], s, pad0, pad1)
+        if c1 - c0 == c and r1 - r0 == out_h:
             return y
         if out is None:
             out = torch.empty([n, c, out_h, out_w], dtype=y.dtype, device=y.device,
                               memory_format=torch.channels_last)
-        out[:, :, r0:r1] = y
+        out[:, c0:c1, r0:r1] = y
     return out
 
 
@@ -141,18 +150,17 @@ class _CheckpointedStrips(torch.autograd.Function):
         need_x, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = torch.zeros_like(x, memory_format=torch.channels_last) if need_x else None
         grad_b = torch.zeros_like(b) if need_b else None
-        for r0, r1, i_lo, i_hi, pad0, pad1 in _strips(x, s):
-            xs = x[:, :, i_lo:i_hi].detach().requires_grad_(need_x)
-            bs = None if b is None else b.detach().requires_grad_(need_b)
+        for c0, c1, r0, r1, i_lo, i_hi, pad0, pad1 in _strips(x, s):
+            xs = x[:, c0:c1, i_lo:i_hi].detach().requires_grad_(need_x)
+            bs = None if b is None else b[c0:c1].detach().requires_grad_(need_b)
             with torch.enable_grad():
                 ys = _forward(xs, bs, s, pad0, pad1)
                 inputs = [t for t, need in ((xs, need_x), (bs, need_b)) if need]
-                grads = torch.autograd.grad(ys, inputs, grad_out[:, :, r0:r1])
-            grads = list(grads)
+                grads = list(torch.autograd.grad(ys, inputs, grad_out[:, c0:c1, r0:r1]))
             if need_x:
-                grad_x[:, :, i_lo:i_hi] += grads.pop(0)
+                grad_x[:, c0:c1, i_lo:i_hi] += grads.pop(0)
             if need_b:
-                grad_b += grads.pop(0)
+                grad_b[c0:c1] += grads.pop(0)
         return grad_x, grad_b, None
 
 
