@@ -3,7 +3,8 @@
 Each configuration runs in its own child process (so peak memory is its own): a randomly initialised
 generator of that configuration, a synthetic clip of crops at its resolution, and `run_tune` with L2 +
 LPIPS (randomly initialised AlexNet backbone: same cost as the real one, no download). Reported per
-configuration: seconds per PTI step (first step left out when more than one ran), the baseline (one
+configuration: seconds per PTI step (the first step, which also holds run_tune's setup: copying the
+generator, building LPIPS and the optimizer, is left out when more than one ran), the baseline (one
 forward synthesis of the same batch without gradients, timed in the same process), their ratio, and
 the child's peak resident memory (and peak CUDA memory on a GPU).
 """
@@ -109,8 +110,12 @@ def child(spec: dict) -> dict:
 
         settings = TuneSettings(steps=spec["steps"], batch_size=batch, checkpoint_every=0, lpips_random_backbone=True,
                                 progress=False, device=spec["device"])
+        # Import what run_tune imports lazily (lpips + torchvision; the optimizer pulls in torch._dynamo, tens
+        # of seconds on a busy machine) so the first step's time holds only run_tune's own setup.
+        import lpips  # noqa: F401
+        import torch._dynamo  # noqa: F401
+
         last[0] = time.perf_counter()
-        # The first step also pays one-time costs (LPIPS build happens before it; allocator warm-up in it).
         run_tune(align, latents, G, Path(tmp) / "tune", settings, on_step=on_step)
     timed = step_times[1:] if len(step_times) > 1 else step_times
     return {
