@@ -473,3 +473,13 @@ def test_cuda_extension_compiles_and_links():
                           timeout=3600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "built and imported" in proc.stdout
+
+
+def test_unusable_cache_folder_is_one_warning_not_a_crash(tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # mkdir under a file fails
+    spec = native.ExtensionSpec("videdit_unusable_cache_test", ("filtered_lrelu_cpu.cpp",), cuda=False)
+    with caplog.at_level(logging.WARNING, logger="videdit.ops"):
+        assert native._load_or_none(spec) is None
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1

@@ -293,9 +293,10 @@ def load(spec: ExtensionSpec, timeout_s: float | None = None):
 def _load_or_none(spec: ExtensionSpec):
     try:
         return load(spec)
-    except BuildError as exc:
+    except Exception as exc:  # BuildError, or e.g. an unwritable cache folder: never break the op
+        detail = exc if isinstance(exc, BuildError) else f"{type(exc).__name__}: {exc}"
         logger.warning("videdit native %s ops unavailable, using the PyTorch ops instead: %s",
-                       "CUDA" if spec.cuda else "CPU", exc)
+                       "CUDA" if spec.cuda else "CPU", detail)
         return None
 
 
@@ -318,7 +319,10 @@ def cpu_module_if_built():
     When it is missing, starts its build in a background process (once per process) and returns
     None, so callers use the PyTorch path meanwhile instead of waiting for the compiler.
     """
-    state = build_state(CPU_EXTENSION)
+    try:
+        state = build_state(CPU_EXTENSION)
+    except Exception:  # no usable cache folder: let cpu_module() report it once
+        return cpu_module()
     if state == "missing":
         _start_background_build(CPU_EXTENSION)
         return None
