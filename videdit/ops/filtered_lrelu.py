@@ -3,10 +3,10 @@
 Fast path:
 * the activation gain is folded into the upsampling filter (lrelu(g*x) = g*lrelu(x) for g > 0);
 * the up and down passes are videdit.ops.upfirdn2d's transposed / strided depthwise convolutions;
-* the op runs in strips of output rows (and channel groups), so the 4x-sized upsampled intermediate only ever
-  exists one strip at a time: without autograd always, with autograd when that intermediate would
-  be large (the strips are then recomputed in the backward pass, like gradient checkpointing, and
-  only the op's input is kept for backward);
+* the op runs in strips of output rows (and channel groups), so the 4x-sized upsampled
+  intermediate only ever exists one strip at a time: without autograd always, with autograd when
+  that intermediate would be large (the strips are then recomputed in the backward pass, like
+  gradient checkpointing, and only the op's input is kept for backward);
 * with autograd, a clamp that does not bite is skipped (same values, no masks to keep).
 """
 from __future__ import annotations
