@@ -24,7 +24,7 @@ from pathlib import Path
 CONFIGS = {
     # name: (generator kwargs factory name, resolution, default layers)
     "r1024": ("r_config_kwargs", 1024, "L4,L8,L12"),
-    "t256": ("t_config_kwargs", 256, "all"),
+    "t256": ("t_config_kwargs", 256, "L3,L8,L12"),
 }
 
 
