@@ -43,6 +43,17 @@ def _float_list(text: str | None) -> list[float] | None:
         raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _ops_mode(mode: str | None):
+    """Context selecting the op kernels (videdit.ops.backend), or nothing when not given."""
+    import contextlib
+
+    if mode is None:
+        return contextlib.nullcontext()
+    from videdit.ops.backend import use_ops
+
+    return use_ops(mode)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="videdit")
 def cli() -> None:
@@ -73,10 +84,12 @@ def cli() -> None:
 @click.option("--recursive", is_flag=True, help="With a folder INPUT: also videos in subfolders.")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Any preset option, e.g. --set tune.lr=1e-4.")
 @click.option("--weights-dir", type=click.Path(path_type=Path), default=None, help="Where checkpoints are (default: $VIDEDIT_WEIGHTS, ./weights, user cache).")
+@click.option("--ops", type=click.Choice(["auto", "cuda", "cpp", "torch"]), default=None,
+              help="Op kernels: auto (CUDA kernels on GPU, fused C++ on CPU where measured faster), or force one (default: $VIDEDIT_OPS or auto).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 def run(input_path, edit, strength, expand, preset, out, until, from_stage, force, device, batch_size, tuner, steps,
-        allow_l2_only, save_masks, recursive, sets, weights_dir, quiet, as_json):
+        allow_l2_only, save_masks, recursive, sets, weights_dir, ops, quiet, as_json):
     """Run the pipeline on a video, or on every video in a folder."""
     from videdit.presets import parse_set_option
 
@@ -97,7 +110,8 @@ def run(input_path, edit, strength, expand, preset, out, until, from_stage, forc
     from videdit.pipeline import Pipeline, format_summary
 
     pipe = Pipeline.from_preset(preset, overrides=overrides, weights_dir=weights_dir, device=device, quiet=quiet or as_json)
-    results = pipe.run_many(input_path, out=out, until=until, from_stage=from_stage, force=force, recursive=recursive)
+    with _ops_mode(ops):
+        results = pipe.run_many(input_path, out=out, until=until, from_stage=from_stage, force=force, recursive=recursive)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=1))
     single = len(results) == 1 and not input_path.is_dir()
