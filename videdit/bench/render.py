@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from videdit.bench.tune import CONFIGS, generator_kwargs, make_video_inputs, peak_rss_mb, run_child
+from videdit.bench.tune import CONFIGS, generator_kwargs, make_video_inputs, peak_rss_mb, run_child, warm_up_ops
 
 
 def child(spec: dict) -> dict:
@@ -30,6 +30,7 @@ def child(spec: dict) -> dict:
     from videdit.synthetic import make_clip
 
     torch.set_num_threads(spec["threads"])
+    warm_up_ops(spec["device"])
     torch.manual_seed(0)
     G = Generator(**generator_kwargs(spec["config"])).eval().to(spec["device"])
     n = spec["frames"]

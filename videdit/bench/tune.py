@@ -45,6 +45,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
+def warm_up_ops(device: str) -> None:
+    """One forward and backward of a tiny generator: loads (or builds) the native ops before anything is timed."""
+    import torch
+
+    from videdit.networks.stylegan3 import Generator, tiny_generator_kwargs
+
+    G = Generator(**tiny_generator_kwargs(32, channels=8, num_layers=4)).to(device)
+    ws = G.mapping(torch.zeros(1, G.z_dim, device=device), None).detach()
+    with torch.no_grad():
+        G.synthesis(ws)
+    G.synthesis(ws).square().mean().backward()
+
+
 def make_video_inputs(root: Path, G, n_frames: int, seed: int = 0):
     """align/ (crops of the astronaut photo moving a little, transforms.npz) and pivot latents for G."""
     import numpy as np
@@ -83,6 +96,7 @@ def child(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
+    warm_up_ops(spec["device"])
     torch.manual_seed(0)
     G = Generator(**generator_kwargs(spec["config"])).eval().to(device)
     batch = spec["batch_size"]
