@@ -58,6 +58,7 @@ class HyperStyleTrainSettings:
     rank: int = 16
     encoder_iters: int = 3
     init_backbone_from_encoder: bool = True
+    max_grad_norm: float = 1.0  # gradient clipping (0 = off): offsets feed back into the next iteration
     checkpoint_every: int = 100
     seed: int = 0
     device: str = "cpu"
@@ -237,6 +238,8 @@ def train_hyperstyle(
                 loss = loss + part
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if s.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(hyper.parameters(), s.max_grad_norm)
             optimizer.step()
             step += 1
             value = float(loss.detach()) / s.n_iters

@@ -9,7 +9,7 @@ reconstruction made with the offsets so far, and accumulated.
 
 Structure of one layer's prediction (our own factorisation, chosen to keep the parameter count low):
 
-    features [B, 512, S, S] --LayerHead (per layer: strided convs to 1x1)--> code c [B, code_dim]
+    features [B, 512, S, S] --LayerHead (per layer: strided convs to 1x1, normalised)--> code c [B, code_dim]
     c --SharedRefinement (one per weight shape (C_out, C_in), shared by all layers of that shape)-->
         rows H = lrelu(U c) reshaped [B, C_out, rank];   Delta = H V^T + b   (V [C_in, rank], b [C_in])
 
@@ -105,7 +105,10 @@ class LayerHead(nn.Module):
         code = self.convs(features)
         if code.shape[-2:] != (1, 1):
             raise ValueError(f"layer head got a {tuple(features.shape[-2:])} map; it was built for another input size")
-        return code.flatten(1)
+        code = code.flatten(1)
+        # Unit second moment: the offsets' scale is set by the refinement block, not by the size of
+        # the backbone's features (which drift freely while the backbone trains).
+        return code * (code.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
 
 
 class SharedRefinement(nn.Module):
@@ -337,7 +340,9 @@ class FrameOffsets:
                     raise CheckpointError(f"{path}: not a HyperStyle offsets file (format={meta.get('format')!r})")
                 layers = json.loads(meta["layers"])
                 parts = {key: {n: f.get_tensor(f"{n}.{key}") for n in layers} for key in ("rows", "cols", "bias")}
-        except (OSError, ValueError, KeyError) as err:
+        except CheckpointError:
+            raise
+        except Exception as err:  # safetensors raises its own error type for a corrupt header
             raise CheckpointError(f"{path}: unreadable HyperStyle offsets ({type(err).__name__})") from None
         return cls(parts["rows"], parts["cols"], parts["bias"])
 

@@ -358,20 +358,22 @@ def run_local_tweak(
             loss = rec
             if D is not None and s.lambda_local > 0:
                 loss = loss + s.lambda_local * F.softplus(-d_logits(D, image)).mean()
-            if ws_z is not None:
-                loss = loss + s.global_weight * F.softplus(-d_logits(D, G.synthesis(ws_z))).mean()
+            sample = G.synthesis(ws_z) if ws_z is not None else None
+            if sample is not None:
+                loss = loss + s.global_weight * F.softplus(-d_logits(D, sample)).mean()
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
             opt_g.step()
 
-            # Discriminator step: frames and the original generator's samples are "real".
+            # Discriminator step: frames and the original generator's samples are "real"; the fakes are
+            # this step's renders (made just before the generator's update: saves two more renders).
             if opt_d is not None:
                 D.requires_grad_(True)
-                with torch.no_grad():
-                    fake = [G.synthesis(ws, transform=inv)] if s.lambda_local > 0 else []
-                    real = [target] if s.lambda_local > 0 else []
-                    if ws_z is not None and G_ref is not None:
-                        fake.append(G.synthesis(ws_z))
+                fake = [image.detach()] if s.lambda_local > 0 else []
+                real = [target] if s.lambda_local > 0 else []
+                if sample is not None and G_ref is not None:
+                    fake.append(sample.detach())
+                    with torch.no_grad():
                         real.append(G_ref.synthesis(ws_z))
                 d_loss = sum(F.softplus(-d_logits(D, r)).mean() + F.softplus(d_logits(D, f)).mean()
                              for r, f in zip(real, fake))

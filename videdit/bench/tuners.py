@@ -1,0 +1,192 @@
+"""PTI vs HyperStyle vs local tweak on one clip and one generator: `python -m videdit.bench tuners`.
+
+A synthetic clip (a photo moved by a known camera path, unaligned crops at the generator's resolution)
+and a randomly initialised generator of the chosen configuration; pivot latents are the generator's
+mean latent plus noise (no encoder weights ship). Each tuner runs on the same inputs:
+
+* baseline: the untuned generator (its render time per frame is the ratio's denominator);
+* pti: `run_tune` (L2 + LPIPS with a random AlexNet backbone: the real one's cost, no download);
+* hyperstyle: a hypernetwork first trained for --hyper-train-steps on the clip's crops (time shown
+  apart: it is paid once per generator, not per video), then `run_hyperstyle` (per-frame offsets);
+  quality with the per-frame offsets and with the mean-offset generator the render stage loads;
+* local-tweak: `run_local_tweak` with a random discriminator of the generator's resolution.
+
+Printed: seconds per frame of the tuning stage, its ratio to the baseline render, reconstruction PSNR
+and MS-SSIM (videdit.evaluate.metrics) against the crops, and the peak resident memory of each step
+(VmHWM, reset before each step where the kernel allows).
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def _peak_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _make_clip(root: Path, G, frames: int, seed: int):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from videdit.networks.stylegan3 import make_transform
+    from videdit.synthetic import astronaut, place_photo
+
+    res = G.img_resolution
+    unaligned = root / "align" / "unaligned"
+    unaligned.mkdir(parents=True)
+    rotation = np.linspace(-4.0, 4.0, frames)
+    translation = np.stack([np.linspace(-0.03, 0.03, frames), np.zeros(frames)], axis=1)
+    photo = astronaut()
+    for i in range(frames):
+        crop = place_photo(photo, (res, res), rotation[i], (translation[i, 0] * res, 0.0), (255.0, 110.0), 0.12)
+        Image.fromarray(crop).save(unaligned / f"{i:06d}.png")
+    matrix = np.stack([np.asarray(make_transform(tuple(translation[i]), rotation[i])) for i in range(frames)])
+    np.savez(root / "align" / "transforms.npz", rotation_deg=rotation, translation=translation, matrix=matrix,
+             face_found=np.ones(frames, bool))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(1, G.z_dim, generator=gen), None)
+    ws = ws.repeat(frames, 1, 1) + 0.05 * torch.randn(frames, G.num_ws, G.w_dim, generator=gen)
+    np.save(root / "latents.npy", ws.numpy())
+    return root / "align", root / "latents.npy"
+
+
+def _quality(G, align: Path, latents: Path, deltas=None) -> dict:
+    """Mean PSNR and MS-SSIM of every frame's render (its latent, its transform) against its crop."""
+    import numpy as np
+    import torch
+
+    from videdit.evaluate.metrics import ms_ssim, ms_ssim_scales, psnr
+    from videdit.networks.hyperstyle import synthesize
+    from videdit.stages.render import to_uint8
+    from videdit.stages.tune import CropFrames, inverse_transforms
+
+    ws = torch.from_numpy(np.load(latents))
+    with np.load(align / "transforms.npz") as t:
+        inv = inverse_transforms(t["matrix"])
+    crops = CropFrames(align / "unaligned", len(ws), G.img_resolution)
+    scores = {"psnr": [], "ms_ssim": []}
+    with torch.no_grad():
+        for i in range(len(ws)):
+            d = None if deltas is None else {k: v[i:i + 1] for k, v in deltas.items()}
+            out = to_uint8(synthesize(G, ws[i:i + 1], inv[i:i + 1], d))[0]
+            ref = to_uint8(crops.batch([i], torch.device("cpu")))[0]
+            scores["psnr"].append(psnr(ref, out))
+            if ms_ssim_scales(*ref.shape[:2]) >= 1:
+                scores["ms_ssim"].append(ms_ssim(ref, out))
+    return {k: float(np.mean(v)) if v else float("nan") for k, v in scores.items()}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m videdit.bench tuners", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="tiny64", help="generator: tiny64, tiny256, r256, r1024, ...")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--pti-steps", type=int, default=40)
+    parser.add_argument("--tweak-steps", type=int, default=40)
+    parser.add_argument("--hyper-train-steps", type=int, default=100)
+    parser.add_argument("--hyper-iters", type=int, default=5)
+    parser.add_argument("--hyper-input", type=int, default=64, help="hypernetwork input size (256 = published)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import torch
+
+    from videdit.bench.tune import generator_kwargs
+    from videdit.checkpoints import load_generator
+    from videdit.networks.discriminator import Discriminator
+    from videdit.networks.encoders import ReStyleEncoder
+    from videdit.networks.hyperstyle import FrameOffsets
+    from videdit.networks.stylegan3 import Generator
+    from videdit.stages.tune import TuneSettings, run_tune
+    from videdit.stages.tuners import HyperStyleSettings, LocalTweakSettings, run_hyperstyle, run_local_tweak
+    from videdit.train_hyperstyle import HyperStyleTrainSettings, train_hyperstyle
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    G = Generator(**generator_kwargs(args.config)).eval().requires_grad_(False)
+    res = G.img_resolution
+    D = Discriminator(c_dim=0, img_resolution=res, img_channels=3, channel_base=min(32768, 64 * res),
+                      channel_max=min(512, 4 * res)).eval()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="videdit-bench-tuners-") as tmp:
+        root = Path(tmp)
+        align, latents = _make_clip(root, G, args.frames, args.seed)
+        n = args.frames
+
+        # Baseline: the untuned generator, its render time per frame.
+        _reset_peak()
+        ws = torch.from_numpy(np.load(latents))
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for i in range(n):
+                G.synthesis(ws[i:i + 1])
+        render_s = (time.perf_counter() - t0) / n
+        rows.append(("untuned (baseline)", render_s, _quality(G, align, latents), _peak_mb(), ""))
+
+        _reset_peak()
+        t0 = time.perf_counter()
+        pti = run_tune(align, latents, G, root / "pti", TuneSettings(steps=args.pti_steps, lpips_random_backbone=True,
+                                                                     checkpoint_every=0, progress=False, device=args.device))
+        seconds = time.perf_counter() - t0
+        rows.append(("pti", seconds / n, _quality(load_generator(pti.generator_path), align, latents), _peak_mb(),
+                     f"{args.pti_steps} steps"))
+
+        _reset_peak()
+        t0 = time.perf_counter()
+        encoder = ReStyleEncoder("e4e", "resnet34", n_styles=G.num_ws).eval()
+        trained = train_hyperstyle(align / "unaligned", G, (encoder, torch.zeros(G.w_dim)), root / "hyper_train",
+                                   HyperStyleTrainSettings(steps=args.hyper_train_steps, batch_size=2, lr=2e-3,
+                                                           n_iters=2, lpips_random_backbone=True, encoder_iters=1,
+                                                           input_size=args.hyper_input, checkpoint_every=0,
+                                                           progress=False, device=args.device))
+        train_s = time.perf_counter() - t0
+        _reset_peak()
+        t0 = time.perf_counter()
+        hyper = run_hyperstyle(align, latents, G, root / "hyper", HyperStyleSettings(
+            hypernetwork=str(trained.hypernetwork_path), n_iters=args.hyper_iters, progress=False, device=args.device))
+        seconds = time.perf_counter() - t0
+        offsets = FrameOffsets.load(hyper.offsets_path)
+        rows.append(("hyperstyle (per-frame offsets)", seconds / n, _quality(G, align, latents, offsets.deltas()),
+                     _peak_mb(), f"{args.hyper_iters} iters; training {train_s:.1f} s once, "
+                                 f"{trained.parameters:,} params"))
+        rows.append(("hyperstyle (mean offsets)", float("nan"),
+                     _quality(load_generator(hyper.generator_path), align, latents), float("nan"),
+                     "the generator.safetensors render loads"))
+
+        _reset_peak()
+        t0 = time.perf_counter()
+        tweak = run_local_tweak(align, latents, G, root / "tweak", LocalTweakSettings(
+            max_steps=args.tweak_steps, checkpoint_every=0, progress=False, device=args.device), discriminator=D)
+        seconds = time.perf_counter() - t0
+        rows.append(("local-tweak", seconds / n, _quality(load_generator(tweak.generator_path), align, latents),
+                     _peak_mb(), f"{tweak.steps_done} steps"))
+
+    print(f"\ntuners on {args.config} ({res} px), {n} frames, {args.threads} thread(s), device {args.device}")
+    print(f"{'method':32s} {'s/frame':>9s} {'x render':>9s} {'PSNR dB':>8s} {'MS-SSIM':>8s} {'peak MB':>8s}  notes")
+    for name, spf, q, peak, note in rows:
+        ratio = spf / render_s if spf == spf else float("nan")
+        print(f"{name:32s} {spf:9.3f} {ratio:9.1f} {q['psnr']:8.2f} {q['ms_ssim']:8.4f} {peak:8.0f}  {note}")
+    return 0
