@@ -483,3 +483,28 @@ def test_unusable_cache_folder_is_one_warning_not_a_crash(tmp_path, monkeypatch,
     with caplog.at_level(logging.WARNING, logger="videdit.ops"):
         assert native._load_or_none(spec) is None
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+def test_public_op_routes_through_the_selected_kernel(cpu_ext, monkeypatch):
+    """The public filtered_lrelu asks the backend: under use_ops('cpp') the fused kernel runs, under 'torch' it does not."""
+    import videdit.ops as ops
+    from videdit.ops import native
+    from videdit.ops.backend import use_ops
+
+    calls = []
+    real = native.filtered_lrelu_cpu
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(native, "filtered_lrelu_cpu", spy)
+    x = torch.randn(1, 4, 20, 20)
+    fu = fd = torch.tensor([0.25, 0.5, 0.25])
+    with use_ops("torch"):
+        y_torch = ops.filtered_lrelu(x, fu, fd, up=2, down=2, padding=1)
+    assert not calls
+    with use_ops("cpp"):
+        y_cpp = ops.filtered_lrelu(x, fu, fd, up=2, down=2, padding=1)
+    assert calls, "the public op did not use the fused kernel under use_ops('cpp')"
+    torch.testing.assert_close(y_cpp, y_torch, rtol=1e-5, atol=1e-5)

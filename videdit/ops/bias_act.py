@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from videdit.ops import reference
+from videdit.ops import backend, reference
 from videdit.ops._params import check_impl
 from videdit.ops.reference import ACTIVATIONS, resolve_activation
 
@@ -18,6 +18,9 @@ def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None, 
     """
     if check_impl(impl) == "ref":
         return reference.bias_act(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+    native = backend.lookup("bias_act", x)  # CUDA kernel for CUDA tensors, per the --ops mode
+    if native is not None:
+        return native(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
     spec, alpha, gain = resolve_activation(act, alpha, gain)
     if b is not None:
         shape = [1] * x.ndim

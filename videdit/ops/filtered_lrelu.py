@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from videdit.ops import reference
+from videdit.ops import backend, reference
 from videdit.ops._params import check_impl, filter_taps, parse_resample
 from videdit.ops.upfirdn2d import upfirdn2d
 
@@ -175,6 +175,10 @@ def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=ma
     if check_impl(impl) == "ref":
         return reference.filtered_lrelu(x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain,
                                         slope=slope, clamp=clamp, flip_filter=flip_filter)
+    native = backend.lookup("filtered_lrelu", x)  # fused C++ (CPU) or CUDA kernel, per the --ops mode
+    if native is not None:
+        return native(x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp,
+                      flip_filter=flip_filter)
     rs = parse_resample(up, down, padding)
     if (rs.upx, rs.downx) != (rs.upy, rs.downy):
         raise ValueError("filtered_lrelu takes one up and one down factor for both axes")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from videdit.ops import reference
+from videdit.ops import backend, reference
 from videdit.ops._params import check_impl, parse_resample
 
 CHANNELS_LAST = torch.channels_last
@@ -106,6 +106,9 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl="fa
     """
     if check_impl(impl) == "ref":
         return reference.upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+    native = backend.lookup("upfirdn2d", x)  # CUDA kernel for CUDA tensors, per the --ops mode
+    if native is not None:
+        return native(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
     if x.ndim != 4:
         raise ValueError(f"upfirdn2d expects x of shape [N, C, H, W], got {tuple(x.shape)}")
     rs = parse_resample(up, down, padding)
