@@ -128,6 +128,21 @@ def test_plan_resources_checks_before_submitting():
             plan_resources([cpu_node], args["device"], args["cpus_per_video"], args["gpus_per_video"])
 
 
+@needs_ray
+def test_remote_task_options_for_cpu_and_gpu_plans():
+    """Ray validates task options when they are set: building the task for each kind of plan must pass."""
+    import ray
+
+    from videdit.engines.ray_engine import RayPlan, remote_task
+
+    for plan in (RayPlan(1.0, 0.0, "cpu", 2), RayPlan(4.0, 0.5, "auto", 8)):
+        task = remote_task(ray, plan, max_retries=2)
+        task.options(name="videdit:x.mp4")  # what the engine does per video
+        assert task._default_options["num_gpus"] == plan.gpus_per_video
+        assert task._default_options["max_retries"] == 2 and task._default_options["retry_exceptions"] is False
+        assert task._default_options.get("max_calls") == (1 if plan.gpus_per_video else None)
+
+
 def test_forced_stages_recomputed_once_per_batch(tmp_path):
     """--force / --from on a retry: what the first attempt finished stays; a cut-off stage resumes."""
     from videdit.engines.ray_engine import RunRequest, stages_to_force

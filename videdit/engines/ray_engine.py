@@ -218,6 +218,19 @@ def plan_resources(nodes: list[dict], device_request: str, cpus_per_video: float
     return RayPlan(cpus_per_video, gpus, device, slots, total)
 
 
+def remote_task(ray, plan: RayPlan, max_retries: int):
+    """`run_video_task` as a Ray remote function with the plan's resources.
+
+    Only lost workers are retried (retry_exceptions=False). With GPUs, each video gets a fresh worker
+    process (max_calls=1): a reused one would keep its CUDA memory cache.
+    """
+    options = dict(num_cpus=plan.cpus_per_video, num_gpus=plan.gpus_per_video, max_retries=max_retries,
+                   retry_exceptions=False)
+    if plan.gpus_per_video > 0:
+        options["max_calls"] = 1
+    return ray.remote(**options)(run_video_task)
+
+
 def _cloudpickle_dumps(ray) -> Callable[[Any], bytes]:
     from ray import cloudpickle  # what Ray itself sends task arguments with
 
@@ -328,16 +341,12 @@ def run_videos_ray(pipeline: "Pipeline", videos: Sequence[Path], out: Path | Non
             say(f"[ray] {len(jobs)} videos, {plan.cpus_per_video:g} CPU + {plan.gpus_per_video:g} GPU each, "
                 f"up to {plan.slots} at once (cluster: {plan.cluster['CPU']:g} CPUs, {plan.cluster['GPU']:g} GPUs)")
 
-        task = ray.remote(run_video_task)
+        task = remote_task(ray, plan, max_retries)
         spec_ref = ray.put(spec)  # stored once, not copied into every task's arguments
         threads = max(1, int(plan.cpus_per_video))
-        # A fresh process per GPU video: a reused worker would keep its CUDA memory cache.
-        extra = {"max_calls": 1} if plan.gpus_per_video > 0 else {}
         pending = {}
         for i, job in enumerate(jobs):
-            ref = task.options(num_cpus=plan.cpus_per_video, num_gpus=plan.gpus_per_video, max_retries=max_retries,
-                               retry_exceptions=False, name=f"videdit:{job.video.name}", **extra
-                               ).remote(spec_ref, job, request, batch, offsets[i], threads)
+            ref = task.options(name=f"videdit:{job.video.name}").remote(spec_ref, job, request, batch, offsets[i], threads)
             pending[ref] = i
 
         progress = _Progress(jobs, batch, offsets, plan.slots, say)
