@@ -104,7 +104,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--pti-steps", type=int, default=40)
     parser.add_argument("--tweak-steps", type=int, default=40)
     parser.add_argument("--hyper-train-steps", type=int, default=100)
-    parser.add_argument("--hyper-iters", type=int, default=5)
+    parser.add_argument("--hyper-iters", type=int, default=2, help="refinement iterations, in training and inference")
     parser.add_argument("--hyper-input", type=int, default=64, help="hypernetwork input size (256 = published)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
@@ -157,9 +157,13 @@ def main(argv: list[str]) -> int:
         _reset_peak()
         t0 = time.perf_counter()
         encoder = ReStyleEncoder("e4e", "resnet34", n_styles=G.num_ws).eval()
-        trained = train_hyperstyle(align / "unaligned", G, (encoder, torch.zeros(G.w_dim)), root / "hyper_train",
+        # No trained encoder ships: a random one (residuals ~0.03) around the clip's mean latent, so the
+        # hypernetwork trains on latents like the ones it gets at inference.
+        latent_avg = torch.from_numpy(np.load(latents)).mean(0)
+        trained = train_hyperstyle(align / "unaligned", G, (encoder, latent_avg), root / "hyper_train",
                                    HyperStyleTrainSettings(steps=args.hyper_train_steps, batch_size=2, lr=2e-3,
-                                                           n_iters=2, lpips_random_backbone=True, encoder_iters=1,
+                                                           n_iters=args.hyper_iters, lpips_random_backbone=True,
+                                                           encoder_iters=1,
                                                            input_size=args.hyper_input, checkpoint_every=0,
                                                            progress=False, device=args.device))
         train_s = time.perf_counter() - t0
