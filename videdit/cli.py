@@ -86,10 +86,17 @@ def cli() -> None:
 @click.option("--weights-dir", type=click.Path(path_type=Path), default=None, help="Where checkpoints are (default: $VIDEDIT_WEIGHTS, ./weights, user cache).")
 @click.option("--ops", type=click.Choice(["auto", "cuda", "cpp", "torch"]), default=None,
               help="Op kernels: auto (CUDA kernels on GPU, fused C++ on CPU where measured faster), or force one (default: $VIDEDIT_OPS or auto).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Run videos here one after another, or one Ray task per video (pip install 'videdit[ray]').")
+@click.option("--address", default=None, help="With --engine ray: 'auto' or HOST:PORT (default: $RAY_ADDRESS, else a new one-machine cluster).")
+@click.option("--gpus-per-video", type=float, default=None, help="With --engine ray: GPUs per video (default: 1 if the cluster has GPUs, else 0).")
+@click.option("--cpus-per-video", type=float, default=None, help="With --engine ray: CPUs (and torch threads) per video [1].")
+@click.option("--max-retries", type=int, default=None, help="With --engine ray: retries of a video whose worker or node was lost [2].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 def run(input_path, edit, strength, expand, preset, out, until, from_stage, force, device, batch_size, tuner, steps,
-        allow_l2_only, save_masks, recursive, sets, weights_dir, ops, quiet, as_json):
+        allow_l2_only, save_masks, recursive, sets, weights_dir, ops, engine, address, gpus_per_video, cpus_per_video,
+        max_retries, quiet, as_json):
     """Run the pipeline on a video, or on every video in a folder."""
     from videdit.presets import parse_set_option
 
@@ -110,8 +117,14 @@ def run(input_path, edit, strength, expand, preset, out, until, from_stage, forc
     from videdit.pipeline import Pipeline, format_summary
 
     pipe = Pipeline.from_preset(preset, overrides=overrides, weights_dir=weights_dir, device=device, quiet=quiet or as_json)
+    ray_options = {"address": address, "gpus_per_video": gpus_per_video, "cpus_per_video": cpus_per_video,
+                   "max_retries": max_retries}
+    ray_options = {k: v for k, v in ray_options.items() if v is not None}
+    if ray_options and engine != "ray":
+        raise click.UsageError(f"--{next(iter(ray_options)).replace('_', '-')} needs --engine ray")
     with _ops_mode(ops):
-        results = pipe.run_many(input_path, out=out, until=until, from_stage=from_stage, force=force, recursive=recursive)
+        results = pipe.run_many(input_path, out=out, until=until, from_stage=from_stage, force=force, recursive=recursive,
+                                engine=engine, engine_options=ray_options)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=1))
     single = len(results) == 1 and not input_path.is_dir()

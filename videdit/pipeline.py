@@ -328,7 +328,7 @@ class Pipeline:
         return video.with_name(video.name + ".videdit")
 
     def run(self, video: Path, out: Path | None = None, *, until: str | None = None, from_stage: str | None = None,
-            force: bool = False) -> VideoResult:
+            force: bool | set[str] = False) -> VideoResult:
         video = Path(video)
         run_dir = Path(out) if out else self.default_run_dir(video)
         result = VideoResult(video, run_dir)
@@ -381,23 +381,33 @@ class Pipeline:
                 outputs.append(dst)
         return outputs
 
-    def run_many(self, input_path: Path, out: Path | None = None, *, recursive: bool = False, **kwargs) -> list[VideoResult]:
+    def run_many(self, input_path: Path, out: Path | None = None, *, recursive: bool = False, engine: str = "local",
+                 engine_options: dict[str, Any] | None = None, **kwargs) -> list[VideoResult]:
+        """A video, or every video in a folder, with the local or the Ray engine (videdit.engines).
+
+        Failures are reported in the results and the other videos go on. A single video's run folder is
+        `out` itself; in folder mode `out` holds one `NAME.videdit/` per video.
+        """
+        from videdit.engines import ENGINES, run_videos
+
+        if engine not in ENGINES:
+            raise VideditError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
+        if engine == "ray":
+            from videdit.engines.ray_engine import require_ray
+
+            require_ray()
         input_path = Path(input_path)
         self.check_weights(kwargs.get("until"))  # every missing file listed at once, before touching any video
+        options = dict(engine_options or {}, **kwargs)
         if input_path.is_dir():
             videos = list_videos(input_path, recursive)
             if not videos:
                 raise InputError(f"no videos found in {input_path} (looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
-            results = []
-            for v in videos:
-                run_dir = (Path(out) / (v.name + ".videdit")) if out else None
-                results.append(self.run(v, run_dir, **kwargs))
-                if results[-1].status != "ok":
-                    self._say(f"  failed: {results[-1].error}")
-            return results
+            return run_videos(self, videos, out, engine=engine, **options)
         if not input_path.exists():
             raise InputError(f"no such file or folder: {input_path}")
-        return [self.run(input_path, out, **kwargs)]
+        run_dir = Path(out) if out else self.default_run_dir(input_path)
+        return run_videos(self, [input_path], engine=engine, run_dirs=[run_dir], **options)
 
 
 class _VideoContext:
