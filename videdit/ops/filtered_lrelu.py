@@ -127,8 +127,9 @@ def _forward_strips(x, b, s: _Settings):
         if c1 - c0 == c and r1 - r0 == out_h:
             return y
         if out is None:
-            out = torch.empty([n, c, out_h, out_w], dtype=y.dtype, device=y.device,
-                              memory_format=torch.channels_last)
+            # NCHW: the next modulated conv wants it, and transposing strip by strip (in cache) is far
+            # cheaper than converting the whole channels-last map afterwards.
+            out = torch.empty([n, c, out_h, out_w], dtype=y.dtype, device=y.device)
         out[:, c0:c1, r0:r1] = y
     return out
 
