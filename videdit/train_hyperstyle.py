@@ -183,8 +183,11 @@ def train_hyperstyle(
     latents = invert_images(enc, latent_avg, G, images, s.encoder_iters, max(s.batch_size, 4), device)
 
     try:
-        hyper = HyperNetwork.for_generator(G, s.layers, input_size=s.input_size, code_dim=s.code_dim,
-                                           inner_channels=s.inner_channels, rank=s.rank).to(device)
+        # The initial weights are a function of the seed alone (not of what the process ran before).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s.seed)
+            hyper = HyperNetwork.for_generator(G, s.layers, input_size=s.input_size, code_dim=s.code_dim,
+                                               inner_channels=s.inner_channels, rank=s.rank).to(device)
     except ValueError as err:
         raise InputError(f"train hyperstyle: {err}") from None
     if s.init_backbone_from_encoder and getattr(enc, "backbone", None) == "resnet34" and enc.in_channels == 6:
