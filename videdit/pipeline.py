@@ -104,7 +104,7 @@ class PretrainedModels(ModelSource):
         if set(stages) & {"encode", "tune", "render"}:  # the generator comes from the encoder's checkpoint
             names.append(self.encoder_name)
         tune = settings.get("tune", {})
-        if ("tune" in stages and tune.get("tuner", "pti") != "none" and tune.get("lpips_weight", 1.0) > 0
+        if ("tune" in stages and tune.get("tuner", "pti") == "pti" and tune.get("lpips_weight", 1.0) > 0
                 and not tune.get("allow_l2_only")):
             names.append("lpips_alexnet" if tune.get("lpips_net", "alex") == "alex" else "lpips_vgg")
         direction = settings.get("edit", {}).get("direction") or ""
@@ -452,22 +452,38 @@ class _VideoContext:
     def stage_tune(self) -> Stage:
         from videdit.stages import tune as mod
 
-        settings = self._settings(mod, "TuneSettings", "tune", {"device": self.pipe.device_request, "progress": not self.pipe.quiet,
-                                                                 "weights_dir": str(self.pipe.weights_dir)})
         tuner = self.s.get("tune", {}).get("tuner", "pti")
+        runtime = {"device": self.pipe.device_request, "progress": not self.pipe.quiet, "weights_dir": str(self.pipe.weights_dir)}
+        if tuner in ("pti", "none"):
+            settings = self._settings(mod, "TuneSettings", "tune", runtime)
+        elif tuner in ("hyperstyle", "local-tweak"):
+            from videdit.stages import tuners
+
+            section = tuner.replace("-", "_")  # [hyperstyle] / [local_tweak] preset sections
+            cls = "HyperStyleSettings" if tuner == "hyperstyle" else "LocalTweakSettings"
+            settings = self._settings(tuners, cls, section, runtime)
+        else:
+            raise VideditError(f"unknown tuner {tuner!r}: use pti, hyperstyle, local-tweak or none")
 
         def fn(work: Path):
             if tuner == "none":
                 from videdit.checkpoints import save_generator
 
                 save_generator(self.pipe.generator(), work / "generator.safetensors")
-                return
-            mod.run_tune(self.align_dir, self.encode_dir / "latents.npy", self.pipe.generator(), work, settings)
+            elif tuner == "pti":
+                mod.run_tune(self.align_dir, self.encode_dir / "latents.npy", self.pipe.generator(), work, settings)
+            else:
+                from videdit.stages.tuners import run_tuner
+
+                run_tuner(tuner, self.align_dir, self.encode_dir / "latents.npy", self.pipe.generator(), work, settings)
 
         # Settings that change speed or display, not the result, stay out of the cache key.
         params = _drop(dataclasses.asdict(settings), "device", "progress", "frame_cache_mb", "weights_dir")
-        return Stage("tune", fn, dict(params, tuner=tuner),
-                     {"align": self.align_dir, "encode": self.encode_dir, "generator": self.pipe.models.generator_identity()})
+        inputs = {"align": self.align_dir, "encode": self.encode_dir, "generator": self.pipe.models.generator_identity()}
+        for key in ("hypernetwork", "discriminator"):  # files a tuner reads: digested by content
+            if getattr(settings, key, None):
+                inputs[key] = Path(getattr(settings, key))
+        return Stage("tune", fn, dict(params, tuner=tuner), inputs)
 
     def stage_edit(self) -> Stage:
         from videdit.stages import edit as mod
