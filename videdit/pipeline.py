@@ -462,6 +462,9 @@ class _VideoContext:
             section = tuner.replace("-", "_")  # [hyperstyle] / [local_tweak] preset sections
             cls = "HyperStyleSettings" if tuner == "hyperstyle" else "LocalTweakSettings"
             settings = self._settings(tuners, cls, section, runtime)
+            gen_path = getattr(self.pipe.models, "generator_path", None)
+            if tuner == "local-tweak" and not settings.discriminator and gen_path and str(gen_path).endswith(".pkl"):
+                settings = dataclasses.replace(settings, discriminator=str(gen_path))  # NVIDIA snapshots hold D
         else:
             raise VideditError(f"unknown tuner {tuner!r}: use pti, hyperstyle, local-tweak or none")
 
