@@ -6,7 +6,8 @@ For each selected layer (batch 1, the layer's real channels, sizes, filters and 
 `modulated_conv2d` and `filtered_lrelu` with impl="fast" and impl="ref" in the same run, checks
 that both give the same result, and reports the time ratio and the peak memory of each. Every
 measurement runs in its own subprocess; peak memory is that process's maximum resident set size
-(getrusage) minus its size just before the op runs (inputs, weights and the interpreter excluded).
+(VmHWM, reset just before the op) minus its size just before the op runs (inputs, weights and the
+interpreter excluded).
 "fast+autograd" is the fast op with autograd recording (what tuning runs), forward only.
 """
 from __future__ import annotations
@@ -34,7 +35,24 @@ def current_rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
+def reset_peak_rss() -> None:
+    """Restart the peak-RSS high-water mark (Linux >= 4.0), so setup work is not counted."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def peak_rss_mb() -> float:
+    """Peak resident set size (VmHWM, resettable), else getrusage's maximum."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
@@ -104,10 +122,12 @@ def _worker(spec: dict) -> dict:
             return ops.filtered_lrelu(inp, fu=layer.up_filter, fd=layer.down_filter, b=bias, up=layer.up_factor,
                                       down=layer.down_factor, padding=layer.padding, gain=gain, slope=slope,
                                       clamp=layer.conv_clamp, impl=impl)
-    if impl == "fast" and not autograd:
-        x = x.contiguous(memory_format=torch.channels_last)  # what the fast network hands over
     if autograd:
         x.requires_grad_(True)
+    import gc
+
+    gc.collect()
+    reset_peak_rss()
     base = current_rss_mb()
     times, cpu_times = [], []
     y = None

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from videdit.bench.ops import current_rss_mb, peak_rss_mb, run_worker
+from videdit.bench.ops import current_rss_mb, peak_rss_mb, reset_peak_rss, run_worker
 
 CASES = {
     "r1024-fwd": ("r_config_kwargs", 1024, False),
@@ -43,6 +43,7 @@ def _worker(spec: dict) -> dict:
     with torch.no_grad():
         ws = G.mapping(z, truncation_psi=0.7)
     target = torch.randn([spec["batch"], 3, resolution, resolution], generator=gen) * 0.5
+    reset_peak_rss()
     base = current_rss_mb()
     start, start_cpu = time.perf_counter(), time.process_time()
     if backward:
