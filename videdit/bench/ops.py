@@ -153,6 +153,9 @@ def _compare(path_a: str, path_b: str) -> float:
 
 
 def main(argv: list[str]) -> int:
+    # This benchmark measures the PyTorch path against the literal reference (workers inherit the
+    # setting); `python -m videdit.bench native` compares the native kernels.
+    os.environ.setdefault("VIDEDIT_OPS", "torch")
     parser = argparse.ArgumentParser(prog="python -m videdit.bench ops", description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="r1024,t256", help="comma list of: " + ", ".join(CONFIGS))
     parser.add_argument("--layers", default=None, help="comma list (L4 or full names) or 'all'; default per config")

@@ -16,6 +16,7 @@ are compared: max |difference| relative to the largest reference value.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import tempfile
 import time
@@ -79,6 +80,9 @@ def _compare(path_fast: str, path_ref: str) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    # This benchmark measures the PyTorch path against the literal reference (workers inherit the
+    # setting); `python -m videdit.bench native` compares the native kernels.
+    os.environ.setdefault("VIDEDIT_OPS", "torch")
     parser = argparse.ArgumentParser(prog="python -m videdit.bench synthesis", description=__doc__.split("\n")[0])
     parser.add_argument("--cases", default="r1024-fwd,t256-fwdbwd", help="comma list of: " + ", ".join(CASES))
     parser.add_argument("--threads", type=int, default=2)
