@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Any, NamedTuple
 
@@ -232,7 +231,7 @@ def save_restyle_encoder(
     encoder: torch.nn.Module, latent_avg: torch.Tensor, path: str | os.PathLike, opts: dict[str, Any] | None = None
 ) -> Path:
     """Write an encoder and its latent_avg to our `.safetensors` format (atomically: temp file + rename)."""
-    from safetensors.torch import save_file
+    from videdit.checkpoints.stylegan import save_safetensors_atomic
 
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in encoder.state_dict().items()}
@@ -246,16 +245,7 @@ def save_restyle_encoder(
         "init_kwargs": json.dumps(encoder.init_kwargs, sort_keys=True),
         "opts": json.dumps(_plain_opts(opts or {}), sort_keys=True, default=str),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp_name, metadata=metadata)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return save_safetensors_atomic(tensors, path, metadata)
 
 
 def convert_restyle_checkpoint(

@@ -426,8 +426,6 @@ def save_network(
     The metadata names the class, so `load_network` rebuilds the right network. The file is written
     next to its destination and renamed into place, so a crash never leaves a half-written file.
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
     class_path = f"{type(net).__module__}.{type(net).__qualname__}"
     if not class_path.startswith("videdit.networks."):
@@ -444,6 +442,13 @@ def save_network(
     }
     # clone(): safetensors refuses tensors that share storage, and wants them contiguous on the CPU.
     tensors = {name: value.detach().to("cpu").contiguous().clone() for name, value in net.state_dict().items()}
+    return save_safetensors_atomic(tensors, path, metadata)
+
+
+def save_safetensors_atomic(tensors: dict, path: Path, metadata: dict) -> Path:
+    """Write a .safetensors file under a temporary name and rename it into place (complete or absent)."""
+    from safetensors.torch import save_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(fd)
