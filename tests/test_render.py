@@ -177,3 +177,81 @@ def test_expand_limits():
     tiles, size = canvas_tiles(32, (4, 4, 4, 4), 2)
     assert len(tiles) == 9 and size == (40, 40)
     assert tiles[-1].shift == (0.0, 0.0)  # the centre is painted last
+
+
+def _frame_offsets(G, n: int, seed: int = 5):
+    """Random per-frame HyperStyle offsets (factored form) of two layers of G, base = G's weights."""
+    from videdit.networks.hyperstyle import FrameOffsets
+
+    gen = torch.Generator().manual_seed(seed)
+    rows, cols, bias, base = {}, {}, {}, {}
+    for name in G.synthesis.layer_names[1:3]:
+        weight = getattr(G.synthesis, name).weight
+        c_out, c_in = weight.shape[:2]
+        rows[name] = 0.6 * torch.randn(n, c_out, 2, generator=gen)
+        cols[name] = torch.randn(c_in, 2, generator=gen)
+        bias[name] = 0.1 * torch.randn(c_in, generator=gen)
+        base[name] = weight.detach().clone()
+    return FrameOffsets(rows, cols, bias, base)
+
+
+def test_hyperstyle_per_frame_offsets_apply_at_render(scene, tmp_path):
+    """tune/offsets.safetensors + the mean-offset generator render each frame with its own offsets."""
+    import copy
+
+    from videdit.checkpoints import save_generator
+    from videdit.errors import CheckpointError
+    from videdit.networks.hyperstyle import FrameOffsets, apply_offsets, synthesize
+    from videdit.stages.tune import inverse_transforms
+
+    G0 = scene["G"]
+    offsets = _frame_offsets(G0, N_FRAMES)
+    offsets_path = offsets.save(tmp_path / "offsets.safetensors")
+    G_mean = apply_offsets(copy.deepcopy(G0), offsets.mean_deltas())  # what the tuner saves as its generator
+    gen_path = save_generator(G_mean, tmp_path / "generator.safetensors")
+    settings = RenderSettings(side_by_side=False, batch_size=2)
+    per_frame = run_render(gen_path, scene["smooth"], ["recon", "age_+3.0"], tmp_path / "per_frame", settings,
+                           offsets=offsets_path)
+    mean = run_render(gen_path, scene["smooth"], ["recon"], tmp_path / "mean", settings)
+
+    ws = torch.from_numpy(np.load(scene["smooth"] / "latents_recon.npy"))
+    inv = inverse_transforms(scene["matrix"])
+    with torch.no_grad():
+        expected = synthesize(G0, ws, inv, FrameOffsets.load(offsets_path).deltas())
+    expected = (expected * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for i in range(N_FRAMES):
+        got = _png(per_frame.frames_dirs["recon"], i).astype(int)
+        assert np.abs(got - expected[i]).max() <= 1, i  # float round-off may flip a rounding
+        assert np.abs(got - _png(mean.frames_dirs["recon"], i)).mean() > 0.5, i  # not the mean offsets
+    # The edit reuses the frame's offsets with its edited latent.
+    assert np.abs(_png(per_frame.frames_dirs["age_+3.0"], 0).astype(int) - _png(per_frame.frames_dirs["recon"], 0)).mean() > 1
+    assert json.loads((tmp_path / "per_frame" / "render.json").read_text())["weight_offsets"]["layers"] == offsets.layers
+
+    # A module passed in is left unchanged (the base weights go into a copy).
+    before = {k: v.clone() for k, v in G_mean.state_dict().items()}
+    run_render(G_mean, scene["smooth"], ["recon"], tmp_path / "module", settings, offsets=offsets)
+    assert all(torch.equal(before[k], v) for k, v in G_mean.state_dict().items())
+    np.testing.assert_array_equal(_png(tmp_path / "module" / "recon", 3), _png(per_frame.frames_dirs["recon"], 3))
+
+    # Offsets of another video length, or without base weights, are one clear error.
+    short = FrameOffsets({k: v[:3] for k, v in offsets.rows.items()}, offsets.cols, offsets.bias, offsets.base)
+    with pytest.raises(CheckpointError, match="3 frames; the video has 5"):
+        run_render(gen_path, scene["smooth"], ["recon"], tmp_path / "short", settings, offsets=short)
+    no_base = FrameOffsets(offsets.rows, offsets.cols, offsets.bias).save(tmp_path / "old.safetensors")
+    with pytest.raises(CheckpointError, match="no base weights"):
+        run_render(gen_path, scene["smooth"], ["recon"], tmp_path / "old", settings, offsets=no_base)
+
+
+def test_hyperstyle_offsets_with_expanded_render(scene, tmp_path):
+    """Per-frame offsets and field-of-view expansion together: the centre still equals the unexpanded render."""
+    from videdit.networks.hyperstyle import apply_offsets
+    import copy
+
+    offsets = _frame_offsets(scene["G"], N_FRAMES)
+    G_mean = apply_offsets(copy.deepcopy(scene["G"]), offsets.mean_deltas())
+    plain = run_render(G_mean, scene["smooth"], ["recon"], tmp_path / "plain", RenderSettings(side_by_side=False),
+                       offsets=offsets)
+    wide = run_render(G_mean, scene["smooth"], ["recon"], tmp_path / "wide",
+                      RenderSettings(side_by_side=False, expand=(8, 8, 0, 8), feather=0), offsets=offsets)
+    for i in (0, N_FRAMES - 1):
+        np.testing.assert_array_equal(_png(wide.frames_dirs["recon"], i)[0:RES, 8:8 + RES], _png(plain.frames_dirs["recon"], i))

@@ -516,8 +516,12 @@ class _VideoContext:
         settings = self._settings(mod, "RenderSettings", "render")
 
         def fn(work: Path):
+            from videdit.stages.tuners import OFFSETS_NAME
+
+            offsets = self.tune_dir / OFFSETS_NAME  # the HyperStyle tuner's per-frame offsets
             mod.run_render(self.tune_dir / "generator.safetensors", self.smooth_dir, [k for k, _ in self.keys], work, settings,
-                           source_video=self.video, align_dir=self.align_dir, device=self.pipe.device)
+                           source_video=self.video, align_dir=self.align_dir,
+                           offsets=offsets if offsets.is_file() else None, device=self.pipe.device)
 
         return Stage("render", fn, _drop(dataclasses.asdict(settings), "batch_size"),
                      {"tune": self.tune_dir, "smooth": self.smooth_dir, "video": self.video})

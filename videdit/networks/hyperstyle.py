@@ -254,12 +254,15 @@ class FrameOffsets:
 
     rows[name]: float32 [N, C_out, rank]; cols[name]: [C_in, rank] (already scaled); bias[name]: [C_in]
     (already multiplied by the iteration count). Linear in rows, so a temporal filter of the rows is the
-    same filter of the offsets.
+    same filter of the offsets. base[name]: the layer's weight W the offsets multiply (W' = W (1 + Delta)),
+    kept so that a renderer holding a generator with other weights in those layers (the tuner saves the
+    mean offsets applied) can put the originals back (`use_base_weights`).
     """
 
     rows: dict[str, torch.Tensor]
     cols: dict[str, torch.Tensor]
     bias: dict[str, torch.Tensor]
+    base: dict[str, torch.Tensor] | None = None
 
     @classmethod
     def from_output(cls, hyper: HyperNetwork, out: HyperStyleOutput) -> "FrameOffsets":
@@ -299,7 +302,37 @@ class FrameOffsets:
 
         rows = {name: torch.from_numpy(temporal_filter(r.numpy(), np.asarray(taps), padding).astype(np.float32))
                 for name, r in self.rows.items()}
-        return FrameOffsets(rows, dict(self.cols), dict(self.bias))
+        return FrameOffsets(rows, dict(self.cols), dict(self.bias), None if self.base is None else dict(self.base))
+
+    def check_generator(self, G: nn.Module, num_frames: int | None = None) -> None:
+        """One clear error when these offsets cannot apply to G (other layers or shapes) or to a video of num_frames."""
+        from videdit.errors import CheckpointError
+
+        if num_frames is not None and self.num_frames != num_frames:
+            raise CheckpointError(f"HyperStyle offsets hold {self.num_frames} frames; the video has {num_frames}")
+        names = set(G.synthesis.layer_names)
+        for name, rows in self.rows.items():
+            shape = tuple(getattr(G.synthesis, name).weight.shape[:2]) if name in names else None
+            if shape != (rows.shape[1], self.cols[name].shape[0]):
+                raise CheckpointError(f"HyperStyle offsets do not fit this generator (layer {name}: offsets "
+                                      f"{rows.shape[1]}x{self.cols[name].shape[0]}, generator {shape})")
+
+    @torch.no_grad()
+    def use_base_weights(self, G: nn.Module) -> nn.Module:
+        """Copy the stored original weights into G's offset layers (in place); returns G."""
+        from videdit.errors import CheckpointError
+
+        if self.base is None:
+            raise CheckpointError("these HyperStyle offsets hold no base weights (written by an older videdit): "
+                                  "rerun the tune stage")
+        self.check_generator(G)
+        for name, weight in self.base.items():
+            target = getattr(G.synthesis, name).weight
+            if tuple(target.shape) != tuple(weight.shape):
+                raise CheckpointError(f"HyperStyle base weights of {name} have shape {list(weight.shape)}; "
+                                      f"the generator's is {list(target.shape)}")
+            target.copy_(weight.to(target))
+        return G
 
     def save(self, path: str | PathLike) -> Path:
         import json
@@ -314,11 +347,14 @@ class FrameOffsets:
             tensors[f"{name}.rows"] = self.rows[name].contiguous()
             tensors[f"{name}.cols"] = self.cols[name].contiguous()
             tensors[f"{name}.bias"] = self.bias[name].contiguous()
+            if self.base is not None:
+                tensors[f"{name}.base"] = self.base[name].detach().float().cpu().contiguous()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
         os.close(fd)
         try:
-            save_file(tensors, tmp, metadata={"format": OFFSETS_FORMAT, "layers": json.dumps(self.layers)})
+            save_file(tensors, tmp, metadata={"format": OFFSETS_FORMAT, "layers": json.dumps(self.layers),
+                                              "base": json.dumps(self.base is not None)})
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
@@ -339,12 +375,13 @@ class FrameOffsets:
                 if meta.get("format") != OFFSETS_FORMAT:
                     raise CheckpointError(f"{path}: not a HyperStyle offsets file (format={meta.get('format')!r})")
                 layers = json.loads(meta["layers"])
-                parts = {key: {n: f.get_tensor(f"{n}.{key}") for n in layers} for key in ("rows", "cols", "bias")}
+                keys = ("rows", "cols", "bias") + (("base",) if json.loads(meta.get("base", "false")) else ())
+                parts = {key: {n: f.get_tensor(f"{n}.{key}") for n in layers} for key in keys}
         except CheckpointError:
             raise
         except Exception as err:  # safetensors raises its own error type for a corrupt header
             raise CheckpointError(f"{path}: unreadable HyperStyle offsets ({type(err).__name__})") from None
-        return cls(parts["rows"], parts["cols"], parts["bias"])
+        return cls(parts["rows"], parts["cols"], parts["bias"], parts.get("base"))
 
 
 @torch.no_grad()

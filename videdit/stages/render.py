@@ -11,6 +11,9 @@ the corners), then the centre tile (ramped towards every side that has an expans
 ramps the centre tile is pasted unchanged, so away from its border the expanded render equals the
 unexpanded one exactly; with feather = 0 the whole centre does.
 
+With the HyperStyle tuner, `offsets` (tune/offsets.safetensors) makes every frame render with its own
+weight offsets instead of the tuned generator's mean ones.
+
 Outputs in out_dir: `<key>/%06d.png` (lossless frames, read by the composite stage), `<key>.mp4`
 (the reconstruction's video is `reconstruction.mp4`), `side_by_side.mp4` (input crop | reconstruction
 | each edit) and `render.json`. Videos carry the source's fps and audio. Frames are rendered, written
@@ -135,15 +138,20 @@ def shift_inverse(shift: tuple[float, float]) -> torch.Tensor:
 
 @torch.no_grad()
 def render_expanded(G, ws: torch.Tensor, inv_transforms: torch.Tensor, tiles: list[Tile],
-                    canvas_size: tuple[int, int]) -> torch.Tensor:
-    """[B, 3, H, W] float canvas: each tile rendered at inv(M) @ inv(S) and painted in order."""
+                    canvas_size: tuple[int, int], deltas: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """[B, 3, H, W] float canvas: each tile rendered at inv(M) @ inv(S) and painted in order.
+
+    deltas: per-sample weight offsets {layer: [B, C_out, C_in]} (HyperStyle), W' = W (1 + Delta).
+    """
+    from videdit.networks.hyperstyle import synthesize
+
     res = G.img_resolution
     width, height = canvas_size
     canvas = torch.zeros(ws.shape[0], G.img_channels, height, width, device=ws.device)
     inv64 = inv_transforms.to(torch.float64)
     for tile in tiles:
         inv = (inv64 @ shift_inverse(tile.shift).to(inv64.device)).to(torch.float32)
-        image = G.synthesis(ws, transform=inv).to(torch.float32)
+        image = synthesize(G, ws, inv, deltas).to(torch.float32)
         region = canvas[:, :, tile.y0:tile.y0 + res, tile.x0:tile.x0 + res]
         alpha = tile.alpha.to(image.device)
         if bool((alpha == 1).all()):
@@ -243,12 +251,16 @@ def run_render(
     *,
     source_video: str | PathLike | None = None,
     align_dir: str | PathLike | None = None,
+    offsets: str | PathLike | None = None,
     device: str = "cpu",
 ) -> RenderResult:
     """Render smooth_dir/latents_<key>.npy at smooth_dir/transforms.npz for each key (None = all found).
 
     generator: a module or a checkpoint path. source_video gives the fps and the audio; align_dir the
-    input crops for the side-by-side video (left out when absent).
+    input crops for the side-by-side video (left out when absent). offsets: the HyperStyle tuner's
+    per-frame weight offsets (`tune/offsets.safetensors`, a `FrameOffsets` file or object): the offset
+    layers get back their stored original weights and frame i is rendered with W (1 + Delta_i), every
+    output (reconstruction and edits) with the frame's own offsets, as HyperStyle edits.
     """
     from videdit.io.video import VideoWriter
 
@@ -262,6 +274,10 @@ def run_render(
         from videdit.checkpoints import load_generator
 
         G = load_generator(generator, device=dev)
+    elif offsets is not None:  # the offset layers' weights are replaced below: leave the caller's module alone
+        import copy
+
+        G = copy.deepcopy(generator).to(dev)
     else:
         G = generator.to(dev)
     G.eval()
@@ -270,6 +286,13 @@ def run_render(
     with np.load(smooth_dir / "transforms.npz") as t:
         inv_all = torch.from_numpy(np.linalg.inv(t["matrix"].astype(np.float64)))
     n = inv_all.shape[0]
+    frame_offsets = None
+    if offsets is not None:
+        from videdit.networks.hyperstyle import FrameOffsets
+
+        frame_offsets = offsets if isinstance(offsets, FrameOffsets) else FrameOffsets.load(offsets)
+        frame_offsets.check_generator(G, n)
+        frame_offsets.use_base_weights(G)
     if keys is None:
         keys = sorted(p.name[len("latents_"):-len(".npy")] for p in smooth_dir.glob("latents_*.npy"))
     keys = list(keys)
@@ -285,7 +308,7 @@ def run_render(
         latents[key] = np.load(path, mmap_mode="r")  # read per batch: memory independent of length
         if latents[key].shape[0] != n or latents[key].shape[1] != G.num_ws:
             raise InputError(f"render: {path.name} has shape {list(latents[key].shape)}; expected [{n}, {G.num_ws}, w_dim]")
-    offsets = {key: load_style_offsets(smooth_dir / f"latents_{key}.npy") for key in keys}
+    style = {key: load_style_offsets(smooth_dir / f"latents_{key}.npy") for key in keys}
 
     expand = tuple(int(v) for v in settings.expand)
     tiles, canvas_size = canvas_tiles(res, expand, settings.feather)
@@ -312,11 +335,12 @@ def run_render(
         for lo in range(0, n, max(1, settings.batch_size)):
             idx = np.arange(lo, min(lo + settings.batch_size, n))
             inv = inv_all[idx].to(dev)
+            deltas = None if frame_offsets is None else frame_offsets.deltas(idx, dev)
             batch_frames = {}
             for key in keys:
                 ws = torch.from_numpy(np.asarray(latents[key][idx], dtype=np.float32)).to(dev)
-                with style_offsets(G, offsets[key]):
-                    frames = to_uint8(render_expanded(G, ws, inv, tiles, canvas_size))
+                with style_offsets(G, style[key]):
+                    frames = to_uint8(render_expanded(G, ws, inv, tiles, canvas_size, deltas))
                 for j, frame in enumerate(frames):
                     Image.fromarray(frame).save(result.frames_dirs[key] / f"{int(idx[j]):06d}.png",
                                                 compress_level=settings.png_compress_level)
@@ -330,5 +354,6 @@ def run_render(
     (out_dir / "render.json").write_text(json.dumps({
         "num_frames": n, "fps": str(fps), "resolution": res, "expand": list(expand), "feather": settings.feather,
         "canvas_size": list(canvas_size), "keys": keys,
+        "weight_offsets": None if frame_offsets is None else {"kind": "hyperstyle per-frame", "layers": frame_offsets.layers},
         "side_by_side_columns": (["input"] if with_inputs else []) + keys if settings.side_by_side else []}, indent=1))
     return result

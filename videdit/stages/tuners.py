@@ -163,7 +163,9 @@ def run_hyperstyle(
         out = hyperstyle_invert(hyper, G, crops.batch(idx, device), ws_all[idx].to(device), inv_all[idx].to(device),
                                 n_iters=settings.n_iters)
         parts.append(FrameOffsets.from_output(hyper, out))
-    offsets = FrameOffsets({k: torch.cat([p.rows[k] for p in parts]) for k in parts[0].rows}, parts[0].cols, parts[0].bias)
+    base = {k: getattr(G.synthesis, k).weight.detach().float().cpu().clone() for k in parts[0].rows}
+    offsets = FrameOffsets({k: torch.cat([p.rows[k] for p in parts]) for k in parts[0].rows}, parts[0].cols,
+                           parts[0].bias, base)
     if settings.smooth_window != 1:
         offsets = offsets.filtered(smoothing_kernel(SmoothSettings(window=settings.smooth_window)))
     offsets_path = offsets.save(out_dir / OFFSETS_NAME)
@@ -171,7 +173,8 @@ def run_hyperstyle(
     generator_path = save_generator(G, out_dir / "generator.safetensors")
     (out_dir / "tuner.json").write_text(json.dumps({
         "tuner": "hyperstyle", "num_frames": n, "n_iters": settings.n_iters, "smooth_window": settings.smooth_window,
-        "layers": offsets.layers, "generator": "mean offsets applied", "offsets": OFFSETS_NAME}))
+        "layers": offsets.layers, "generator": "mean offsets applied (render applies the per-frame ones)",
+        "offsets": OFFSETS_NAME}))
     return TunerResult(generator_path=generator_path, num_frames=n, seconds=time.perf_counter() - t_start,
                        steps_done=settings.n_iters, offsets_path=offsets_path)
 
