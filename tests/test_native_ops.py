@@ -390,6 +390,39 @@ def test_auto_selector_measures_once_and_remembers(cpu_ext, tmp_path, caplog):
     torch.testing.assert_close(run_layer(again.filtered_lrelu, op, x, b), y)
 
 
+def test_auto_selector_decides_differentiated_calls_apart(cpu_ext, tmp_path):
+    """A call autograd will differentiate is its own family, timed forward + backward (tuning pays the
+    backward too), and its gradients equal the reference's whichever path wins."""
+    op = LAYERS["T"][2]
+    x, b = layer_inputs(op, 20)
+    selector = native.CpuAutoSelect(tmp_path / "decisions.json")
+    with torch.no_grad():
+        run_layer(selector.filtered_lrelu, op, x, b)
+    timed = []
+    real_time_call = native._time_call
+
+    def counting_time_call(fn):
+        timed.append(torch.is_grad_enabled())
+        return real_time_call(fn)
+
+    xg, bg = x.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    try:
+        native._time_call = counting_time_call
+        y = run_layer(selector.filtered_lrelu, op, xg, bg)
+    finally:
+        native._time_call = real_time_call
+    keys = sorted(json.loads((tmp_path / "decisions.json").read_text()))
+    assert len(keys) == 2 and keys[1] == keys[0] + "|grad", keys
+    assert timed and all(timed)  # measured with autograd on
+    gy = torch.randn_like(y)
+    gx, gb = torch.autograd.grad(y, [xg, bg], gy)
+    xr, br = x.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    ref = run_layer(reference.filtered_lrelu, op, xr, br)
+    rx, rb = torch.autograd.grad(ref, [xr, br], gy)
+    torch.testing.assert_close(gx, rx, atol=1e-5 * rx.abs().max().item(), rtol=1e-4)
+    torch.testing.assert_close(gb, rb, atol=1e-5 * rb.abs().max().item(), rtol=1e-4)
+
+
 # ----------------------------------------------------------------------------------------------
 # Build cache: failures, locks, timeouts (no real compile: a broken source fails in the compiler's
 # first pass)

@@ -641,8 +641,10 @@ class CpuAutoSelect:
     """Chooses, per shape family, between the fused CPU kernel and the PyTorch path by timing both.
 
     The first call of a family (dtype, factors, filter shapes, log2 of the plane size and of the
-    plane count, thread count) runs both implementations a few times on its own input (without
-    autograd) and keeps the faster; the decision is stored in `decisions_path` (beside the built
+    plane count, thread count, whether autograd is recording) runs both implementations a few times
+    on its own input and keeps the faster: forward only at inference, forward + backward when the
+    call will be differentiated (tuning), since the two paths' backward passes differ more than
+    their forwards; the decision is stored in `decisions_path` (beside the built
     extension), so each family is measured once per machine and thread count. Later calls only
     look the decision up.
     """
@@ -658,13 +660,14 @@ class CpuAutoSelect:
             pass
 
     @staticmethod
-    def family(x, fu, fd, up, down) -> str:
+    def family(x, fu, fd, up, down, grad: bool = False) -> str:
         def shape(f):
             return "none" if f is None else "x".join(str(n) for n in f.shape)
 
         n, c, h, w = x.shape
         return (f"{str(x.dtype).replace('torch.', '')}|up{up}|down{down}|fu{shape(fu)}|fd{shape(fd)}"
-                f"|hw2^{round(math.log2(h * w))}|nc2^{round(math.log2(n * c))}|threads{torch.get_num_threads()}")
+                f"|hw2^{round(math.log2(h * w))}|nc2^{round(math.log2(n * c))}|threads{torch.get_num_threads()}"
+                + ("|grad" if grad else ""))
 
     def filtered_lrelu(self, x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=math.sqrt(2), slope=0.2,
                        clamp=None, flip_filter=False, impl="fast"):
@@ -673,22 +676,41 @@ class CpuAutoSelect:
                       flip_filter=flip_filter, impl=impl)
         if impl != "fast" or not cpu_supports(x):
             return _torch_path("filtered_lrelu", x, **kwargs)
-        key = self.family(x, fu, fd, up, down)
+        grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, b))
+        key = self.family(x, fu, fd, up, down, grad)
         decision = self.decisions.get(key)
         if decision is None:
-            decision = self.measure(key, x, kwargs)
+            decision = self.measure(key, x, kwargs, grad)
         if decision["native"]:
             return filtered_lrelu_cpu(x, **kwargs)
         return _torch_path("filtered_lrelu", x, **kwargs)
 
-    def measure(self, key: str, x, kwargs) -> dict:
+    def measure(self, key: str, x, kwargs, grad: bool = False) -> dict:
         x = x.detach()
         detached = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
         native_s, torch_s = [], []
-        with torch.no_grad():
-            for _ in range(self.REPEATS):
-                native_s.append(_time_call(lambda: filtered_lrelu_cpu(x, **detached)))
-                torch_s.append(_time_call(lambda: _torch_path("filtered_lrelu", x, **detached)))
+        if grad:  # what a training step pays: forward, then backward to x and b
+            b = detached.get("b")
+            kw = dict(detached, b=None if b is None else b.clone().requires_grad_(True))
+            xg = x.clone().requires_grad_(True)
+            with torch.no_grad():
+                grad_out = torch.ones_like(filtered_lrelu_cpu(x, **detached))
+
+            def run(fn):
+                def call():
+                    fn(xg, **kw).backward(grad_out)
+                    xg.grad = None
+                return call
+
+            with torch.enable_grad():
+                for _ in range(self.REPEATS):
+                    native_s.append(_time_call(run(filtered_lrelu_cpu)))
+                    torch_s.append(_time_call(run(functools.partial(_torch_path, "filtered_lrelu"))))
+        else:
+            with torch.no_grad():
+                for _ in range(self.REPEATS):
+                    native_s.append(_time_call(lambda: filtered_lrelu_cpu(x, **detached)))
+                    torch_s.append(_time_call(lambda: _torch_path("filtered_lrelu", x, **detached)))
         decision = {"native": min(native_s) < min(torch_s), "native_s": min(native_s), "torch_s": min(torch_s)}
         self.decisions[key] = decision
         logger.info("ops auto (CPU filtered_lrelu, %s): fused %.4f s, PyTorch %.4f s -> %s", key, min(native_s),
