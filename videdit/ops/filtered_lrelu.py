@@ -47,6 +47,12 @@ class _Settings:
     flip_filter: bool
 
 
+def _memory_order(x):
+    """x with its dimensions permuted into memory order (a view): reductions over a channels-last
+    tensor read it in NCHW order otherwise, ~15x slower on CPU."""
+    return x.permute(*sorted(range(x.ndim), key=lambda d: -x.stride(d)))
+
+
 def _activate(x, s: _Settings, inplace: bool):
     """lrelu(slope) * post_gain, clamped, on a tensor we own (fully in place when autograd is off)."""
     clamp = s.clamp if (s.clamp is not None and s.clamp >= 0) else None
@@ -61,7 +67,7 @@ def _activate(x, s: _Settings, inplace: bool):
     if s.post_gain != 1:
         x = x * s.post_gain
     if clamp is not None:
-        lo, hi = torch.aminmax(x.detach())
+        lo, hi = torch.aminmax(_memory_order(x.detach()))
         if lo.item() < -clamp or hi.item() > clamp:  # skipping a no-op clamp saves its masks
             x = x.clamp(-clamp, clamp)
     return x

@@ -30,16 +30,32 @@ class _Conv2dGemmGrad(torch.autograd.Function):
             # Correlation with the flipped, transposed kernel undoes the forward's padding.
             grad_x = F.conv2d(grad_y, w.flip([2, 3]).transpose(0, 1), padding=(kh - 1 - pad, kw - 1 - pad))
         if ctx.needs_input_grad[1]:
-            n, _, out_h, out_w = grad_y.shape
-            gy = grad_y.transpose(0, 1).reshape(out_ch, n * out_h * out_w)
-            xp = F.pad(x, [pad] * 4) if pad else x
-            taps = []
-            for u in range(kh):
-                for v in range(kw):
-                    patch = xp[:, :, u:u + out_h, v:v + out_w].transpose(0, 1).reshape(in_ch, n * out_h * out_w)
-                    taps.append(gy @ patch.t())
-            grad_w = torch.stack(taps, dim=-1).reshape(out_ch, in_ch, kh, kw)
+            grad_w = _weight_grad(x, grad_y, kh, kw, pad)
         return grad_x, grad_w, None
+
+
+def _weight_grad(x, grad_y, kh: int, kw: int, pad: int):
+    """dL/dw of a stride-1 conv2d: one GEMM per tap, each reading x in place.
+
+    x is padded and flattened per channel to [I, N*Hp*Wp]; grad_y is laid out on the same padded grid
+    (zeros outside the output), so tap (u, v) is a GEMM with the window of x starting u*Wp + v
+    further on, a strided view that BLAS reads directly (no per-tap copy of x). The zeros make the
+    window's wrap into the next row or sample contribute nothing.
+    """
+    n, in_ch, h, w = x.shape
+    out_ch, out_h, out_w = grad_y.shape[1], grad_y.shape[2], grad_y.shape[3]
+    hp, wp = h + 2 * pad, w + 2 * pad
+    length = n * hp * wp
+    xf = F.pad(x, [pad] * 4).transpose(0, 1).reshape(in_ch, length)
+    xf = F.pad(xf, [0, (kh - 1) * wp + kw - 1])  # the last window runs past the end
+    g = grad_y.new_zeros(out_ch, n, hp, wp)
+    g[:, :, :out_h, :out_w] = grad_y.transpose(0, 1)
+    g = g.reshape(out_ch, length)
+    grad_w = grad_y.new_empty(out_ch, in_ch, kh, kw)
+    for u in range(kh):
+        for v in range(kw):
+            grad_w[:, :, u, v] = g @ xf[:, u * wp + v:u * wp + v + length].t()
+    return grad_w
 
 
 def _conv2d(x, w, padding: int):
