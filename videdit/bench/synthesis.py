@@ -7,6 +7,10 @@
 * t256-fwdbwd: StyleGAN3-T 256, forward + backward of an L2 loss to ws and every synthesis
   parameter (what pivotal tuning does).
 
+Implementations (--impls): `fast` = the PyTorch ops, `auto` = the default `--ops auto` (the fused C++
+filtered_lrelu for the shape families where it measured faster, forward or forward + backward as
+used), `ref` = the literal reference ops. Each non-reference one is printed as a ratio against ref.
+
 Weights are random (seeded; no pretrained weights are needed to time the maths). Each measurement
 runs in its own subprocess: wall time, CPU time of the process (steadier than wall time on a shared
 machine; equal to compute time with one thread), and peak memory = maximum RSS minus the RSS just before the
@@ -16,7 +20,6 @@ are compared: max |difference| relative to the largest reference value.
 from __future__ import annotations
 
 import argparse
-import os
 import json
 import tempfile
 import time
@@ -44,24 +47,36 @@ def _worker(spec: dict) -> dict:
     with torch.no_grad():
         ws = G.mapping(z, truncation_psi=0.7)
     target = torch.randn([spec["batch"], 3, resolution, resolution], generator=gen) * 0.5
+    from videdit.ops.backend import use_ops
+
+    impl = "fast" if spec["impl"] == "auto" else spec["impl"]
+    ops_mode = "auto" if spec["impl"] == "auto" else "torch"
+    if ops_mode == "auto":  # the first use measures each shape family once (cached): keep that out of the timing
+        with use_ops("auto"):
+            _fwd_bwd(G, ws, target, impl, backward)
     reset_peak_rss()
     base = current_rss_mb()
     start, start_cpu = time.perf_counter(), time.process_time()
-    if backward:
-        ws.requires_grad_(True)
-        img = G.synthesis(ws, impl=spec["impl"])
-        loss = (img - target).square().mean()
-        params = [p for p in G.synthesis.parameters()]
-        grads = torch.autograd.grad(loss, [ws] + params)
-    else:
-        with torch.no_grad():
-            img = G.synthesis(ws, impl=spec["impl"])
-        grads = []
+    with use_ops(ops_mode):
+        img, grads = _fwd_bwd(G, ws, target, impl, backward)
     elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     result = {"time_s": elapsed, "cpu_s": cpu, "peak_mb": peak_rss_mb() - base, "rss_before_mb": base}
     if spec.get("save"):
         torch.save({"img": img.detach().contiguous(), "grads": [g.contiguous() for g in grads]}, spec["save"])
     return result
+
+
+def _fwd_bwd(G, ws, target, impl: str, backward: bool):
+    import torch
+
+    if backward:
+        ws = ws.detach().requires_grad_(True)
+        img = G.synthesis(ws, impl=impl)
+        loss = (img - target).square().mean()
+        params = [p for p in G.synthesis.parameters()]
+        return img, torch.autograd.grad(loss, [ws] + params)
+    with torch.no_grad():
+        return G.synthesis(ws, impl=impl), []
 
 
 def _compare(path_fast: str, path_ref: str) -> dict:
@@ -80,14 +95,15 @@ def _compare(path_fast: str, path_ref: str) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    # This benchmark measures the PyTorch path against the literal reference (workers inherit the
-    # setting); `python -m videdit.bench native` compares the native kernels.
-    os.environ.setdefault("VIDEDIT_OPS", "torch")
+    # Each impl sets its own ops mode in the worker: "fast" and "ref" the PyTorch path, "auto" the
+    # default mode; `python -m videdit.bench native` compares the native kernels op by op.
     parser = argparse.ArgumentParser(prog="python -m videdit.bench synthesis", description=__doc__.split("\n")[0])
     parser.add_argument("--cases", default="r1024-fwd,t256-fwdbwd", help="comma list of: " + ", ".join(CASES))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--impls", default="fast,ref")
+    parser.add_argument("--impls", default="fast,ref",
+                        help="fast: the PyTorch path; auto: the default ops mode (the fused C++ filtered_lrelu "
+                             "where it measured faster, decided once per shape family before timing); ref: literal")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -111,13 +127,15 @@ def main(argv: list[str]) -> int:
                 else:
                     print(f"{case:12s} {impl:5s} wall {r['time_s']:9.2f} s  cpu {r['cpu_s']:9.2f} s  "
                           f"peak {r['peak_mb'] / 1024:7.2f} GiB", flush=True)
-            fast, ref = results.get("fast", {}), results.get("ref", {})
-            if "time_s" in fast and "time_s" in ref:
-                cmp = _compare(str(Path(tmp) / f"{case}-fast.pt"), str(Path(tmp) / f"{case}-ref.pt"))
+            ref = results.get("ref", {})
+            for name, fast in results.items():
+                if name == "ref" or "time_s" not in fast or "time_s" not in ref:
+                    continue
+                cmp = _compare(str(Path(tmp) / f"{case}-{name}.pt"), str(Path(tmp) / f"{case}-ref.pt"))
                 same = cmp["img"] <= 1e-4 * max(1.0, cmp["img_scale"]) and cmp.get("grad_params_worst", 0) <= 1e-3 \
                     and cmp.get("grad_ws", 0) <= 1e-3
                 ok &= same
-                print(f"{case:12s} fast vs ref: {ref['time_s'] / fast['time_s']:.2f}x faster (wall), "
+                print(f"{case:12s} {name} vs ref: {ref['time_s'] / fast['time_s']:.2f}x faster (wall), "
                       f"{ref['cpu_s'] / fast['cpu_s']:.2f}x (cpu time), "
                       f"peak memory {fast['peak_mb'] / ref['peak_mb']:.3f} of ref; "
                       + ", ".join(f"{k} {v:.2e}" for k, v in cmp.items())
