@@ -213,6 +213,8 @@ def test_hyperstyle_tuner_lowers_error_and_keeps_frozen_parts(video_inputs, trai
     offsets = FrameOffsets.load(result.offsets_path)
     assert offsets.num_frames == 6
     before, after = tensors(gen_path), tensors(result.generator_path)
+    for name in offsets.layers:  # what the renderer puts back before applying each frame's offsets
+        assert torch.equal(offsets.base[name], before[f"synthesis.{name}.weight"]), name
     for k in before:
         layer = k.split(".")[1] if k.startswith("synthesis.") else ""
         if k.endswith(".weight") and layer in offsets.layers and not k.endswith("affine.weight"):
@@ -222,7 +224,7 @@ def test_hyperstyle_tuner_lowers_error_and_keeps_frozen_parts(video_inputs, trai
     G0 = load_generator(gen_path)
     psnr_untuned = reconstruction_psnr(G0, align, latents)
     psnr_mean = reconstruction_psnr(load_generator(result.generator_path), align, latents)
-    # Per-frame offsets, as a renderer with the offsets hook would apply them.
+    # Per-frame offsets, as the render stage applies them (tests/test_render.py checks that it does).
     from videdit.networks.hyperstyle import synthesize
     from videdit.stages.tune import CropFrames, inverse_transforms
 

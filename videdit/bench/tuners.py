@@ -8,7 +8,8 @@ mean latent plus noise (no encoder weights ship). Each tuner runs on the same in
 * pti: `run_tune` (L2 + LPIPS with a random AlexNet backbone: the real one's cost, no download);
 * hyperstyle: a hypernetwork first trained for --hyper-train-steps on the clip's crops (time shown
   apart: it is paid once per generator, not per video), then `run_hyperstyle` (per-frame offsets);
-  quality with the per-frame offsets and with the mean-offset generator the render stage loads;
+  quality with the per-frame offsets (what the render stage applies) and with the mean-offset
+  generator alone (tune/generator.safetensors);
 * local-tweak: `run_local_tweak` with a random discriminator of the generator's resolution.
 
 Printed: seconds per frame of the tuning stage, its ratio to the baseline render, reconstruction PSNR
@@ -178,7 +179,7 @@ def main(argv: list[str]) -> int:
                                  f"{trained.parameters:,} params"))
         rows.append(("hyperstyle (mean offsets)", float("nan"),
                      _quality(load_generator(hyper.generator_path), align, latents), float("nan"),
-                     "the generator.safetensors render loads"))
+                     "generator.safetensors alone"))
 
         _reset_peak()
         t0 = time.perf_counter()
