@@ -73,6 +73,29 @@ def test_ray_missing_is_one_line_error(monkeypatch, tmp_path):
         run_videos(_pipeline(), [tmp_path / "x.mp4"], engine="spark")
 
 
+def test_unreachable_head_is_one_line_error_not_a_hang():
+    """An explicit HOST:PORT that nothing listens on fails at once (ray.init would retry for minutes)."""
+    import socket
+
+    from videdit.engines.ray_engine import check_head_reachable
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(VideditError, match="cannot reach the Ray cluster") as err:
+            check_head_reachable(address, timeout_s=2.0)
+        assert "\n" not in str(err.value)
+    with pytest.raises(VideditError, match="HOST:PORT"):
+        check_head_reachable("my-cluster")
+    with socket.socket() as server:  # a listening port passes; Ray's own address words pass untouched
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        check_head_reachable(f"127.0.0.1:{server.getsockname()[1]}")
+    for address in (None, "auto", "local"):
+        check_head_reachable(address)
+
+
 def test_pipeline_spec_pickles_and_rebuilds(tmp_path):
     from videdit.engines.ray_engine import PipelineSpec
     from videdit.pipeline import Pipeline, PretrainedModels, StandInModels

@@ -303,6 +303,25 @@ class _Progress:
         self.last_line = time.time()
 
 
+def check_head_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """One clear error when an explicit HOST:PORT (or ray://HOST:PORT) does not answer: ray.init would
+    keep retrying for minutes before failing. Ray's own addresses ('auto', 'local', default) pass."""
+    import socket
+
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise VideditError(f"--address must be HOST:PORT, ray://HOST:PORT, 'auto' or 'local', got {address!r}")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise VideditError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc} "
+                           f"(is `ray start --head` running there, and the port open?)") from None
+
+
 def run_videos_ray(pipeline: "Pipeline", videos: Sequence[Path], out: Path | None = None, *,
                    address: str | None = None, gpus_per_video: float | None = None, cpus_per_video: float = 1.0,
                    max_retries: int = 2, until: str | None = None, from_stage: str | None = None, force: bool = False,
@@ -328,6 +347,7 @@ def run_videos_ray(pipeline: "Pipeline", videos: Sequence[Path], out: Path | Non
     if started_here:
         import logging
 
+        check_head_reachable(address)
         try:
             ray.init(address=address, logging_level=logging.WARNING)
         except ConnectionError as exc:
