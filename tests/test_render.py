@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from videdit.errors import InputError
-from videdit.stages.render import RenderSettings, canvas_tiles, render_expanded, run_render
+from videdit.stages.render import RenderSettings, canvas_tiles, render_expanded, run_render, to_uint8
 
 N_FRAMES = 5
 RES = 32
@@ -218,7 +218,7 @@ def test_hyperstyle_per_frame_offsets_apply_at_render(scene, tmp_path):
     inv = inverse_transforms(scene["matrix"])
     with torch.no_grad():
         expected = synthesize(G0, ws, inv, FrameOffsets.load(offsets_path).deltas())
-    expected = (expected * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    expected = to_uint8(expected)
     for i in range(N_FRAMES):
         got = _png(per_frame.frames_dirs["recon"], i).astype(int)
         assert np.abs(got - expected[i]).max() <= 1, i  # float round-off may flip a rounding
@@ -244,8 +244,9 @@ def test_hyperstyle_per_frame_offsets_apply_at_render(scene, tmp_path):
 
 def test_hyperstyle_offsets_with_expanded_render(scene, tmp_path):
     """Per-frame offsets and field-of-view expansion together: the centre still equals the unexpanded render."""
-    from videdit.networks.hyperstyle import apply_offsets
     import copy
+
+    from videdit.networks.hyperstyle import apply_offsets
 
     offsets = _frame_offsets(scene["G"], N_FRAMES)
     G_mean = apply_offsets(copy.deepcopy(scene["G"]), offsets.mean_deltas())

@@ -318,14 +318,15 @@ class FrameOffsets:
                                       f"{rows.shape[1]}x{self.cols[name].shape[0]}, generator {shape})")
 
     @torch.no_grad()
-    def use_base_weights(self, G: nn.Module) -> nn.Module:
-        """Copy the stored original weights into G's offset layers (in place); returns G."""
+    def use_base_weights(self, G: nn.Module, num_frames: int | None = None) -> nn.Module:
+        """Copy the stored original weights into G's offset layers (in place), after `check_generator`
+        (with the video's num_frames when given); returns G."""
         from videdit.errors import CheckpointError
 
+        self.check_generator(G, num_frames)
         if self.base is None:
             raise CheckpointError("these HyperStyle offsets hold no base weights (written by an older videdit): "
                                   "rerun the tune stage")
-        self.check_generator(G)
         for name, weight in self.base.items():
             target = getattr(G.synthesis, name).weight
             if tuple(target.shape) != tuple(weight.shape):

@@ -24,7 +24,7 @@ class _Conv2dGemmGrad(torch.autograd.Function):
     def backward(ctx, grad_y):
         x, w = ctx.saved_tensors
         pad = ctx.padding
-        out_ch, in_ch, kh, kw = w.shape
+        kh, kw = w.shape[2], w.shape[3]
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             # Correlation with the flipped, transposed kernel undoes the forward's padding.

@@ -688,7 +688,6 @@ class CpuAutoSelect:
     def measure(self, key: str, x, kwargs, grad: bool = False) -> dict:
         x = x.detach()
         detached = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
-        native_s, torch_s = [], []
         if grad:  # what a training step pays: forward, then backward to x and b
             b = detached.get("b")
             kw = dict(detached, b=None if b is None else b.clone().requires_grad_(True))
@@ -696,21 +695,20 @@ class CpuAutoSelect:
             with torch.no_grad():
                 grad_out = torch.ones_like(filtered_lrelu_cpu(x, **detached))
 
-            def run(fn):
-                def call():
+            def call(fn):
+                def forward_backward():
                     fn(xg, **kw).backward(grad_out)
                     xg.grad = None
-                return call
-
-            with torch.enable_grad():
-                for _ in range(self.REPEATS):
-                    native_s.append(_time_call(run(filtered_lrelu_cpu)))
-                    torch_s.append(_time_call(run(functools.partial(_torch_path, "filtered_lrelu"))))
+                return forward_backward
         else:
-            with torch.no_grad():
-                for _ in range(self.REPEATS):
-                    native_s.append(_time_call(lambda: filtered_lrelu_cpu(x, **detached)))
-                    torch_s.append(_time_call(lambda: _torch_path("filtered_lrelu", x, **detached)))
+            def call(fn):
+                return lambda: fn(x, **detached)
+
+        native_s, torch_s = [], []
+        with torch.enable_grad() if grad else torch.no_grad():
+            for _ in range(self.REPEATS):
+                native_s.append(_time_call(call(filtered_lrelu_cpu)))
+                torch_s.append(_time_call(call(functools.partial(_torch_path, "filtered_lrelu"))))
         decision = {"native": min(native_s) < min(torch_s), "native_s": min(native_s), "torch_s": min(torch_s)}
         self.decisions[key] = decision
         logger.info("ops auto (CPU filtered_lrelu, %s): fused %.4f s, PyTorch %.4f s -> %s", key, min(native_s),

@@ -291,8 +291,7 @@ def run_render(
         from videdit.networks.hyperstyle import FrameOffsets
 
         frame_offsets = offsets if isinstance(offsets, FrameOffsets) else FrameOffsets.load(offsets)
-        frame_offsets.check_generator(G, n)
-        frame_offsets.use_base_weights(G)
+        frame_offsets.use_base_weights(G, num_frames=n)
     if keys is None:
         keys = sorted(p.name[len("latents_"):-len(".npy")] for p in smooth_dir.glob("latents_*.npy"))
     keys = list(keys)
