@@ -37,30 +37,13 @@ def tiny_discriminator(seed: int = 0):
 
 def make_video_inputs(root: Path):
     """root/align (unaligned crops of a moving photo + transforms.npz), root/latents.npy, root/G.safetensors."""
-    from PIL import Image
-
     from videdit.checkpoints import save_generator
-    from videdit.networks.stylegan3 import make_transform
-    from videdit.synthetic import astronaut, place_photo
+    from videdit.synthetic import write_tune_inputs
 
-    unaligned = root / "align" / "unaligned"
-    unaligned.mkdir(parents=True)
-    rotation = np.linspace(-3.0, 3.0, N_FRAMES)
-    translation = np.stack([np.linspace(-0.03, 0.03, N_FRAMES), np.zeros(N_FRAMES)], axis=1)
-    photo = astronaut()
-    for i in range(N_FRAMES):
-        crop = place_photo(photo, (RES, RES), rotation[i], (translation[i, 0] * RES, 0.0), (255.0, 110.0), 0.12)
-        Image.fromarray(crop).save(unaligned / f"{i:06d}.png")
-    matrix = np.stack([np.asarray(make_transform(tuple(translation[i]), rotation[i])) for i in range(N_FRAMES)])
-    np.savez(root / "align" / "transforms.npz", rotation_deg=rotation, translation=translation, matrix=matrix,
-             face_found=np.ones(N_FRAMES, bool))
-    gen = torch.Generator().manual_seed(0)
     G = tiny_generator()
-    ws = G.mapping(torch.randn(1, G.z_dim, generator=gen), None).detach()
-    ws = ws.repeat(N_FRAMES, 1, 1) + 0.05 * torch.randn(N_FRAMES, G.num_ws, G.w_dim, generator=gen)
-    np.save(root / "latents.npy", ws.numpy())
+    align, latents, _ = write_tune_inputs(root, G, N_FRAMES)
     save_generator(G, root / "G.safetensors")
-    return root / "align", root / "latents.npy", root / "G.safetensors"
+    return align, latents, root / "G.safetensors"
 
 
 def tensors(path) -> dict[str, torch.Tensor]:
@@ -69,13 +52,7 @@ def tensors(path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a busy 2-core machine two threads are several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

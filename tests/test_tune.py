@@ -29,32 +29,16 @@ SETTINGS = dict(steps=12, lr=1e-2, batch_size=4, checkpoint_every=3, lpips_rando
 
 def _make_video_inputs(root: Path):
     """align/ (unaligned crops of a moving photo + transforms.npz), pivot latents, a saved generator."""
-    from PIL import Image
-
     from videdit.checkpoints import save_generator
-    from videdit.networks.stylegan3 import Generator, make_transform, tiny_generator_kwargs
-    from videdit.synthetic import astronaut, place_photo
+    from videdit.networks.stylegan3 import Generator, tiny_generator_kwargs
+    from videdit.synthetic import write_tune_inputs
 
-    unaligned = root / "align" / "unaligned"
-    unaligned.mkdir(parents=True)
-    rotation = np.linspace(-3.0, 3.0, N_FRAMES)
-    translation = np.stack([np.linspace(-0.03, 0.03, N_FRAMES), np.zeros(N_FRAMES)], axis=1)
-    photo = astronaut()
-    for i in range(N_FRAMES):
-        crop = place_photo(photo, (RES, RES), rotation[i], (translation[i, 0] * RES, 0.0), (255.0, 110.0), 0.12)
-        Image.fromarray(crop).save(unaligned / f"{i:06d}.png")
-    matrix = np.stack([np.asarray(make_transform(tuple(translation[i]), rotation[i])) for i in range(N_FRAMES)])
-    np.savez(root / "align" / "transforms.npz", rotation_deg=rotation, translation=translation, matrix=matrix,
-             face_found=np.ones(N_FRAMES, bool))
-    gen = torch.Generator().manual_seed(0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         G = Generator(**tiny_generator_kwargs(RES, channels=8, num_layers=4)).eval()
-    ws = G.mapping(torch.randn(1, G.z_dim, generator=gen), None).detach()
-    ws = ws.repeat(N_FRAMES, 1, 1) + 0.05 * torch.randn(N_FRAMES, G.num_ws, G.w_dim, generator=gen)
-    np.save(root / "latents.npy", ws.numpy())
+    align, latents, _ = write_tune_inputs(root, G, N_FRAMES)
     save_generator(G, root / "G.safetensors")
-    return root / "align", root / "latents.npy", root / "G.safetensors"
+    return align, latents, root / "G.safetensors"
 
 
 @pytest.fixture(scope="module")

@@ -131,3 +131,39 @@ def make_clip(path: str | Path, photo: np.ndarray | None = None, n_frames: int =
         if audio_path is not None:
             audio_path.unlink(missing_ok=True)
     return SyntheticClip(path, n_frames, fps, size, camera, audio, tuple(blank_frames))
+
+
+def write_tune_inputs(root: str | Path, G, n_frames: int, *, seed: int = 0, max_rotation_deg: float = 3.0,
+                      max_shift: float = 0.03, face_centre: tuple[float, float] = (255.0, 110.0),
+                      scale: float = 0.12):
+    """What the tuning stages read, for a generator G and a known camera path (tests and benchmarks).
+
+    root/align/unaligned/%06d.png: crops of the astronaut photo at G's resolution, rotated linearly from
+    -max_rotation_deg to +max_rotation_deg and shifted from -max_shift to +max_shift image widths;
+    root/align/transforms.npz: those transforms (make_transform matrices); root/latents.npy: G's latent
+    of one random z (seeded) plus a little per-frame noise. Returns (align dir, latents path, matrices).
+    """
+    import torch
+    from PIL import Image
+
+    from videdit.networks.stylegan3 import make_transform
+
+    root = Path(root)
+    res = G.img_resolution
+    unaligned = root / "align" / "unaligned"
+    unaligned.mkdir(parents=True, exist_ok=True)
+    rotation = np.linspace(-max_rotation_deg, max_rotation_deg, n_frames)
+    translation = np.stack([np.linspace(-max_shift, max_shift, n_frames), np.zeros(n_frames)], axis=1)
+    photo = astronaut()
+    for i in range(n_frames):
+        crop = place_photo(photo, (res, res), rotation[i], (translation[i, 0] * res, 0.0), face_centre, scale)
+        Image.fromarray(crop).save(unaligned / f"{i:06d}.png", compress_level=1)
+    matrix = np.stack([np.asarray(make_transform(tuple(translation[i]), rotation[i])) for i in range(n_frames)])
+    np.savez(root / "align" / "transforms.npz", rotation_deg=rotation, translation=translation, matrix=matrix,
+             face_found=np.ones(n_frames, bool))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(1, G.z_dim, generator=gen), None)
+        ws = ws.repeat(n_frames, 1, 1) + 0.05 * torch.randn(n_frames, G.num_ws, G.w_dim, generator=gen)
+    np.save(root / "latents.npy", ws.numpy())
+    return root / "align", root / "latents.npy", matrix

@@ -60,31 +60,10 @@ def warm_up_ops(device: str) -> None:
 
 def make_video_inputs(root: Path, G, n_frames: int, seed: int = 0):
     """align/ (crops of the astronaut photo moving a little, transforms.npz) and pivot latents for G."""
-    import numpy as np
-    import torch
-    from PIL import Image
+    from videdit.synthetic import write_tune_inputs
 
-    from videdit.networks.stylegan3 import make_transform
-    from videdit.synthetic import astronaut, place_photo
-
-    res = G.img_resolution
-    unaligned = root / "align" / "unaligned"
-    unaligned.mkdir(parents=True, exist_ok=True)
-    rotation = np.linspace(-3.0, 3.0, n_frames)
-    translation = np.stack([np.linspace(-0.02, 0.02, n_frames), np.zeros(n_frames)], axis=1)
-    photo = astronaut()
-    for i in range(n_frames):
-        crop = place_photo(photo, (res, res), rotation[i], (translation[i, 0] * res, 0.0), (255.0, 120.0), res / 280)
-        Image.fromarray(crop).save(unaligned / f"{i:06d}.png", compress_level=1)
-    matrix = np.stack([np.asarray(make_transform(tuple(translation[i]), rotation[i])) for i in range(n_frames)])
-    np.savez(root / "align" / "transforms.npz", rotation_deg=rotation, translation=translation, matrix=matrix,
-             face_found=np.ones(n_frames, bool))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        ws = G.mapping(torch.randn(1, G.z_dim, generator=gen), None)
-        ws = ws.repeat(n_frames, 1, 1) + 0.05 * torch.randn(n_frames, G.num_ws, G.w_dim, generator=gen)
-    np.save(root / "latents.npy", ws.numpy())
-    return root / "align", root / "latents.npy", matrix
+    return write_tune_inputs(root, G, n_frames, seed=seed, max_shift=0.02, face_centre=(255.0, 120.0),
+                             scale=G.img_resolution / 280)
 
 
 def child(spec: dict) -> dict:

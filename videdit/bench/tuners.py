@@ -44,34 +44,6 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _make_clip(root: Path, G, frames: int, seed: int):
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from videdit.networks.stylegan3 import make_transform
-    from videdit.synthetic import astronaut, place_photo
-
-    res = G.img_resolution
-    unaligned = root / "align" / "unaligned"
-    unaligned.mkdir(parents=True)
-    rotation = np.linspace(-4.0, 4.0, frames)
-    translation = np.stack([np.linspace(-0.03, 0.03, frames), np.zeros(frames)], axis=1)
-    photo = astronaut()
-    for i in range(frames):
-        crop = place_photo(photo, (res, res), rotation[i], (translation[i, 0] * res, 0.0), (255.0, 110.0), 0.12)
-        Image.fromarray(crop).save(unaligned / f"{i:06d}.png")
-    matrix = np.stack([np.asarray(make_transform(tuple(translation[i]), rotation[i])) for i in range(frames)])
-    np.savez(root / "align" / "transforms.npz", rotation_deg=rotation, translation=translation, matrix=matrix,
-             face_found=np.ones(frames, bool))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        ws = G.mapping(torch.randn(1, G.z_dim, generator=gen), None)
-    ws = ws.repeat(frames, 1, 1) + 0.05 * torch.randn(frames, G.num_ws, G.w_dim, generator=gen)
-    np.save(root / "latents.npy", ws.numpy())
-    return root / "align", root / "latents.npy"
-
-
 def _quality(G, align: Path, latents: Path, deltas=None) -> dict:
     """Mean PSNR and MS-SSIM of every frame's render (its latent, its transform) against its crop."""
     import numpy as np
@@ -123,6 +95,7 @@ def main(argv: list[str]) -> int:
     from videdit.networks.stylegan3 import Generator
     from videdit.stages.tune import TuneSettings, run_tune
     from videdit.stages.tuners import HyperStyleSettings, LocalTweakSettings, run_hyperstyle, run_local_tweak
+    from videdit.synthetic import write_tune_inputs
     from videdit.train_hyperstyle import HyperStyleTrainSettings, train_hyperstyle
 
     torch.set_num_threads(args.threads)
@@ -134,7 +107,7 @@ def main(argv: list[str]) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="videdit-bench-tuners-") as tmp:
         root = Path(tmp)
-        align, latents = _make_clip(root, G, args.frames, args.seed)
+        align, latents, _ = write_tune_inputs(root, G, args.frames, seed=args.seed, max_rotation_deg=4.0)
         n = args.frames
 
         # Baseline: the untuned generator, its render time per frame.
