@@ -23,13 +23,7 @@ needs_full = pytest.mark.skipif(not HAVE_FULL, reason="full reference set (../sh
 NETS = ["sg3t_64", "sg3r_64"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # One thread: the CPU is shared, and oversubscribed OpenMP threads only wait for each other.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def load(path: Path) -> dict:

@@ -22,12 +22,7 @@ TRAIN = dict(steps=42, batch_size=2, lr=2e-3, n_iters=1, lpips_weight=0.0, encod
              progress=False, layers=[0, 1, 2, 3], **SMALL)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

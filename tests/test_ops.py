@@ -19,12 +19,7 @@ DATA = Path(__file__).resolve().parent / "data" / "golden"
 CASES = json.loads((DATA / "ops.json").read_text())["cases"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
