@@ -17,6 +17,7 @@
 
 #include <algorithm>
 
+#include "params.h"
 #include "resample.h"
 
 namespace videdit {
@@ -30,30 +31,6 @@ inline unsigned int grid_for(long long n) {
   const long long blocks = (n + kThreads - 1) / kThreads;
   return static_cast<unsigned int>(std::max<long long>(1, std::min<long long>(blocks, 1 << 20)));
 }
-
-// The CUDA twin of params.h's make_upfirdn (params.h includes torch/extension.h).
-template <typename Acc>
-Upfirdn<Acc> make_upfirdn(const at::Tensor& f, int upx, int upy, int downx, int downy, int padx0, int pady0,
-                          int in_h, int in_w) {
-  TORCH_CHECK((f.dim() == 1 || f.dim() == 2) && f.is_contiguous(), "filter must be a contiguous 1-D or 2-D tensor");
-  Upfirdn<Acc> s;
-  s.upx = upx;
-  s.upy = upy;
-  s.downx = downx;
-  s.downy = downy;
-  s.padx0 = padx0;
-  s.pady0 = pady0;
-  s.separable = f.dim() == 1;
-  s.taps_x = static_cast<int>(s.separable ? f.size(0) : f.size(1));
-  s.taps_y = static_cast<int>(f.size(0));
-  s.in_h = in_h;
-  s.in_w = in_w;
-  s.fx = s.fy = s.f2 = f.data_ptr<Acc>();
-  return s;
-}
-
-inline int filter_taps_x(const at::Tensor& f) { return static_cast<int>(f.dim() == 1 ? f.size(0) : f.size(1)); }
-inline int filter_taps_y(const at::Tensor& f) { return static_cast<int>(f.size(0)); }
 
 template <typename Acc>
 inline void check_acc_tensor(const at::Tensor& t, const char* what) {

@@ -1,7 +1,10 @@
-// Host-side helpers that turn tensors and arguments into the plain structs of resample.h.
+// Host-side helpers that turn tensors and arguments into the plain structs of resample.h, shared by
+// the C++ (CPU) and CUDA extensions. Light includes only: nvcc parses this through cuda_common.cuh,
+// and torch/extension.h (the whole C++ frontend and pybind11) would slow every CUDA pass.
 #pragma once
 
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
 
 #include "resample.h"
 
@@ -9,7 +12,7 @@ namespace videdit {
 
 // f: 1-D (separable, the same taps along x and y) or 2-D [taps_y, taps_x] correlation taps in Acc.
 template <typename Acc>
-Upfirdn<Acc> make_upfirdn(const torch::Tensor& f, int upx, int upy, int downx, int downy, int padx0, int pady0,
+Upfirdn<Acc> make_upfirdn(const at::Tensor& f, int upx, int upy, int downx, int downy, int padx0, int pady0,
                           int in_h, int in_w) {
   TORCH_CHECK(f.dim() == 1 || f.dim() == 2, "filter must be 1-D or 2-D");
   TORCH_CHECK(f.is_contiguous(), "filter must be contiguous");
@@ -29,7 +32,7 @@ Upfirdn<Acc> make_upfirdn(const torch::Tensor& f, int upx, int upy, int downx, i
   return s;
 }
 
-inline int filter_taps_x(const torch::Tensor& f) { return static_cast<int>(f.dim() == 1 ? f.size(0) : f.size(1)); }
-inline int filter_taps_y(const torch::Tensor& f) { return static_cast<int>(f.size(0)); }
+inline int filter_taps_x(const at::Tensor& f) { return static_cast<int>(f.dim() == 1 ? f.size(0) : f.size(1)); }
+inline int filter_taps_y(const at::Tensor& f) { return static_cast<int>(f.size(0)); }
 
 }  // namespace videdit
