@@ -9,7 +9,8 @@ from videdit.io.video import (
     list_images,
     probe_video,
     read_frames,
+    read_image,
 )
 
 __all__ = ["AudioInfo", "Frame", "VideoInfo", "VideoReader", "VideoWriter", "encode_png", "list_images",
-           "probe_video", "read_frames", "write_png"]
+           "probe_video", "read_frames", "read_image", "write_png"]

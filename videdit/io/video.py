@@ -247,7 +247,9 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(files, key=_natural_key)
 
 
-def _load_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
+    """An image file as uint8 RGB [H, W, 3], upright (EXIF orientation applied); one InputError line
+    when it cannot be read."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -261,7 +263,7 @@ def _probe_image_folder(folder: Path, fps: Fraction) -> VideoInfo:
     files = list_images(folder)
     if not files:
         raise InputError(f"{folder}: the folder has no images ({', '.join(IMAGE_SUFFIXES)})")
-    first = _load_image(files[0])
+    first = read_image(files[0])
     fps = Fraction(fps)
     return VideoInfo(
         path=str(folder),
@@ -310,7 +312,7 @@ class VideoReader:
     def _iter_images(self) -> Iterator[Frame]:
         expected = (self.info.height, self.info.width)
         for index, file in enumerate(list_images(self.path)):
-            image = _load_image(file)
+            image = read_image(file)
             if image.shape[:2] != expected:
                 raise InputError(
                     f"{file}: image size {image.shape[1]}x{image.shape[0]} differs from the first image's "

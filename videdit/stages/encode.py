@@ -62,16 +62,6 @@ def _resolve_device(name: str):
     return device
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as err:
-        raise InputError(f"{path}: not a readable image ({type(err).__name__})") from None
-
-
 def load_aligned_batch(paths: list[Path], size: int):
     """Crops as a float32 [B, 3, size, size] tensor in [-1, 1] (antialiased bilinear resize on the CPU).
 
@@ -80,9 +70,11 @@ def load_aligned_batch(paths: list[Path], size: int):
     import torch
     import torch.nn.functional as F
 
+    from videdit.io.video import read_image
+
     images = []
     for path in paths:
-        pixels = torch.from_numpy(_read_rgb(path).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+        pixels = torch.from_numpy(read_image(path).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1.0
         if pixels.shape[-2:] != (size, size):
             pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         images.append(pixels)
