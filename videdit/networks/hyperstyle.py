@@ -298,7 +298,7 @@ class FrameOffsets:
 
     def filtered(self, taps: np.ndarray, padding: str = "reflect") -> "FrameOffsets":
         """The offsets filtered over time with `taps` (the latent smoothing's filter, same padding)."""
-        from videdit.stages.smooth import temporal_filter
+        from videdit.temporal import temporal_filter
 
         rows = {name: torch.from_numpy(temporal_filter(r.numpy(), np.asarray(taps), padding).astype(np.float32))
                 for name, r in self.rows.items()}

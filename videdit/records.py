@@ -1,0 +1,308 @@
+"""The run folder in code: every stage output's file name and one typed reader/writer for each.
+
+Stages never open another stage's files by hand: they read and write through this module, so the run
+folder (a public format, see docs/ARCHITECTURE.md) is described in one place. numpy only: no torch here.
+
+    RUN/
+      settings.toml, log.txt
+      align/      transforms.npz (AlignRecord), aligned/%06d.png, unaligned/%06d.png, video.json, preview.mp4
+      encode/     latents.npy                                   float32 [N, num_ws, w_dim]
+      tune/       generator.safetensors, offsets.safetensors (HyperStyle), checkpoints/
+      edit/       latents_<key>.npy (+ <file>.stylespace.json)
+      smooth/     latents_<key>.npy, transforms.npz (TransformsRecord)
+      stitch/     generator.safetensors (optional stage: STIT stitching tuning)
+      render/     <key>/%06d.png, <key>.mp4, render.json (RenderInfo)
+      composite/  <key>.mp4
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from videdit.errors import InputError
+from videdit.fileio import atomic_save, atomic_write_text
+
+STAGE_ORDER = ("align", "encode", "tune", "edit", "smooth", "stitch", "render", "composite")
+
+# File and folder names inside the stage folders.
+TRANSFORMS = "transforms.npz"
+ALIGNED = "aligned"
+UNALIGNED = "unaligned"
+VIDEO_INFO = "video.json"
+PREVIEW = "preview.mp4"
+LATENTS = "latents.npy"
+GENERATOR = "generator.safetensors"
+OFFSETS = "offsets.safetensors"
+CHECKPOINTS = "checkpoints"
+RENDER_INFO = "render.json"
+RECONSTRUCTION_KEY = "recon"  # key of the unedited latents
+STYLESPACE_SUFFIX = ".stylespace.json"  # sidecar of an edited latents file: StyleSpace offsets
+
+
+def frame_name(index: int) -> str:
+    return f"{index:06d}.png"
+
+
+def frame_paths(folder: str | PathLike, count: int) -> list[Path]:
+    """folder/000000.png ... for `count` frames; one InputError line when any is missing."""
+    folder = Path(folder)
+    paths = [folder / frame_name(i) for i in range(count)]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise InputError(f"{folder}: {len(missing)} of {count} frames missing (first: {missing[0]}); rerun the stage that writes it")
+    return paths
+
+
+def inverse_matrices(matrix: np.ndarray) -> np.ndarray:
+    """float32 [N,3,3] inverses (what G.synthesis takes) of make_transform matrices, inverted in float64."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.ndim != 3 or matrix.shape[1:] != (3, 3):
+        raise InputError(f"transforms must be [N,3,3] matrices, got {list(matrix.shape)}")
+    return np.linalg.inv(matrix).astype(np.float32)
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    return atomic_save(path, lambda tmp: np.savez(tmp, **arrays))
+
+
+# --------------------------------------------------------------------------------------------------
+# Transforms
+
+
+@dataclass
+class TransformsRecord:
+    """Per-frame Fourier-feature transforms: `matrix` = make_transform(translation, rotation_deg).
+
+    face_found: frames where a face was detected (the others were filled in); all True when the file
+    does not say (older runs, synthetic inputs).
+    """
+
+    rotation_deg: np.ndarray  # f32 [N]
+    translation: np.ndarray  # f32 [N, 2]
+    matrix: np.ndarray  # f32 [N, 3, 3]
+    face_found: np.ndarray  # bool [N]
+
+    _required = ("rotation_deg", "translation", "matrix")
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.matrix)
+
+    def inverse(self) -> np.ndarray:
+        """float32 [N,3,3]: what the synthesis network takes."""
+        return inverse_matrices(self.matrix)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def save(self, path: str | PathLike) -> Path:
+        return _savez(Path(path), self.arrays())
+
+    @classmethod
+    def load(cls, path: str | PathLike):
+        path = Path(path)
+        if path.is_dir():
+            path = path / TRANSFORMS
+        if not path.is_file():
+            raise InputError(f"{path} is missing (run the stage that writes it first)")
+        try:
+            with np.load(path) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as err:
+            raise InputError(f"{path}: not a readable transforms file ({type(err).__name__}); rerun that stage") from None
+        missing = [k for k in cls._required if k not in arrays]
+        if missing:
+            raise InputError(f"{path}: missing {', '.join(missing)}")
+        n = len(arrays["matrix"])
+        arrays.setdefault("face_found", np.ones(n, bool))
+        arrays["face_found"] = np.asarray(arrays["face_found"], bool)
+        if "crop_size" in arrays:
+            arrays["crop_size"] = int(arrays["crop_size"])
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in arrays.items() if k in known}
+        for f in fields(cls):
+            values.setdefault(f.name, None)
+        record = cls(**values)
+        for name, value in record.arrays().items():
+            if name in ("crop_size", "box_quad") or np.ndim(value) == 0:
+                continue
+            if len(value) != n:
+                raise InputError(f"{path}: {name} has {len(value)} frames but matrix has {n}")
+        return record
+
+
+@dataclass
+class AlignRecord(TransformsRecord):
+    """align/transforms.npz: the transforms plus what align knows of each frame.
+
+    landmarks f32 [N,68,2] (source-frame pixels), box_quad f32 [4,2] (the fixed unaligned box),
+    aligned_quads f32 [N,4,2], crop_size, multi_face bool [N], pts int [N], time_s f64 [N].
+    """
+
+    landmarks: np.ndarray | None = None
+    box_quad: np.ndarray | None = None
+    aligned_quads: np.ndarray | None = None
+    crop_size: int | None = None
+    multi_face: np.ndarray | None = None
+    pts: np.ndarray | None = None
+    time_s: np.ndarray | None = None
+
+    def require(self, *names: str) -> "AlignRecord":
+        missing = [n for n in names if getattr(self, n) is None]
+        if missing:
+            raise InputError(f"align record lacks {', '.join(missing)} (made by an older videdit?); rerun align")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# Latents
+
+
+def save_latents(path: str | PathLike, latents: np.ndarray) -> Path:
+    latents = np.asarray(latents, dtype=np.float32)
+    return atomic_save(Path(path), lambda tmp: np.save(tmp, latents))
+
+
+def load_latents(path: str | PathLike, *, mmap: bool = False, num_frames: int | None = None) -> np.ndarray:
+    """float32 [N, num_ws, w_dim] (memory-mapped when asked); one line when missing, unreadable or misshaped."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} is missing (run the stage that writes it first)")
+    try:
+        latents = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: not a readable latents file ({type(err).__name__}); rerun that stage") from None
+    if latents.ndim != 3 or latents.shape[0] == 0:
+        raise InputError(f"{path}: latents must be [N, num_ws, w_dim] with N > 0, got {list(latents.shape)}")
+    if num_frames is not None and latents.shape[0] != num_frames:
+        raise InputError(f"{path}: {latents.shape[0]} frames of latents but {num_frames} transforms")
+    return latents
+
+
+def latents_name(key: str) -> str:
+    return f"latents_{key}.npy"
+
+
+def latents_keys(folder: str | PathLike) -> list[str]:
+    """Keys of the latents_<key>.npy files of an edit or smooth folder, reconstruction first."""
+    keys = sorted(p.name[len("latents_"):-len(".npy")] for p in Path(folder).glob("latents_*.npy"))
+    return sorted(keys, key=lambda k: k != RECONSTRUCTION_KEY)
+
+
+def stylespace_sidecar(latents_path: str | PathLike) -> Path:
+    return Path(str(latents_path) + STYLESPACE_SUFFIX)
+
+
+# --------------------------------------------------------------------------------------------------
+# Render layout
+
+
+@dataclass
+class RenderInfo:
+    """render/render.json: how the crop-level frames were made (composite and eval read it)."""
+
+    resolution: int
+    expand: list[int] = field(default_factory=lambda: [0, 0, 0, 0])  # left, right, top, bottom
+    keys: list[str] = field(default_factory=list)
+    num_frames: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)  # everything else render records
+
+    def save(self, folder: str | PathLike) -> Path:
+        data = dict(self.extra, resolution=self.resolution, expand=list(self.expand), keys=list(self.keys),
+                    num_frames=self.num_frames)
+        return atomic_write_text(Path(folder) / RENDER_INFO, json.dumps(data, indent=1))
+
+    @classmethod
+    def load(cls, folder: str | PathLike) -> "RenderInfo | None":
+        path = Path(folder) / RENDER_INFO
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text())
+        known = {"resolution", "expand", "keys", "num_frames"}
+        return cls(resolution=int(data.get("resolution", 0)), expand=list(data.get("expand", [0, 0, 0, 0])),
+                   keys=list(data.get("keys", [])), num_frames=int(data.get("num_frames", 0)),
+                   extra={k: v for k, v in data.items() if k not in known})
+
+
+# --------------------------------------------------------------------------------------------------
+# The run folder
+
+
+class RunFolder:
+    """Paths of one run folder's stage outputs. Pure path arithmetic plus the typed readers above."""
+
+    def __init__(self, root: str | PathLike):
+        self.root = Path(root)
+
+    def stage(self, name: str) -> Path:
+        if name not in STAGE_ORDER:
+            raise ValueError(f"unknown stage {name!r}")
+        return self.root / name
+
+    # align
+    @property
+    def align(self) -> Path:
+        return self.root / "align"
+
+    def align_record(self) -> AlignRecord:
+        return AlignRecord.load(self.align / TRANSFORMS)
+
+    @property
+    def aligned_frames(self) -> Path:
+        return self.align / ALIGNED
+
+    @property
+    def unaligned_frames(self) -> Path:
+        return self.align / UNALIGNED
+
+    @property
+    def video_info(self) -> Path:
+        return self.align / VIDEO_INFO
+
+    # encode
+    @property
+    def latents(self) -> Path:
+        return self.root / "encode" / LATENTS
+
+    # tune
+    @property
+    def generator(self) -> Path:
+        return self.root / "tune" / GENERATOR
+
+    @property
+    def offsets(self) -> Path:
+        return self.root / "tune" / OFFSETS
+
+    # edit / smooth
+    def edited_latents(self, key: str) -> Path:
+        return self.root / "edit" / latents_name(key)
+
+    def smoothed_latents(self, key: str) -> Path:
+        return self.root / "smooth" / latents_name(key)
+
+    @property
+    def smoothed_transforms(self) -> Path:
+        return self.root / "smooth" / TRANSFORMS
+
+    # stitch / render / composite
+    @property
+    def stitched_generator(self) -> Path:
+        return self.root / "stitch" / GENERATOR
+
+    @property
+    def render(self) -> Path:
+        return self.root / "render"
+
+    def composite_video(self, key: str) -> Path:
+        return self.root / "composite" / f"{key}.mp4"
+
+
+def record_json(obj: Any) -> str:
+    """JSON of a dataclass record (paths as strings), for the small *.json files stages write."""
+    data = asdict(obj) if hasattr(obj, "__dataclass_fields__") else obj
+    return json.dumps(data, indent=1, default=str)
