@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from videdit.runner import read_log_events
+from videdit.engines import run_many
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = {  # small enough for a 2-core CPU: 64 px stand-in generator, short clip
@@ -119,12 +120,12 @@ def test_folder_mode_reports_failures_and_finishes_the_rest(clip, reference, tmp
 
     make_clip(folder / "c_noface.mp4", photo=np.full((300, 300, 3), 128, np.uint8), n_frames=4, size=(128, 128), audio=False)
     shutil.copytree(reference.run_dir, tmp_path / "runs" / "a_good.mp4.videdit")  # the good one is cached
-    results = _pipeline().run_many(folder, out=tmp_path / "runs")
+    results = run_many(_pipeline(), folder, out=tmp_path / "runs")
     status = {r.input.name: r.status for r in results}
     assert status == {"a_good.mp4": "ok", "b_corrupt.mp4": "failed", "c_noface.mp4": "failed"}
     assert all(r.error and "\n" not in r.error for r in results if r.status == "failed")
     assert results[0].outputs and results[0].outputs[0].exists()
-    from videdit.pipeline import format_summary
+    from videdit.engines import format_summary
 
     table = format_summary(results)
     assert "1 done, 2 failed" in table

@@ -267,7 +267,7 @@ def _assert_same_outputs(result, reference):
 @needs_ray
 def test_ray_outputs_equal_local(ray_cluster, clips, local_results, tmp_path):
     from videdit.engines.ray_engine import run_videos_ray
-    from videdit.pipeline import format_summary
+    from videdit.engines import format_summary
 
     videos = [clips / n for n in CLIP_NAMES] + [tmp_path / "d_corrupt.mp4"]
     videos[-1].write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))

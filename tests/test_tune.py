@@ -230,6 +230,6 @@ def test_settings_match_preset_keys():
     except ImportError:  # Python 3.10
         import tomli as tomllib
 
-    preset = tomllib.loads((Path(__file__).resolve().parents[1] / "pipelines" / "default.toml").read_text())
+    preset = tomllib.loads((Path(__file__).resolve().parents[1] / "videdit" / "presets" / "default.toml").read_text())
     fields = set(asdict(TuneSettings()))
     assert set(preset["tune"]) - {"tuner"} <= fields

@@ -70,7 +70,7 @@ def cli() -> None:
 @click.option("--edit", "edit", default=None, help="Edit direction: age, smile, pose, gender, or a .npy file.")
 @click.option("--strength", default=None, help="Edit strength, or a comma list (one output per strength).")
 @click.option("--expand", default=None, metavar="L,R,T,B", help="Extra field of view in pixels at render resolution.")
-@click.option("--preset", default="default", show_default=True, help="Preset name (pipelines/NAME.toml) or a .toml file.")
+@click.option("--preset", default="default", show_default=True, help="Preset name (videdit/presets/NAME.toml, or $VIDEDIT_PRESETS/NAME.toml) or a .toml file.")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None, help="Run folder (default: INPUT.videdit/).")
 @click.option("--until", type=click.Choice(STAGES), default=None, help="Stop after this stage.")
 @click.option("--from", "from_stage", type=click.Choice(STAGES), default=None, help="Recompute from this stage on.")
@@ -115,7 +115,8 @@ def run(input_path, edit, strength, expand, preset, out, until, from_stage, forc
     for s in sets:
         key, value = parse_set_option(s)
         overrides[key] = value
-    from videdit.pipeline import Pipeline, format_summary
+    from videdit.engines import format_summary, run_many
+    from videdit.pipeline import Pipeline
 
     pipe = Pipeline.from_preset(preset, overrides=overrides, weights_dir=weights_dir, device=device, quiet=quiet or as_json)
     ray_options = {"address": address, "gpus_per_video": gpus_per_video, "cpus_per_video": cpus_per_video,
@@ -124,8 +125,8 @@ def run(input_path, edit, strength, expand, preset, out, until, from_stage, forc
     if ray_options and engine != "ray":
         raise click.UsageError(f"--{next(iter(ray_options)).replace('_', '-')} needs --engine ray")
     with _ops_mode(ops):
-        results = pipe.run_many(input_path, out=out, until=until, from_stage=from_stage, force=force, recursive=recursive,
-                                engine=engine, engine_options=ray_options)
+        results = run_many(pipe, input_path, out=out, until=until, from_stage=from_stage, force=force,
+                           recursive=recursive, engine=engine, engine_options=ray_options)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=1))
     single = len(results) == 1 and not input_path.is_dir()

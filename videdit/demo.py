@@ -22,7 +22,8 @@ def _lines(title: str, items: list[str]) -> str:
 
 
 def run_demo(out: Path, n_frames: int = 24, weights_dir: Path | None = None, quiet: bool = False) -> int:
-    from videdit.pipeline import Pipeline, PretrainedModels, StandInModels, format_summary
+    from videdit.engines import format_summary, run_many
+    from videdit.pipeline import Pipeline, PretrainedModels, StandInModels
     from videdit.synthetic import make_clip
 
     out = Path(out)
@@ -45,7 +46,7 @@ def run_demo(out: Path, n_frames: int = 24, weights_dir: Path | None = None, qui
         pipe = Pipeline.from_preset("demo", weights_dir=wdir, quiet=quiet, models=StandInModels(resolution=64))
         missing_text = str(missing)
 
-    [result] = pipe.run_many(clip_path, out=out)
+    [result] = run_many(pipe, clip_path, out=out)
     click.echo(format_summary([result]))
     if result.status != "ok":
         return 1

@@ -1,8 +1,8 @@
 """The video pipeline: align -> encode -> tune -> edit -> smooth -> render -> composite, cached per stage.
 
 `Pipeline` holds resolved settings and where the networks come from (`ModelSource`); `run()` takes one
-video through the stages with a `StageRunner` (cached, atomic, resumable); `run_many()` does a folder,
-reporting and skipping failures. Stage modules do the work; this module only wires them.
+video through the stages with a `StageRunner` (cached, atomic, resumable). A folder of videos, and where
+they run, is `videdit.engines.run_many`. Stage modules do the work; this module only wires them.
 """
 from __future__ import annotations
 
@@ -16,49 +16,15 @@ from typing import Any, Callable
 
 from videdit import presets
 from videdit import weights as W
-from videdit.errors import InputError, MissingWeightsError, VideditError
-from videdit.runner import Stage, StageLog, StageRunner, atomic_write_text
+from videdit.errors import VideditError
+from videdit.fileio import atomic_write_text
+from videdit.records import STAGE_ORDER, VideoResult
+from videdit.runner import Stage, StageLog, StageRunner
 
-STAGE_ORDER = ("align", "encode", "tune", "edit", "smooth", "render", "composite")
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".gif"}
 
 # Published strengths per InterFaceGAN direction (video code). A named direction with no --strength
 # renders the end that shows the edit most plainly (older, smiling, ...): one output `NAME.EDIT.mp4`.
 PUBLISHED_RANGES = {"age": (-4.0, 5.0), "smile": (-2.0, 2.0), "pose": (-4.0, 5.0), "gender": (-2.0, 4.0)}
-
-
-# --------------------------------------------------------------------------------------------------
-# Results
-
-
-@dataclass
-class VideoResult:
-    input: Path
-    run_dir: Path
-    status: str = "ok"  # ok | failed
-    error: str | None = None
-    frames: int | None = None
-    seconds: float = 0.0
-    outputs: list[Path] = field(default_factory=list)
-    stages: dict[str, str] = field(default_factory=dict)  # stage -> cached | ran
-
-    def to_json(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["input"], d["run_dir"] = str(self.input), str(self.run_dir)
-        d["outputs"] = [str(p) for p in self.outputs]
-        return d
-
-
-def format_summary(results: list[VideoResult]) -> str:
-    rows = [("video", "status", "frames", "time", "output")]
-    for r in results:
-        out = str(r.outputs[0]) if r.outputs else (r.error or "")
-        rows.append((r.input.name, r.status, "" if r.frames is None else str(r.frames), f"{r.seconds:.1f}s", out))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["  ".join(row[i].ljust(widths[i]) for i in range(4)) + "  " + row[4] for row in rows]
-    failed = sum(r.status != "ok" for r in results)
-    lines.append(f"{len(results) - failed} done, {failed} failed")
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -238,24 +204,6 @@ _PIPELINE_KEYS = {
 }
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        if device == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise VideditError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def list_videos(folder: Path, recursive: bool = False) -> list[Path]:
-    pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and ".videdit" not in p.parts[-2])
-
-
 class Pipeline:
     def __init__(self, settings: dict[str, Any], *, weights_dir: Path | None = None, device: str = "auto",
                  quiet: bool = False, models: ModelSource | None = None, echo: Callable[[str], None] | None = None):
@@ -288,7 +236,9 @@ class Pipeline:
     @property
     def device(self) -> str:
         if "device" not in self._loaded:
-            self._loaded["device"] = resolve_device(self.device_request)
+            from videdit.device import resolve_device
+
+            self._loaded["device"] = str(resolve_device(self.device_request))
         return self._loaded["device"]
 
     def generator(self):
@@ -380,34 +330,6 @@ class Pipeline:
                 os.replace(tmp, dst)
                 outputs.append(dst)
         return outputs
-
-    def run_many(self, input_path: Path, out: Path | None = None, *, recursive: bool = False, engine: str = "local",
-                 engine_options: dict[str, Any] | None = None, **kwargs) -> list[VideoResult]:
-        """A video, or every video in a folder, with the local or the Ray engine (videdit.engines).
-
-        Failures are reported in the results and the other videos go on. A single video's run folder is
-        `out` itself; in folder mode `out` holds one `NAME.videdit/` per video.
-        """
-        from videdit.engines import ENGINES, run_videos
-
-        if engine not in ENGINES:
-            raise VideditError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
-        if engine == "ray":
-            from videdit.engines.ray_engine import require_ray
-
-            require_ray()
-        input_path = Path(input_path)
-        self.check_weights(kwargs.get("until"))  # every missing file listed at once, before touching any video
-        options = dict(engine_options or {}, **kwargs)
-        if input_path.is_dir():
-            videos = list_videos(input_path, recursive)
-            if not videos:
-                raise InputError(f"no videos found in {input_path} (looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
-            return run_videos(self, videos, out, engine=engine, **options)
-        if not input_path.exists():
-            raise InputError(f"no such file or folder: {input_path}")
-        run_dir = Path(out) if out else self.default_run_dir(input_path)
-        return run_videos(self, [input_path], engine=engine, run_dirs=[run_dir], **options)
 
 
 class _VideoContext:

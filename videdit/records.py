@@ -302,6 +302,26 @@ class RunFolder:
         return self.root / "composite" / f"{key}.mp4"
 
 
+@dataclass
+class VideoResult:
+    """What happened to one video: the record `Pipeline.run` returns and the engines collect."""
+
+    input: Path
+    run_dir: Path
+    status: str = "ok"  # ok | failed
+    error: str | None = None
+    frames: int | None = None
+    seconds: float = 0.0
+    outputs: list[Path] = field(default_factory=list)
+    stages: dict[str, str] = field(default_factory=dict)  # stage -> cached | ran
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input"], d["run_dir"] = str(self.input), str(self.run_dir)
+        d["outputs"] = [str(p) for p in self.outputs]
+        return d
+
+
 def record_json(obj: Any) -> str:
     """JSON of a dataclass record (paths as strings), for the small *.json files stages write."""
     data = asdict(obj) if hasattr(obj, "__dataclass_fields__") else obj

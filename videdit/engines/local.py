@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from videdit.engines import format_duration, make_jobs
 
 if TYPE_CHECKING:
-    from videdit.pipeline import Pipeline, VideoResult
+    from videdit.pipeline import Pipeline
+    from videdit.records import VideoResult
 
 
 def run_videos_local(pipeline: "Pipeline", videos: Sequence[Path], out: Path | None = None, *,

@@ -28,7 +28,8 @@ from videdit.errors import VideditError
 from videdit.runner import atomic_write_text, read_log_events
 
 if TYPE_CHECKING:
-    from videdit.pipeline import ModelSource, Pipeline, VideoResult
+    from videdit.pipeline import ModelSource, Pipeline
+    from videdit.records import VideoResult
 
 TASK_STATUS_FILE = ".ray_task.json"
 RAY_MISSING = "--engine ray needs Ray, which is not installed here: pip install 'videdit[ray]'"
@@ -88,7 +89,7 @@ class RunRequest:
     force: bool = False
 
     def wanted_forced(self) -> set[str]:
-        from videdit.pipeline import STAGE_ORDER
+        from videdit.records import STAGE_ORDER
 
         if self.force:
             return set(STAGE_ORDER)
@@ -145,7 +146,7 @@ def stages_to_force(request: RunRequest, run_dir: Path, log_offset: int) -> set[
 def run_video_task(spec: PipelineSpec, job: VideoJob, request: RunRequest, batch: str, log_offset: int,
                    threads: int) -> tuple["VideoResult", int]:
     """Body of the Ray task of one video (also callable directly): -> (result, attempt number)."""
-    from videdit.pipeline import VideoResult
+    from videdit.records import VideoResult
 
     host = socket.gethostname()
     if not job.video.is_file():
@@ -335,7 +336,7 @@ def run_videos_ray(pipeline: "Pipeline", videos: Sequence[Path], out: Path | Non
     max_retries: attempts after a worker or node is lost (exceptions in the pipeline are not retried).
     """
     ray = require_ray()
-    from videdit.pipeline import VideoResult
+    from videdit.records import VideoResult
 
     if max_retries < 0:
         raise VideditError(f"--max-retries must be 0 or more, got {max_retries}")

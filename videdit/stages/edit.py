@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from videdit.errors import InputError, MissingWeightsError
-from videdit.stages.smooth import RECONSTRUCTION_KEY, STYLESPACE_SUFFIX
+from videdit.records import RECONSTRUCTION_KEY, STYLESPACE_SUFFIX
 
 # Published default strengths per direction (stylegan3-editing's video defaults render the two ends).
 DEFAULT_STRENGTHS = {"age": (-4.0, 5.0), "smile": (-2.0, 2.0), "pose": (-4.0, 5.0), "gender": (-2.0, 4.0)}

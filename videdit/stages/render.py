@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from videdit.errors import InputError
-from videdit.stages.smooth import RECONSTRUCTION_KEY, STYLESPACE_SUFFIX
+from videdit.records import RECONSTRUCTION_KEY, STYLESPACE_SUFFIX
 
 log = logging.getLogger("videdit")
 

@@ -1,4 +1,5 @@
-"""Named pipeline presets: small TOML files in `pipelines/`, merged section by section.
+"""Named pipeline presets: small TOML files shipped in this package (`videdit/presets/*.toml`), merged
+section by section. Users add their own in a folder named by $VIDEDIT_PRESETS (looked up first).
 
 A preset may name another with `inherit = "NAME"`; its sections are merged on top of that one's.
 Command-line flags are applied last (`apply_overrides`). The resolved settings are written to the
@@ -23,11 +24,9 @@ STAGE_SECTIONS = ("align", "encode", "tune", "edit", "smooth", "render", "compos
 
 
 def presets_dirs() -> list[Path]:
-    """Where named presets are looked up: $VIDEDIT_PRESETS, then the repository's `pipelines/`."""
-    dirs = []
-    if os.environ.get("VIDEDIT_PRESETS"):
-        dirs.append(Path(os.environ["VIDEDIT_PRESETS"]))
-    dirs.append(Path(__file__).resolve().parent.parent / "pipelines")
+    """Where named presets are looked up: $VIDEDIT_PRESETS (os.pathsep-separated folders), then the package's own."""
+    dirs = [Path(d) for d in os.environ.get("VIDEDIT_PRESETS", "").split(os.pathsep) if d]
+    dirs.append(Path(__file__).resolve().parent)
     return dirs
 
 
