@@ -57,7 +57,7 @@ def load_photo(name: str) -> Photo:
 
 
 # ----------------------------------------------------------------------------------------------
-# geometry (written here independently of videdit.align)
+# geometry (written here independently of videdit.face)
 
 
 def similarity(scale: float, rotation_deg: float, pivot, target) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""videdit.align and the align stage: geometry, landmarks, tracking, transforms on real photographs.
+"""videdit.face and the align stage: geometry, landmarks, tracking, transforms on real photographs.
 
 Clips are built from real portraits (scikit-image's astronaut, matplotlib's Grace Hopper) turned and
 moved by known amounts (tests/clips.py); the transforms must recover those amounts.
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.clips import astronaut, make_image_folder, make_photo_clip, similarity
-from videdit.align.alignment import (
+from videdit.face.alignment import (
     aligned_to_unaligned_matrix,
     apply_matrix,
     covering_box,
@@ -31,7 +31,7 @@ from videdit.align.alignment import (
     smooth_quads,
     source_to_crop,
 )
-from videdit.align.landmarks import FaceDetection, FaceTracker
+from videdit.face.landmarks import FaceDetection, FaceTracker
 from videdit.errors import InputError, MissingWeightsError, NoFaceError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,7 +211,7 @@ def test_tracker_follows_one_person():
 
 
 def test_dlib_model_found_without_importing_face_recognition_models():
-    code = ("import sys; from videdit.align.landmarks import dlib_shape_model_path as p; "
+    code = ("import sys; from videdit.face.landmarks import dlib_shape_model_path as p; "
             "path = p(); assert path.is_file(), path; "
             "assert 'face_recognition_models' not in sys.modules; print(path.name)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
@@ -220,7 +220,7 @@ def test_dlib_model_found_without_importing_face_recognition_models():
 
 
 def test_backend_choice_and_missing_models(tmp_path, monkeypatch):
-    from videdit.align import landmarks
+    from videdit.face import landmarks
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty cache: FAN cannot run
     missing = landmarks.fan_missing_models()
@@ -239,13 +239,13 @@ def test_backend_choice_and_missing_models(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def dlib_backend():
-    from videdit.align.landmarks import DlibBackend
+    from videdit.face.landmarks import DlibBackend
 
     return DlibBackend()
 
 
 def test_auto_picks_dlib_when_fan_is_not_cached(tmp_path, monkeypatch):
-    from videdit.align import landmarks
+    from videdit.face import landmarks
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     # make_backend builds a DlibBackend: check the choice without paying for a second load
@@ -436,7 +436,7 @@ def test_stage_follows_a_face_rolling_past_what_the_detector_sees(tmp_path, dlib
 
 
 def test_roll_of_landmarks():
-    from videdit.align.landmarks import roll_deg
+    from videdit.face.landmarks import roll_deg
 
     lm = synthetic_landmarks()
     assert roll_deg(lm) == pytest.approx(0.0)
@@ -524,7 +524,7 @@ def test_fan_backend_loads_from_the_cache_only(tmp_path, monkeypatch):
     from face_alignment.detection.sfd.net_s3fd import s3fd
     from face_alignment.models import FAN
 
-    from videdit.align import landmarks
+    from videdit.face import landmarks
 
     torch.set_num_threads(2)
     cache = tmp_path / "torch" / "hub" / "checkpoints"

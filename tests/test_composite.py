@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from videdit import compositing as C
+from videdit.face import paste as C
 from videdit.errors import InputError
 
 DATA = Path(__file__).resolve().parent / "data" / "composite"
@@ -86,7 +86,7 @@ def test_geometry_round_trip_and_checks():
 
 def test_pixel_centre_convention_matches_alignment():
     """Crop pixel (j, i) has its centre at u = (j + 0.5) / S: the same point align's matrices give."""
-    alignment = pytest.importorskip("videdit.align.alignment")
+    alignment = pytest.importorskip("videdit.face.alignment")
     quad = alignment.ffhq_quad(_landmarks("astronaut"))
     geometry = C.CropGeometry.from_quad(quad)
     for size in (64, 256, 1024):
@@ -126,7 +126,7 @@ def test_align_crop_then_composite_is_identity_up_to_resampling():
     """Crop with align's quad_to_crop, put the crop back: sub-pixel registration, small intensity error."""
     from scipy.ndimage import gaussian_filter
 
-    alignment = pytest.importorskip("videdit.align.alignment")
+    alignment = pytest.importorskip("videdit.face.alignment")
     landmarks = _landmarks("astronaut")
     quad = alignment.ffhq_quad(landmarks)
     photo = _photo("astronaut")
@@ -227,7 +227,7 @@ def test_mask_stays_inside_the_render_footprint():
 
 def _nose_disc_render(photo: np.ndarray, quad: np.ndarray, landmarks: np.ndarray, resolution: int):
     """The crop with a known change (darker, bluer) on a disc around the nose, and the disc in the frame."""
-    from videdit.align.alignment import quad_to_crop
+    from videdit.face.alignment import quad_to_crop
 
     crop = quad_to_crop(photo, quad, resolution).astype(np.float32)
     geometry = C.CropGeometry.from_quad(quad)
@@ -244,7 +244,7 @@ def _nose_disc_render(photo: np.ndarray, quad: np.ndarray, landmarks: np.ndarray
 
 @pytest.mark.parametrize("color_match", [False, True])
 def test_known_change_inside_the_face_only(color_match):
-    alignment = pytest.importorskip("videdit.align.alignment")
+    alignment = pytest.importorskip("videdit.face.alignment")
     photo = _photo("grace_hopper")
     landmarks = _landmarks("grace_hopper")
     quad = alignment.ffhq_quad(landmarks)
@@ -270,7 +270,7 @@ def test_known_change_inside_the_face_only(color_match):
 
 @pytest.mark.parametrize("mask_kind", ["landmarks", "box"])
 def test_color_matching_hides_a_colour_drift(mask_kind):
-    alignment = pytest.importorskip("videdit.align.alignment")
+    alignment = pytest.importorskip("videdit.face.alignment")
     photo = _photo("grace_hopper")
     landmarks = _landmarks("grace_hopper")
     quad = alignment.ffhq_quad(landmarks)
@@ -296,7 +296,7 @@ def test_color_matching_hides_a_colour_drift(mask_kind):
 
 
 def test_identity_seam_factor_is_one_and_no_face_region_is_copied():
-    alignment = pytest.importorskip("videdit.align.alignment")
+    alignment = pytest.importorskip("videdit.face.alignment")
     photo = _photo("astronaut")
     landmarks = _landmarks("astronaut")
     quad = alignment.ffhq_quad(landmarks)
@@ -327,7 +327,7 @@ def clip_run(tmp_path_factory):
     from the clip's ground truth; renders: the identity ('recon', expanded) and a nose change ('edit')."""
     pytest.importorskip("av")
     from tests.clips import make_photo_clip
-    from videdit.align.alignment import ffhq_quad
+    from videdit.face.alignment import ffhq_quad
     from videdit.io.video import VideoReader
 
     root = tmp_path_factory.mktemp("composite")

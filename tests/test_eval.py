@@ -18,6 +18,7 @@ torch.set_num_threads(1)  # the test machine is shared; one thread avoids OpenMP
 
 from videdit.errors import CheckpointError, InputError  # noqa: E402
 from videdit.evaluate import identity, metrics, temporal  # noqa: E402
+from videdit.networks.encoders import IRBackbone  # noqa: E402
 from videdit.evaluate.report import (  # noqa: E402
     EvalSettings,
     compare_runs,
@@ -254,7 +255,7 @@ def test_no_face_gives_nan_not_a_crash(analyzer):
 
 def test_arcface_checkpoint_loads_and_embeds(tmp_path, analyzer):
     # A small IR-SE backbone (one unit per stage) with the module names of the released checkpoints.
-    model = identity.build_ir_backbone((1, 1, 1, 1), squeeze_excite=True)
+    model = IRBackbone((1, 1, 1, 1), squeeze_excite=True)
     path = tmp_path / "model_ir_se50.pth"
     torch.save(model.state_dict(), path)
     assert identity.find_arcface_weights(tmp_path) == path
@@ -270,7 +271,7 @@ def test_arcface_checkpoint_loads_and_embeds(tmp_path, analyzer):
     np.testing.assert_allclose(eyes, identity.ARCFACE_TEMPLATE_112[:2], atol=4.0)
 
     # CurricularFace's layout: plain IR units, an output norm without affine parameters.
-    plain = identity.build_ir_backbone((1, 1, 1, 1), squeeze_excite=False, affine_output=False)
+    plain = IRBackbone((1, 1, 1, 1), squeeze_excite=False, affine_output=False)
     torch.save(plain.state_dict(), path)
     assert identity.ArcFaceEmbedder(path).embed(image, landmarks).shape == (512,)
 
@@ -486,7 +487,7 @@ def test_identity_model_choice(tmp_path):
         load_models(EvalSettings(identity_model="arcface", weights_dir=tmp_path, lpips=False))
     skipped = {}
     assert identity_embedder(EvalSettings(weights_dir=tmp_path), skipped) is None and "arcface" in skipped
-    torch.save(identity.build_ir_backbone((1, 1, 1, 1), squeeze_excite=True).state_dict(), tmp_path / "model_ir_se50.pth")
+    torch.save(IRBackbone((1, 1, 1, 1), squeeze_excite=True).state_dict(), tmp_path / "model_ir_se50.pth")
     skipped = {}
     chosen = identity_embedder(EvalSettings(identity_model="auto", weights_dir=tmp_path), skipped)
     assert chosen.name == "arcface:model_ir_se50.pth" and not skipped

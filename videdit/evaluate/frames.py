@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import Image
 
+from videdit import records
 from videdit.errors import InputError
+from videdit.io.video import list_images, read_image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 # The unedited output: the pipeline's latents key is "recon" (render/recon/, render/reconstruction.mp4).
 RECONSTRUCTION_KEYS = ("recon", "reconstruction")
@@ -48,24 +48,12 @@ class FrameSource:
             yield self._cropped(image)
 
 
-def read_image(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot read image {path}: {err}") from err
-
-
 def decode_video(path: Path) -> Iterator[np.ndarray]:
     """RGB frames of the first video stream, upright (rotation metadata applied, as the pipeline reads)."""
     from videdit.io.video import VideoReader
 
     for frame in VideoReader(path):
         yield frame.image
-
-
-def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def label_for(path: Path, run: Path) -> str:
@@ -82,17 +70,17 @@ def reference_source(run: Path, against: Path | None) -> FrameSource:
     the comparison is full-frame, against the run's final videos).
     """
     if against is None:
-        folder = run / "align" / "unaligned"
-        if not folder.is_dir() or not image_files(folder):
+        folder = records.RunFolder(run).unaligned_frames
+        if not folder.is_dir() or not list_images(folder):
             raise InputError(f"{folder} has no input crops; run the align stage first or pass --against")
-        return FrameSource(label_for(folder, run), images=image_files(folder))
+        return FrameSource(label_for(folder, run), images=list_images(folder))
     against = Path(against)
     if not against.exists():
         raise InputError(f"{against} does not exist")
     if against.is_dir():
-        crops = against / "align" / "unaligned"
+        crops = records.RunFolder(against).unaligned_frames
         folder = crops if crops.is_dir() else against
-        files = image_files(folder)
+        files = list_images(folder)
         if not files:
             raise InputError(f"{folder} holds no images to compare against")
         return FrameSource(str(folder), images=files)
@@ -107,7 +95,7 @@ def render_crop_box(render: Path) -> tuple[int, int, int, int] | None:
     The render stage puts the frame's own res x res view at (left, top) of a larger canvas; only that
     part corresponds to the input crop.
     """
-    meta_path = render / "render.json"
+    meta_path = render / records.RENDER_INFO
     if not meta_path.is_file():
         return None
     try:
@@ -128,8 +116,8 @@ def crop_outputs(run: Path) -> dict[str, FrameSource]:
     if render.is_dir():
         crop = render_crop_box(render)
         for entry in sorted(render.iterdir()):
-            if entry.is_dir() and entry.name not in NOT_AN_OUTPUT and image_files(entry):
-                outputs[entry.name] = FrameSource(label_for(entry, run), images=image_files(entry), crop=crop)
+            if entry.is_dir() and entry.name not in NOT_AN_OUTPUT and list_images(entry):
+                outputs[entry.name] = FrameSource(label_for(entry, run), images=list_images(entry), crop=crop)
         if not outputs:  # no frame folders: fall back to the (lossy) crop videos
             for entry in sorted(render.glob("*.mp4")):
                 if entry.stem not in NOT_AN_OUTPUT:

@@ -8,7 +8,6 @@ provides the detection and the landmarks.
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,8 +16,6 @@ from PIL import Image
 
 from videdit.errors import CheckpointError, MissingWeightsError
 
-DLIB_LANDMARKS_FILE = "shape_predictor_68_face_landmarks.dat"
-DLIB_RECOGNITION_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 ARCFACE_FILES = ("model_ir_se50.pth", "CurricularFace_Backbone.pth")
 # dlib's own rule: descriptors of one person are closer than this (Euclidean).
 DLIB_SAME_PERSON_DISTANCE = 0.6
@@ -32,21 +29,6 @@ class FaceObservation:
     box: tuple[float, float, float, float] | None  # left, top, right, bottom in pixels
     landmarks: np.ndarray = field(default_factory=lambda: np.full((68, 2), np.nan))  # [68, 2] x, y
     embedding: np.ndarray | None = None
-
-
-def dlib_model_dir() -> Path:
-    """The `face_recognition_models` data folder, found without importing the package.
-
-    Its __init__ needs pkg_resources, which recent setuptools no longer ship.
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingWeightsError("dlib face models missing: pip install face_recognition_models")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "models"
-    for name in (DLIB_LANDMARKS_FILE, DLIB_RECOGNITION_FILE):
-        if not (folder / name).is_file():
-            raise MissingWeightsError(f"{folder / name} missing: reinstall face_recognition_models")
-    return folder
 
 
 def cosine_similarity(a: np.ndarray | None, b: np.ndarray | None) -> float:
@@ -71,10 +53,11 @@ class FaceAnalyzer:
     def __init__(self, detect_size: int = 384, embedder: "ArcFaceEmbedder | None" = None):
         import dlib
 
-        folder = dlib_model_dir()
+        from videdit.face.landmarks import DLIB_RECOGNITION_MODEL, DLIB_SHAPE_MODEL, dlib_model_path
+
         self._detector = dlib.get_frontal_face_detector()
-        self._shape_predictor = dlib.shape_predictor(str(folder / DLIB_LANDMARKS_FILE))
-        self._recognizer = dlib.face_recognition_model_v1(str(folder / DLIB_RECOGNITION_FILE))
+        self._shape_predictor = dlib.shape_predictor(str(dlib_model_path(DLIB_SHAPE_MODEL)))
+        self._recognizer = dlib.face_recognition_model_v1(str(dlib_model_path(DLIB_RECOGNITION_MODEL)))
         self._dlib = dlib
         self.detect_size = detect_size
         self.embedder = embedder
@@ -204,68 +187,6 @@ def find_arcface_weights(weights_dir: Path | None) -> Path | None:
     return None
 
 
-def build_ir_backbone(units_per_stage: tuple[int, ...], squeeze_excite: bool, affine_output: bool = True):
-    """IR(-SE) ResNet for 112x112 faces, with the module names of the public ArcFace checkpoints.
-
-    ArcFace IR-SE50: units (3, 4, 14, 3), squeeze-excite, affine output norm; CurricularFace IR-101:
-    units (3, 13, 30, 3), no squeeze-excite, output norm without affine parameters.
-    """
-    import torch
-    from torch import nn
-
-    class SqueezeExcite(nn.Module):
-        def __init__(self, channels: int, reduction: int = 16):
-            super().__init__()
-            self.avg_pool = nn.AdaptiveAvgPool2d(1)
-            self.fc1 = nn.Conv2d(channels, channels // reduction, 1, bias=False)
-            self.relu = nn.ReLU(inplace=True)
-            self.fc2 = nn.Conv2d(channels // reduction, channels, 1, bias=False)
-            self.sigmoid = nn.Sigmoid()
-
-        def forward(self, x):
-            return x * self.sigmoid(self.fc2(self.relu(self.fc1(self.avg_pool(x)))))
-
-    class Unit(nn.Module):
-        def __init__(self, in_channels: int, channels: int, stride: int):
-            super().__init__()
-            if in_channels == channels:
-                self.shortcut_layer = nn.MaxPool2d(1, stride)
-            else:
-                self.shortcut_layer = nn.Sequential(
-                    nn.Conv2d(in_channels, channels, 1, stride, bias=False), nn.BatchNorm2d(channels)
-                )
-            layers = [
-                nn.BatchNorm2d(in_channels), nn.Conv2d(in_channels, channels, 3, 1, 1, bias=False), nn.PReLU(channels),
-                nn.Conv2d(channels, channels, 3, stride, 1, bias=False), nn.BatchNorm2d(channels),
-            ]
-            if squeeze_excite:
-                layers.append(SqueezeExcite(channels))
-            self.res_layer = nn.Sequential(*layers)
-
-        def forward(self, x):
-            return self.shortcut_layer(x) + self.res_layer(x)
-
-    class Backbone(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.input_layer = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
-            units, in_channels = [], 64
-            for channels, count in zip((64, 128, 256, 512), units_per_stage):
-                for i in range(count):
-                    units.append(Unit(in_channels, channels, 2 if i == 0 else 1))
-                    in_channels = channels
-            self.body = nn.Sequential(*units)
-            self.output_layer = nn.Sequential(
-                nn.BatchNorm2d(512), nn.Dropout(0.4), nn.Flatten(), nn.Linear(512 * 7 * 7, 512),
-                nn.BatchNorm1d(512, affine=affine_output),
-            )
-
-        def forward(self, x):
-            return torch.nn.functional.normalize(self.output_layer(self.body(self.input_layer(x))), dim=1)
-
-    return Backbone()
-
-
 def _units_per_stage(state: dict) -> tuple[int, ...]:
     """Read the stage layout from the checkpoint: a stage starts where the channel count changes."""
     channels = []
@@ -295,7 +216,9 @@ class ArcFaceEmbedder:
             state = state["state_dict"]
         state = {k.removeprefix("module."): v for k, v in state.items()}
         squeeze_excite = any(".fc1.weight" in k for k in state)
-        self.model = build_ir_backbone(_units_per_stage(state), squeeze_excite, "output_layer.4.weight" in state)
+        from videdit.networks.encoders import IRBackbone
+
+        self.model = IRBackbone(_units_per_stage(state), squeeze_excite, "output_layer.4.weight" in state)
         try:
             self.model.load_state_dict(state, strict=True)
         except RuntimeError as err:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from itertools import zip_longest
@@ -20,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from videdit import records
 from videdit.errors import InputError
+from videdit.fileio import atomic_write_text
 from videdit.evaluate import frames as frames_mod
 from videdit.evaluate.frames import FrameSource, is_reconstruction
 
@@ -303,14 +304,9 @@ def _mean_std(values) -> dict:
     return {"mean": float(finite.mean()), "std": float(finite.std()), "frames": int(finite.size)}
 
 
-def _load_npz(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path) as data:
-            return {k: np.asarray(data[k]) for k in data.files}
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot read {path}: {err}") from err
+def _transforms(path: Path) -> "records.AlignRecord | None":
+    """A transforms file of the run (align or smooth) through the records reader; None when that stage has not run."""
+    return records.AlignRecord.load(path) if path.is_file() else None
 
 
 def _transform_stats(run: Path) -> dict:
@@ -318,14 +314,15 @@ def _transform_stats(run: Path) -> dict:
     from videdit.evaluate.temporal import local_std
 
     stats = {}
-    raw = _load_npz(run / "align" / "transforms.npz")
-    crop = float(raw["crop_size"]) if raw is not None and "crop_size" in raw else None
-    for name, data in (("raw", raw), ("smoothed", _load_npz(run / "smooth" / "transforms.npz"))):
-        if data is None or "rotation_deg" not in data or "translation" not in data:
+    folder = records.RunFolder(run)
+    raw = _transforms(folder.align / records.TRANSFORMS)
+    crop = float(raw.crop_size) if raw is not None and raw.crop_size else None
+    for name, data in (("raw", raw), ("smoothed", _transforms(folder.smoothed_transforms))):
+        if data is None:
             continue
-        translation = data["translation"].astype(float) * (crop if crop else 1.0)
+        translation = data.translation.astype(float) * (crop if crop else 1.0)
         stats[name] = {
-            "rotation_jitter_deg": local_std(data["rotation_deg"]),
+            "rotation_jitter_deg": local_std(data.rotation_deg),
             "translation_jitter": float(np.hypot(local_std(translation[:, 0]), local_std(translation[:, 1]))),
             "translation_unit": "pixels" if crop else "crop widths",
         }
@@ -334,13 +331,13 @@ def _transform_stats(run: Path) -> dict:
 
 def _latent_series(run: Path) -> dict[str, np.ndarray]:
     series = {}
-    raw = run / "encode" / "latents.npy"
-    if raw.is_file():
-        series["encoded"] = np.load(raw)
-    smooth = run / "smooth"
+    folder = records.RunFolder(run)
+    if folder.latents.is_file():
+        series["encoded"] = records.load_latents(folder.latents)
+    smooth = folder.smoothed_transforms.parent
     if smooth.is_dir():
-        for path in sorted(smooth.glob("latents_*.npy"), key=lambda p: (not is_reconstruction(p.stem[len("latents_"):]), p.stem)):
-            series[f"smoothed {path.stem[len('latents_'):]}"] = np.load(path)
+        for key in sorted(records.latents_keys(smooth), key=lambda k: (not is_reconstruction(k), k)):
+            series[f"smoothed {key}"] = records.load_latents(folder.smoothed_latents(key))
     return series
 
 
@@ -379,9 +376,11 @@ def _write_plots(run: Path, metrics: dict, out_dir: Path) -> list[str]:
     path = plots.plot_metrics_over_time(per_frame, metrics["input_temporal"]["warp_error_per_frame"], out_dir / "metrics_per_frame.png")
     if path:
         written.append(path)
-    raw = _load_npz(run / "align" / "transforms.npz")
-    if raw is not None and "rotation_deg" in raw and "translation" in raw:
-        written.append(plots.plot_transforms(raw, _load_npz(run / "smooth" / "transforms.npz"), out_dir / "transforms.png"))
+    folder = records.RunFolder(run)
+    raw = _transforms(folder.align / records.TRANSFORMS)
+    if raw is not None:
+        smoothed = _transforms(folder.smoothed_transforms)
+        written.append(plots.plot_transforms(raw.arrays(), smoothed.arrays() if smoothed else None, out_dir / "transforms.png"))
     # Encoded and smoothed reconstruction only: an edit is a far-off shifted copy that would squash the scale.
     series = {name: lat for name, lat in _latent_series(run).items()
               if name == "encoded" or is_reconstruction(name.removeprefix("smoothed "))}
@@ -419,9 +418,7 @@ def metrics_to_json(metrics: dict | list, indent: int | None = 1) -> str:
 
 def write_metrics(metrics: dict, path: Path) -> None:
     """Write atomically so that a reader never sees half a file."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(metrics_to_json(metrics))
-    os.replace(tmp, path)
+    atomic_write_text(path, metrics_to_json(metrics))
 
 
 def load_metrics(run_or_file) -> dict:

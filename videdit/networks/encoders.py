@@ -73,7 +73,7 @@ class SqueezeExcite(nn.Module):
 class IRSEUnit(nn.Module):
     """Pre-activation residual unit of IR-SE: BN, conv, PReLU, strided conv, BN, SE; no activation after the add."""
 
-    def __init__(self, in_channels: int, depth: int, stride: int):
+    def __init__(self, in_channels: int, depth: int, stride: int, squeeze_excite: bool = True):
         super().__init__()
         # Registered before res_layer, as published, so the state dict keeps the published key order.
         if in_channels == depth:
@@ -90,11 +90,37 @@ class IRSEUnit(nn.Module):
             nn.PReLU(depth),
             nn.Conv2d(depth, depth, kernel_size=3, stride=stride, padding=1, bias=False),
             nn.BatchNorm2d(depth),
-            SqueezeExcite(depth),
+            *([SqueezeExcite(depth)] if squeeze_excite else []),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.res_layer(x) + self.shortcut_layer(x)
+
+
+class IRBackbone(nn.Module):
+    """IR(-SE) ResNet for 112x112 faces -> unit-norm 512-D identity embedding, with the module names of
+    the public ArcFace checkpoints (the same units as the ReStyle encoder's body).
+
+    ArcFace IR-SE50: units (3, 4, 14, 3), squeeze-excite, affine output norm; CurricularFace IR-101:
+    units (3, 13, 30, 3), no squeeze-excite, output norm without affine parameters.
+    """
+
+    def __init__(self, units_per_stage: tuple[int, ...], squeeze_excite: bool, affine_output: bool = True):
+        super().__init__()
+        self.input_layer = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
+        units, in_channels = [], 64
+        for depth, count in zip((64, 128, 256, 512), units_per_stage):
+            for i in range(count):
+                units.append(IRSEUnit(in_channels, depth, 2 if i == 0 else 1, squeeze_excite))
+                in_channels = depth
+        self.body = nn.Sequential(*units)
+        self.output_layer = nn.Sequential(
+            nn.BatchNorm2d(512), nn.Dropout(0.4), nn.Flatten(), nn.Linear(512 * 7 * 7, 512),
+            nn.BatchNorm1d(512, affine=affine_output),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.output_layer(self.body(self.input_layer(x))), dim=1)
 
 
 class BasicBlock(nn.Module):

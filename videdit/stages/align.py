@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from videdit.align.alignment import (
+from videdit.face.alignment import (
     covering_box,
     eye_centres,
     ffhq_quad,
@@ -36,7 +36,7 @@ from videdit.align.alignment import (
     quad_to_crop,
     smooth_quads,
 )
-from videdit.align.landmarks import N_LANDMARKS, FaceTracker, LandmarkBackend, make_backend, roll_deg
+from videdit.face.landmarks import N_LANDMARKS, FaceTracker, LandmarkBackend, make_backend, roll_deg
 from videdit.errors import InputError, NoFaceError
 from videdit.io.png import write_png
 from videdit.io.video import VideoInfo, VideoReader, VideoWriter, probe_video

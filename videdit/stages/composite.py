@@ -2,7 +2,7 @@
 
 For every frame with a face, the render of each key (RUN/render/<key>/%06d.png, expanded or not) is
 warped back through the inverse of the fixed unaligned box (align/transforms.npz `box_quad`) and blended
-into the source frame with a soft mask (`videdit.compositing`): the landmark face region or the whole
+into the source frame with a soft mask (`videdit.face.paste`): the landmark face region or the whole
 box, feathered; optionally the render's low frequencies are matched to the frame's around the mask
 border. Frames without a face are copied unchanged. Frames are read, composited, encoded and dropped one
 at a time, so memory does not depend on the video's length.
@@ -179,7 +179,7 @@ def run_composite(
     smooth_dir) and the stitched renders are composited instead; their crop videos stay in
     out_dir/stitched/.
     """
-    from videdit import compositing as C
+    from videdit.face import paste as C
     from videdit.io.video import VideoReader, VideoWriter
 
     settings = settings or CompositeSettings()

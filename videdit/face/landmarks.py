@@ -29,6 +29,7 @@ N_LANDMARKS = 68
 BACKEND_NAMES = ("auto", "face-alignment", "fan", "dlib")  # "fan" is short for face-alignment
 
 DLIB_SHAPE_MODEL = "shape_predictor_68_face_landmarks.dat"
+DLIB_RECOGNITION_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 FAN_MODEL_URLS = {
     "s3fd": "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth",
     "2DFAN-4": "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar",
@@ -135,7 +136,7 @@ class LandmarkBackend:
         """Faces around `near` in a region turned by -roll_deg, so a face rolled by roll_deg (screen
         counter-clockwise) is upright there: frontal detectors and the landmark fit work best on
         upright faces and dlib's finds none beyond about 45 degrees. Results in image coordinates."""
-        from videdit.align.alignment import crop_to_source_matrix, quad_to_crop
+        from videdit.face.alignment import crop_to_source_matrix, quad_to_crop
 
         size_px = float(np.sqrt(np.prod(np.maximum(near[2:] - near[:2], 1.0))))
         half = 1.25 * size_px  # the same reach as _boxes_near's margin
@@ -195,15 +196,20 @@ def dlib_model_dir() -> Path | None:
     return None
 
 
-def dlib_shape_model_path() -> Path:
-    """Path of dlib's 68-point model; MissingWeightsError naming the file and how to get it."""
+def dlib_model_path(filename: str) -> Path:
+    """Path of one of dlib's models (68-point landmarks, face-recognition ResNet); MissingWeightsError
+    naming the file and how to get it."""
     folder = dlib_model_dir()
-    path = folder / DLIB_SHAPE_MODEL if folder is not None else None
+    path = folder / filename if folder is not None else None
     if path is None or not path.is_file():
         raise MissingWeightsError(
-            f"dlib landmark model {DLIB_SHAPE_MODEL} not found; it ships with the face_recognition_models "
+            f"dlib model {filename} not found; it ships with the face_recognition_models "
             "package: pip install face_recognition_models")
     return path
+
+
+def dlib_shape_model_path() -> Path:
+    return dlib_model_path(DLIB_SHAPE_MODEL)
 
 
 class DlibBackend(LandmarkBackend):

@@ -1,6 +1,6 @@
 """Pure functions that put a rendered face crop back into its source frame.
 
-Geometry (the pixel-centre convention, shared with `videdit.align.alignment`):
+Geometry (the pixel-centre convention, shared with `videdit.face.alignment`):
 
 * Source pixel coordinates are continuous (x, y) with the centre of pixel (column c, row r) at
   (c, r): the convention of the landmark detectors and of the FFHQ quads.
@@ -180,7 +180,7 @@ def crop_from_frame(frame: np.ndarray, quad: np.ndarray, crop_size: int) -> np.n
     """Reference crop of a quad (bilinear, no antialias) in this module's convention: float32 [S, S, C].
 
     Used by tests and benchmarks to check the warp back; the pipeline's crops come from
-    `videdit.align.alignment`.
+    `videdit.face.alignment`.
     """
     import torch
     import torch.nn.functional as F

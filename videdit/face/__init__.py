@@ -1,5 +1,5 @@
 """Face landmarks (dlib / face-alignment backends), FFHQ-style alignment quads, crops and transforms."""
-from videdit.align.alignment import (
+from videdit.face.alignment import (
     aligned_to_unaligned_matrix,
     crop_to_source,
     crop_to_source_matrix,
@@ -11,7 +11,7 @@ from videdit.align.alignment import (
     source_to_crop,
     source_to_crop_matrix,
 )
-from videdit.align.landmarks import FaceDetection, FaceTracker, LandmarkBackend, make_backend
+from videdit.face.landmarks import FaceDetection, FaceTracker, LandmarkBackend, make_backend
 
 __all__ = [
     "FaceDetection", "FaceTracker", "LandmarkBackend", "aligned_to_unaligned_matrix", "crop_to_source",
