@@ -37,6 +37,13 @@ from videdit.errors import InputError, MissingWeightsError, NoFaceError
 REPO = Path(__file__).resolve().parents[1]
 
 
+def load_transforms(align_dir):
+    """Every array of align/transforms.npz, read through the run folder's records module."""
+    from videdit import records
+
+    return records.AlignRecord.load(align_dir).arrays()
+
+
 # ----------------------------------------------------------------------------------------------
 # geometry (no detector needed)
 
@@ -283,7 +290,7 @@ def test_dlib_landmarks_on_real_photo(dlib_backend):
 
 @pytest.fixture(scope="module")
 def aligned_clip(tmp_path_factory, dlib_backend):
-    from videdit.stages.align import AlignSettings, load_transforms, run_align
+    from videdit.stages.align import AlignSettings, run_align
 
     folder = tmp_path_factory.mktemp("align")
     n = 12
@@ -382,7 +389,7 @@ def test_unaligned_crop_is_aligned_crop_moved_by_the_transform(aligned_clip):
 
 
 def test_stage_follows_the_first_face_when_a_second_appears(tmp_path, dlib_backend):
-    from videdit.stages.align import AlignSettings, load_transforms, run_align
+    from videdit.stages.align import AlignSettings, run_align
 
     truth = make_photo_clip(tmp_path / "two.mp4", n_frames=5, size=(400, 260), rotations_deg=[0, 3, 6, 9, 12],
                             shifts_px=(-60, 0), distractor="grace_hopper", distractor_scale=0.55,
@@ -399,7 +406,7 @@ def test_stage_follows_the_first_face_when_a_second_appears(tmp_path, dlib_backe
 
 
 def test_stage_grace_hopper_with_smoothing_and_cover_box(tmp_path, dlib_backend):
-    from videdit.stages.align import AlignSettings, load_transforms, run_align
+    from videdit.stages.align import AlignSettings, run_align
 
     rotations = [-8, -4, 0, 4, 8, 12]  # uniform motion: a centred moving average leaves it as it is
     truth = make_photo_clip(tmp_path / "grace.mp4", photo="grace_hopper", n_frames=6, size=(300, 240), scale=0.55,
@@ -423,7 +430,7 @@ def test_stage_grace_hopper_with_smoothing_and_cover_box(tmp_path, dlib_backend)
 def test_stage_follows_a_face_rolling_past_what_the_detector_sees(tmp_path, dlib_backend):
     """dlib's frontal detector finds no face rolled beyond ~45 degrees; the stage searches near the
     last face turned upright, so a head rolling to 96 degrees is followed in every frame."""
-    from videdit.stages.align import AlignSettings, load_transforms, run_align
+    from videdit.stages.align import AlignSettings, run_align
 
     angles = np.arange(0.0, 97.0, 16.0)
     truth = make_photo_clip(tmp_path / "roll.mp4", n_frames=len(angles), rotations_deg=angles, size=(320, 320))
@@ -445,7 +452,7 @@ def test_roll_of_landmarks():
 
 
 def test_stage_on_image_folder(tmp_path, dlib_backend):
-    from videdit.stages.align import AlignSettings, load_transforms, run_align
+    from videdit.stages.align import AlignSettings, run_align
 
     truth = make_image_folder(tmp_path / "frames", n_frames=3, rotations_deg=[0, 5, 10])
     result = run_align(truth.path, tmp_path / "align", AlignSettings(crop_size=64), backend=dlib_backend)

@@ -13,8 +13,9 @@ import click
 
 from videdit import __version__
 from videdit.errors import MissingWeightsError, VideditError
+from videdit.layout import STAGE_ORDER
 
-STAGES = ("align", "encode", "tune", "edit", "smooth", "render", "composite")
+STAGES = STAGE_ORDER
 
 
 def _fail(message: str, code: int = 1) -> None:

@@ -17,7 +17,8 @@ from typing import Any, Callable
 from videdit import presets
 from videdit import weights as W
 from videdit.errors import VideditError
-from videdit.fileio import atomic_write_text
+from videdit.fileio import atomic_path, atomic_write_text
+from videdit import records
 from videdit.records import STAGE_ORDER, VideoResult
 from videdit.runner import Stage, StageLog, StageRunner
 
@@ -272,7 +273,12 @@ class Pipeline:
         """The stages of one video, in order, up to `until`. Stage modules are imported only when used."""
         last = STAGE_ORDER.index(until) if until else len(STAGE_ORDER) - 1
         ctx = _VideoContext(self, Path(video), Path(run_dir))
-        return [getattr(ctx, f"stage_{name}")() for name in STAGE_ORDER[: last + 1]]
+        return [getattr(ctx, f"stage_{name}")() for name in self.active_stages() if name in STAGE_ORDER[: last + 1]]
+
+    def active_stages(self) -> tuple[str, ...]:
+        """STAGE_ORDER less the optional stages these settings leave out (stitch unless stitch.enabled)."""
+        stitch = bool(self.settings.get("stitch", {}).get("enabled", False))
+        return tuple(name for name in STAGE_ORDER if name != "stitch" or stitch)
 
     def default_run_dir(self, video: Path) -> Path:
         return video.with_name(video.name + ".videdit")
@@ -317,17 +323,14 @@ class Pipeline:
         outputs = []
         keys = [k for k, _ in self.edit_keys()]
         for key in [k for k in keys if k != "recon"] + ["recon"]:
-            src = run_dir / "composite" / f"{key}.mp4"
+            src = records.RunFolder(run_dir).composite_video(key)
             dst = run_dir / f"{video.stem}.{key}.mp4"
             if src.exists():
-                tmp = dst.with_name("." + dst.name + ".tmp")
-                try:
-                    if tmp.exists():
-                        tmp.unlink()
-                    os.link(src, tmp)  # no copy of a large file where a hard link will do
-                except OSError:
-                    shutil.copyfile(src, tmp)
-                os.replace(tmp, dst)
+                with atomic_path(dst, fsync=False) as tmp:
+                    try:
+                        os.link(src, tmp)  # no copy of a large file where a hard link will do
+                    except OSError:
+                        shutil.copyfile(src, tmp)
                 outputs.append(dst)
         return outputs
 
@@ -454,14 +457,10 @@ class _VideoContext:
         settings = self._settings(mod, "CompositeSettings", "composite")
 
         def fn(work: Path):
-            mod.run_composite(self.video, self.align_dir, self.render_dir, [k for k, _ in self.keys], work, settings,
-                              generator=self.tune_dir / "generator.safetensors", smooth_dir=self.smooth_dir,
-                              device=self.pipe.device)
+            mod.run_composite(self.video, self.align_dir, self.render_dir, [k for k, _ in self.keys], work, settings)
 
-        inputs = {"render": self.render_dir, "align": self.align_dir, "video": self.video}
-        if settings.stitch:  # stitching tuning re-renders from the tuned generator and smoothed latents
-            inputs.update(tune=self.tune_dir, smooth=self.smooth_dir)
-        return Stage("composite", fn, dataclasses.asdict(settings), inputs)
+        return Stage("composite", fn, dataclasses.asdict(settings),
+                     {"render": self.render_dir, "align": self.align_dir, "video": self.video})
 
 
 def _drop(d: dict[str, Any], *keys: str) -> dict[str, Any]:

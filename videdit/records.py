@@ -27,25 +27,23 @@ import numpy as np
 from videdit.errors import InputError
 from videdit.fileio import atomic_save, atomic_write_text
 
-STAGE_ORDER = ("align", "encode", "tune", "edit", "smooth", "stitch", "render", "composite")
-
-# File and folder names inside the stage folders.
-TRANSFORMS = "transforms.npz"
-ALIGNED = "aligned"
-UNALIGNED = "unaligned"
-VIDEO_INFO = "video.json"
-PREVIEW = "preview.mp4"
-LATENTS = "latents.npy"
-GENERATOR = "generator.safetensors"
-OFFSETS = "offsets.safetensors"
-CHECKPOINTS = "checkpoints"
-RENDER_INFO = "render.json"
-RECONSTRUCTION_KEY = "recon"  # key of the unedited latents
-STYLESPACE_SUFFIX = ".stylespace.json"  # sidecar of an edited latents file: StyleSpace offsets
-
-
-def frame_name(index: int) -> str:
-    return f"{index:06d}.png"
+from videdit.layout import (  # noqa: F401  (the names are part of this module's interface)
+    ALIGNED,
+    CHECKPOINTS,
+    GENERATOR,
+    LATENTS,
+    OFFSETS,
+    PREVIEW,
+    RECONSTRUCTION_KEY,
+    RENDER_INFO,
+    STAGE_ORDER,
+    STYLESPACE_SUFFIX,
+    TRANSFORMS,
+    UNALIGNED,
+    VIDEO_INFO,
+    frame_name,
+    latents_name,
+)
 
 
 def frame_paths(folder: str | PathLike, count: int) -> list[Path]:
@@ -58,12 +56,12 @@ def frame_paths(folder: str | PathLike, count: int) -> list[Path]:
     return paths
 
 
-def inverse_matrices(matrix: np.ndarray) -> np.ndarray:
-    """float32 [N,3,3] inverses (what G.synthesis takes) of make_transform matrices, inverted in float64."""
+def inverse_matrices(matrix: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """[N,3,3] inverses (what G.synthesis takes) of make_transform matrices, inverted in float64, as `dtype`."""
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.ndim != 3 or matrix.shape[1:] != (3, 3):
         raise InputError(f"transforms must be [N,3,3] matrices, got {list(matrix.shape)}")
-    return np.linalg.inv(matrix).astype(np.float32)
+    return np.linalg.inv(matrix).astype(dtype)
 
 
 def _savez(path: Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -82,20 +80,24 @@ class TransformsRecord:
     does not say (older runs, synthetic inputs).
     """
 
-    rotation_deg: np.ndarray  # f32 [N]
-    translation: np.ndarray  # f32 [N, 2]
-    matrix: np.ndarray  # f32 [N, 3, 3]
-    face_found: np.ndarray  # bool [N]
+    matrix: np.ndarray | None = None  # f32 [N, 3, 3]
+    face_found: np.ndarray | None = None  # bool [N]; filled with True on load when absent
+    rotation_deg: np.ndarray | None = None  # f32 [N]
+    translation: np.ndarray | None = None  # f32 [N, 2]
 
-    _required = ("rotation_deg", "translation", "matrix")
+    _per_frame = ("matrix", "face_found", "rotation_deg", "translation", "landmarks")
 
     @property
     def n_frames(self) -> int:
-        return len(self.matrix)
+        for name in self._per_frame:
+            value = getattr(self, name, None)
+            if value is not None:
+                return len(value)
+        return 0
 
-    def inverse(self) -> np.ndarray:
-        """float32 [N,3,3]: what the synthesis network takes."""
-        return inverse_matrices(self.matrix)
+    def inverse(self, dtype=np.float32) -> np.ndarray:
+        """[N,3,3] inverses: what the synthesis network takes (float32 unless asked)."""
+        return inverse_matrices(self.require("matrix").matrix, dtype)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -115,10 +117,10 @@ class TransformsRecord:
                 arrays = {k: data[k] for k in data.files}
         except (OSError, ValueError) as err:
             raise InputError(f"{path}: not a readable transforms file ({type(err).__name__}); rerun that stage") from None
-        missing = [k for k in cls._required if k not in arrays]
-        if missing:
-            raise InputError(f"{path}: missing {', '.join(missing)}")
-        n = len(arrays["matrix"])
+        per_frame = [k for k in cls._per_frame if k in arrays]
+        if not per_frame:
+            raise InputError(f"{path}: no per-frame arrays ({', '.join(cls._per_frame)}); rerun that stage")
+        n = len(arrays[per_frame[0]])
         arrays.setdefault("face_found", np.ones(n, bool))
         arrays["face_found"] = np.asarray(arrays["face_found"], bool)
         if "crop_size" in arrays:
@@ -128,12 +130,21 @@ class TransformsRecord:
         for f in fields(cls):
             values.setdefault(f.name, None)
         record = cls(**values)
+        record.path = path
         for name, value in record.arrays().items():
             if name in ("crop_size", "box_quad") or np.ndim(value) == 0:
                 continue
             if len(value) != n:
-                raise InputError(f"{path}: {name} has {len(value)} frames but matrix has {n}")
+                raise InputError(f"{path}: {name} has {len(value)} frames but {per_frame[0]} has {n}")
         return record
+
+    def require(self, *names: str):
+        """self, or one InputError line naming the arrays this file lacks."""
+        missing = [n for n in names if getattr(self, n) is None]
+        if missing:
+            where = getattr(self, "path", "transforms record")
+            raise InputError(f"{where}: lacks {', '.join(missing)} (made by an older videdit?); rerun that stage")
+        return self
 
 
 @dataclass
@@ -151,12 +162,6 @@ class AlignRecord(TransformsRecord):
     multi_face: np.ndarray | None = None
     pts: np.ndarray | None = None
     time_s: np.ndarray | None = None
-
-    def require(self, *names: str) -> "AlignRecord":
-        missing = [n for n in names if getattr(self, n) is None]
-        if missing:
-            raise InputError(f"align record lacks {', '.join(missing)} (made by an older videdit?); rerun align")
-        return self
 
 
 # --------------------------------------------------------------------------------------------------
@@ -182,10 +187,6 @@ def load_latents(path: str | PathLike, *, mmap: bool = False, num_frames: int | 
     if num_frames is not None and latents.shape[0] != num_frames:
         raise InputError(f"{path}: {latents.shape[0]} frames of latents but {num_frames} transforms")
     return latents
-
-
-def latents_name(key: str) -> str:
-    return f"latents_{key}.npy"
 
 
 def latents_keys(folder: str | PathLike) -> list[str]:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from videdit.fileio import atomic_write_text, file_sha256
+
 MANIFEST = "manifest.json"
 STAGE_KEY = ".stage_key.json"
 # Files a stage keeps only for its own resumption; not part of its output digest.
@@ -40,20 +42,6 @@ def canonical_json(obj: Any) -> str:
 
 def digest_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class DigestCache:

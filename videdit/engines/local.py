@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from videdit.engines import format_duration, make_jobs
+from videdit.engines.jobs import format_duration, make_jobs
 
 if TYPE_CHECKING:
     from videdit.pipeline import Pipeline

@@ -23,9 +23,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from videdit.engines import VideoJob, format_duration, make_jobs
+from videdit.engines.jobs import VideoJob, format_duration, make_jobs
 from videdit.errors import VideditError
-from videdit.runner import atomic_write_text, read_log_events
+from videdit.fileio import atomic_write_text
+from videdit.runner import read_log_events
 
 if TYPE_CHECKING:
     from videdit.pipeline import ModelSource, Pipeline

@@ -37,13 +37,14 @@ from videdit.face.alignment import (
     smooth_quads,
 )
 from videdit.face.landmarks import N_LANDMARKS, FaceTracker, LandmarkBackend, make_backend, roll_deg
+from videdit import records
 from videdit.errors import InputError, NoFaceError
 from videdit.io.png import write_png
 from videdit.io.video import VideoInfo, VideoReader, VideoWriter, probe_video
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AlignSettings", "AlignResult", "run_align", "probe_video", "load_transforms"]
+__all__ = ["AlignSettings", "AlignResult", "run_align", "probe_video"]
 
 BOX_CHOICES = ("first", "cover")
 QUAD_RULES = ("eyes", "ffhq")
@@ -250,12 +251,12 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
 
     # Pass 2: crops and preview.
     out_dir.mkdir(parents=True, exist_ok=True)
-    aligned_dir, unaligned_dir = out_dir / "aligned", out_dir / "unaligned"
+    aligned_dir, unaligned_dir = out_dir / records.ALIGNED, out_dir / records.UNALIGNED
     for folder in (aligned_dir, unaligned_dir):
         folder.mkdir(exist_ok=True)
         for stale in folder.glob("*.png"):  # from an interrupted earlier run into the same folder
             stale.unlink()
-    preview_path = out_dir / "preview.mp4" if settings.preview else None
+    preview_path = out_dir / records.PREVIEW if settings.preview else None
     preview = None
     reduction = _preview_reduction(info, settings.preview_height)
     count = 0
@@ -265,8 +266,8 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
             i = frame.index
             if i >= n_frames:
                 raise InputError(f"{source}: more frames on the second read than on the first")
-            crops.submit(frame.image, quads[i], size, aligned_dir / f"{i:06d}.png")
-            crops.submit(frame.image, box_quad, size, unaligned_dir / f"{i:06d}.png")
+            crops.submit(frame.image, quads[i], size, aligned_dir / records.frame_name(i))
+            crops.submit(frame.image, box_quad, size, unaligned_dir / records.frame_name(i))
             if preview_path is not None:
                 drawn = _draw_preview(frame.image, reduction, landmarks[i], quads[i], box_quad, bool(found[i]))
                 if preview is None:
@@ -285,9 +286,7 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
     if count != n_frames:
         raise InputError(f"{source}: {count} frames on the second read, {n_frames} on the first")
 
-    transforms_path = out_dir / "transforms.npz"
-    np.savez(
-        transforms_path,
+    transforms_path = records.AlignRecord(
         rotation_deg=np.array([t.rotation_deg for t in transforms], dtype=np.float32),
         translation=np.stack([t.translation for t in transforms]).astype(np.float32),
         matrix=np.stack([t.matrix for t in transforms]).astype(np.float32),
@@ -299,8 +298,8 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
         multi_face=found_landmarks.multi_face.astype(bool),
         pts=found_landmarks.pts,
         time_s=found_landmarks.time_s,
-    )
-    video_json = out_dir / "video.json"
+    ).save(out_dir / records.TRANSFORMS)
+    video_json = out_dir / records.VIDEO_INFO
     info.save_json(video_json)
     n_found = int(found.sum())
     if n_found < n_frames:
@@ -311,9 +310,3 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
         n_interpolated=n_frames - n_found, n_multi_face=int(found_landmarks.multi_face.sum()),
         backend_used=backend.name, box_quad=box_quad,
     )
-
-
-def load_transforms(align_dir: Path) -> dict[str, np.ndarray]:
-    """All arrays of align/transforms.npz as a dict (loaded, the file closed)."""
-    with np.load(Path(align_dir) / "transforms.npz") as data:
-        return {key: data[key] for key in data.files}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from os import PathLike
@@ -25,13 +24,14 @@ from typing import Sequence
 
 import numpy as np
 
+from videdit import records
 from videdit.errors import InputError
 
 log = logging.getLogger("videdit")
 
 MASKS_VIDEO = "masks.mp4"
 STATS_FILE = "composite.json"
-RENDER_INFO = "render.json"
+RENDER_INFO = records.RENDER_INFO
 
 
 @dataclass
@@ -43,8 +43,6 @@ class CompositeSettings:
     frames with a face only; 1 = off), so detector jitter does not make the seam flicker.
     color_match: match the render's low frequencies to the frame's around the mask border.
     save_masks: also write masks.mp4. crf: H.264 quality of the outputs.
-    stitch: STIT-style stitching tuning of the generator before compositing (run_composite needs the
-    generator and the smooth folder then); stitch_steps / stitch_lr: its Adam steps and learning rate.
     seam_every: measure the seam factor on every n-th composited frame (0 = never).
     """
 
@@ -55,9 +53,6 @@ class CompositeSettings:
     color_match: bool = True
     save_masks: bool = False
     crf: int = 18
-    stitch: bool = False
-    stitch_steps: int = 100
-    stitch_lr: float = 3e-4
     seam_every: int = 5
 
     def __post_init__(self):
@@ -106,12 +101,16 @@ def read_render_layout(render_dir: Path) -> RenderLayout:
     return RenderLayout(width, (0, 0, 0, 0), keys)
 
 
-def smooth_landmarks(landmarks: np.ndarray, found: np.ndarray, window: int) -> np.ndarray:
+def smooth_landmarks(landmarks: np.ndarray, found: np.ndarray, window: int,
+                     segments: Sequence[tuple[int, int]] | None = None) -> np.ndarray:
     """Centred moving average of landmarks [N, 68, 2] over `window` frames, using frames with a face only.
 
-    The window shrinks symmetrically at the ends of each run of found frames, so the first and last
-    frames stay anchored; frames without a face keep their values.
+    The window shrinks symmetrically at the ends of each run of found frames and at segment (shot)
+    boundaries, so the first and last frames stay anchored and no window crosses a cut; frames without
+    a face keep their values.
     """
+    from videdit.temporal import check_segments
+
     landmarks = np.asarray(landmarks, np.float64)
     out = landmarks.copy()
     half = max(int(window), 1) // 2
@@ -119,9 +118,13 @@ def smooth_landmarks(landmarks: np.ndarray, found: np.ndarray, window: int) -> n
         return out
     found = np.asarray(found, bool)
     n = len(found)
+    segment_of = np.empty(n, np.int64)
+    for number, (start, end) in enumerate(check_segments(segments, n)):
+        segment_of[start:end] = number
     for i in np.flatnonzero(found):
         reach = 0
-        while reach < half and i - reach - 1 >= 0 and i + reach + 1 < n and found[i - reach - 1] and found[i + reach + 1]:
+        while (reach < half and i - reach - 1 >= 0 and i + reach + 1 < n and found[i - reach - 1] and found[i + reach + 1]
+               and segment_of[i - reach - 1] == segment_of[i] == segment_of[i + reach + 1]):
             reach += 1
         out[i] = landmarks[i - reach:i + reach + 1].mean(axis=0)
     return out
@@ -165,19 +168,13 @@ def run_composite(
     out_dir: str | PathLike,
     settings: CompositeSettings | None = None,
     *,
-    generator=None,
-    smooth_dir: str | PathLike | None = None,
-    device: str = "cpu",
+    segments: Sequence[tuple[int, int]] | None = None,
 ) -> CompositeResult:
     """Composite render_dir/<key>/%06d.png into the frames of source_video for each key (None = all).
 
     Writes out_dir/<key>.mp4 at the source's size, fps, timestamps and audio (and masks.mp4 with
-    settings.save_masks). Frames where align found no face are copied unchanged.
-
-    With settings.stitch, the generator (module or checkpoint path, the tuned one) is first
-    stitching-tuned per key (`videdit.stages.stitch.run_stitch`, latents and transforms from
-    smooth_dir) and the stitched renders are composited instead; their crop videos stay in
-    out_dir/stitched/.
+    settings.save_masks). Frames where align found no face are copied unchanged. `segments` (shots)
+    bound the mask landmarks' smoothing.
     """
     from videdit.face import paste as C
     from videdit.io.video import VideoReader, VideoWriter
@@ -185,28 +182,13 @@ def run_composite(
     settings = settings or CompositeSettings()
     source_video, align_dir, render_dir, out_dir = (Path(p) for p in (source_video, align_dir, render_dir, out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
-    stitched_dir = None
-    if settings.stitch:
-        if generator is None or smooth_dir is None:
-            raise InputError("composite: stitch=true needs the tuned generator and the smooth folder")
-        from videdit.stages.stitch import StitchSettings, run_stitch
-
-        layout_keys = list(keys) if keys is not None else list(read_render_layout(render_dir).keys)
-        stitched_dir = out_dir / "stitched"
-        run_stitch(generator, align_dir, smooth_dir, render_dir, layout_keys, stitched_dir,
-                   StitchSettings(steps=settings.stitch_steps, lr=settings.stitch_lr), device=device)
-        render_dir = stitched_dir
-
-    transforms_path = align_dir / "transforms.npz"
-    if not transforms_path.is_file():
-        raise InputError(f"composite: {transforms_path} not found; run the align stage first")
-    with np.load(transforms_path) as t:
-        box_quad = np.asarray(t["box_quad"], np.float64)
-        face_found = np.asarray(t["face_found"], bool)
-        landmarks = np.asarray(t["landmarks"], np.float64)
+    align = records.AlignRecord.load(align_dir).require("box_quad", "landmarks")
+    box_quad = np.asarray(align.box_quad, np.float64)
+    face_found = align.face_found
+    landmarks = np.asarray(align.landmarks, np.float64)
     n_frames = len(face_found)
     if settings.mask == "landmarks":
-        landmarks = smooth_landmarks(landmarks, face_found, settings.mask_smoothing)
+        landmarks = smooth_landmarks(landmarks, face_found, settings.mask_smoothing, segments)
 
     layout = read_render_layout(render_dir)
     keys = list(keys) if keys is not None else list(layout.keys)
@@ -259,7 +241,7 @@ def run_composite(
             for key in keys:
                 out = image
                 if blend_mask is not None:
-                    path = render_dir / key / f"{index:06d}.png"
+                    path = render_dir / key / records.frame_name(index)
                     render = _read_png(path)
                     if render.shape[:2] != expected_render_hw:
                         raise InputError(f"composite: {path} is {render.shape[1]}x{render.shape[0]}, expected "
@@ -281,9 +263,6 @@ def run_composite(
             raise InputError(f"composite: {source_video} has {index + 1} frames but {n_frames} were aligned; "
                              "run the align stage again")
 
-    if stitched_dir is not None:  # the stitched frames were only needed here; their videos stay
-        for key in keys:
-            shutil.rmtree(stitched_dir / key, ignore_errors=True)
     result.seam_factor = {key: tally.factor() for key, tally in tallies.items()}
     result.stats = out_dir / STATS_FILE
     result.stats.write_text(json.dumps({

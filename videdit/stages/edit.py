@@ -21,7 +21,8 @@ from typing import Sequence
 import numpy as np
 
 from videdit.errors import InputError, MissingWeightsError
-from videdit.records import RECONSTRUCTION_KEY, STYLESPACE_SUFFIX
+from videdit import records
+from videdit.records import RECONSTRUCTION_KEY
 
 # Published default strengths per direction (stylegan3-editing's video defaults render the two ends).
 DEFAULT_STRENGTHS = {"age": (-4.0, 5.0), "smile": (-2.0, 2.0), "pose": (-4.0, 5.0), "gender": (-2.0, 4.0)}
@@ -175,7 +176,7 @@ def write_keyed_edits(
     for key, strength in keys:
         if not np.isfinite(float(strength)):
             raise InputError(f"edit strength must be finite, got {strength}")
-        path = out_dir / f"latents_{key}.npy"
+        path = out_dir / records.latents_name(key)
         edited = latents.copy() if direction is None else apply_direction(latents, direction, float(strength))
         np.save(path, edited)
         if styles and float(strength) != 0:
@@ -186,7 +187,7 @@ def write_keyed_edits(
 
 def _write_style_sidecar(latents_file: Path, styles: Sequence[StyleChannel], strength: float) -> None:
     offsets = [{"layer": ch.layer, "channel": ch.channel, "offset": ch.offset * strength} for ch in styles]
-    Path(str(latents_file) + STYLESPACE_SUFFIX).write_text(json.dumps({"offsets": offsets}, indent=1))
+    records.stylespace_sidecar(latents_file).write_text(json.dumps({"offsets": offsets}, indent=1))
 
 
 def run_edit(
@@ -210,7 +211,7 @@ def run_edit(
         raise InputError(f"{latents_path}: latents must be [N, num_ws, w_dim], got {list(latents.shape)}")
     result = EditResult(num_frames=latents.shape[0])
 
-    recon = out_dir / f"latents_{RECONSTRUCTION_KEY}.npy"
+    recon = out_dir / records.latents_name(RECONSTRUCTION_KEY)
     shutil.copyfile(latents_path, recon)
     result.latents_paths[RECONSTRUCTION_KEY] = recon
 
@@ -232,7 +233,7 @@ def run_edit(
         if not np.isfinite(float(strength)):
             raise InputError(f"edit strength must be finite, got {strength}")
         key = f"{name}_{strength_label(strength)}"
-        path = out_dir / f"latents_{key}.npy"
+        path = out_dir / records.latents_name(key)
         edited = apply_direction(latents, direction, strength) if direction is not None else latents.copy()
         np.save(path, edited)
         if styles:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from videdit import records
+from videdit.device import resolve_device
 from videdit.errors import InputError, VideditError
 
 log = logging.getLogger(__name__)
@@ -48,20 +50,6 @@ class EncodeResult:
     preview_path: Path | None = None
 
 
-def _resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise VideditError(f"encode: unknown device {name!r} (use cpu, cuda, cuda:N or auto)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise VideditError(f"encode: device {name!r} requested but CUDA is not available")
-    return device
-
-
 def load_aligned_batch(paths: list[Path], size: int):
     """Crops as a float32 [B, 3, size, size] tensor in [-1, 1] (antialiased bilinear resize on the CPU).
 
@@ -81,16 +69,8 @@ def load_aligned_batch(paths: list[Path], size: int):
     return torch.cat(images)
 
 
-def _frame_paths(align_dir: Path, n_frames: int, folder: str) -> list[Path]:
-    paths = [align_dir / folder / f"{i:06d}.png" for i in range(n_frames)]
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise InputError(f"{align_dir}: {len(missing)} of {n_frames} {folder} crops are missing (first: {missing[0].name})")
-    return paths
-
-
 def _preview_fps(align_dir: Path) -> Fraction:
-    info = align_dir / "video.json"
+    info = align_dir / records.VIDEO_INFO
     if info.is_file():
         try:
             fps = json.loads(info.read_text()).get("fps")
@@ -122,34 +102,27 @@ def run_encode(align_dir: Path, out_dir: Path, encoder, generator, latent_avg, s
         raise VideditError(f"encode: n_iters and batch_size must be >= 1 and input_size >= 16 "
                            f"(got {settings.n_iters}, {settings.batch_size}, {settings.input_size})")
     align_dir, out_dir = Path(align_dir), Path(out_dir)
-    transforms_path = align_dir / "transforms.npz"
-    if not transforms_path.is_file():
-        raise InputError(f"{align_dir}: no transforms.npz (run the align stage first)")
-    with np.load(transforms_path) as data:
-        if "matrix" not in data.files:
-            raise InputError(f"{transforms_path}: no 'matrix' array")
-        matrix = np.asarray(data["matrix"], dtype=np.float64)
-    if matrix.ndim != 3 or matrix.shape[1:] != (3, 3) or matrix.shape[0] == 0:
-        raise InputError(f"{transforms_path}: 'matrix' has shape {list(matrix.shape)}, expected [N, 3, 3] with N >= 1")
-    n_frames = matrix.shape[0]
-    aligned = _frame_paths(align_dir, n_frames, "aligned")
-    n_found = len(list((align_dir / "aligned").glob("*.png")))
+    transforms = records.TransformsRecord.load(align_dir / records.TRANSFORMS).require("matrix")
+    n_frames = transforms.n_frames
+    if transforms.matrix.ndim != 3 or transforms.matrix.shape[1:] != (3, 3) or n_frames == 0:
+        raise InputError(f"{align_dir}: 'matrix' has shape {list(transforms.matrix.shape)}, expected [N, 3, 3] with N >= 1")
+    aligned = records.frame_paths(align_dir / records.ALIGNED, n_frames)
+    n_found = len(list((align_dir / records.ALIGNED).glob("*.png")))
     if n_found != n_frames:
-        raise InputError(f"{align_dir}: {n_found} aligned crops but transforms.npz describes {n_frames} frames")
+        raise InputError(f"{align_dir}: {n_found} aligned crops but {records.TRANSFORMS} describes {n_frames} frames")
     unaligned = None
-    if settings.save_preview and (align_dir / "unaligned").is_dir():
-        unaligned = _frame_paths(align_dir, n_frames, "unaligned")
+    if settings.save_preview and (align_dir / records.UNALIGNED).is_dir():
+        unaligned = records.frame_paths(align_dir / records.UNALIGNED, n_frames)
 
-    device = _resolve_device(settings.device)
+    device = resolve_device(settings.device)
     encoder = encoder.to(device).eval()
     generator = generator.to(device).eval()
     latent_avg = latent_avg.to(device=device, dtype=torch.float32)
     num_ws = int(generator.num_ws)
-    # The generator takes the inverse of each frame's make_transform matrix (inverted in float64).
-    synthesis_transforms = torch.from_numpy(np.linalg.inv(matrix).astype(np.float32))
+    synthesis_transforms = torch.from_numpy(transforms.inverse())
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    latents_path = out_dir / "latents.npy"
+    latents_path = out_dir / records.LATENTS
     latents = np.lib.format.open_memmap(latents_path, mode="w+", dtype=np.float32, shape=(n_frames, num_ws, latent_avg.shape[-1]))
     size = settings.input_size
     avg = average_image(generator, latent_avg, size)

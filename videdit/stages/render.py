@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from videdit.errors import InputError
-from videdit.records import RECONSTRUCTION_KEY, STYLESPACE_SUFFIX
+from videdit import records
+from videdit.records import RECONSTRUCTION_KEY
 
 log = logging.getLogger("videdit")
 
@@ -171,7 +172,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def load_style_offsets(latents_path: Path) -> list[dict]:
-    sidecar = Path(str(latents_path) + STYLESPACE_SUFFIX)
+    sidecar = records.stylespace_sidecar(latents_path)
     if not sidecar.is_file():
         return []
     try:
@@ -220,8 +221,8 @@ def _video_timing(source_video, align_dir: Path | None):
 
         info = probe_video(source_video)
         return info.fps, (Path(source_video) if getattr(info, "audio", None) is not None else None)
-    if align_dir is not None and (align_dir / "video.json").is_file():
-        fps = json.loads((align_dir / "video.json").read_text()).get("fps")
+    if align_dir is not None and (align_dir / records.VIDEO_INFO).is_file():
+        fps = json.loads((align_dir / records.VIDEO_INFO).read_text()).get("fps")
         if fps:
             return Fraction(str(fps)), None
     return DEFAULT_FPS, None
@@ -231,7 +232,7 @@ def _input_crop(align_dir: Path, index: int, res: int, canvas_size, expand) -> n
     """The frame's unaligned crop at render resolution, on a black canvas of the render's size."""
     from PIL import Image
 
-    with Image.open(align_dir / "unaligned" / f"{index:06d}.png") as image:
+    with Image.open(align_dir / records.UNALIGNED / records.frame_name(index)) as image:
         image = image.convert("RGB")
         if image.size != (res, res):
             image = image.resize((res, res), Image.LANCZOS)
@@ -283,8 +284,7 @@ def run_render(
     G.eval()
     res = G.img_resolution
 
-    with np.load(smooth_dir / "transforms.npz") as t:
-        inv_all = torch.from_numpy(np.linalg.inv(t["matrix"].astype(np.float64)))
+    inv_all = torch.from_numpy(records.TransformsRecord.load(smooth_dir / records.TRANSFORMS).inverse(np.float64))
     n = inv_all.shape[0]
     frame_offsets = None
     if offsets is not None:
@@ -292,27 +292,23 @@ def run_render(
 
         frame_offsets = offsets if isinstance(offsets, FrameOffsets) else FrameOffsets.load(offsets)
         frame_offsets.use_base_weights(G, num_frames=n)
-    if keys is None:
-        keys = sorted(p.name[len("latents_"):-len(".npy")] for p in smooth_dir.glob("latents_*.npy"))
-    keys = list(keys)
+    keys = list(records.latents_keys(smooth_dir) if keys is None else keys)
     if not keys:
         raise InputError(f"render: no latents in {smooth_dir}")
     # Reconstruction first: it is the second column of the side-by-side video.
     keys.sort(key=lambda k: k != RECONSTRUCTION_KEY)
     latents = {}
     for key in keys:
-        path = smooth_dir / f"latents_{key}.npy"
-        if not path.is_file():
-            raise InputError(f"render: {path} not found")
-        latents[key] = np.load(path, mmap_mode="r")  # read per batch: memory independent of length
+        path = smooth_dir / records.latents_name(key)
+        latents[key] = records.load_latents(path, mmap=True)  # read per batch: memory independent of length
         if latents[key].shape[0] != n or latents[key].shape[1] != G.num_ws:
             raise InputError(f"render: {path.name} has shape {list(latents[key].shape)}; expected [{n}, {G.num_ws}, w_dim]")
-    style = {key: load_style_offsets(smooth_dir / f"latents_{key}.npy") for key in keys}
+    style = {key: load_style_offsets(smooth_dir / records.latents_name(key)) for key in keys}
 
     expand = tuple(int(v) for v in settings.expand)
     tiles, canvas_size = canvas_tiles(res, expand, settings.feather)
     fps, audio = _video_timing(source_video, align_dir)
-    with_inputs = settings.side_by_side and align_dir is not None and (align_dir / "unaligned").is_dir()
+    with_inputs = settings.side_by_side and align_dir is not None and (align_dir / records.UNALIGNED).is_dir()
 
     result = RenderResult(num_frames=n, fps=fps, size=canvas_size)
     for key in keys:
@@ -341,7 +337,7 @@ def run_render(
                 with style_offsets(G, style[key]):
                     frames = to_uint8(render_expanded(G, ws, inv, tiles, canvas_size, deltas))
                 for j, frame in enumerate(frames):
-                    Image.fromarray(frame).save(result.frames_dirs[key] / f"{int(idx[j]):06d}.png",
+                    Image.fromarray(frame).save(result.frames_dirs[key] / records.frame_name(int(idx[j])),
                                                 compress_level=settings.png_compress_level)
                     writers[key].write(frame)
                 batch_frames[key] = frames
@@ -350,7 +346,7 @@ def run_render(
                     parts = [_input_crop(align_dir, int(i), res, canvas_size, expand)] if with_inputs else []
                     parts += [batch_frames[key][j] for key in keys]
                     side.write(np.concatenate(parts, axis=1))
-    (out_dir / "render.json").write_text(json.dumps({
+    (out_dir / records.RENDER_INFO).write_text(json.dumps({
         "num_frames": n, "fps": str(fps), "resolution": res, "expand": list(expand), "feather": settings.feather,
         "canvas_size": list(canvas_size), "keys": keys,
         "weight_offsets": None if frame_offsets is None else {"kind": "hyperstyle per-frame", "layers": frame_offsets.layers},

@@ -71,7 +71,7 @@ def run_smooth(
     if not latents_paths:
         raise InputError("no latents given to smooth")
 
-    raw = records.TransformsRecord.load(transforms_npz)
+    raw = records.TransformsRecord.load(transforms_npz).require("rotation_deg", "translation")
     num_frames = raw.n_frames
     rotation, translation, matrix = smooth_transforms(raw.rotation_deg, raw.translation, settings, segments)
     transforms_path = records.TransformsRecord(

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from videdit import compositing as C
+from videdit.face import paste as C
 
 log = logging.getLogger("videdit")
 

@@ -1,0 +1,143 @@
+"""The house rules, read from the code's imports with ast (function-level imports count too):
+
+- no module in videdit/stages/ imports another stage;
+- nothing but videdit.pipeline and videdit.engines imports a stage;
+- no import cycle among videdit's modules;
+- networks know nothing of videos: videdit.networks imports no stage, pipeline, records or io.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "videdit"
+
+
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    parts = path.relative_to(package.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """module -> the videdit modules it imports (a name imported from a package resolves to the
+    submodule when one of that name exists, else to the package)."""
+    modules = {module_name(p, package): p for p in package.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        is_package = path.name == "__init__.py"
+        base_parts = name.split(".") if is_package else name.split(".")[:-1]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    parent = base_parts[: len(base_parts) - node.level + 1]
+                    base = ".".join(parent + ([node.module] if node.module else []))
+                else:
+                    base = node.module or ""
+                targets.add(base)
+                targets.update(f"{base}.{alias.name}" for alias in node.names)
+        resolved = set()
+        for target in targets:
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                resolved.add(target)
+        graph[name] = resolved
+    return graph
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return components
+
+
+
+
+def is_stage(module: str) -> bool:
+    return module.startswith("videdit.stages.")
+
+
+def stage_rule_violations(graph: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for importer, targets in graph.items():
+        for target in targets:
+            if not is_stage(target):
+                continue
+            allowed = importer.startswith(("videdit.pipeline", "videdit.engines")) or importer == "videdit.stages"
+            if is_stage(importer) or not allowed:
+                bad.append(f"{importer} -> {target}")
+    return sorted(bad)
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return import_graph()
+
+
+def test_no_stage_imports_a_stage_and_only_the_pipeline_and_engines_import_stages(graph):
+    assert stage_rule_violations(graph) == []
+
+
+def test_no_import_cycles(graph):
+    assert find_cycles(graph) == []
+
+
+def test_networks_know_nothing_of_videos(graph):
+    for module, targets in graph.items():
+        if module.startswith("videdit.networks"):
+            bad = [t for t in targets if t.startswith(("videdit.stages", "videdit.pipeline", "videdit.records",
+                                                       "videdit.io", "videdit.engines"))]
+            assert bad == [], f"{module} imports {bad}"
+
+
+def test_the_checker_sees_violations(tmp_path):
+    """The checks above can fail: a fake package with a stage importing a stage (inside a function),
+    a library importing a stage, and a two-module cycle."""
+    root = tmp_path / "videdit"
+    (root / "stages").mkdir(parents=True)
+    (root / "__init__.py").write_text("")
+    (root / "stages" / "__init__.py").write_text("")
+    (root / "stages" / "a.py").write_text("def f():\n    from videdit.stages import b\n")
+    (root / "stages" / "b.py").write_text("from . import a\n")
+    (root / "lib.py").write_text("import videdit.stages.a\nfrom videdit import other\n")
+    (root / "other.py").write_text("from videdit.lib import x\n")
+    g = import_graph(root)
+    assert stage_rule_violations(g) == ["videdit.lib -> videdit.stages.a", "videdit.stages.a -> videdit.stages.b",
+                                        "videdit.stages.b -> videdit.stages.a"]
+    assert sorted(find_cycles(g)) == [["videdit.lib", "videdit.other"], ["videdit.stages.a", "videdit.stages.b"]]

@@ -1,0 +1,54 @@
+"""What every engine shares: pairing videos with run folders, and how durations are shown."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from videdit.errors import VideditError
+
+if TYPE_CHECKING:
+    from videdit.pipeline import Pipeline
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One video and the run folder it writes to (absolute paths: a Ray worker may run elsewhere)."""
+
+    video: Path
+    run_dir: Path
+
+
+def _absolute(path: Path | str) -> Path:
+    return Path(os.path.abspath(path))
+
+
+def make_jobs(pipeline: "Pipeline", videos: Sequence[Path], out: Path | None = None,
+              run_dirs: Sequence[Path] | None = None) -> list[VideoJob]:
+    """Pair videos with run folders: `run_dirs` if given, else OUT/<name>.videdit, else beside each input."""
+    # Absolute, not resolved: a symlinked input keeps its own name, as with the local engine.
+    videos = [_absolute(v) for v in videos]
+    if run_dirs is not None:
+        if len(run_dirs) != len(videos):
+            raise VideditError(f"{len(videos)} videos but {len(run_dirs)} run folders")
+        dirs = [_absolute(d) for d in run_dirs]
+    elif out is not None:
+        dirs = [_absolute(out) / (v.name + ".videdit") for v in videos]
+    else:
+        dirs = [pipeline.default_run_dir(v) for v in videos]
+    if len(set(dirs)) != len(dirs):
+        raise VideditError("two videos would share a run folder (same file name in different folders?): use separate --out folders")
+    return [VideoJob(v, d) for v, d in zip(videos, dirs)]
+
+
+def format_duration(seconds: float | None) -> str:
+    """'?' for unknown, else 45s / 3m05s / 2h10m."""
+    if seconds is None:
+        return "?"
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

@@ -1,0 +1,27 @@
+"""The run folder's names: the stages in order and the files they write. No heavy imports (the CLI reads
+this to list stage names); the typed readers and writers of those files are `videdit.records`."""
+from __future__ import annotations
+
+STAGE_ORDER = ("align", "encode", "tune", "edit", "smooth", "stitch", "render", "composite")
+
+# File and folder names inside the stage folders.
+TRANSFORMS = "transforms.npz"
+ALIGNED = "aligned"
+UNALIGNED = "unaligned"
+VIDEO_INFO = "video.json"
+PREVIEW = "preview.mp4"
+LATENTS = "latents.npy"
+GENERATOR = "generator.safetensors"
+OFFSETS = "offsets.safetensors"
+CHECKPOINTS = "checkpoints"
+RENDER_INFO = "render.json"
+RECONSTRUCTION_KEY = "recon"  # key of the unedited latents
+STYLESPACE_SUFFIX = ".stylespace.json"  # sidecar of an edited latents file: StyleSpace offsets
+
+
+def frame_name(index: int) -> str:
+    return f"{index:06d}.png"
+
+
+def latents_name(key: str) -> str:
+    return f"latents_{key}.npy"
