@@ -179,7 +179,7 @@ def test_forced_stages_recomputed_once_per_batch(tmp_path):
     offset = len(read_log_events(run_dir))
 
     assert stages_to_force(RunRequest(), run_dir, offset) == set()
-    assert stages_to_force(RunRequest(from_stage="tune"), run_dir, offset) == {"tune", "edit", "smooth", "render", "composite"}
+    assert stages_to_force(RunRequest(from_stage="tune"), run_dir, offset) == {"tune", "edit", "smooth", "stitch", "render", "composite"}
 
     # the first attempt of this batch redid align and was killed in encode
     log.write("align", "start")
@@ -187,7 +187,7 @@ def test_forced_stages_recomputed_once_per_batch(tmp_path):
     log.write("encode", "start")
     (run_dir / "encode.partial").mkdir()
     forced = stages_to_force(RunRequest(force=True), run_dir, offset)
-    assert forced == {"tune", "edit", "smooth", "render", "composite"}
+    assert forced == {"tune", "edit", "smooth", "stitch", "render", "composite"}
     assert not (run_dir / "encode").exists()  # stale output gone, so encode.partial resumes
     assert (run_dir / "align").exists() and (run_dir / "tune").exists() and (run_dir / "encode.partial").exists()
 

@@ -76,6 +76,8 @@ def cli() -> None:
 @click.option("--until", type=click.Choice(STAGES), default=None, help="Stop after this stage.")
 @click.option("--from", "from_stage", type=click.Choice(STAGES), default=None, help="Recompute from this stage on.")
 @click.option("--force", is_flag=True, help="Recompute every stage.")
+@click.option("--verify", is_flag=True, help="Re-hash every cached output (frames too) before reusing it.")
+@click.option("--wait", is_flag=True, help="If another run holds the run folder, wait for it instead of failing.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=int, default=None, help="Frames per batch for encode and render.")
 @click.option("--tuner", type=click.Choice(["pti", "hyperstyle", "local-tweak", "none"]), default=None,
@@ -96,7 +98,7 @@ def cli() -> None:
 @click.option("--max-retries", type=int, default=None, help="With --engine ray: retries of a video whose worker or node was lost [2].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
-def run(input_path, edit, strength, expand, preset, out, until, from_stage, force, device, batch_size, tuner, steps,
+def run(input_path, edit, strength, expand, preset, out, until, from_stage, force, verify, wait, device, batch_size, tuner, steps,
         allow_l2_only, save_masks, recursive, sets, weights_dir, ops, engine, address, gpus_per_video, cpus_per_video,
         max_retries, quiet, as_json):
     """Run the pipeline on a video, or on every video in a folder."""
@@ -119,7 +121,8 @@ def run(input_path, edit, strength, expand, preset, out, until, from_stage, forc
     from videdit.engines import format_summary, run_many
     from videdit.pipeline import Pipeline
 
-    pipe = Pipeline.from_preset(preset, overrides=overrides, weights_dir=weights_dir, device=device, quiet=quiet or as_json)
+    pipe = Pipeline.from_preset(preset, overrides=overrides, weights_dir=weights_dir, device=device, quiet=quiet or as_json,
+                                verify=verify, wait=wait)
     ray_options = {"address": address, "gpus_per_video": gpus_per_video, "cpus_per_video": cpus_per_video,
                    "max_retries": max_retries}
     ray_options = {k: v for k, v in ray_options.items() if v is not None}

@@ -7,6 +7,7 @@ they run, is `videdit.engines.run_many`. Stage modules do the work; this module 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import sys
 import time
@@ -111,17 +112,14 @@ class PretrainedModels(ModelSource):
         return self._checkpoint().generator.to(device)
 
     def edit_direction(self, name_or_path):
-        import numpy as np
-
         path = Path(name_or_path)
         if name_or_path in W.EDIT_DIRECTIONS:
             path = self._path(W.EDIT_DIRECTIONS[name_or_path])
         elif not path.is_file():
             raise VideditError(f"unknown edit {name_or_path!r}: use one of {', '.join(W.EDIT_DIRECTIONS)} or a .npy file")
-        d = np.load(path).astype(np.float32).reshape(-1)
-        if d.shape != (512,):
-            raise VideditError(f"edit direction {path} has {d.size} values; expected 512 (shape (1,512) or (512,))")
-        return d, self._file_identity(path)
+        from videdit.stages.edit import load_direction
+
+        return load_direction(path, 512), self._file_identity(path)
 
 
 class StandInModels(ModelSource):
@@ -168,8 +166,9 @@ class StandInModels(ModelSource):
 
         path = Path(name_or_path)
         if path.is_file():
-            d = np.load(path).astype(np.float32).reshape(-1)
-            return d, f"{path.name}:{path.stat().st_size}"
+            from videdit.stages.edit import load_direction
+
+            return load_direction(path, 512), f"{path.name}:{path.stat().st_size}"
         import zlib
 
         rng = np.random.default_rng(zlib.crc32(name_or_path.encode()))
@@ -181,38 +180,48 @@ class StandInModels(ModelSource):
 # The pipeline
 
 
-def _settings_for(cls, section: dict[str, Any], where: str, extra: dict[str, Any] | None = None):
-    """Build a stage's settings dataclass from its preset section; unknown keys are a clear error."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    values = {k: v for k, v in section.items() if k in names}
-    unknown = sorted(set(section) - names - set(_PIPELINE_KEYS.get(where, ())))
-    if unknown:
-        raise VideditError(f"unknown option(s) {', '.join(f'{where}.{k}' for k in unknown)}; known: {', '.join(sorted(names | set(_PIPELINE_KEYS.get(where, ()))))}")
-    for k, v in (extra or {}).items():
-        if k in names:
-            values[k] = v
-    for f in dataclasses.fields(cls):  # TOML gives lists where dataclasses want tuples
-        if isinstance(values.get(f.name), list) and "tuple" in str(f.type):
-            values[f.name] = tuple(values[f.name])
-    return cls(**values)
+@dataclass
+class EditOptions:
+    """The [edit] section: which direction and which strengths (the pipeline names the outputs from these)."""
+
+    direction: str = ""
+    strengths: list[float] = field(default_factory=list)
 
 
-# Keys a preset section may hold that the pipeline itself consumes (not the stage's settings class).
-_PIPELINE_KEYS = {
-    "encode": ("encoder", "generator"),
-    "tune": ("tuner",),
-    "edit": ("direction", "strengths"),
+# Preset section -> (module, settings class, keys the section may hold that the pipeline itself consumes).
+# The tune section's class depends on the tuner (see Pipeline._tune_section).
+_SECTIONS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "align": ("videdit.stages.align", "AlignSettings", {}),
+    "encode": ("videdit.stages.encode", "EncodeSettings", {"encoder": str, "generator": str}),
+    "hyperstyle": ("videdit.stages.tuners", "HyperStyleSettings", {}),
+    "local_tweak": ("videdit.stages.tuners", "LocalTweakSettings", {}),
+    "edit": ("videdit.pipeline", "EditOptions", {}),
+    "smooth": ("videdit.temporal", "SmoothSettings", {}),
+    "render": ("videdit.stages.render", "RenderSettings", {}),
+    "composite": ("videdit.stages.composite", "CompositeSettings", {}),
 }
+_TUNE_SECTION = ("videdit.stages.tune", "TuneSettings", {"tuner": str})
+
+
+def _settings_class(module: str, name: str):
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 
 class Pipeline:
     def __init__(self, settings: dict[str, Any], *, weights_dir: Path | None = None, device: str = "auto",
-                 quiet: bool = False, models: ModelSource | None = None, echo: Callable[[str], None] | None = None):
+                 quiet: bool = False, models: ModelSource | None = None, echo: Callable[[str], None] | None = None,
+                 verify: bool = False, wait: bool = False):
         self.settings = settings
+        self.verify = verify  # re-hash every cached output (frames included) before trusting it
+        self.wait = wait  # wait for a run folder another run holds instead of failing
         self.weights_dir = W.resolve_weights_dir(weights_dir)
         self.device_request = device
         self.quiet = quiet
         self.models = models or PretrainedModels(self.weights_dir, settings)
+        # Every section checked now, whatever stages a run reaches: a bad value fails before any work.
+        self.sections = self._resolve_sections()
         self.echo = echo or (lambda s: print(s, file=sys.stderr))
         self._loaded: dict[str, Any] = {}
 
@@ -222,6 +231,32 @@ class Pipeline:
         return cls(settings, **kwargs)
 
     # ---- checks before any work
+
+    def _resolve_sections(self) -> dict[str, Any]:
+        from videdit.settings import resolve_section
+
+        resolved = {}
+        table = dict(_SECTIONS, tune=_TUNE_SECTION)
+        for section in sorted(table, key=presets.STAGE_SECTIONS.index):
+            module, cls_name, extra = table[section]
+            resolved[section] = resolve_section(_settings_class(module, cls_name), self.settings.get(section, {}),
+                                                section, extra_keys=extra)
+        return resolved
+
+    def resolved_settings(self) -> dict[str, Any]:
+        """Every option of every section, defaults included (what RUN/settings.toml records)."""
+        from videdit.settings import as_dict
+
+        top = {k: v for k, v in self.settings.items() if not isinstance(v, dict)}
+        sections = {}
+        for section, obj in self.sections.items():
+            extra = {k: v for k, v in self.settings.get(section, {}).items()
+                     if k in dict(_SECTIONS, tune=_TUNE_SECTION)[section][2]}
+            sections[section] = dict(as_dict(obj), **extra)
+        for section, values in self.settings.items():  # sections without a class of their own (stitch, for now)
+            if isinstance(values, dict) and section not in sections:
+                sections[section] = dict(values)
+        return dict(top, models=self.models.name, **sections)
 
     def check_weights(self, until: str | None = None) -> None:
         stages = STAGE_ORDER[: STAGE_ORDER.index(until) + 1] if until else STAGE_ORDER
@@ -284,36 +319,59 @@ class Pipeline:
         return video.with_name(video.name + ".videdit")
 
     def run(self, video: Path, out: Path | None = None, *, until: str | None = None, from_stage: str | None = None,
-            force: bool | set[str] = False) -> VideoResult:
+            force: bool | set[str] = False, wait: bool | None = None) -> VideoResult:
+        """One video through the stages. Never raises for a failure of this video: the result says
+        `failed` with one line, and anything unexpected leaves its traceback in RUN/log.txt."""
+        from videdit.runfolder import RunLock, prepare_run_dir
+
         video = Path(video)
         run_dir = Path(out) if out else self.default_run_dir(video)
         result = VideoResult(video, run_dir)
         t0 = time.perf_counter()
+        log = StageLog(run_dir / "log.txt")
         try:
             from videdit.io.video import probe_video
 
             info = probe_video(video)  # fails fast on a bad file, before any work
             result.frames = info.n_frames
-            run_dir.mkdir(parents=True, exist_ok=True)
-            settings_text = presets.to_toml(dict(self.settings, models=self.models.name))
-            settings_path = run_dir / "settings.toml"
-            if not settings_path.exists() or settings_path.read_text() != settings_text:
-                atomic_write_text(settings_path, settings_text)
-            forced: bool | set[str] = force
-            if from_stage:
-                forced = set(STAGE_ORDER[STAGE_ORDER.index(from_stage):])
-            runner = StageRunner(run_dir, StageLog(run_dir / "log.txt"), force=forced)
-            self._say(f"{video.name} -> {run_dir}")
-            for stage in self.stages_for(video, run_dir, until):
-                outcome = runner.run(stage)
-                result.stages[stage.name] = outcome.status
-                self._say(f"  {stage.name:9s} {outcome.status}" + (f" ({outcome.seconds:.1f}s)" if outcome.status == "ran" else ""))
-            if until is None or STAGE_ORDER.index(until) >= STAGE_ORDER.index("composite"):
-                result.outputs = self._publish(video, run_dir)
+            prepare_run_dir(run_dir)
+            with RunLock(run_dir, wait=self.wait if wait is None else wait):
+                self._run_stages(video, run_dir, log, result, until, from_stage, force)
         except VideditError as exc:
             result.status, result.error = "failed", str(exc)
+            log.failure(exc)
+        except OSError as exc:
+            result.status = "failed"
+            if exc.errno == errno.ENOSPC:
+                result.error = f"disk full while writing {exc.filename or run_dir}; free space and rerun: finished stages are kept"
+            else:
+                result.error = f"{type(exc).__name__}: {exc} (traceback in {run_dir / 'log.txt'})"
+            log.failure(exc, with_traceback=True)
+        except Exception as exc:  # not videdit's own: one line here, the whole story in the run's log
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            result.status = "failed"
+            result.error = f"internal error {type(exc).__name__}{': ' + first if first else ''} (traceback in {run_dir / 'log.txt'})"
+            log.failure(exc, with_traceback=True)
         result.seconds = time.perf_counter() - t0
         return result
+
+    def _run_stages(self, video: Path, run_dir: Path, log: StageLog, result: VideoResult, until: str | None,
+                    from_stage: str | None, force: bool | set[str]) -> None:
+        settings_text = presets.to_toml(self.resolved_settings())
+        settings_path = run_dir / "settings.toml"
+        if not settings_path.exists() or settings_path.read_text() != settings_text:
+            atomic_write_text(settings_path, settings_text)
+        forced: bool | set[str] = force
+        if from_stage:
+            forced = set(STAGE_ORDER[STAGE_ORDER.index(from_stage):])
+        runner = StageRunner(run_dir, log, force=forced, verify=self.verify, warn=self._say)
+        self._say(f"{video.name} -> {run_dir}")
+        for stage in self.stages_for(video, run_dir, until):
+            outcome = runner.run(stage)
+            result.stages[stage.name] = outcome.status
+            self._say(f"  {stage.name:9s} {outcome.status}" + (f" ({outcome.seconds:.1f}s)" if outcome.status == "ran" else ""))
+        if until is None or STAGE_ORDER.index(until) >= STAGE_ORDER.index("composite"):
+            result.outputs = self._publish(video, run_dir)
 
     def _publish(self, video: Path, run_dir: Path) -> list[Path]:
         """Final full-frame videos at the top of the run folder: NAME.EDIT.mp4 (edits first), NAME.recon.mp4."""
@@ -346,13 +404,16 @@ class _VideoContext:
         self.keys = pipe.edit_keys()
         self.direction = self.s.get("edit", {}).get("direction") or ""
 
-    def _settings(self, module, cls_name: str, section: str, extra: dict[str, Any] | None = None):
-        return _settings_for(getattr(module, cls_name), self.s.get(section, {}), section, extra)
+    def _settings(self, section: str, runtime: dict[str, Any] | None = None):
+        """The section's resolved settings (checked when the pipeline was made), with runtime fields set."""
+        obj = self.pipe.sections[section]
+        names = {f.name for f in dataclasses.fields(obj)}
+        return dataclasses.replace(obj, **{k: v for k, v in (runtime or {}).items() if k in names})
 
     def stage_align(self) -> Stage:
         from videdit.stages import align as mod
 
-        settings = self._settings(mod, "AlignSettings", "align", {"device": self.pipe.device_request})
+        settings = self._settings("align", {"device": self.pipe.device_request})
 
         def fn(work: Path):
             res = mod.run_align(self.video, work, settings)
@@ -364,7 +425,7 @@ class _VideoContext:
     def stage_encode(self) -> Stage:
         from videdit.stages import encode as mod
 
-        settings = self._settings(mod, "EncodeSettings", "encode", {"device": self.pipe.device_request})
+        settings = self._settings("encode", {"device": self.pipe.device_request})
 
         def fn(work: Path):
             enc, latent_avg = self.pipe.encoder()
@@ -380,13 +441,12 @@ class _VideoContext:
         tuner = self.s.get("tune", {}).get("tuner", "pti")
         runtime = {"device": self.pipe.device_request, "progress": not self.pipe.quiet, "weights_dir": str(self.pipe.weights_dir)}
         if tuner in ("pti", "none"):
-            settings = self._settings(mod, "TuneSettings", "tune", runtime)
+            settings = self._settings("tune", runtime)
         elif tuner in ("hyperstyle", "local-tweak"):
             from videdit.stages import tuners
 
             section = tuner.replace("-", "_")  # [hyperstyle] / [local_tweak] preset sections
-            cls = "HyperStyleSettings" if tuner == "hyperstyle" else "LocalTweakSettings"
-            settings = self._settings(tuners, cls, section, runtime)
+            settings = self._settings(section, runtime)
             gen_path = getattr(self.pipe.models, "generator_path", None)
             if tuner == "local-tweak" and not settings.discriminator and gen_path and str(gen_path).endswith(".pkl"):
                 settings = dataclasses.replace(settings, discriminator=str(gen_path))  # NVIDIA snapshots hold D
@@ -427,7 +487,7 @@ class _VideoContext:
     def stage_smooth(self) -> Stage:
         from videdit.stages import smooth as mod
 
-        settings = self._settings(mod, "SmoothSettings", "smooth")
+        settings = self._settings("smooth")
 
         def fn(work: Path):
             mod.run_smooth({k: self.edit_dir / f"latents_{k}.npy" for k, _ in self.keys}, self.align_dir / "transforms.npz",
@@ -438,7 +498,7 @@ class _VideoContext:
     def stage_render(self) -> Stage:
         from videdit.stages import render as mod
 
-        settings = self._settings(mod, "RenderSettings", "render")
+        settings = self._settings("render")
 
         def fn(work: Path):
             from videdit.stages.tuners import OFFSETS_NAME
@@ -454,7 +514,7 @@ class _VideoContext:
     def stage_composite(self) -> Stage:
         from videdit.stages import composite as mod
 
-        settings = self._settings(mod, "CompositeSettings", "composite")
+        settings = self._settings("composite")
 
         def fn(work: Path):
             mod.run_composite(self.video, self.align_dir, self.render_dir, [k for k, _ in self.keys], work, settings)

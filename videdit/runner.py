@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -80,14 +81,44 @@ def stage_output_files(folder: Path) -> list[Path]:
     return files
 
 
-def folder_digest(folder: Path) -> tuple[str, dict[str, int]]:
+def folder_digest(folder: Path) -> tuple[str, dict[str, dict[str, Any]]]:
+    """(digest of the whole folder, {relative path: {size, sha256, mtime_ns}}) of a stage's output files."""
     h = hashlib.sha256()
-    sizes: dict[str, int] = {}
+    files: dict[str, dict[str, Any]] = {}
     for p in stage_output_files(folder):
         rel = p.relative_to(folder).as_posix()
-        sizes[rel] = p.stat().st_size
-        h.update(rel.encode() + b"\0" + file_sha256(p).encode() + b"\n")
-    return h.hexdigest(), sizes
+        st = p.stat()
+        digest = file_sha256(p)
+        files[rel] = {"size": st.st_size, "sha256": digest, "mtime_ns": st.st_mtime_ns}
+        h.update(rel.encode() + b"\0" + digest.encode() + b"\n")
+    return h.hexdigest(), files
+
+
+# Files up to this size at the top of a stage folder are re-hashed at every start (latents, transforms,
+# generators); the many frames in its subfolders get a size + mtime check, and a full re-hash with verify.
+REHASH_MAX_BYTES = 1 << 30
+
+
+def damaged_file(folder: Path, files: dict[str, Any], verify: bool = False) -> str | None:
+    """The first output file that is missing or not what the manifest recorded, or None when all are intact."""
+    for rel, entry in files.items():
+        path = folder / rel
+        if not path.is_file():
+            return f"{rel} is missing"
+        st = path.stat()
+        if isinstance(entry, int):  # manifests of older versions recorded sizes only
+            if st.st_size != entry:
+                return f"{rel} changed size"
+            continue
+        if st.st_size != entry["size"]:
+            return f"{rel} changed size"
+        nested = "/" in rel
+        if verify or (not nested and st.st_size <= REHASH_MAX_BYTES):
+            if file_sha256(path) != entry["sha256"]:
+                return f"{rel} changed content"
+        elif st.st_mtime_ns != entry["mtime_ns"]:
+            return f"{rel} was modified"
+    return None
 
 
 @dataclass
@@ -125,6 +156,28 @@ class StageLog:
         if self.echo:
             self.echo(line)
 
+    def failure(self, error: BaseException, with_traceback: bool = False) -> None:
+        """Record a failed run: one event line, then (for errors that are not the user's) the traceback,
+        indented so event parsers skip it. Never raises: the folder may be the thing that failed."""
+        from videdit.runfolder import RunFolderError
+
+        if isinstance(error, RunFolderError):  # not this run's folder to write in (or not writable)
+            return
+        try:
+            first = (str(error).strip().splitlines() or [""])[0]
+            self.write("run", "failed", f"{type(error).__name__}: {first}")
+            if with_traceback:
+                import traceback
+
+                text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+                with open(self.path, "a") as f:
+                    f.write("".join(f"    {line}\n" for line in text.rstrip().splitlines()))
+        except OSError:
+            pass
+
+
+_EVENT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d \S+ \S+")
+
 
 def read_log_events(run_dir: Path) -> list[tuple[str, str]]:
     """[(stage, event), ...] from RUN/log.txt."""
@@ -133,14 +186,17 @@ def read_log_events(run_dir: Path) -> list[tuple[str, str]]:
         return []
     out = []
     for line in path.read_text().splitlines():
-        parts = line.split()
-        if len(parts) >= 3:
+        if _EVENT_LINE.match(line):  # tracebacks and other detail lines are indented
+            parts = line.split()
             out.append((parts[1], parts[2]))
     return out
 
 
 class StageRunner:
-    def __init__(self, run_dir: Path, log: StageLog | None = None, force: bool | set[str] = False):
+    def __init__(self, run_dir: Path, log: StageLog | None = None, force: bool | set[str] = False,
+                 verify: bool = False, warn: Callable[[str], None] | None = None):
+        self.verify = verify  # re-hash every output file of every cached stage, frames included
+        self.warn = warn
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = log or StageLog(self.run_dir / "log.txt")
@@ -168,18 +224,29 @@ class StageRunner:
         }
 
     def is_cached(self, stage: Stage, key: dict[str, Any] | None = None) -> bool:
+        """True when the stage's folder holds the outputs its manifest describes for this key.
+
+        A folder whose files no longer match the manifest is damaged: said once (log and echo) and
+        recomputed, and the stages after it are then checked against the new outputs.
+        """
         manifest_path = self.run_dir / stage.name / MANIFEST
         if not manifest_path.exists():
             return False
         try:
             manifest = json.loads(manifest_path.read_text())
         except ValueError:
+            self.log.write(stage.name, "damaged", "manifest.json is unreadable; recomputing")
             return False
         key = key or self.stage_key(stage)
         if any(manifest.get(k) != v for k, v in key.items()):
             return False
-        folder = manifest_path.parent
-        return all((folder / rel).is_file() and (folder / rel).stat().st_size == size for rel, size in manifest["files"].items())
+        problem = damaged_file(manifest_path.parent, manifest.get("files", {}), self.verify)
+        if problem:
+            self.log.write(stage.name, "damaged", f"{problem} since it was written; recomputing {stage.name} and checking what follows")
+            if self.warn:
+                self.warn(f"{stage.name}: {problem} since it was written; recomputing it")
+            return False
+        return True
 
     def _forced(self, name: str) -> bool:
         return self.force is True or (isinstance(self.force, set) and name in self.force)

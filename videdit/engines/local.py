@@ -17,8 +17,9 @@ def run_videos_local(pipeline: "Pipeline", videos: Sequence[Path], out: Path | N
                      run_dirs: Sequence[Path] | None = None,
                      echo: Callable[[str], None] | None = None) -> list["VideoResult"]:
     """Run each video through `pipeline.run`; failures are reported and the rest go on."""
-    say = echo or (None if pipeline.quiet else pipeline.echo)
     jobs = make_jobs(pipeline, videos, out, run_dirs)
+    # Batch lines only for batches: a single video's outcome is the caller's one line.
+    say = echo or (None if pipeline.quiet or len(jobs) == 1 else pipeline.echo)
     results: list[VideoResult] = []
     t0 = time.perf_counter()
     for job in jobs:

@@ -1,0 +1,186 @@
+"""Typed settings: every preset section checked against its settings dataclass before any work.
+
+A value is checked against the field's annotation (int, float, bool, str, tuple/list of those, optional)
+and against the bounds and choices below; the first problem is one line naming the key, the value and
+what is allowed. `resolve_section` returns the settings object with every field filled (defaults
+included), so the run folder's settings.toml records the whole configuration, not just the preset.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+from videdit.errors import VideditError
+
+
+class SettingsError(VideditError):
+    """A setting of the wrong type, out of bounds or unknown."""
+
+
+# Bounds and choices of settings whose type alone does not say what is allowed: "SECTION.KEY" -> rule.
+# A rule is (min, max) for numbers (None = open; "min" inclusive unless given as ("gt", value)),
+# or a tuple of allowed strings.
+RULES: dict[str, Any] = {
+    "align.crop_size": (16, 4096),
+    "align.landmarks": ("auto", "dlib", "face-alignment", "fan"),
+    "align.box": ("first", "cover"),
+    "align.smooth_quads": (0, None),
+    "align.quad_rule": ("eyes", "ffhq"),
+    "align.preview_height": (16, None),
+    "align.full_search_every": (1, None),
+    "align.detect_max_side": (32, None),
+    "align.png_compression": (0, 9),
+    "align.write_threads": (1, 64),
+    "encode.n_iters": (1, 100),
+    "encode.batch_size": (1, 4096),
+    "encode.input_size": (16, 1024),
+    "encode.encoder": ("e4e", "psp"),
+    "tune.tuner": ("pti", "hyperstyle", "local-tweak", "none"),
+    "tune.steps": (0, None),
+    "tune.lr": (("gt", 0.0), None),
+    "tune.batch_size": (1, 4096),
+    "tune.l2_weight": (0.0, None),
+    "tune.lpips_weight": (0.0, None),
+    "tune.lpips_net": ("alex", "vgg"),
+    "tune.checkpoint_every": (0, None),
+    "tune.early_stop_threshold": (0.0, None),
+    "tune.early_stop_window": (1, None),
+    "tune.frame_cache_mb": (0, None),
+    "smooth.window": (1, 5),
+    "smooth.padding": ("reflect", "edge", "renormalize"),
+    "smooth.fine_layers_from": (0, None),
+    "render.batch_size": (1, 4096),
+    "render.feather": (0, None),
+    "render.crf": (0, 63),
+    "composite.mask": ("landmarks", "box"),
+    "composite.mask_smoothing": (1, None),
+    "composite.feather_px": (0.0, None),
+    "composite.crf": (0, 63),
+    "composite.seam_every": (0, None),
+}
+# Element-wise rules for sequences.
+ELEMENT_RULES: dict[str, Any] = {
+    "render.expand": (0, None),
+}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("none" if a is type(None) else _describe(a) for a in typing.get_args(tp))
+    if origin in (tuple, list) or tp in (tuple, list):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return f"a list of {_describe(args[0])}s" if args else "a list"
+    return {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}.get(tp, _type_name(tp))
+
+
+def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
+    """(ok, value converted to the annotation's type)."""
+    if tp is Any:
+        return True, value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None or (value == "" and type(None) in args and str not in args):
+            return (type(None) in args), None
+        for arg in args:
+            if arg is type(None):
+                continue
+            ok, converted = _coerce(value, arg)
+            if ok:
+                return True, converted
+        return False, value
+    if origin in (tuple, list) or tp in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        out = []
+        for item in value:
+            ok, converted = _coerce(item, args[0]) if args else (True, item)
+            if not ok:
+                return False, value
+            out.append(converted)
+        return True, (tuple(out) if (origin or tp) is tuple else out)
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if tp is str:
+        return isinstance(value, str), value
+    if isinstance(tp, type):
+        return isinstance(value, tp), value
+    return True, value
+
+
+def _check_rule(where: str, value: Any, rule: Any) -> None:
+    if value is None or rule is None:
+        return
+    if isinstance(rule, tuple) and rule and all(isinstance(r, str) for r in rule):
+        if value not in rule:
+            raise SettingsError(f"setting {where} = {value!r}: allowed values are {', '.join(rule)}")
+        return
+    low, high = rule
+    strict = isinstance(low, tuple)
+    low_value = low[1] if strict else low
+    if low_value is not None and (value <= low_value if strict else value < low_value):
+        raise SettingsError(f"setting {where} = {value!r}: must be {'>' if strict else '>='} {low_value}")
+    if high is not None and value > high:
+        raise SettingsError(f"setting {where} = {value!r}: must be <= {high}")
+
+
+def check_value(section: str, key: str, value: Any, annotation: Any) -> Any:
+    """The value converted to its field's type, or one SettingsError line."""
+    where = f"{section}.{key}"
+    ok, converted = _coerce(value, annotation)
+    if not ok:
+        raise SettingsError(f"setting {where} = {value!r}: expected {_describe(annotation)}")
+    _check_rule(where, converted, RULES.get(where))
+    if where in ELEMENT_RULES and isinstance(converted, (list, tuple)):
+        for item in converted:
+            _check_rule(where, item, ELEMENT_RULES[where])
+    return converted
+
+
+def resolve_section(cls: type, values: dict[str, Any], section: str, *, extra_keys: dict[str, Any] | None = None,
+                    runtime: dict[str, Any] | None = None):
+    """A `cls` instance from a preset section: unknown keys, wrong types and values out of bounds are errors.
+
+    extra_keys: keys the section may hold that are not fields of `cls` (consumed elsewhere), name -> annotation;
+    they are checked too. runtime: fields set by the program (device, progress), not from the preset.
+    """
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    extra_keys = extra_keys or {}
+    unknown = sorted(set(values) - names - set(extra_keys))
+    if unknown:
+        known = ", ".join(sorted(names | set(extra_keys)))
+        raise SettingsError(f"unknown setting(s) {', '.join(f'{section}.{k}' for k in unknown)}; known in [{section}]: {known}")
+    for key, annotation in extra_keys.items():
+        if key in values:
+            check_value(section, key, values[key], annotation)
+    kwargs = {k: check_value(section, k, v, hints[k]) for k, v in values.items() if k in names}
+    for k, v in (runtime or {}).items():
+        if k in names:
+            kwargs[k] = v
+    try:
+        return cls(**kwargs)
+    except VideditError as err:  # a settings class's own cross-field check
+        raise SettingsError(f"[{section}]: {err}") from None
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """A settings object as plain TOML-able values (tuples as lists)."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
