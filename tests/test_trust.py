@@ -230,3 +230,28 @@ def test_settings_toml_records_every_option_and_the_preset(clip, encoded):
     assert saved["preset"] == "default"
     assert saved["tune"]["early_stop_window"] == 50  # a default that no preset file names
     assert saved["align"]["crop_size"] == 64 and saved["composite"]["seam_every"] == 5
+
+
+def test_demo_exits_with_its_runs_code(tmp_path):
+    """A broken source clip (what a kill mid-write used to leave) fails the run, and the demo says so in its exit code."""
+    source = tmp_path / "demo" / "source"
+    source.mkdir(parents=True)
+    (source / "astronaut.mp4").write_bytes(b"\x00" * 48)
+    proc = _cli("demo", "--out", tmp_path / "demo", "-q", env=dict(os.environ, VIDEDIT_WEIGHTS=str(tmp_path / "w")))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "failed" in proc.stdout
+
+
+def test_recursive_folder_runs_skip_run_folders(tmp_path):
+    from videdit.engines import list_videos
+
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.mov").write_bytes(b"x")
+    run = tmp_path / "a.mp4.videdit"
+    (run / "render").mkdir(parents=True)
+    for name in ("a.age.mp4", "align/preview.mp4", "render/recon.mp4", "composite/recon.mp4"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_bytes(b"x")
+    assert list_videos(tmp_path, recursive=True) == [tmp_path / "a.mp4", tmp_path / "sub" / "b.mov"]
+    assert list_videos(tmp_path) == [tmp_path / "a.mp4"]

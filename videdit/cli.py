@@ -151,7 +151,9 @@ def demo(out, frames, weights_dir, quiet):
     """Make a short clip from a real photo and run the whole pipeline on it (works offline, no weights)."""
     from videdit.demo import run_demo
 
-    run_demo(out, n_frames=frames, weights_dir=weights_dir, quiet=quiet)
+    code = run_demo(out, n_frames=frames, weights_dir=weights_dir, quiet=quiet)
+    if code:
+        sys.exit(code)
 
 
 @cli.group()

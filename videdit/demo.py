@@ -32,7 +32,10 @@ def run_demo(out: Path, n_frames: int = 24, weights_dir: Path | None = None, qui
     clip_path = out / "source" / "astronaut.mp4"
     t0 = time.perf_counter()
     if not clip_path.exists():
-        clip = make_clip(clip_path, n_frames=n_frames)
+        from videdit.fileio import atomic_path
+
+        with atomic_path(clip_path) as tmp:  # a kill while writing leaves no half clip to trip later demos
+            clip = make_clip(tmp, n_frames=n_frames)
         echo(f"made {clip_path}: {clip.n_frames} frames {clip.size[0]}x{clip.size[1]} @ {clip.fps} fps with audio, "
              f"from scikit-image's astronaut photo rotated up to ±{abs(clip.camera.rotation_deg).max():.0f}° and shifted")
 
