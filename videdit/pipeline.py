@@ -212,8 +212,10 @@ def _settings_class(module: str, name: str):
 class Pipeline:
     def __init__(self, settings: dict[str, Any], *, weights_dir: Path | None = None, device: str = "auto",
                  quiet: bool = False, models: ModelSource | None = None, echo: Callable[[str], None] | None = None,
-                 verify: bool = False, wait: bool = False):
+                 verify: bool = False, wait: bool = False, estimate_time: bool = True, stream=None):
         self.settings = settings
+        self.estimate_time = estimate_time  # probe the networks once and print an estimate before the work
+        self.stream = stream  # where progress goes (default stderr)
         self.verify = verify  # re-hash every cached output (frames included) before trusting it
         self.wait = wait  # wait for a run folder another run holds instead of failing
         self.weights_dir = W.resolve_weights_dir(weights_dir)
@@ -357,21 +359,88 @@ class Pipeline:
 
     def _run_stages(self, video: Path, run_dir: Path, log: StageLog, result: VideoResult, until: str | None,
                     from_stage: str | None, force: bool | set[str]) -> None:
-        settings_text = presets.to_toml(self.resolved_settings())
+        from videdit.progress import Reporter, format_duration, reporting
+        from videdit.runlog import environment_line
+        from videdit.runner import canonical_json, digest_text
+
+        settings = self.resolved_settings()
+        settings_text = presets.to_toml(settings)
         settings_path = run_dir / "settings.toml"
         if not settings_path.exists() or settings_path.read_text() != settings_text:
             atomic_write_text(settings_path, settings_text)
         forced: bool | set[str] = force
         if from_stage:
             forced = set(STAGE_ORDER[STAGE_ORDER.index(from_stage):])
-        runner = StageRunner(run_dir, log, force=forced, verify=self.verify, warn=self._say)
-        self._say(f"{video.name} -> {run_dir}")
-        for stage in self.stages_for(video, run_dir, until):
-            outcome = runner.run(stage)
-            result.stages[stage.name] = outcome.status
-            self._say(f"  {stage.name:9s} {outcome.status}" + (f" ({outcome.seconds:.1f}s)" if outcome.status == "ran" else ""))
-        if until is None or STAGE_ORDER.index(until) >= STAGE_ORDER.index("composite"):
-            result.outputs = self._publish(video, run_dir)
+        reporter = Reporter(quiet=self.quiet, stream=self.stream)
+        runner = StageRunner(run_dir, log, force=forced, verify=self.verify, warn=reporter.say)
+        log.handler.echo = None if self.quiet else reporter.say
+        log.write("run", "start", f"{video} -> {run_dir}; {environment_line(self.device)}; "
+                                  f"settings {digest_text(canonical_json(settings))[:16]}")
+        reporter.say(f"{video.name} -> {run_dir}")
+        with log.capture(), reporting(reporter):
+            stages = self.stages_for(video, run_dir, until)
+            estimates = self.estimate(result.frames or 0, [s.name for s in stages]) if self.estimate_time else {}
+            reporter.plan([s.name for s in stages], estimates)
+            if estimates:
+                total = sum(estimates.values())
+                reporter.say(f"estimate ({self._estimate_note}): {result.frames} frames, "
+                             + ", ".join(f"{k} ~{format_duration(v)}" for k, v in estimates.items() if v >= 1)
+                             + f"; about {format_duration(total)} if nothing is cached")
+            for stage in stages:
+                outcome = runner.run(stage)
+                result.stages[stage.name] = outcome.status
+            if until is None or STAGE_ORDER.index(until) >= STAGE_ORDER.index("composite"):
+                result.outputs = self._publish(video, run_dir)
+        log.write("run", "done", ", ".join(f"{k} {v}" for k, v in result.stages.items()))
+        if result.outputs:
+            reporter.say("outputs:\n" + "\n".join(f"  {p}" for p in result.outputs)
+                         + f"\nnext: videdit eval {run_dir}")
+
+    # ---- estimate before long work
+
+    _estimate_note = "rough, from one probe pass per network on this device"
+
+    def estimate(self, n_frames: int, stages: list[str]) -> dict[str, float]:
+        """Expected seconds per stage: passes per frame (or per step) times one pass timed here.
+
+        Rough by design: one probe pass of the generator and of the encoder at batch 1 (after a warm-up
+        call), a fixed per-frame cost for align and composite (decode, landmarks, PNGs), PTI's measured
+        3.3 forward-equivalents per sample-step. Cached stages cost nothing; the reporter learns the
+        true scale from the stages that finish.
+        """
+        import torch
+
+        needs_networks = bool(set(stages) & {"encode", "tune", "stitch", "render"})
+        t_syn = t_enc = 0.0
+        if needs_networks and n_frames:
+            G = self.generator()
+            ws = G.mapping.w_avg.detach().reshape(1, 1, -1).repeat(1, G.num_ws, 1).to(self.device)
+            with torch.no_grad():
+                G.synthesis(ws)  # warm-up (first calls allocate and pick kernels)
+                t0 = time.perf_counter()
+                G.synthesis(ws)
+                t_syn = time.perf_counter() - t0
+                if "encode" in stages:
+                    encoder, _ = self.encoder()
+                    x = torch.zeros(1, 6, 256, 256, device=self.device)
+                    encoder(x)
+                    t0 = time.perf_counter()
+                    encoder(x)
+                    t_enc = time.perf_counter() - t0
+        sec = self.sections
+        keys = len(self.edit_keys())
+        per_stage = {
+            "align": 0.15 * n_frames,
+            "encode": n_frames * sec["encode"].n_iters * (t_enc + t_syn),
+            "tune": (0.0 if self.settings.get("tune", {}).get("tuner", "pti") == "none"
+                     else sec["tune"].steps * sec["tune"].batch_size * 3.3 * t_syn),
+            "edit": 0.0,
+            "smooth": 0.0,
+            "stitch": 100 * 3.3 * t_syn,
+            "render": n_frames * keys * t_syn,
+            "composite": 0.05 * n_frames * keys,
+        }
+        return {name: per_stage.get(name, 0.0) for name in stages}
 
     def _publish(self, video: Path, run_dir: Path) -> list[Path]:
         """Final full-frame videos at the top of the run folder: NAME.EDIT.mp4 (edits first), NAME.recon.mp4."""

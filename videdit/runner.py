@@ -12,14 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from videdit import progress
 from videdit.fileio import atomic_write_text, file_sha256
+from videdit.runlog import StageLog, log_stage, read_log_events  # noqa: F401  (the log's API, re-exported)
 
 MANIFEST = "manifest.json"
 STAGE_KEY = ".stage_key.json"
@@ -141,57 +142,6 @@ class StageOutcome:
     seconds: float
 
 
-class StageLog:
-    """Append-only log of stage events in RUN/log.txt (the evidence tests and users read)."""
-
-    def __init__(self, path: Path, echo: Callable[[str], None] | None = None):
-        self.path = path
-        self.echo = echo
-
-    def write(self, stage: str, event: str, detail: str = "") -> None:
-        line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {stage} {event}{(' ' + detail) if detail else ''}"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(line + "\n")
-        if self.echo:
-            self.echo(line)
-
-    def failure(self, error: BaseException, with_traceback: bool = False) -> None:
-        """Record a failed run: one event line, then (for errors that are not the user's) the traceback,
-        indented so event parsers skip it. Never raises: the folder may be the thing that failed."""
-        from videdit.runfolder import RunFolderError
-
-        if isinstance(error, RunFolderError):  # not this run's folder to write in (or not writable)
-            return
-        try:
-            first = (str(error).strip().splitlines() or [""])[0]
-            self.write("run", "failed", f"{type(error).__name__}: {first}")
-            if with_traceback:
-                import traceback
-
-                text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-                with open(self.path, "a") as f:
-                    f.write("".join(f"    {line}\n" for line in text.rstrip().splitlines()))
-        except OSError:
-            pass
-
-
-_EVENT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d \S+ \S+")
-
-
-def read_log_events(run_dir: Path) -> list[tuple[str, str]]:
-    """[(stage, event), ...] from RUN/log.txt."""
-    path = run_dir / "log.txt"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        if _EVENT_LINE.match(line):  # tracebacks and other detail lines are indented
-            parts = line.split()
-            out.append((parts[1], parts[2]))
-    return out
-
-
 class StageRunner:
     def __init__(self, run_dir: Path, log: StageLog | None = None, force: bool | set[str] = False,
                  verify: bool = False, warn: Callable[[str], None] | None = None):
@@ -254,8 +204,11 @@ class StageRunner:
     def run(self, stage: Stage) -> StageOutcome:
         final = self.run_dir / stage.name
         key = self.stage_key(stage)
+        reporter = progress.current()
         if not self._forced(stage.name) and self.is_cached(stage, key):
             self.log.write(stage.name, "cached")
+            if reporter:
+                reporter.stage_end(stage.name, "cached", 0.0)
             return StageOutcome(stage.name, "cached", final, 0.0)
 
         work = self.run_dir / f"{stage.name}.partial"
@@ -270,8 +223,11 @@ class StageRunner:
         atomic_write_text(work / STAGE_KEY, key_text)
 
         self.log.write(stage.name, "start")
+        if reporter:
+            reporter.stage_start(stage.name)
         t0 = time.perf_counter()
-        stage.fn(work)
+        with log_stage(stage.name):
+            stage.fn(work)
         seconds = time.perf_counter() - t0
 
         output_digest, files = folder_digest(work)
@@ -287,4 +243,6 @@ class StageRunner:
         else:
             os.replace(work, final)
         self.log.write(stage.name, "done", f"{seconds:.2f}s")
+        if reporter:
+            reporter.stage_end(stage.name, "ran")
         return StageOutcome(stage.name, "ran", final, seconds)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from videdit.errors import VideditError
+from videdit.progress import format_duration  # noqa: F401  (the engines show durations the same way)
 
 if TYPE_CHECKING:
     from videdit.pipeline import Pipeline
@@ -40,15 +41,3 @@ def make_jobs(pipeline: "Pipeline", videos: Sequence[Path], out: Path | None = N
     if len(set(dirs)) != len(dirs):
         raise VideditError("two videos would share a run folder (same file name in different folders?): use separate --out folders")
     return [VideoJob(v, d) for v, d in zip(videos, dirs)]
-
-
-def format_duration(seconds: float | None) -> str:
-    """'?' for unknown, else 45s / 3m05s / 2h10m."""
-    if seconds is None:
-        return "?"
-    seconds = max(0, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

@@ -37,7 +37,7 @@ from videdit.face.alignment import (
     smooth_quads,
 )
 from videdit.face.landmarks import N_LANDMARKS, FaceTracker, LandmarkBackend, make_backend, roll_deg
-from videdit import records
+from videdit import progress, records
 from videdit.errors import InputError, NoFaceError
 from videdit.io.png import write_png
 from videdit.io.video import VideoInfo, VideoReader, VideoWriter, probe_video
@@ -103,7 +103,7 @@ def _detect_all(reader: VideoReader, backend, warn_multi: bool, full_search_ever
     roll = 0.0  # eye-line angle of the followed face in the last frame it was found
     landmarks, found, multi, pts, times = [], [], [], [], []
     warned = False
-    for frame in reader:
+    for frame in progress.track(reader, reader.info.n_frames, "align: landmarks", "frame"):
         # Around the last box while the face is followed (fast); the whole frame once it is lost and
         # every full_search_every frames (to notice other faces: a better match, or a warning).
         full = tracker.missed > 0 or full_search_every <= 1 or frame.index % full_search_every == 0
@@ -262,7 +262,7 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
     count = 0
     crops = _CropWriter(settings.write_threads, settings.png_compression)
     try:
-        for frame in reader:
+        for frame in progress.track(reader, n_frames, "align: crops", "frame"):
             i = frame.index
             if i >= n_frames:
                 raise InputError(f"{source}: more frames on the second read than on the first")

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from videdit import records
+from videdit import progress, records
 from videdit.errors import InputError
 
 log = logging.getLogger("videdit")
@@ -222,7 +222,7 @@ def run_composite(
             mask_writer = stack.enter_context(writer(result.masks_video))
 
         index = -1
-        for frame in reader:
+        for frame in progress.track(reader, n_frames, "composite", "frame"):
             index = frame.index
             if index >= n_frames:
                 raise InputError(f"composite: {source_video} has more frames than the {n_frames} aligned ones; "

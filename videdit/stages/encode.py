@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from videdit import records
+from videdit import progress, records
 from videdit.device import resolve_device
 from videdit.errors import InputError, VideditError
 
@@ -143,7 +143,7 @@ def run_encode(align_dir: Path, out_dir: Path, encoder, generator, latent_avg, s
 
     try:
         # Crops of the next batch are decoded in a thread while this one runs.
-        with ThreadPoolExecutor(max_workers=1) as pool:
+        with ThreadPoolExecutor(max_workers=1) as pool, progress.bar(n_frames, "encode", "frame") as bar:
             pending = pool.submit(load, batches[0])
             for index, batch in enumerate(batches):
                 images, unaligned_images = pending.result()
@@ -162,6 +162,7 @@ def run_encode(align_dir: Path, out_dir: Path, encoder, generator, latent_avg, s
                     for frame in _to_uint8(torch.cat(rows, dim=3)):
                         writer.write(frame)
                 del out
+                bar.update(len(batch))
                 log.debug("encode: frames %d-%d of %d", batch[0], batch[-1], n_frames)
         if writer is not None:
             writer.close()

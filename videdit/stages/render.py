@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from videdit.errors import InputError
-from videdit import records
+from videdit import progress, records
 from videdit.records import RECONSTRUCTION_KEY
 
 log = logging.getLogger("videdit")
@@ -327,6 +327,7 @@ def run_render(
             result.side_by_side = out_dir / SIDE_BY_SIDE_VIDEO
             side = stack.enter_context(VideoWriter(result.side_by_side, fps, (canvas_size[0] * columns, canvas_size[1]),
                                                    audio_from=audio, crf=settings.crf))
+        bar = stack.enter_context(progress.bar(n, "render", "frame"))
         for lo in range(0, n, max(1, settings.batch_size)):
             idx = np.arange(lo, min(lo + settings.batch_size, n))
             inv = inv_all[idx].to(dev)
@@ -346,6 +347,7 @@ def run_render(
                     parts = [_input_crop(align_dir, int(i), res, canvas_size, expand)] if with_inputs else []
                     parts += [batch_frames[key][j] for key in keys]
                     side.write(np.concatenate(parts, axis=1))
+            bar.update(len(idx))
     (out_dir / records.RENDER_INFO).write_text(json.dumps({
         "num_frames": n, "fps": str(fps), "resolution": res, "expand": list(expand), "feather": settings.feather,
         "canvas_size": list(canvas_size), "keys": keys,

@@ -1,0 +1,212 @@
+"""What a run shows while it works: stage k of n as it starts, a bar for every long loop, a whole-run ETA.
+
+The pipeline installs a `Reporter` for the duration of a run (`with reporting(reporter):`, a context
+variable, so threads and tasks see their own); stages wrap their long loops in `track(...)` or open a
+`bar(...)`, and stay silent when no reporter is installed (library use, tests). Three looks:
+
+* TTY: tqdm bars with rate and ETA, on stderr;
+* not a TTY (logs, CI): plain lines, at most one per `interval` seconds per loop, never bar noise;
+* quiet: nothing.
+
+Everything goes to stderr, so `--json` output on stdout stays clean. The clock and the stream are
+injectable so the behaviour is testable.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Callable, Iterable, Iterator, TextIO, TypeVar
+
+T = TypeVar("T")
+
+_current: ContextVar["Reporter | None"] = ContextVar("videdit_progress", default=None)
+
+
+def format_duration(seconds: float | None) -> str:
+    """'?' for unknown, else 45s / 3m05s / 2h10m."""
+    if seconds is None:
+        return "?"
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Reporter:
+    """Announces stages and drives loop bars for one run.
+
+    estimates: expected seconds per stage (from `Pipeline.estimate`), used for the whole-run ETA; it is
+    corrected by how the finished stages compared with their own estimates.
+    """
+
+    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False, tty: bool | None = None,
+                 clock: Callable[[], float] = time.monotonic, interval: float = 30.0):
+        self.stream = stream if stream is not None else sys.stderr
+        self.quiet = quiet
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) if tty is None else tty
+        self.clock = clock
+        self.interval = interval
+        self.estimates: dict[str, float] = {}
+        self.done: dict[str, float] = {}  # stage -> seconds it took (ran stages only)
+        self.stages: list[str] = []
+        self.current: str | None = None
+        self.stage_started = 0.0
+
+    # ---- text out
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=self.stream, flush=True)
+
+    # ---- stages
+
+    def plan(self, stages: list[str], estimates: dict[str, float] | None = None) -> None:
+        self.stages = list(stages)
+        self.estimates = dict(estimates or {})
+
+    def run_eta(self) -> float | None:
+        """Seconds left for the stages not yet done, from the estimates scaled by how the done ones went."""
+        left = [s for s in self.stages if s not in self.done and s != self.current]
+        if not self.estimates or any(s not in self.estimates for s in left):
+            return None
+        measured = [s for s in self.done if self.estimates.get(s)]
+        scale = (sum(self.done[s] for s in measured) / sum(self.estimates[s] for s in measured)) if measured else 1.0
+        return scale * sum(self.estimates[s] for s in left)
+
+    def stage_start(self, name: str) -> None:
+        self.current = name
+        self.stage_started = self.clock()
+        k = self.stages.index(name) + 1 if name in self.stages else len(self.done) + 1
+        n = len(self.stages) or k
+        eta = self.run_eta()
+        after = f" (then about {format_duration(eta)} more for the rest)" if eta else ""
+        self.say(f"[{k}/{n}] {name} ...{after}")
+
+    def stage_end(self, name: str, status: str, seconds: float | None = None) -> None:
+        """seconds: how long it ran (default: measured on this reporter's clock since stage_start)."""
+        if seconds is None and status == "ran" and self.current == name:
+            seconds = self.clock() - self.stage_started
+        seconds = seconds or 0.0
+        if status == "ran":
+            self.done[name] = seconds
+        else:
+            self.done[name] = 0.0
+            self.estimates[name] = 0.0  # a cached stage cost nothing, and says nothing about the scale
+        self.current = None
+        k = self.stages.index(name) + 1 if name in self.stages else len(self.done)
+        n = len(self.stages) or k
+        self.say(f"[{k}/{n}] {name} {status}" + (f" in {format_duration(seconds)}" if status == "ran" else ""))
+
+    # ---- loops
+
+    def bar(self, total: int | None, desc: str, unit: str = "it", initial: int = 0) -> "Bar":
+        if self.quiet:
+            return Bar(None, desc, unit, total, initial, self)
+        if self.tty:
+            from tqdm import tqdm
+
+            inner = tqdm(total=total, initial=initial, desc=f"  {desc}", unit=unit, file=self.stream,
+                         dynamic_ncols=True, leave=True)
+            return Bar(inner, desc, unit, total, initial, self)
+        return Bar(None, desc, unit, total, initial, self, plain=True)
+
+
+class Bar:
+    """The part of tqdm's interface the stages use: update, set_postfix, close (and a context manager)."""
+
+    def __init__(self, inner, desc: str, unit: str, total: int | None, initial: int, reporter: Reporter,
+                 plain: bool = False):
+        self.inner, self.desc, self.unit, self.total, self.n = inner, desc, unit, total, initial
+        self.reporter, self.plain = reporter, plain
+        self.start = reporter.clock()
+        self.start_n = initial
+        self.last_line = self.start
+        self.postfix = ""
+
+    def rate(self) -> float | None:
+        elapsed = self.reporter.clock() - self.start
+        done = self.n - self.start_n
+        return done / elapsed if elapsed > 0 and done > 0 else None
+
+    def eta(self) -> float | None:
+        rate = self.rate()
+        return (self.total - self.n) / rate if rate and self.total is not None else None
+
+    def line(self) -> str:
+        total = f"/{self.total}" if self.total is not None else ""
+        rate = self.rate()
+        speed = (f", {rate:.2f} {self.unit}/s" if rate >= 1 else f", {1 / rate:.1f} s/{self.unit}") if rate else ""
+        eta = self.eta()
+        extra = f", {self.postfix}" if self.postfix else ""
+        return f"  {self.desc}: {self.n}{total} {self.unit}{speed}" + (f", ETA {format_duration(eta)}" if eta is not None else "") + extra
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.inner is not None:
+            self.inner.update(n)
+        elif self.plain:
+            now = self.reporter.clock()
+            if now - self.last_line >= self.reporter.interval:
+                self.last_line = now
+                self.reporter.say(self.line())
+
+    def set_postfix(self, values: dict | None = None, refresh: bool = True, **kwargs) -> None:
+        values = dict(values or {}, **kwargs)
+        self.postfix = ", ".join(f"{k} {v}" for k, v in values.items())
+        if self.inner is not None:
+            self.inner.set_postfix(values, refresh=refresh)
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
+            self.inner = None
+
+    def __enter__(self) -> "Bar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Silent(Bar):
+    def __init__(self, total, desc, unit, initial):
+        self.inner, self.plain, self.n, self.total, self.desc, self.unit, self.postfix = None, False, initial, total, desc, unit, ""
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+
+@contextmanager
+def reporting(reporter: Reporter | None) -> Iterator[Reporter | None]:
+    """Install `reporter` for the code inside the block (None: silence)."""
+    token = _current.set(reporter)
+    try:
+        yield reporter
+    finally:
+        _current.reset(token)
+
+
+def current() -> Reporter | None:
+    return _current.get()
+
+
+def bar(total: int | None, desc: str, unit: str = "it", initial: int = 0, enabled: bool = True) -> Bar:
+    """A progress bar under the current reporter; silent without one (or with enabled=False)."""
+    reporter = _current.get()
+    if reporter is None or not enabled:
+        return _Silent(total, desc, unit, initial)
+    return reporter.bar(total, desc, unit, initial)
+
+
+def track(iterable: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it") -> Iterator[T]:
+    """Iterate with a bar under the current reporter."""
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    with bar(total, desc, unit) as b:
+        for item in iterable:
+            yield item
+            b.update(1)
