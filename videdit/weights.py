@@ -78,7 +78,7 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
         sha256_prefix="7be5be79", location="torch_hub", license="BSD-3-Clause (torchvision)",
     ),
     WeightFile(
-        "lpips_vgg", "vgg16-397923af.pth", "VGG16 backbone of LPIPS (--lpips-net vgg)",
+        "lpips_vgg", "vgg16-397923af.pth", "VGG16 backbone of LPIPS (--set tune.lpips_net=vgg)",
         "https://download.pytorch.org/models/vgg16-397923af.pth", "torchvision model zoo",
         sha256_prefix="397923af", location="torch_hub", license="BSD-3-Clause (torchvision)", optional=True,
     ),
