@@ -79,7 +79,7 @@ def cli() -> None:
 @click.option("--verify", is_flag=True, help="Re-hash every cached output (frames too) before reusing it.")
 @click.option("--wait", is_flag=True, help="If another run holds the run folder, wait for it instead of failing.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--batch-size", type=int, default=None, help="Frames per batch for encode and render.")
+@click.option("--batch-size", type=int, default=None, help="Frames per batch for encode and render, used as given (default: the preset's, lowered to fit free memory).")
 @click.option("--tuner", type=click.Choice(["pti", "hyperstyle", "local-tweak", "none"]), default=None,
               help="How to fit the generator to the video (default pti; hyperstyle needs --set hyperstyle.hypernetwork=FILE).")
 @click.option("--steps", type=int, default=None, help="Tuning steps (overrides the preset).")
@@ -110,6 +110,9 @@ def run(input_path, edit, strength, expand, preset, out, until, from_stage, forc
         "render.expand": _int_list(expand, 4, "--expand"),
         "encode.batch_size": batch_size,
         "render.batch_size": batch_size,
+        # an explicit --batch-size is used as given, not fitted to the free memory
+        "encode.fit_memory": False if batch_size is not None else None,
+        "render.fit_memory": False if batch_size is not None else None,
         "tune.tuner": tuner,
         "tune.steps": steps,
         "tune.allow_l2_only": allow_l2_only,

@@ -501,7 +501,7 @@ class _VideoContext:
             mod.run_encode(self.align_dir, work, enc, self.pipe.generator(), latent_avg, settings)
 
         models = self.pipe.models
-        return Stage("encode", fn, _drop(dataclasses.asdict(settings), "device", "batch_size"),
+        return Stage("encode", fn, _drop(dataclasses.asdict(settings), "device", "batch_size", "fit_memory"),
                      {"align": self.align_dir, "encoder": models.encoder_identity(), "generator": models.generator_identity()})
 
     def stage_tune(self) -> Stage:
@@ -577,7 +577,7 @@ class _VideoContext:
                            source_video=self.video, align_dir=self.align_dir,
                            offsets=offsets if offsets.is_file() else None, device=self.pipe.device)
 
-        return Stage("render", fn, _drop(dataclasses.asdict(settings), "batch_size"),
+        return Stage("render", fn, _drop(dataclasses.asdict(settings), "batch_size", "fit_memory"),
                      {"tune": self.tune_dir, "smooth": self.smooth_dir, "video": self.video})
 
     def stage_composite(self) -> Stage:

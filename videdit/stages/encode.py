@@ -38,6 +38,7 @@ class EncodeSettings:
 
     n_iters: int = 3  # ReStyle iterations (3 as released)
     batch_size: int = 4  # frames per encoder/generator batch (memory vs speed; results do not depend on it)
+    fit_memory: bool = True  # lower batch_size to what one probe frame says fits in free memory
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
     save_preview: bool = False  # write preview.mp4 with every iteration's reconstruction
     input_size: int = 256  # encoder input resolution (256 for the released encoders)
@@ -126,7 +127,16 @@ def run_encode(align_dir: Path, out_dir: Path, encoder, generator, latent_avg, s
     latents = np.lib.format.open_memmap(latents_path, mode="w+", dtype=np.float32, shape=(n_frames, num_ws, latent_avg.shape[-1]))
     size = settings.input_size
     avg = average_image(generator, latent_avg, size)
-    batches = [list(range(i, min(i + settings.batch_size, n_frames))) for i in range(0, n_frames, settings.batch_size)]
+    batch_size = settings.batch_size
+    if settings.fit_memory and batch_size > 1:
+        from videdit.memory import fit_batch
+
+        first = load_aligned_batch(aligned[:1], size).to(device)
+        batch_size = fit_batch(batch_size, lambda: restyle_invert(
+            encoder, generator, first, latent_avg, n_iters=settings.n_iters, avg_image=avg,
+            synthesis_transforms=synthesis_transforms[:1], input_size=size, render_final=False),
+            device=str(device), what="encode").batch_size
+    batches = [list(range(i, min(i + batch_size, n_frames))) for i in range(0, n_frames, batch_size)]
 
     preview_path = out_dir / "preview.mp4" if settings.save_preview else None
     writer = None

@@ -53,6 +53,7 @@ class RenderSettings:
     expand: tuple[int, int, int, int] = (0, 0, 0, 0)
     feather: int = 16
     batch_size: int = 4
+    fit_memory: bool = True  # lower batch_size to what one probe frame says fits in free memory
     crf: int = 18
     side_by_side: bool = True
     png_compress_level: int = 1  # lossless either way; 1 is the fast end
@@ -328,8 +329,16 @@ def run_render(
             side = stack.enter_context(VideoWriter(result.side_by_side, fps, (canvas_size[0] * columns, canvas_size[1]),
                                                    audio_from=audio, crf=settings.crf))
         bar = stack.enter_context(progress.bar(n, "render", "frame"))
-        for lo in range(0, n, max(1, settings.batch_size)):
-            idx = np.arange(lo, min(lo + settings.batch_size, n))
+        batch_size = max(1, settings.batch_size)
+        if settings.fit_memory and batch_size > 1:
+            from videdit.memory import fit_batch
+
+            probe_ws = torch.from_numpy(np.asarray(latents[keys[0]][:1], dtype=np.float32)).to(dev)
+            probe_deltas = None if frame_offsets is None else frame_offsets.deltas(np.arange(1), dev)
+            batch_size = fit_batch(batch_size, lambda: render_expanded(
+                G, probe_ws, inv_all[:1].to(dev), tiles, canvas_size, probe_deltas), device=str(dev), what="render").batch_size
+        for lo in range(0, n, batch_size):
+            idx = np.arange(lo, min(lo + batch_size, n))
             inv = inv_all[idx].to(dev)
             deltas = None if frame_offsets is None else frame_offsets.deltas(idx, dev)
             batch_frames = {}
