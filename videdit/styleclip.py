@@ -29,7 +29,7 @@ from videdit.errors import CheckpointError, MissingWeightsError, VideditError
 __all__ = [
     "SStats", "styleclip_direction", "prompt_templates", "text_direction", "load_clip", "clip_tokenizer",
     "load_s_stats", "save_s_stats", "load_delta_i_c", "check_s_layout", "text_edit_direction",
-    "channel_clip_deltas", "compute_s_stats", "compute_styleclip_directions", "DirectionsResult",
+    "channel_clip_deltas", "sample_styles", "compute_s_stats", "compute_styleclip_directions", "DirectionsResult",
 ]
 
 # CLIP's image normalisation (OpenAI's preprocessing), applied after resizing renders to CLIP's input size.
@@ -127,7 +127,11 @@ def _clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
         with zipfile.ZipFile(path) as archive:
             torchscript = any(name.endswith("/constants.pkl") or name == "constants.pkl" for name in archive.namelist())
         if torchscript:  # OpenAI's release is a TorchScript archive: only its tensors are read, none of its code runs
-            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+                return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for unreadable or unsafe files
@@ -154,11 +158,15 @@ def load_clip(path: str | os.PathLike, device: str | torch.device = "cpu"):
     absent = [k for k in needed if k not in state]
     if absent:
         raise CheckpointError(f"{path}: not an OpenAI-layout CLIP ViT checkpoint (missing {', '.join(absent)})")
+    state.pop("attn_mask", None)  # a buffer open_clip rebuilds itself (present in traced archives)
     try:
-        model = build_model_from_openai_state_dict(state, cast_dtype=None)
+        # open_clip builds the architecture from the shapes and loads the weights through float16 (OpenAI's
+        # storage type); loading them again in float32 keeps float32 checkpoints exact.
+        model = build_model_from_openai_state_dict(dict(state), cast_dtype=None).float()
+        model.load_state_dict({k: v for k, v in state.items() if k not in ("input_resolution", "context_length", "vocab_size")})
     except (RuntimeError, KeyError, ValueError) as err:
         raise CheckpointError(f"{path}: CLIP weights do not fit the architecture read off their shapes ({str(err).splitlines()[0]})") from None
-    return model.float().eval().requires_grad_(False).to(device)
+    return model.eval().requires_grad_(False).to(device)
 
 
 def clip_tokenizer(model):
@@ -336,35 +344,35 @@ def _z_batches(seed: int, count: int, z_dim: int, batch: int):
 
 
 @torch.no_grad()
-def compute_s_stats(G, num_samples: int, *, truncation_psi: float = 0.7, seed: int = 0, batch_size: int = 1024,
-                    keep: int = 0) -> tuple[SStats, dict[str, torch.Tensor]]:
-    """S mean/std over `num_samples` latents (float64 sums) and the mean input pose; also the first `keep` S codes."""
+def sample_styles(G, count: int, *, truncation_psi: float = 0.7, seed: int = 0, batch_size: int = 1024):
+    """S codes of the first `count` latents of the seed's stream, batch by batch: {key: [count, C]} (CPU)."""
     device = next(G.parameters()).device
+    for z in _z_batches(seed, count, G.z_dim, batch_size):
+        yield G.synthesis.w_to_s(G.mapping(z.to(device), None, truncation_psi=truncation_psi))
+
+
+@torch.no_grad()
+def compute_s_stats(G, num_samples: int, *, truncation_psi: float = 0.7, seed: int = 0, batch_size: int = 1024) -> SStats:
+    """S mean/std over `num_samples` latents (float64 sums) and the mean input pose (published: 100,000 latents)."""
     sums: dict[str, torch.Tensor] = {}
     squares: dict[str, torch.Tensor] = {}
-    kept: dict[str, list[torch.Tensor]] = {}
     theta = x = y = 0.0
     seen = 0
-    for z in _z_batches(seed, num_samples, G.z_dim, batch_size):
-        ws = G.mapping(z.to(device), None, truncation_psi=truncation_psi)
-        styles = G.synthesis.w_to_s(ws)
+    for styles in sample_styles(G, num_samples, truncation_psi=truncation_psi, seed=seed, batch_size=batch_size):
         for key, value in styles.items():
             value64 = value.double()
             sums[key] = sums.get(key, 0) + value64.sum(0)
             squares[key] = squares.get(key, 0) + value64.square().sum(0)
-            if seen < keep:
-                kept.setdefault(key, []).append(value[: keep - seen].cpu())
         pose = styles["input"].double()
         theta += torch.arccos(pose[:, 0].clamp(-1, 1)).sum().item()
         x += pose[:, 2].sum().item()
         y += pose[:, 3].sum().item()
-        seen += z.shape[0]
+        seen += pose.shape[0]
     mean = {k: (v / seen) for k, v in sums.items()}
     std = {k: (squares[k] / seen - mean[k].square()).clamp_min(0).sqrt() for k in sums}
-    stats = SStats({"theta": theta / seen, "x": x / seen, "y": y / seen},
-                   {k: v.float().cpu().numpy() for k, v in mean.items()},
-                   {k: v.float().cpu().numpy() for k, v in std.items()})
-    return stats, {k: torch.cat(v) for k, v in kept.items()}
+    return SStats({"theta": theta / seen, "x": x / seen, "y": y / seen},
+                  {k: v.float().cpu().numpy() for k, v in mean.items()},
+                  {k: v.float().cpu().numpy() for k, v in std.items()})
 
 
 @torch.no_grad()
@@ -458,12 +466,15 @@ def compute_styleclip_directions(G, clip_model, out_dir: str | os.PathLike, num_
     was_training = G.training
     G.eval()
     stats_path = out / "s_stats"
-    if stats_path.is_file():  # a resumed run: the saved statistics, and the same first latents of the seed's stream
+    if stats_path.is_file():  # a resumed run
         stats = load_s_stats(stats_path)
-        _, samples = compute_s_stats(G, num_samples, truncation_psi=truncation_psi, seed=seed, keep=num_samples)
     else:
-        stats, samples = compute_s_stats(G, stats_samples, truncation_psi=truncation_psi, seed=seed, keep=num_samples)
+        stats = compute_s_stats(G, stats_samples, truncation_psi=truncation_psi, seed=seed)
         save_s_stats(stats_path, stats)
+    # The pushed samples are the first latents of the statistics' stream (as published), mapped in one batch so
+    # that a resumed run gets the same bits.
+    samples = next(sample_styles(G, num_samples, truncation_psi=truncation_psi, seed=seed, batch_size=num_samples))
+    samples = {k: v.cpu() for k, v in samples.items()}
     partial_dir = out / "partial"
     partial_dir.mkdir(exist_ok=True)
     chunks = [(key, start, min(start + chunk_channels, width)) for key, width in widths.items()
