@@ -116,7 +116,7 @@ def text_direction(model, tokenizer, target: str, neutral: str = NEUTRAL, templa
     return _unit(target_emb - neutral_emb).cpu()
 
 
-def _clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def _read_clip_state(path: Path) -> Any:
     import zipfile
 
     if path.suffix == ".safetensors":
@@ -132,15 +132,28 @@ def _clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
                 return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def _clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for unreadable or unsafe files
-        raise CheckpointError(f"{path}: not a readable CLIP checkpoint ({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__})") from None
+        state = _read_clip_state(path)
+    except Exception as err:  # torch and safetensors raise many types for unreadable or unsafe files
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a readable CLIP checkpoint ({detail})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a CLIP state dict, found {type(state).__name__}")
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def _missing(name: str, path: Path) -> MissingWeightsError:
+    """The one-line message for a registry file given by path that is not there."""
+    from videdit import weights as W
+
+    w = W.get(name)
+    return MissingWeightsError(f"{w.filename} not found at {path} ({w.purpose}); get it: {W.fetch_command(w)}")
 
 
 def load_clip(path: str | os.PathLike, device: str | torch.device = "cpu"):
@@ -150,9 +163,7 @@ def load_clip(path: str | os.PathLike, device: str | torch.device = "cpu"):
 
     path = Path(path)
     if not path.is_file():
-        from videdit import weights as W
-
-        raise MissingWeightsError(W.missing_message([W.get("clip_vit_b32")], path.parent) + f" (looked for {path})")
+        raise _missing("clip_vit_b32", path)
     state = _clip_state_dict(path)
     needed = ("visual.proj", "visual.conv1.weight", "text_projection", "token_embedding.weight", "positional_embedding")
     absent = [k for k in needed if k not in state]
@@ -243,9 +254,7 @@ def load_s_stats(path: str | os.PathLike) -> SStats:
     """Read a released (or our) `s_stats` pickle `[transform, s_mean, s_std]` without running any code from it."""
     path = Path(path)
     if not path.is_file():
-        from videdit import weights as W
-
-        raise MissingWeightsError(W.missing_message([W.get("styleclip_s_stats")], path.parent) + f" (looked for {path})")
+        raise _missing("styleclip_s_stats", path)
     data = load_pickle(path, unpickler=SStatsUnpickler)
     if not (isinstance(data, (list, tuple)) and len(data) == 3 and all(isinstance(d, dict) for d in data)):
         raise CheckpointError(f"{path}: expected s_stats as [transform, s_mean, s_std] (three dicts)")
@@ -286,9 +295,7 @@ def load_delta_i_c(path: str | os.PathLike, s_std: Mapping[str, Any]) -> torch.T
     """delta_i_c.npy as float32 [sum C, D], checked to have one row per channel of s_std."""
     path = Path(path)
     if not path.is_file():
-        from videdit import weights as W
-
-        raise MissingWeightsError(W.missing_message([W.get("styleclip_delta_i_c")], path.parent) + f" (looked for {path})")
+        raise _missing("styleclip_delta_i_c", path)
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
