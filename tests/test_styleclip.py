@@ -125,9 +125,12 @@ def test_load_clip_bad_or_missing_file(tmp_path):
         one_line(err)
 
 
-def test_templates_are_open_clips_imagenet_list():
+def test_templates_are_open_clips_imagenet_list_as_styleclip_uses_it():
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
     templates = prompt_templates()
-    assert len(templates) == 80 and all("{}" in t for t in templates)
+    assert len(OPENAI_IMAGENET_TEMPLATES) == 80 and len(templates) == 79 and all("{}" in t for t in templates)
+    assert "a photo of many {}." not in templates
     assert templates[0].format("a face") == "a bad photo of a a face."
     assert "a sculpture of a {}." in templates
 

@@ -70,11 +70,17 @@ def styleclip_direction(delta_i_c, s_std: Mapping[str, Any], delta_i, beta: floa
     return direction
 
 
+# StyleCLIP's global-direction code comments this one out of OpenAI's list ("many a face" is not a face).
+_NOT_IN_STYLECLIP = ("a photo of many {}.",)
+
+
 def prompt_templates() -> list[str]:
-    """OpenAI's ImageNet prompt templates as open_clip ships them (80; the published list has 78, see docs)."""
+    """OpenAI's ImageNet prompt templates as open_clip ships them (80), less the one StyleCLIP drops: 79,
+    in open_clip's order (DESIGN.md counts 78 in stylegan3-editing's templates.txt; see docs/stylespace.md)."""
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-    return [template("{}") for template in OPENAI_IMAGENET_TEMPLATES]
+    templates = [template("{}") for template in OPENAI_IMAGENET_TEMPLATES]
+    return [t for t in templates if t not in _NOT_IN_STYLECLIP]
 
 
 def _read_templates(templates: Sequence[str] | str | os.PathLike | None) -> list[str]:
