@@ -3,7 +3,6 @@ weights, built offline), delta_i_c / s_stats computation on a tiny generator (re
 the released-file loaders (s_stats refused when it could run code) and one-line errors."""
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import subprocess

@@ -461,8 +461,6 @@ def compute_styleclip_directions(G, clip_model, out_dir: str | os.PathLike, num_
     other domains in the published runs). Resumable: each chunk of `chunk_channels` channels of a layer is
     saved (atomically) under out_dir/partial/ and reused by a rerun with the same settings.
     """
-    from tqdm import tqdm
-
     if not 1 <= num_samples <= stats_samples:
         raise VideditError(f"--samples must be between 1 and the statistics sample count ({stats_samples}); got {num_samples}")
     out = Path(out_dir)
@@ -478,6 +476,18 @@ def compute_styleclip_directions(G, clip_model, out_dir: str | os.PathLike, num_
 
     was_training = G.training
     G.eval()
+    try:
+        return _compute_directions(G, clip_model, out, widths, num_samples, stats_samples, strength, truncation_psi,
+                                   seed, batch_size, chunk_channels, quiet)
+    finally:
+        G.train(was_training)
+
+
+def _compute_directions(G, clip_model, out: Path, widths: dict[str, int], num_samples: int, stats_samples: int,
+                        strength: float, truncation_psi: float, seed: int, batch_size: int, chunk_channels: int,
+                        quiet: bool) -> DirectionsResult:
+    from tqdm import tqdm
+
     stats_path = out / "s_stats"
     if stats_path.is_file():  # a resumed run
         stats = load_s_stats(stats_path)
@@ -505,7 +515,6 @@ def compute_styleclip_directions(G, clip_model, out_dir: str | os.PathLike, num_
             _atomic_write(chunk_path[chunk], lambda h, rows=rows: np.save(h, rows))
             computed += 1
             bar.update(end - start)
-    G.train(was_training)
     delta_i_c = np.concatenate([np.load(chunk_path[c]) for c in chunks]).astype(np.float32)
     result_path = out / "delta_i_c.npy"
     _atomic_write(result_path, lambda h: np.save(h, delta_i_c))
