@@ -18,7 +18,7 @@ from videdit.errors import VideditError
 from videdit.networks.stylegan3 import Generator, tiny_generator_kwargs
 from videdit.stylespace import (
     ChannelRef, apply_channel_edit, apply_styleclip, check_styles, load_styles, parse_channel, save_styles,
-    stack_styles, style_widths, unstack_styles,
+    stack_styles, unstack_styles,
 )
 from videdit.styleclip import styleclip_direction
 
@@ -65,7 +65,7 @@ def test_w_to_s_equals_published_w2s(case):
     G, ref, meta, ws = case
     with torch.no_grad():
         S = G.synthesis.w_to_s(ws)
-    assert list(S) == meta["layer_order"] == list(style_widths(G.synthesis))
+    assert list(S) == meta["layer_order"] == list(G.synthesis.style_widths())
     errors = {key: worst(S[key], ref[f"styles.{key}"]) for key in S}
     print("\nw_to_s worst abs:", max(errors.values()))
     assert max(errors.values()) <= 1e-5, errors
@@ -98,7 +98,7 @@ def test_render_from_styles_is_differentiable(case):
 
 def test_hand_channel_edits_match_published(case):
     G, ref, meta, ws = case
-    widths = style_widths(G.synthesis)
+    widths = G.synthesis.style_widths()
     S = reference_styles(ref, meta)
     for edit in meta["hand_edits"]:  # the input 4-vector, an early conv, a middle conv, the ToRGB layer
         S = apply_channel_edit(S, parse_channel(f"{edit['key']}:{edit['channel']}", widths), edit["delta"])
@@ -147,7 +147,7 @@ def test_full_reference_set(name):
     assert list(direction) == meta["layer_order"]
     assert worst(torch.cat(list(direction.values())), torch.cat([ref[f"direction.{k}"] for k in direction])) <= 1e-6
     assert sum(int((d != 0).sum()) for d in direction.values()) == meta["check"]["n_direction_nonzero"]
-    widths = style_widths(G.synthesis)
+    widths = G.synthesis.style_widths()
     with torch.no_grad():
         S = G.synthesis.w_to_s(ref["ws"])
         hand = S
@@ -181,7 +181,7 @@ def one_line(err) -> str:
 
 
 def test_parse_channel_errors_name_valid_ranges(tiny):
-    widths = style_widths(tiny.synthesis)
+    widths = tiny.synthesis.style_widths()
     layer = tiny.synthesis.layer_names[3]
     assert parse_channel(f"{layer}:2", widths) == ChannelRef(layer, 2)
     assert parse_channel("input:3", widths) == ChannelRef("input", 3)
@@ -222,14 +222,14 @@ def test_stack_unstack_round_trip_and_checks(tiny):
         batched = tiny.synthesis(None, styles=S)
         single = tiny.synthesis(None, styles=frames[2])
     assert (batched[2:] - single).abs().max() <= 1e-5
-    widths = style_widths(tiny.synthesis)
+    widths = tiny.synthesis.style_widths()
     check_styles(S, widths)
     bad = dict(S)
     bad.pop("input")
     with pytest.raises(VideditError) as err:
         check_styles(bad, widths)
     assert "missing ['input']" in one_line(err)
-    with pytest.raises(ValueError):
+    with pytest.raises(VideditError):
         tiny.synthesis(None, styles=bad)
     with pytest.raises(ValueError):
         tiny.synthesis(torch.zeros(1, 16, tiny.w_dim), styles=S)
@@ -241,12 +241,12 @@ def test_save_load_styles_keeps_order_and_bytes(tiny, tmp_path):
     first = save_styles(tmp_path / "a" / "styles.safetensors", S)
     second = save_styles(tmp_path / "b.safetensors", S)
     assert first.read_bytes() == second.read_bytes()  # same S, same bytes
-    loaded = load_styles(first, style_widths(tiny.synthesis))
+    loaded = load_styles(first, tiny.synthesis.style_widths())
     assert list(loaded) == list(S)  # L10 after L9, not sorted by name
     assert all(torch.equal(loaded[k], S[k]) for k in S)
     other = Generator(**tiny_generator_kwargs(resolution=16, channels=16)).synthesis
     with pytest.raises(VideditError) as err:
-        load_styles(first, style_widths(other))
+        load_styles(first, other.style_widths())
     one_line(err)
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(VideditError) as err:

@@ -19,7 +19,7 @@ import torch
 from videdit.errors import CheckpointError, VideditError
 
 __all__ = [
-    "ChannelRef", "style_widths", "check_styles", "parse_channel", "apply_channel_edit", "apply_styleclip",
+    "ChannelRef", "check_styles", "parse_channel", "apply_channel_edit", "apply_styleclip",
     "stack_styles", "unstack_styles", "save_styles", "load_styles",
 ]
 
@@ -27,11 +27,6 @@ __all__ = [
 _ORDER_KEY = "videdit.stylespace.keys"
 
 Styles = dict[str, torch.Tensor]
-
-
-def style_widths(synthesis) -> dict[str, int]:
-    """key -> channel count of a synthesis network's S, in S key order."""
-    return synthesis.style_widths()
 
 
 def _ranges(widths: Mapping[str, int]) -> str:
@@ -50,7 +45,7 @@ class ChannelRef:
 
 
 def parse_channel(spec: str, widths: Mapping[str, int]) -> ChannelRef:
-    """'L6_148_512:501' -> ChannelRef, checked against `widths` (see `style_widths`); one-line VideditError if bad."""
+    """'L6_148_512:501' -> ChannelRef, checked against `widths` (`G.synthesis.style_widths()`); one-line VideditError if bad."""
     key, sep, index = str(spec).strip().rpartition(":")
     if not sep or not key:
         raise VideditError(f"channel edit {spec!r} must be KEY:CHANNEL, e.g. {next(iter(widths))}:0")
@@ -67,6 +62,8 @@ def parse_channel(spec: str, widths: Mapping[str, int]) -> ChannelRef:
 
 def check_styles(styles: Mapping[str, torch.Tensor], widths: Mapping[str, int], what: str = "styles") -> None:
     """One-line VideditError unless `styles` has exactly the keys of `widths` with [N, width] tensors, one N."""
+    if not isinstance(styles, Mapping):
+        raise VideditError(f"{what} must be a dict of tensors keyed like the generator's StyleSpace, got {type(styles).__name__}")
     if set(styles) != set(widths):
         missing = [k for k in widths if k not in styles]
         extra = [k for k in styles if k not in widths]

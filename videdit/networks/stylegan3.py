@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from videdit.ops import bias_act, filtered_lrelu, modulated_conv2d
 from videdit.ops.filters import design_lowpass_filter
+from videdit.stylespace import check_styles
 
 __all__ = [
     "FullyConnectedLayer", "MappingNetwork", "SynthesisInput", "SynthesisLayer", "SynthesisNetwork",
@@ -388,17 +389,6 @@ class SynthesisNetwork(nn.Module):
             styles[name] = getattr(self, name).style(w, impl=impl)
         return styles
 
-    def _check_styles(self, styles):
-        widths = self.style_widths()
-        if not isinstance(styles, dict) or set(styles) != set(widths):
-            got = sorted(styles) if isinstance(styles, dict) else type(styles).__name__
-            raise ValueError(f"styles must be a dict with keys {list(widths)}, got {got}")
-        n = styles["input"].shape[0] if styles["input"].ndim == 2 else -1
-        for key, width in widths.items():
-            if tuple(styles[key].shape) != (n, width):
-                raise ValueError(f"styles[{key!r}] must be [N, {width}] with one N for all keys, got {tuple(styles[key].shape)}")
-        return {key: styles[key].to(torch.float32) for key in widths}
-
     def forward(self, ws, transform=None, update_emas=False, impl="fast", styles=None, **ignored):
         """ws [N, num_ws, w_dim] -> images [N, C, res, res] (about [-1, 1]); or ws None and StyleSpace `styles`.
 
@@ -414,7 +404,8 @@ class SynthesisNetwork(nn.Module):
         else:
             if ws is not None:
                 raise ValueError("pass ws or styles, not both")
-            styles = self._check_styles(styles)
+            check_styles(styles, self.style_widths())
+            styles = {key: value.to(torch.float32) for key, value in styles.items()}
             x = self.input(None, transform=transform, impl=impl, t=styles["input"])
             for name in self.layer_names:
                 x = getattr(self, name)(x, None, update_emas=update_emas, impl=impl, styles=styles[name])
