@@ -11,6 +11,7 @@ _LAZY = {
     "load_generator": "videdit.checkpoints",
     "save_generator": "videdit.checkpoints",
     "Pipeline": "videdit.pipeline",
+    "styleclip_direction": "videdit.styleclip",
 }
 
 

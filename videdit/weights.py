@@ -64,6 +64,28 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
     WeightFile("edit_gender", "Male_boundary.npy", "InterFaceGAN gender direction", f"{_BOUNDARIES}/Male_boundary.npy",
                f"{STYLEGAN3_EDITING} editing/interfacegan/boundaries/ffhq/", license="MIT (stylegan3-editing)", optional=True),
     WeightFile(
+        "clip_vit_b32", "ViT-B-32.pt", "OpenAI CLIP ViT-B/32 (text side of StyleCLIP edits; `videdit directions styleclip`)",
+        "https://openaipublic.azureedge.net/clip/models/40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
+        "OpenAI's CLIP release (the URL open_clip and openai/CLIP use)",
+        sha256="40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af", license="MIT (OpenAI CLIP)", optional=True,
+    ),
+    WeightFile(
+        "styleclip_delta_i_c", "styleclip/sg3-r-ffhq-1024/delta_i_c.npy",
+        "StyleCLIP global directions: CLIP image change per style channel of the FFHQ SG3-R generator",
+        None, f"download sg3-r-ffhq-1024/delta_i_c.npy (Google Drive id 1HOUGvtumLFwjbwOZrTbIloAwBBzs2NBN, as "
+              f"editing/styleclip_global_directions/preprocess/download_all_files.py of {STYLEGAN3_EDITING} does), "
+              "or make one with `videdit directions styleclip`",
+        license="MIT (stylegan3-editing)", optional=True,
+    ),
+    WeightFile(
+        "styleclip_s_stats", "styleclip/sg3-r-ffhq-1024/s_stats",
+        "StyleCLIP global directions: per-channel style mean/std of the FFHQ SG3-R generator (a pickle; read without running code)",
+        None, f"download sg3-r-ffhq-1024/s_stats (Google Drive id 1FVm_Eh7qmlykpnSBN1Iy533e_A2xM78z, as "
+              f"editing/styleclip_global_directions/preprocess/download_all_files.py of {STYLEGAN3_EDITING} does), "
+              "or make one with `videdit directions styleclip`",
+        license="MIT (stylegan3-editing)", optional=True,
+    ),
+    WeightFile(
         "arcface_ir_se50", "model_ir_se50.pth", "ArcFace IR-SE50 face recognition (identity metric of `videdit eval`)",
         None, f"download 'IR-SE50 Model' (TreB1eN's InsightFace_Pytorch) linked from {STYLEGAN3_EDITING}",
         license="MIT (InsightFace_Pytorch)", optional=True,

@@ -215,15 +215,15 @@ class SafeUnpickler(pickle._Unpickler):
         return self._stand_ins[class_path]
 
 
-def load_pickle(file: str | Path | BinaryIO) -> Any:
-    """Unpickle `file` with `SafeUnpickler`. Truncated or corrupt data raises CheckpointError."""
+def load_pickle(file: str | Path | BinaryIO, *, unpickler: type[SafeUnpickler] | None = None) -> Any:
+    """Unpickle `file` with `SafeUnpickler` (or a stricter subclass). Truncated or corrupt data raises CheckpointError."""
     if isinstance(file, (str, Path)):
         path = Path(file)
         if not path.is_file():
             raise MissingWeightsError(f"checkpoint not found: {path}")
         with open(path, "rb") as handle:
-            return load_pickle_stream(handle, source=str(path))
-    return load_pickle_stream(file, source="the pickle")
+            return load_pickle_stream(handle, source=str(path), unpickler=unpickler)
+    return load_pickle_stream(file, source="the pickle", unpickler=unpickler)
 
 
 # What the pickle machinery raises on truncated or garbled data (or an allowed call given bad arguments).
@@ -232,9 +232,9 @@ _CORRUPT_PICKLE_ERRORS = (
 )
 
 
-def load_pickle_stream(handle: BinaryIO, *, source: str) -> Any:
+def load_pickle_stream(handle: BinaryIO, *, source: str, unpickler: type[SafeUnpickler] | None = None) -> Any:
     try:
-        return SafeUnpickler(handle, source=source).load()
+        return (unpickler or SafeUnpickler)(handle, source=source).load()
     except CheckpointError:
         raise
     except _CORRUPT_PICKLE_ERRORS as err:

@@ -9,6 +9,8 @@ Differences from the official API, all additive:
 * `synthesis(ws, transform=...)` takes the inverse image transform as an argument ([3,3] or [B,3,3]);
   the `transform` buffer is only the default and is never written by a forward pass.
 * `impl="fast" | "ref"` picks the op implementation (same results).
+* StyleSpace as stylegan3-editing defines it: `synthesis.w_to_s(ws)` (its W2S) and `synthesis(None, styles=S)`
+  (its `forward(ws, all_s=S)`).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch.nn as nn
 
 from videdit.ops import bias_act, filtered_lrelu, modulated_conv2d
 from videdit.ops.filters import design_lowpass_filter
+from videdit.stylespace import check_styles
 
 __all__ = [
     "FullyConnectedLayer", "MappingNetwork", "SynthesisInput", "SynthesisLayer", "SynthesisNetwork",
@@ -172,20 +175,27 @@ class SynthesisInput(nn.Module):
         ys = (torch.arange(h, dtype=torch.float32, device=device) + 0.5 - h / 2) / self.sampling_rate
         return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)
 
-    def forward(self, w, transform=None, impl="fast"):
-        n = w.shape[0]
+    def style(self, w, impl="fast"):
+        """The learned (r_c, r_s, t_x, t_y) of w [N, w_dim], normalised by |(r_c, r_s)|: StyleSpace's `input`."""
+        t = self.affine(w, impl=impl)
+        return t / t[:, :2].norm(dim=1, keepdim=True)
+
+    def forward(self, w, transform=None, impl="fast", t=None):
+        """w [N, w_dim] -> features; or t [N, 4] (a given `style`, used as is, not renormalised) with w None."""
+        if t is None:
+            t = self.style(w, impl=impl)
+        n = t.shape[0]
+        device = t.device
         if transform is None:
             transform = self.transform
-        transform = transform.to(device=w.device, dtype=torch.float32)
+        transform = transform.to(device=device, dtype=torch.float32)
         if transform.ndim == 2:
             transform = transform.unsqueeze(0)
         if transform.ndim != 3 or transform.shape[1:] != (3, 3) or transform.shape[0] not in (1, n):
             raise ValueError(f"transform must be [3, 3] or [{n}, 3, 3], got {tuple(transform.shape)}")
         transform = transform.expand(n, 3, 3)
 
-        # Learned rotation (r_c, r_s) and translation (t_x, t_y), normalised by |(r_c, r_s)|.
-        t = self.affine(w, impl=impl)
-        t = t / t[:, :2].norm(dim=1, keepdim=True)
+        # Learned rotation (r_c, r_s) and translation (t_x, t_y).
         zero, one = torch.zeros_like(t[:, 0]), torch.ones_like(t[:, 0])
         rotation = torch.stack([torch.stack([t[:, 0], -t[:, 1], zero], 1),
                                 torch.stack([t[:, 1], t[:, 0], zero], 1),
@@ -202,7 +212,7 @@ class SynthesisInput(nn.Module):
         amplitudes = (1 - (freqs.norm(dim=2) - self.bandwidth)
                       / (self.sampling_rate / 2 - self.bandwidth)).clamp(0, 1)
 
-        coords = self._pixel_coords(w.device)  # [H, W, 2]
+        coords = self._pixel_coords(device)  # [H, W, 2]
         x = coords.unsqueeze(0) @ freqs.transpose(1, 2).unsqueeze(1)  # [N, H, W, C]
         x = x + phases[:, None, None, :]
         x = torch.sin(x * (2 * np.pi)) * amplitudes[:, None, None, :]
@@ -271,18 +281,25 @@ class SynthesisLayer(nn.Module):
         pad_hi = pad_total - pad_lo
         self.padding = [int(pad_lo[0]), int(pad_hi[0]), int(pad_lo[1]), int(pad_hi[1])]
 
-    def forward(self, x, w, noise_mode="const", force_fp32=True, update_emas=False, impl="fast"):
+    def style(self, w, impl="fast"):
+        """The styles of w [N, w_dim] -> [N, in_channels]; ToRGB's include its weight gain (as StyleSpace has them)."""
+        styles = self.affine(w, impl=impl)
+        if self.is_torgb:
+            styles = styles * (1 / np.sqrt(self.in_channels * self.conv_kernel ** 2))
+        return styles
+
+    def forward(self, x, w, noise_mode="const", force_fp32=True, update_emas=False, impl="fast", styles=None):
         """x [N, in_channels, in_size, in_size], w [N, w_dim] -> [N, out_channels, out_size, out_size].
 
+        styles: [N, in_channels] used instead of `style(w)` (w may then be None).
         noise_mode and force_fp32 exist for the official signature and change nothing (no noise; float32).
         """
         if update_emas:
             magnitude = x.detach().to(torch.float32).square().mean()
             self.magnitude_ema.copy_(magnitude.lerp(self.magnitude_ema, self.magnitude_ema_beta))
         input_gain = self.magnitude_ema.rsqrt()
-        styles = self.affine(w, impl=impl)
-        if self.is_torgb:
-            styles = styles * (1 / np.sqrt(self.in_channels * self.conv_kernel ** 2))
+        if styles is None:
+            styles = self.style(w, impl=impl)
         x = modulated_conv2d(x.to(torch.float32), self.weight, styles, padding=self.conv_kernel - 1,
                              demodulate=not self.is_torgb, input_gain=input_gain, impl=impl)
         gain = 1 if self.is_torgb else np.sqrt(2)
@@ -355,18 +372,43 @@ class SynthesisNetwork(nn.Module):
             setattr(self, name, layer)
             self.layer_names.append(name)
 
-    def forward(self, ws, transform=None, update_emas=False, impl="fast", **ignored):
-        """ws [N, num_ws, w_dim] -> images [N, C, res, res] (about [-1, 1]).
-
-        transform: the inverse image transform, [3, 3] or [N, 3, 3] (None = the `transform` buffer).
-        Other keyword arguments of the official API (noise_mode, force_fp32) are accepted and ignored.
-        """
+    def _check_ws(self, ws):
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
             raise ValueError(f"ws must be [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
-        ws = ws.to(torch.float32).unbind(dim=1)
-        x = self.input(ws[0], transform=transform, impl=impl)
+        return ws.to(torch.float32).unbind(dim=1)
+
+    def style_widths(self):
+        """StyleSpace layout: key -> channel count, `input` (4) first, then the layers in order."""
+        return {"input": 4, **{name: getattr(self, name).in_channels for name in self.layer_names}}
+
+    def w_to_s(self, ws, impl="fast"):
+        """ws [N, num_ws, w_dim] -> StyleSpace dict (key order of `style_widths`), as the published W2S."""
+        ws = self._check_ws(ws)
+        styles = {"input": self.input.style(ws[0], impl=impl)}
         for name, w in zip(self.layer_names, ws[1:]):
-            x = getattr(self, name)(x, w, update_emas=update_emas, impl=impl)
+            styles[name] = getattr(self, name).style(w, impl=impl)
+        return styles
+
+    def forward(self, ws, transform=None, update_emas=False, impl="fast", styles=None, **ignored):
+        """ws [N, num_ws, w_dim] -> images [N, C, res, res] (about [-1, 1]); or ws None and StyleSpace `styles`.
+
+        transform: the inverse image transform, [3, 3] or [N, 3, 3] (None = the `transform` buffer).
+        styles: a `w_to_s` dict (possibly edited), used as is in place of ws.
+        Other keyword arguments of the official API (noise_mode, force_fp32) are accepted and ignored.
+        """
+        if styles is None:
+            ws = self._check_ws(ws)
+            x = self.input(ws[0], transform=transform, impl=impl)
+            for name, w in zip(self.layer_names, ws[1:]):
+                x = getattr(self, name)(x, w, update_emas=update_emas, impl=impl)
+        else:
+            if ws is not None:
+                raise ValueError("pass ws or styles, not both")
+            check_styles(styles, self.style_widths())
+            styles = {key: value.to(torch.float32) for key, value in styles.items()}
+            x = self.input(None, transform=transform, impl=impl, t=styles["input"])
+            for name in self.layer_names:
+                x = getattr(self, name)(x, None, update_emas=update_emas, impl=impl, styles=styles[name])
         if self.output_scale != 1:
             x = x * self.output_scale
         return x.to(torch.float32)
