@@ -68,8 +68,12 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option("--edit", "edit", default=None, help="Edit direction: age, smile, pose, gender, or a .npy file.")
-@click.option("--strength", default=None, help="Edit strength, or a comma list (one output per strength).")
+@click.option("--edit", "edit", multiple=True, metavar="EDIT",
+              help="age, smile, pose, gender or a .npy file (InterFaceGAN in W+); 'text:a smiling face' (StyleCLIP); "
+                   "'s:L6_148_512:501' (one StyleSpace channel). Repeat for several.")
+@click.option("--strength", default=None, help="Strength of W+ and channel edits, or a comma list (one output each).")
+@click.option("--alpha", default=None, help="Strength of text edits (StyleCLIP alpha), or a comma list.")
+@click.option("--beta", type=float, default=None, help="StyleCLIP's channel threshold for text edits (default 0.13).")
 @click.option("--expand", default=None, metavar="L,R,T,B", help="Extra field of view in pixels at render resolution.")
 @click.option("--preset", default="default", show_default=True, help="Preset name (videdit/presets/NAME.toml, or $VIDEDIT_PRESETS/NAME.toml) or a .toml file.")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None, help="Run folder (default: INPUT.videdit/).")
@@ -98,15 +102,17 @@ def cli() -> None:
 @click.option("--max-retries", type=int, default=None, help="With --engine ray: retries of a video whose worker or node was lost [2].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
-def run(input_path, edit, strength, expand, preset, out, until, from_stage, force, verify, wait, device, batch_size, tuner, steps,
+def run(input_path, edit, strength, alpha, beta, expand, preset, out, until, from_stage, force, verify, wait, device, batch_size, tuner, steps,
         allow_l2_only, save_masks, recursive, sets, weights_dir, ops, engine, address, gpus_per_video, cpus_per_video,
         max_retries, quiet, as_json):
     """Run the pipeline on a video, or on every video in a folder."""
     from videdit.presets import parse_set_option
 
     overrides = {
-        "edit.direction": edit,
+        "edit.edits": list(edit) or None,
         "edit.strengths": _float_list(strength),
+        "edit.alpha": _float_list(alpha),
+        "edit.beta": beta,
         "render.expand": _int_list(expand, 4, "--expand"),
         "encode.batch_size": batch_size,
         "render.batch_size": batch_size,

@@ -25,3 +25,8 @@ def frame_name(index: int) -> str:
 
 def latents_name(key: str) -> str:
     return f"latents_{key}.npy"
+
+
+def styles_name(key: str) -> str:
+    """Per-frame StyleSpace offsets of an S edit (edit/ and smooth/)."""
+    return f"styles_{key}.safetensors"

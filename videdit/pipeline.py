@@ -24,9 +24,6 @@ from videdit.records import STAGE_ORDER, VideoResult
 from videdit.runner import Stage, StageLog, StageRunner
 
 
-# Published strengths per InterFaceGAN direction (video code). A named direction with no --strength
-# renders the end that shows the edit most plainly (older, smiling, ...): one output `NAME.EDIT.mp4`.
-PUBLISHED_RANGES = {"age": (-4.0, 5.0), "smile": (-2.0, 2.0), "pose": (-4.0, 5.0), "gender": (-2.0, 4.0)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -75,9 +72,15 @@ class PretrainedModels(ModelSource):
         if ("tune" in stages and tune.get("tuner", "pti") == "pti" and tune.get("lpips_weight", 1.0) > 0
                 and not tune.get("allow_l2_only")):
             names.append("lpips_alexnet" if tune.get("lpips_net", "alex") == "alex" else "lpips_vgg")
-        direction = settings.get("edit", {}).get("direction") or ""
-        if "edit" in stages and direction in W.EDIT_DIRECTIONS:
-            names.append(W.EDIT_DIRECTIONS[direction])
+        if "edit" in stages:
+            from videdit.edits import parse_edits
+
+            edit = settings.get("edit", {})
+            specs = parse_edits(edit_strings(edit))
+            names += [W.EDIT_DIRECTIONS[s.target] for s in specs if s.kind == "w" and s.target in W.EDIT_DIRECTIONS]
+            if any(s.kind == "text" for s in specs):  # StyleCLIP: CLIP, delta_i_c and s_stats, unless given by path
+                names += [name for name, key in (("clip_vit_b32", "clip"), ("styleclip_delta_i_c", "delta_i_c"),
+                                                 ("styleclip_s_stats", "s_stats")) if not edit.get(key)]
         return names
 
     def _path(self, name: str) -> Path:
@@ -182,10 +185,30 @@ class StandInModels(ModelSource):
 
 @dataclass
 class EditOptions:
-    """The [edit] section: which direction and which strengths (the pipeline names the outputs from these)."""
+    """The [edit] section (see videdit.edits): `edits` as on the command line (age, path.npy, text:PROMPT,
+    s:KEY:CHANNEL), `direction` one more InterFaceGAN edit (the short form), `strengths` for W+ and channel
+    edits, `alpha`/`beta` for text edits (empty/unset: the defaults table). clip, delta_i_c, s_stats: files
+    for text edits ("" = the weights registry's)."""
 
+    edits: list[str] = field(default_factory=list)
     direction: str = ""
     strengths: list[float] = field(default_factory=list)
+    alpha: list[float] = field(default_factory=list)
+    beta: float | None = None
+    clip: str = ""
+    delta_i_c: str = ""
+    s_stats: str = ""
+
+    def __post_init__(self):
+        from videdit.edits import parse_edits
+
+        self.specs = parse_edits(edit_strings(dataclasses.asdict(self)), self.strengths, self.alpha, self.beta)
+
+
+def edit_strings(edit: dict[str, Any]) -> list[str]:
+    """The edits of an [edit] section: `direction` (if set) first, then `edits`."""
+    direction = edit.get("direction") or ""
+    return ([direction] if direction else []) + [e for e in (edit.get("edits") or []) if e]
 
 
 # Preset section -> (module, settings class, keys the section may hold that the pipeline itself consumes).
@@ -290,19 +313,8 @@ class Pipeline:
         return self._loaded["encoder"]
 
     def edit_keys(self) -> list[tuple[str, float]]:
-        """[(key, strength)]: key names the output; ('recon', 0.0) is always rendered."""
-        edit = self.settings.get("edit", {})
-        direction = edit.get("direction") or ""
-        keys = [("recon", 0.0)]
-        if not direction:
-            return keys
-        label = Path(direction).stem if Path(direction).suffix == ".npy" else direction
-        strengths = list(edit.get("strengths") or [])
-        if not strengths:
-            strengths = [PUBLISHED_RANGES.get(direction, (0.0, 3.0))[1]]
-        if len(strengths) == 1:
-            return keys + [(label, float(strengths[0]))]
-        return keys + [(f"{label}{s:+g}", float(s)) for s in strengths]
+        """[(key, strength)]: key names the output; ('recon', 0.0) is always rendered first."""
+        return [("recon", 0.0)] + [k for spec in self.sections["edit"].specs for k in spec.keys()]
 
     # ---- one video
 
@@ -471,7 +483,6 @@ class _VideoContext:
         self.align_dir, self.encode_dir, self.tune_dir = run_dir / "align", run_dir / "encode", run_dir / "tune"
         self.edit_dir, self.smooth_dir, self.render_dir = run_dir / "edit", run_dir / "smooth", run_dir / "render"
         self.keys = pipe.edit_keys()
-        self.direction = self.s.get("edit", {}).get("direction") or ""
 
     def _settings(self, section: str, runtime: dict[str, Any] | None = None):
         """The section's resolved settings (checked when the pipeline was made), with runtime fields set."""
@@ -545,13 +556,48 @@ class _VideoContext:
     def stage_edit(self) -> Stage:
         from videdit.stages import edit as mod
 
-        def fn(work: Path):
-            direction = self.pipe.models.edit_direction(self.direction)[0] if self.direction else None
-            mod.write_keyed_edits(self.encode_dir / "latents.npy", work, self.keys, direction)
+        options = self.pipe.sections["edit"]
+        specs = options.specs
+        models = self.pipe.models
+        text_files = {key: Path(getattr(options, key)) for key in ("clip", "delta_i_c", "s_stats") if getattr(options, key)}
 
-        identity = self.pipe.models.edit_direction(self.direction)[1] if self.direction else ""
-        return Stage("edit", fn, {"keys": self.keys, "direction": self.direction},
-                     {"encode": self.encode_dir, "direction": identity})
+        def fn(work: Path):
+            import numpy as np
+
+            w_edits, s_edits = [], []
+            widths = self.pipe.generator().synthesis.style_widths() if any(s.in_stylespace for s in specs) else {}
+            for spec in specs:
+                if spec.kind == "w":
+                    direction = models.edit_direction(spec.target)[0]
+                    w_edits += [(key, strength, direction) for key, strength in spec.keys()]
+                elif spec.kind == "channel":
+                    from videdit.stylespace import parse_channel
+
+                    ref = parse_channel(spec.target, widths)
+                    for key, strength in spec.keys():
+                        offset = {k: np.zeros(w, np.float32) for k, w in widths.items()}
+                        offset[ref.key][ref.channel] = strength
+                        s_edits.append((key, offset))
+                else:
+                    from videdit.styleclip import text_edit_direction
+
+                    direction = text_edit_direction(
+                        spec.target, beta=spec.beta, synthesis=self.pipe.generator().synthesis,
+                        weights_dir=self.pipe.weights_dir, clip_path=text_files.get("clip"),
+                        delta_i_c_path=text_files.get("delta_i_c"), s_stats_path=text_files.get("s_stats"))
+                    for key, alpha in spec.keys():
+                        s_edits.append((key, {k: alpha * v.reshape(-1) for k, v in direction.items()}))
+            mod.write_edits(records.RunFolder(self.run_dir).latents, work, w_edits, s_edits)
+
+        identities = {f"direction:{s.target}": models.edit_direction(s.target)[1] for s in specs if s.kind == "w"}
+        inputs: dict[str, Any] = {"encode": self.encode_dir, **identities}
+        if any(s.in_stylespace for s in specs):
+            inputs["generator"] = models.generator_identity()
+        if any(s.kind == "text" for s in specs):
+            for name, key in (("clip_vit_b32", "clip"), ("styleclip_delta_i_c", "delta_i_c"), ("styleclip_s_stats", "s_stats")):
+                inputs[key] = text_files.get(key) or W.require([name], self.pipe.weights_dir)[name]
+        params = {"edits": [dataclasses.asdict(s) for s in specs], "keys": self.keys}
+        return Stage("edit", fn, params, inputs)
 
     def stage_smooth(self) -> Stage:
         from videdit.stages import smooth as mod
@@ -559,8 +605,10 @@ class _VideoContext:
         settings = self._settings("smooth")
 
         def fn(work: Path):
-            mod.run_smooth({k: self.edit_dir / f"latents_{k}.npy" for k, _ in self.keys}, self.align_dir / "transforms.npz",
-                           work, settings)
+            w_keys = ["recon"] + [k for s in self.pipe.sections["edit"].specs if s.kind == "w" for k, _ in s.keys()]
+            # W+ latents by key; the S edits' offsets (styles_*.safetensors) in the edit folder come along
+            mod.run_smooth({k: self.edit_dir / records.latents_name(k) for k in w_keys},
+                           self.align_dir / records.TRANSFORMS, work, settings)
 
         return Stage("smooth", fn, dataclasses.asdict(settings), {"edit": self.edit_dir, "align": self.align_dir})
 

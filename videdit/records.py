@@ -43,6 +43,7 @@ from videdit.layout import (  # noqa: F401  (the names are part of this module's
     VIDEO_INFO,
     frame_name,
     latents_name,
+    styles_name,
 )
 
 
@@ -193,6 +194,16 @@ def latents_keys(folder: str | PathLike) -> list[str]:
     """Keys of the latents_<key>.npy files of an edit or smooth folder, reconstruction first."""
     keys = sorted(p.name[len("latents_"):-len(".npy")] for p in Path(folder).glob("latents_*.npy"))
     return sorted(keys, key=lambda k: k != RECONSTRUCTION_KEY)
+
+
+def styles_keys(folder: str | PathLike) -> list[str]:
+    """Keys of the styles_<key>.safetensors files (StyleSpace edits) of an edit or smooth folder."""
+    return sorted(p.name[len("styles_"):-len(".safetensors")] for p in Path(folder).glob("styles_*.safetensors"))
+
+
+def output_keys(folder: str | PathLike) -> list[str]:
+    """Every output key of an edit or smooth folder (W+ latents and S edits), reconstruction first."""
+    return latents_keys(folder) + [k for k in styles_keys(folder) if k not in latents_keys(folder)]
 
 
 def stylespace_sidecar(latents_path: str | PathLike) -> Path:

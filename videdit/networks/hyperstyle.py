@@ -196,20 +196,27 @@ def offset_weights(G: nn.Module, deltas: dict[str, torch.Tensor], sample: int) -
     return out
 
 
-def synthesize(G: nn.Module, ws: torch.Tensor, transforms: torch.Tensor | None,
-               deltas: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+def synthesize(G: nn.Module, ws: torch.Tensor | None, transforms: torch.Tensor | None,
+               deltas: dict[str, torch.Tensor] | None = None, styles: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """G.synthesis(ws, transform) with each sample's weights offset by its own Delta (None: no offsets).
 
+    styles: render from StyleSpace instead of ws (`G.synthesis(None, styles=S)`, S entries [B, C]).
     Offsets differ per sample, so samples are rendered one at a time (a modulated conv folds a single
     sample's styles into its weight anyway). Differentiable in the offsets.
     """
     if not deltas:
+        if styles is not None:
+            return G.synthesis(None, transform=transforms, styles=styles)
         return G.synthesis(ws, transform=transforms)
     images = []
-    for b in range(ws.shape[0]):
+    count = ws.shape[0] if ws is not None else next(iter(styles.values())).shape[0]
+    for b in range(count):
         transform = None if transforms is None else (transforms if transforms.ndim == 2 else transforms[b:b + 1])
-        images.append(torch.func.functional_call(G.synthesis, offset_weights(G, deltas, b), (ws[b:b + 1],),
-                                                 {"transform": transform}))
+        kwargs = {"transform": transform}
+        if styles is not None:
+            kwargs["styles"] = {k: v[b:b + 1] for k, v in styles.items()}
+        images.append(torch.func.functional_call(G.synthesis, offset_weights(G, deltas, b),
+                                                 (None if styles is not None else ws[b:b + 1],), kwargs))
     return torch.cat(images)
 
 

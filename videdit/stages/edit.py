@@ -240,3 +240,40 @@ def run_edit(
             _write_style_sidecar(path, styles, float(strength))
         result.latents_paths[key] = path
     return result
+
+
+# --------------------------------------------------------------------------------------------------
+# The pipeline's edit front-end: W+ directions and StyleSpace offsets in one call
+
+
+def write_edits(latents_path: str | PathLike, out_dir: str | PathLike, w_edits: Sequence[tuple[str, float, np.ndarray]],
+                s_edits: Sequence[tuple[str, dict]]) -> EditResult:
+    """out_dir/latents_recon.npy, latents_<key>.npy per W+ edit and styles_<key>.safetensors per S edit.
+
+    w_edits: (key, strength, direction [w_dim]); the latents + strength * direction (strength 0: bit for
+    bit the reconstruction). s_edits: (key, offset), offset = {S key: tensor [C]} already scaled (alpha *
+    StyleCLIP direction, or one channel's strength); written per frame ([N, C]) so the smooth stage
+    filters them like any per-frame quantity. Render adds them to the reconstruction's styles.
+    """
+    import torch
+
+    from videdit.stylespace import save_styles
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    latents = records.load_latents(latents_path)
+    result = EditResult(num_frames=latents.shape[0])
+    recon = records.save_latents(out_dir / records.latents_name(RECONSTRUCTION_KEY), latents)
+    result.latents_paths[RECONSTRUCTION_KEY] = recon
+    for key, strength, direction in w_edits:
+        direction = np.asarray(direction, dtype=np.float32).reshape(-1)
+        if direction.shape[0] != latents.shape[2] or not np.all(np.isfinite(direction)):
+            raise InputError(f"edit {key}: direction must be {latents.shape[2]} finite values, got shape {list(direction.shape)}")
+        path = records.save_latents(out_dir / records.latents_name(key), apply_direction(latents, direction, float(strength)))
+        result.latents_paths[key] = path
+    n = latents.shape[0]
+    for key, offset in s_edits:
+        per_frame = {name: torch.as_tensor(value, dtype=torch.float32).reshape(1, -1).expand(n, -1).contiguous()
+                     for name, value in offset.items()}
+        result.latents_paths[key] = save_styles(out_dir / records.styles_name(key), per_frame)
+    return result

@@ -140,10 +140,12 @@ def shift_inverse(shift: tuple[float, float]) -> torch.Tensor:
 
 @torch.no_grad()
 def render_expanded(G, ws: torch.Tensor, inv_transforms: torch.Tensor, tiles: list[Tile],
-                    canvas_size: tuple[int, int], deltas: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+                    canvas_size: tuple[int, int], deltas: dict[str, torch.Tensor] | None = None,
+                    styles: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """[B, 3, H, W] float canvas: each tile rendered at inv(M) @ inv(S) and painted in order.
 
     deltas: per-sample weight offsets {layer: [B, C_out, C_in]} (HyperStyle), W' = W (1 + Delta).
+    styles: render from StyleSpace (S edits) instead of ws; the transforms apply as usual.
     """
     from videdit.networks.hyperstyle import synthesize
 
@@ -153,7 +155,7 @@ def render_expanded(G, ws: torch.Tensor, inv_transforms: torch.Tensor, tiles: li
     inv64 = inv_transforms.to(torch.float64)
     for tile in tiles:
         inv = (inv64 @ shift_inverse(tile.shift).to(inv64.device)).to(torch.float32)
-        image = synthesize(G, ws, inv, deltas).to(torch.float32)
+        image = synthesize(G, None if styles is not None else ws, inv, deltas, styles).to(torch.float32)
         region = canvas[:, :, tile.y0:tile.y0 + res, tile.x0:tile.x0 + res]
         alpha = tile.alpha.to(image.device)
         if bool((alpha == 1).all()):
@@ -183,7 +185,7 @@ def load_style_offsets(latents_path: Path) -> list[dict]:
 
 
 @contextmanager
-def style_offsets(G, offsets: list[dict]):
+def channel_offsets(G, offsets: list[dict]):
     """Adds per-channel offsets to the outputs of the chosen layers' affine (style) layers while active."""
     synthesis = G.synthesis
     names = list(synthesis.layer_names)
@@ -293,14 +295,21 @@ def run_render(
 
         frame_offsets = offsets if isinstance(offsets, FrameOffsets) else FrameOffsets.load(offsets)
         frame_offsets.use_base_weights(G, num_frames=n)
-    keys = list(records.latents_keys(smooth_dir) if keys is None else keys)
+    keys = list(records.output_keys(smooth_dir) if keys is None else keys)
     if not keys:
         raise InputError(f"render: no latents in {smooth_dir}")
     # Reconstruction first: it is the second column of the side-by-side video.
     keys.sort(key=lambda k: k != RECONSTRUCTION_KEY)
-    latents = {}
+    latents, style_offsets = {}, {}
     for key in keys:
-        path = smooth_dir / records.latents_name(key)
+        styles_path = smooth_dir / records.styles_name(key)
+        if styles_path.is_file():  # an S edit: the reconstruction's styles plus these (smoothed) offsets
+            from videdit.stylespace import load_styles
+
+            style_offsets[key] = load_styles(styles_path, G.synthesis.style_widths())
+            path = smooth_dir / records.latents_name(RECONSTRUCTION_KEY)
+        else:
+            path = smooth_dir / records.latents_name(key)
         latents[key] = records.load_latents(path, mmap=True)  # read per batch: memory independent of length
         if latents[key].shape[0] != n or latents[key].shape[1] != G.num_ws:
             raise InputError(f"render: {path.name} has shape {list(latents[key].shape)}; expected [{n}, {G.num_ws}, w_dim]")
@@ -344,8 +353,12 @@ def run_render(
             batch_frames = {}
             for key in keys:
                 ws = torch.from_numpy(np.asarray(latents[key][idx], dtype=np.float32)).to(dev)
-                with style_offsets(G, style[key]):
-                    frames = to_uint8(render_expanded(G, ws, inv, tiles, canvas_size, deltas))
+                styles = None
+                if key in style_offsets:
+                    base = G.synthesis.w_to_s(ws)
+                    styles = {k: base[k] + style_offsets[key][k][idx].to(dev) for k in base}
+                with channel_offsets(G, style[key]):
+                    frames = to_uint8(render_expanded(G, ws, inv, tiles, canvas_size, deltas, styles))
                 for j, frame in enumerate(frames):
                     Image.fromarray(frame).save(result.frames_dirs[key] / records.frame_name(int(idx[j])),
                                                 compress_level=settings.png_compress_level)

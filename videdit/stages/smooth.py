@@ -50,6 +50,29 @@ def latents_key(path: str | PathLike) -> str:
     return stem.removeprefix("latents_")
 
 
+def latents_dir_of(latents_paths: Mapping[str, str | PathLike]) -> Path:
+    """The folder the latents come from (the edit stage's): its StyleSpace edits are smoothed too."""
+    return Path(next(iter(latents_paths.values()))).parent
+
+
+def smooth_styles_file(src: Path, dst: Path, num_frames: int, settings: SmoothSettings,
+                       segments: Sequence[tuple[int, int]] | None = None) -> Path:
+    """Per-frame StyleSpace offsets smoothed as published (`smooth_s`): the same kernel on every style
+    tensor, `input` included, no fine-layer mean."""
+    import torch
+
+    from videdit.stylespace import load_styles, save_styles
+
+    styles = load_styles(src)
+    taps = smoothing_kernel(settings)
+    out = {}
+    for name, value in styles.items():
+        if value.shape[0] != num_frames:
+            raise InputError(f"{src}: {value.shape[0]} frames of styles but {num_frames} transforms")
+        out[name] = torch.from_numpy(temporal_filter(value.numpy(), taps, settings.padding, segments).astype(np.float32))
+    return save_styles(dst, out)
+
+
 def run_smooth(
     latents_paths: Mapping[str, str | PathLike] | Sequence[str | PathLike],
     transforms_npz: str | PathLike,
@@ -86,6 +109,9 @@ def run_smooth(
         if sidecar.is_file():
             shutil.copyfile(sidecar, records.stylespace_sidecar(dst))
         result.latents_paths[key] = dst
+    for key in records.styles_keys(Path(latents_dir_of(latents_paths))):
+        result.latents_paths[key] = smooth_styles_file(Path(latents_dir_of(latents_paths)) / records.styles_name(key),
+                                                       out_dir / records.styles_name(key), num_frames, settings, segments)
     (out_dir / "smooth.json").write_text(json.dumps(
         {"num_frames": num_frames, "kernel": smoothing_kernel(settings).tolist(), "padding": settings.padding,
          "fine_layers_from": settings.fine_layers_from, "keys": sorted(result.latents_paths),
