@@ -71,18 +71,17 @@ def _named(err: CheckpointError, path: Path, shown: str) -> CheckpointError:
 
 
 def _check_stylegan_pickle(path: Path) -> None:
-    from videdit.checkpoints.safe_pickle import PersistentRecord, load_nvidia_pickle
+    from videdit.checkpoints.safe_pickle import PersistentRecord, load_pickle
     from videdit.checkpoints.stylegan import NetworkCheckpoint, checked_kwargs, network_from_snapshot
 
     with open(path, "rb") as handle:
         if handle.read(1) != b"\x80":
             raise CheckpointError(f"{path}: not a pickle (an NVIDIA .pkl starts with the pickle protocol byte)")
-    try:
-        snapshot = load_nvidia_pickle(path)
-    except CheckpointError as err:
-        if "expected a dict of networks" in str(err):
-            raise CheckpointError(f"{path}: a valid pickle of the wrong kind: {str(err).split(': ', 1)[1]}") from None
-        raise
+    snapshot = load_pickle(path)  # refuses, by name, any global a snapshot does not need
+    if not isinstance(snapshot, dict):
+        raise CheckpointError(
+            f"{path}: a valid pickle of the wrong kind: it holds a {type(snapshot).__name__}, not a StyleGAN snapshot"
+        )
     if not isinstance(snapshot.get("G_ema"), PersistentRecord):
         found = ", ".join(sorted(map(str, snapshot))[:6]) or "nothing"
         raise CheckpointError(
