@@ -133,7 +133,8 @@ def _check_torch_state_dict(path: Path, keys: tuple[str, ...]) -> None:
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: a valid torch file of the wrong kind: holds {type(obj).__name__}, not a state dict")
+        found = type(obj).__name__
+        raise CheckpointError(f"{path}: a valid torch file of the wrong kind: holds a {found}, not a state dict")
     names = {str(k).removeprefix("module.") for k in obj}
     missing = [k for k in keys if k not in names]
     if missing:

@@ -361,4 +361,5 @@ def planned_shapes(class_path: str, kwargs: dict[str, Any], where: str | Path) -
         return _meta_shapes(class_path, kwargs)
     except (TypeError, ValueError, KeyError, ZeroDivisionError, OverflowError) as err:
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{where}: cannot build {class_path.rpartition('.')[2]} from the recorded arguments ({detail})") from None
+        class_name = class_path.rpartition(".")[2]
+        raise CheckpointError(f"{where}: cannot build {class_name} from the recorded arguments ({detail})") from None

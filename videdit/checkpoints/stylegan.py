@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -370,8 +371,25 @@ def checked_kwargs(
     state = dict(checkpoint.state_dict)
     if checkpoint.kind == "generator":
         _tolerate_transform(state, where)
-    check_state_dict(planned_shapes(checkpoint.class_path, kwargs, where), state, str(where), hint)
+    plan = planned_shapes(checkpoint.class_path, kwargs, where)
+    check_state_dict(plan, state, str(where), hint)
+    _check_plan_fits_file(plan, where)
     return cls, kwargs, state
+
+
+def _check_plan_fits_file(plan: dict[str, tuple[int, ...]], path: Path) -> None:
+    # A pickled tensor may view a tiny storage with zero strides, so matching shapes alone do not bound
+    # what building allocates; the file's size does. Twice the size allows float16 files.
+    planned = 4 * sum(math.prod(shape) for shape in plan.values())
+    try:
+        size = Path(path).stat().st_size
+    except OSError:
+        return
+    if planned > 2 * size + (1 << 20):
+        raise CheckpointError(
+            f"{path}: its tensors' shapes make {planned / 2**20:.0f} MiB of weights but the file holds "
+            f"{size / 2**20:.1f} MiB (tensors repeating one storage?); refusing to build it"
+        )
 
 
 def build_network(
