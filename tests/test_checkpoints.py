@@ -609,6 +609,18 @@ def test_other_networks_are_bounded_too(tmp_path, golden_d):
     assert "d.safetensors" in _one_line(err)
 
 
+def test_encoder_metadata_is_bounded(tmp_path):
+    from videdit.checkpoints.restyle import ENCODER_FORMAT, load_restyle_checkpoint
+
+    metadata = {"format": ENCODER_FORMAT, "kind": "encoder", "class": "videdit.networks.encoders.ReStyleEncoder",
+                "init_kwargs": json.dumps({"kind": "e4e", "backbone": "resnet34", "n_styles": 65, "in_channels": 6})}
+    save_file({"latent_avg": torch.zeros(512)}, tmp_path / "enc.safetensors", metadata=metadata)
+    with pytest.raises(CheckpointError) as err:
+        load_restyle_checkpoint(tmp_path / "enc.safetensors")
+    message = _one_line(err)
+    assert "enc.safetensors" in message and "'n_styles' is 65; it must be an integer in [1, 64]" in message
+
+
 @pytest.mark.parametrize("zip_format", [True, False])
 def test_unsafe_torch_file_message_names_the_file_and_gives_no_advice(tmp_path, zip_format):
     marker = tmp_path / "pwned"

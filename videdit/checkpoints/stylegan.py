@@ -11,7 +11,10 @@ by file extension:
   shapes (they agree with StyleGAN3-R 1024 for the published file), or given by the caller;
 * NVIDIA snapshot pickles, read by `safe_pickle` without running any code from the file.
 
-Loaded networks are returned in eval mode with `requires_grad` off; turn it on for what you tune.
+Before anything is built, the constructor kwargs are checked against bounds and the shapes they
+would create (computed without allocating, see `plans.py`) against the file's tensors, so a crafted
+file cannot decide how much memory is allocated. Loaded networks are returned in eval mode with
+`requires_grad` off; turn it on for what you tune.
 """
 from __future__ import annotations
 
