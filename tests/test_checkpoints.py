@@ -426,3 +426,227 @@ def test_golden_sg3t_pickle_reproduces_reference_images(tmp_path):
     err = (img - io["img_psi0p7_identity"][:1]).abs().max().item()
     print(f"sg3t_64 from pickle: max abs err vs reference {err:.3g}")
     assert err < 1e-4
+
+
+# ----------------------------------------------------------------------------------------------
+# Constructor kwargs are checked, and their shape plan compared with the file, before building
+
+
+# Run in a fresh interpreter: load `path` as a generator and report the outcome, the seconds the load
+# took and the peak resident memory (VmHWM). The address space is capped at what the imports used
+# plus 2 GiB, so a loader that tries to allocate what the file asks for fails fast instead of
+# swapping the machine (and the test still fails: the error is not a one-line CheckpointError).
+_LOAD_IN_CHILD = r"""
+import json, resource, sys, time
+import torch
+torch.set_num_threads(1)
+from videdit.checkpoints import stylegan
+from videdit.errors import CheckpointError
+
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+
+cap = status("VmSize") + 2 * 1024**3
+resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+start = time.perf_counter()
+try:
+    stylegan.load_generator(sys.argv[1])
+    outcome, message = "loaded", ""
+except CheckpointError as err:
+    outcome, message = "refused", str(err)
+except BaseException as err:  # what today's loader raised for a crafted file
+    outcome, message = type(err).__name__, str(err)[:300]
+seconds = time.perf_counter() - start
+print(json.dumps({"outcome": outcome, "message": message, "seconds": seconds, "peak_rss": status("VmHWM")}))
+"""
+
+
+def _load_in_child(path: Path) -> dict:
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", _LOAD_IN_CHILD, str(path)], capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _with_kwargs(tiny_g, path: Path, **changes) -> Path:
+    """tiny_g's tensors under metadata whose init_kwargs were edited (a crafted file)."""
+    ckpt.save_generator(tiny_g, path)
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+    kwargs = json.loads(metadata["init_kwargs"])
+    kwargs.update(changes)
+    metadata["init_kwargs"] = json.dumps(kwargs)
+    save_file(load_file(path), path, metadata=metadata)
+    return path
+
+
+def test_crafted_channel_base_is_refused_fast_and_small(tmp_path, tiny_g):
+    path = _with_kwargs(tiny_g, tmp_path / "crafted.safetensors", channel_base=2**40, channel_max=2**40)
+    report = _load_in_child(path)
+    print(f"crafted channel_base=2**40: {report['outcome']} in {report['seconds']:.3f} s, "
+          f"peak RSS {report['peak_rss'] / 2**20:.0f} MiB")
+    assert report["outcome"] == "refused", report
+    assert str(path) in report["message"] and "'channel_base'" in report["message"]
+    assert "[1, 1048576]" in report["message"]  # the bound is named
+    assert report["seconds"] < 1.0 and report["peak_rss"] < 2**30
+
+
+def test_in_bounds_kwargs_that_disagree_with_the_tensors_are_refused_before_building(tmp_path, tiny_g):
+    # Every value within bounds, but a 4096 px generator would hold tens of GB: the shape plan, not
+    # an allocation, finds that the file's tensors are not that network's.
+    path = _with_kwargs(tiny_g, tmp_path / "big.safetensors", img_resolution=4096, channel_base=2**20,
+                        channel_max=4096)
+    report = _load_in_child(path)
+    print(f"in-bounds 4096 px kwargs: {report['outcome']} in {report['seconds']:.3f} s, "
+          f"peak RSS {report['peak_rss'] / 2**20:.0f} MiB")
+    assert report["outcome"] == "refused", report
+    assert str(path) in report["message"] and ("missing key" in report["message"] or "shape" in report["message"])
+    assert report["seconds"] < 1.0 and report["peak_rss"] < 2**30
+
+
+def test_shape_plan_matches_the_built_generator():
+    from videdit.checkpoints.plans import GENERATOR_CLASS, planned_shapes, validate_init_kwargs
+    from videdit.networks.stylegan3 import r_config_kwargs, t_config_kwargs
+
+    configs = [
+        tiny_generator_kwargs(resolution=16, channels=8, w_dim=32),
+        tiny_generator_kwargs(resolution=32, radial=True),
+        tiny_generator_kwargs(resolution=32, channels=8, num_layers=4, filter_size=4, lrelu_upsampling=4),
+        tiny_generator_kwargs(resolution=16, channels=8, w_dim=32, c_dim=5, mapping_kwargs={"num_layers": 3}),
+        t_config_kwargs(128),
+        r_config_kwargs(),  # the published StyleGAN3-R 1024
+    ]
+    for kwargs in configs:
+        validate_init_kwargs(GENERATOR_CLASS, kwargs, "config")
+        built = {k: tuple(v.shape) for k, v in Generator(**kwargs).state_dict().items()}
+        assert planned_shapes(GENERATOR_CLASS, kwargs, "config") == built, kwargs
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"channel_max": 2**13}, "'channel_max' is 8192; it must be an integer in [1, 4096]"),
+    ({"img_resolution": 48}, "'img_resolution' is 48; it must be a power of two"),
+    ({"w_dim": True}, "'w_dim' is True"),
+    ({"mapping_kwargs": {"num_layers": 17}}, "'mapping_kwargs.num_layers' is 17"),
+    ({"filter_size": 33}, "'filter_size' is 33"),
+    ({"first_stopband": float("nan")}, "'first_stopband'"),
+    ({"class_name": "training.networks.Generator"}, "unknown Generator constructor argument 'class_name'"),
+    ({"num_layers": 4, "num_critical": 4}, "'num_critical' is 4; it must be below num_layers (4)"),
+])
+def test_out_of_bounds_kwargs_are_named(tmp_path, tiny_g, change, named):
+    path = _with_kwargs(tiny_g, tmp_path / "g.safetensors", **change)
+    with pytest.raises(CheckpointError) as err:
+        ckpt.load_generator(path)
+    message = _one_line(err)
+    assert str(path) in message and named in message, message
+
+
+def test_crafted_kwargs_in_a_pickle_and_layer_names_in_a_state_dict_are_refused(tmp_path, tiny_g):
+    import copy
+
+    crafted = copy.deepcopy(tiny_g)
+    crafted.init_kwargs = dict(tiny_g.init_kwargs, channel_base=2**40, channel_max=2**40)
+    write_snapshot_pickle(tmp_path / "crafted.pkl", {"G_ema": crafted})
+    with pytest.raises(CheckpointError) as err:
+        ckpt.load_generator(tmp_path / "crafted.pkl")
+    assert "'channel_base'" in _one_line(err)
+
+    # A plain state dict whose layer names claim 2**30 channels: the inferred kwargs are out of bounds.
+    state = dict(tiny_g.state_dict())
+    name = tiny_g.synthesis.layer_names[-2]  # the last layer before ToRGB sets channel_base
+    index, size, _ = name[1:].split("_")
+    claimed = f"L{index}_{size}_{2**30}"
+    torch.save({k.replace(name, claimed): v for k, v in state.items()}, tmp_path / "names.pt")
+    with pytest.raises(CheckpointError) as err:
+        ckpt.load_generator(tmp_path / "names.pt")
+    message = _one_line(err)
+    assert "names.pt" in message and "'channel_base'" in message and "must be" in message
+
+
+def test_tensors_that_repeat_a_tiny_storage_are_refused(tmp_path):
+    # Shapes and kwargs of a valid (in-bounds) generator, every tensor a zero-stride view of one float:
+    # the file is tiny, building it would allocate what the shapes say.
+    kwargs = tiny_generator_kwargs(resolution=64, channels=256)
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in Generator(**kwargs).state_dict().items()}
+    one = torch.zeros(1)
+    torch.save({k: one.reshape([1] * len(s)).expand(s) if s else one[0] for k, s in shapes.items()}, tmp_path / "rep.pt")
+    assert (tmp_path / "rep.pt").stat().st_size < 2**20
+    with pytest.raises(CheckpointError) as err:
+        ckpt.load_generator(tmp_path / "rep.pt", init_kwargs=kwargs)
+    message = _one_line(err)
+    assert "rep.pt" in message and "MiB" in message
+
+
+def test_other_networks_are_bounded_too(tmp_path, golden_d):
+    # A hypernetwork with one tuned layer more than the bound, a class without known bounds, a
+    # discriminator whose kwargs disagree with its tensors. (Sizes stay moderate, so that a loader
+    # which ignored the checks would fail these tests without exhausting the machine's memory.)
+    hyper = {"format": "videdit.network", "kind": "hypernetwork", "class": "videdit.networks.hyperstyle.HyperNetwork",
+             "init_kwargs": json.dumps({"layers": [["L1_36_512", 512, 512]] * 65})}
+    save_file({"x": torch.zeros(1)}, tmp_path / "hyper.safetensors", metadata=hyper)
+    with pytest.raises(CheckpointError) as err:
+        ckpt.load_network(tmp_path / "hyper.safetensors")
+    assert "'layers'" in _one_line(err)
+
+    layer = dict(hyper, **{"class": "videdit.networks.stylegan3.SynthesisLayer", "init_kwargs": "{}"})
+    save_file({"x": torch.zeros(1)}, tmp_path / "layer.safetensors", metadata=layer)
+    with pytest.raises(CheckpointError) as err:
+        ckpt.load_network(tmp_path / "layer.safetensors")
+    assert "no constructor bounds" in _one_line(err)
+
+    path = ckpt.save_discriminator(golden_d, tmp_path / "d.safetensors")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+    kwargs = dict(json.loads(metadata["init_kwargs"]), channel_max=256, channel_base=2**14, img_resolution=128)
+    save_file(load_file(path), path, metadata=dict(metadata, init_kwargs=json.dumps(kwargs)))
+    with pytest.raises(CheckpointError) as err:
+        ckpt.load_discriminator(path)
+    assert "d.safetensors" in _one_line(err)
+
+
+def test_encoder_metadata_is_bounded(tmp_path):
+    from videdit.checkpoints.restyle import ENCODER_FORMAT, load_restyle_checkpoint
+
+    metadata = {"format": ENCODER_FORMAT, "kind": "encoder", "class": "videdit.networks.encoders.ReStyleEncoder",
+                "init_kwargs": json.dumps({"kind": "e4e", "backbone": "resnet34", "n_styles": 65, "in_channels": 6})}
+    save_file({"latent_avg": torch.zeros(512)}, tmp_path / "enc.safetensors", metadata=metadata)
+    with pytest.raises(CheckpointError) as err:
+        load_restyle_checkpoint(tmp_path / "enc.safetensors")
+    message = _one_line(err)
+    assert "enc.safetensors" in message and "'n_styles' is 65; it must be an integer in [1, 64]" in message
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_unsafe_torch_file_message_names_the_file_and_gives_no_advice(tmp_path, zip_format):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"w": torch.zeros(1), "x": _RunsShell(marker)}, path, _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(CheckpointError) as err:
+        ckpt.load_generator(path)
+    message = _one_line(err)
+    assert str(path) in message and "refused" in message and "system" in message
+    assert "weights_only" not in message and "False" not in message
+    assert not marker.exists()
+
+
+def test_unsafe_storage_message_names_the_file(tmp_path):
+    blob = pickle.dumps(_RunsShell(tmp_path / "pwned"))
+    path = tmp_path / "storage.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": _StorageBlob(blob)}))
+    with pytest.raises(CheckpointError) as err:
+        ckpt.load_generator(path)
+    message = _one_line(err)
+    assert str(path) in message and "unsafe tensor storage" in message and "weights_only" not in message
+
+
+def test_no_code_passes_on_torchs_weights_only_advice():
+    # The advice torch attaches to a refusal must never reach a user through videdit's messages.
+    root = Path(__file__).resolve().parents[1] / "videdit"
+    for source in root.rglob("*.py"):
+        text = source.read_text()
+        assert "weights_only=False" not in text.replace("torch.load(weights_only=False)", ""), source

@@ -12,10 +12,19 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from videdit.errors import MissingWeightsError, VideditError
+from videdit.errors import CheckpointError, MissingWeightsError, VideditError
 
 STYLEGAN3_EDITING = "https://github.com/yuval-alaluf/stylegan3-editing"
-_BOUNDARIES = "https://raw.githubusercontent.com/yuval-alaluf/stylegan3-editing/main/editing/interfacegan/boundaries/ffhq"
+# Pinned to a commit rather than `main`, so a fetch always gets the files these entries describe:
+# at this commit configs/paths_config.py names editing/interfacegan/boundaries/ffhq/*.npy.
+STYLEGAN3_EDITING_COMMIT = "f101edafccbb6dfeb8a419b96ae655121f3ce122"
+_BOUNDARIES = (
+    f"https://raw.githubusercontent.com/yuval-alaluf/stylegan3-editing/{STYLEGAN3_EDITING_COMMIT}"
+    "/editing/interfacegan/boundaries/ffhq"
+)
+# State-dict names that identify each torch weights file (see checkpoints/content.py).
+_TORCHVISION_KEYS = ("features.0.weight", "classifier.6.weight")
+_IR_BACKBONE_KEYS = ("input_layer.0.weight",)
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,8 @@ class WeightFile:
     location: str = "weights"  # "weights" (videdit's folder) or "torch_hub" (torch's checkpoint cache)
     license: str = ""
     optional: bool = False
+    content: str | None = None  # what it must hold: a kind of videdit.checkpoints.content.CONTENT_KINDS (None: digest only)
+    keys: tuple[str, ...] = ()  # state-dict names a "torch_state_dict" must hold
 
 
 KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
@@ -37,32 +48,37 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
         "restyle_e4e", "restyle_e4e_ffhq.pt",
         "ReStyle-e4e encoder for the aligned StyleGAN3-R FFHQ generator (its decoder is the pipeline's generator)",
         None, f"download 'ReStyle-e4e (FFHQ)' from the Pretrained Models table of {STYLEGAN3_EDITING}",
-        license="MIT (stylegan3-editing); the generator inside follows NVIDIA's licence",
+        license="MIT (stylegan3-editing); the generator inside follows NVIDIA's licence", content="restyle",
     ),
     WeightFile(
         "restyle_psp", "restyle_pSp_ffhq.pt", "ReStyle-pSp encoder (alternative to e4e: better reconstruction, worse edits)",
         None, f"download 'ReStyle-pSp (FFHQ)' from the Pretrained Models table of {STYLEGAN3_EDITING}",
-        license="MIT (stylegan3-editing)", optional=True,
+        license="MIT (stylegan3-editing)", optional=True, content="restyle",
     ),
     WeightFile(
         "stylegan3_r_ffhq", "stylegan3-r-ffhq-1024x1024.pkl",
         "NVIDIA StyleGAN3-R FFHQ 1024 snapshot (G, G_ema and D; D is needed by the local-tweak tuner)",
         "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/stylegan3-r-ffhq-1024x1024.pkl",
         "NVIDIA NGC, stylegan3 model files", license="NVIDIA Source Code License (non-commercial)", optional=True,
+        content="stylegan_pickle",
     ),
     WeightFile(
         "sg3_r_ffhq_pt", "sg3-r-ffhq-1024.pt", "the same generator as a plain state dict (stylegan3-editing)",
         None, f"download 'StyleGAN3 FFHQ (pt)' from {STYLEGAN3_EDITING}, or `videdit weights convert` the .pkl",
-        license="NVIDIA Source Code License (non-commercial)", optional=True,
+        license="NVIDIA Source Code License (non-commercial)", optional=True, content="generator_state_dict",
     ),
     WeightFile("edit_age", "age_boundary.npy", "InterFaceGAN age direction (aligned FFHQ SG3-R)", f"{_BOUNDARIES}/age_boundary.npy",
-               f"{STYLEGAN3_EDITING} editing/interfacegan/boundaries/ffhq/", license="MIT (stylegan3-editing)", optional=True),
+               f"{STYLEGAN3_EDITING} editing/interfacegan/boundaries/ffhq/", license="MIT (stylegan3-editing)", optional=True,
+               content="boundary"),
     WeightFile("edit_smile", "Smiling_boundary.npy", "InterFaceGAN smile direction", f"{_BOUNDARIES}/Smiling_boundary.npy",
-               f"{STYLEGAN3_EDITING} editing/interfacegan/boundaries/ffhq/", license="MIT (stylegan3-editing)", optional=True),
+               f"{STYLEGAN3_EDITING} editing/interfacegan/boundaries/ffhq/", license="MIT (stylegan3-editing)", optional=True,
+               content="boundary"),
     WeightFile("edit_pose", "pose_boundary.npy", "InterFaceGAN pose direction", f"{_BOUNDARIES}/pose_boundary.npy",
-               f"{STYLEGAN3_EDITING} editing/interfacegan/boundaries/ffhq/", license="MIT (stylegan3-editing)", optional=True),
+               f"{STYLEGAN3_EDITING} editing/interfacegan/boundaries/ffhq/", license="MIT (stylegan3-editing)", optional=True,
+               content="boundary"),
     WeightFile("edit_gender", "Male_boundary.npy", "InterFaceGAN gender direction", f"{_BOUNDARIES}/Male_boundary.npy",
-               f"{STYLEGAN3_EDITING} editing/interfacegan/boundaries/ffhq/", license="MIT (stylegan3-editing)", optional=True),
+               f"{STYLEGAN3_EDITING} editing/interfacegan/boundaries/ffhq/", license="MIT (stylegan3-editing)", optional=True,
+               content="boundary"),
     WeightFile(
         "clip_vit_b32", "ViT-B-32.pt", "OpenAI CLIP ViT-B/32 (text side of StyleCLIP edits; `videdit directions styleclip`)",
         "https://openaipublic.azureedge.net/clip/models/40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
@@ -88,31 +104,35 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
     WeightFile(
         "arcface_ir_se50", "model_ir_se50.pth", "ArcFace IR-SE50 face recognition (identity metric of `videdit eval`)",
         None, f"download 'IR-SE50 Model' (TreB1eN's InsightFace_Pytorch) linked from {STYLEGAN3_EDITING}",
-        license="MIT (InsightFace_Pytorch)", optional=True,
+        license="MIT (InsightFace_Pytorch)", optional=True, content="torch_state_dict", keys=_IR_BACKBONE_KEYS,
     ),
     WeightFile(
         "curricularface", "CurricularFace_Backbone.pth", "CurricularFace backbone (stronger identity metric of `videdit eval`)",
         None, f"download 'CurricularFace Backbone' linked from {STYLEGAN3_EDITING}", license="MIT (CurricularFace)", optional=True,
+        content="torch_state_dict", keys=_IR_BACKBONE_KEYS,
     ),
     WeightFile(
         "lpips_alexnet", "alexnet-owt-7be5be79.pth", "AlexNet backbone of the LPIPS loss used by PTI tuning",
         "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", "torchvision model zoo",
-        sha256_prefix="7be5be79", location="torch_hub", license="BSD-3-Clause (torchvision)",
+        sha256_prefix="7be5be79", location="torch_hub", license="BSD-3-Clause (torchvision)", content="torch_state_dict", keys=_TORCHVISION_KEYS,
     ),
     WeightFile(
         "lpips_vgg", "vgg16-397923af.pth", "VGG16 backbone of LPIPS (--set tune.lpips_net=vgg)",
         "https://download.pytorch.org/models/vgg16-397923af.pth", "torchvision model zoo",
         sha256_prefix="397923af", location="torch_hub", license="BSD-3-Clause (torchvision)", optional=True,
+        content="torch_state_dict", keys=_TORCHVISION_KEYS,
     ),
     WeightFile(
         "fan_detector", "s3fd-619a316812.pth", "face-alignment's S3FD face detector (optional landmark backend)",
         "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth", "face-alignment's download location",
         sha256_prefix="619a316812", location="torch_hub", license="BSD-3-Clause (face-alignment)", optional=True,
+        content="torch_state_dict", keys=("conv1_1.weight",),
     ),
     WeightFile(
         "fan_2d", "2DFAN4-11f355bf06.pth.tar", "face-alignment's 2D FAN landmark model (optional landmark backend)",
         "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar", "face-alignment's download location",
         sha256_prefix="11f355bf06", location="torch_hub", license="BSD-3-Clause (face-alignment)", optional=True,
+        content="torch_state_dict", keys=("conv1.weight",),
     ),
 )
 
@@ -223,7 +243,8 @@ def require(names: list[str], weights_dir: Path) -> dict[str, Path]:
 
 
 def fetch(w: WeightFile, weights_dir: Path, *, timeout: float = 30.0, quiet: bool = False) -> Path:
-    """Download with a progress bar; resumes a `.part` file with an HTTP Range request; verifies digests."""
+    """Download with a progress bar; resumes a `.part` file with an HTTP Range request; `check_file`
+    before renaming into place (a failed check deletes the download)."""
     import urllib.error
     import urllib.request
 
@@ -255,16 +276,30 @@ def fetch(w: WeightFile, weights_dir: Path, *, timeout: float = 30.0, quiet: boo
     got = part.stat().st_size
     if total is not None and got < total:  # the connection dropped: keep the .part for the next try
         raise VideditError(f"download of {w.filename} interrupted at {got} of {total} bytes; run the same command again to resume")
-    state = verify(w, part)
-    if state == "mismatch":
+    try:
+        check_file(w, part, shown=f"{w.filename} from {w.url}")
+    except CheckpointError as err:
         part.unlink()
-        raise VideditError(f"{w.filename}: downloaded file does not match its recorded sha256; deleted, try again")
+        raise CheckpointError(f"{err}; the download was deleted") from None
     os.replace(part, dest)
     return dest
 
 
+def check_file(w: WeightFile, path: Path, *, shown: str | None = None) -> None:
+    """Raise a one-line CheckpointError unless `path` is what entry `w` says: its content (an HTML or
+    text page is named as such; format, keys and shapes; no code from the file is run), then its
+    digest where one is recorded."""
+    from videdit.checkpoints.content import check_weight_file
+
+    shown = shown or str(path)
+    if w.content is not None:
+        check_weight_file(path, w.content, keys=w.keys, shown=shown)
+    if verify(w, path) == "mismatch":
+        raise CheckpointError(f"{shown} does not match the sha256 recorded for {w.filename}")
+
+
 def add(src: Path, weights_dir: Path, name: str | None = None) -> Path:
-    """Copy a file the user already has into place under its canonical name, after verifying it."""
+    """Copy a file the user already has into place under its canonical name, after `check_file`."""
     src = Path(src)
     if not src.is_file():
         raise VideditError(f"no such file: {src}")
@@ -275,8 +310,7 @@ def add(src: Path, weights_dir: Path, name: str | None = None) -> Path:
         w = matches[0]
     else:
         w = get(name)
-    if verify(w, src) == "mismatch":
-        raise VideditError(f"{src} does not match the sha256 recorded for {w.filename}")
+    check_file(w, src)
     dest = expected_path(w, weights_dir)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.resolve() != src.resolve():

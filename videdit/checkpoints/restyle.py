@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Any, NamedTuple
 
@@ -26,6 +25,7 @@ __all__ = [
     "load_restyle_checkpoint",
     "save_restyle_encoder",
     "convert_restyle_checkpoint",
+    "check_restyle_file",
     "ENCODER_FORMAT",
 ]
 
@@ -74,27 +74,12 @@ def _plain_opts(value: Any) -> Any:
 
 
 def _read_released(path: Path) -> dict[str, Any]:
+    from videdit.checkpoints.safe_pickle import torch_load_plain
+
     if not hasattr(torch.serialization, "safe_globals"):
         raise CheckpointError(f"{path}: reading ReStyle checkpoints safely needs torch >= 2.6 (found {torch.__version__})")
-    try:
-        with torch.serialization.safe_globals(_PATH_GLOBALS):
-            try:
-                # mmap: the e4e file also carries optimizer state that is never touched, so never read.
-                obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError as err:
-                if "mmap" not in str(err):
-                    raise
-                obj = torch.load(str(path), map_location="cpu", weights_only=True)  # legacy (non-zip) format
-    except pickle.UnpicklingError:
-        try:
-            allowed = {name for _, name in _PATH_GLOBALS}
-            found = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-            unsafe = ", ".join(g for g in found if g not in allowed) or "unknown objects"
-        except Exception:  # noqa: BLE001 - only used to word the message
-            unsafe = "unknown objects"
-        raise CheckpointError(f"{path}: refused to load: the file pickles objects that are not plain data ({unsafe})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: unreadable torch file (truncated or corrupt: {_first_line(err)})") from None
+    # mmap: the e4e file also carries optimizer state that is never touched, so never read.
+    obj = torch_load_plain(path, allowed=tuple(_PATH_GLOBALS), mmap=True)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a ReStyle checkpoint dict, found {type(obj).__name__}")
     missing = [k for k in ("state_dict", "latent_avg", "opts") if k not in obj]
@@ -120,16 +105,27 @@ def _latent_avg(value: Any, where: Path) -> torch.Tensor:
     return value.to(torch.float32, copy=True)
 
 
-def _encoder_from_state(
+def _checked_meta_encoder(
     state: dict[str, torch.Tensor], kind: str, backbone: str, where: Path, prefix: str, **kwargs: Any
 ) -> torch.nn.Module:
+    """The encoder the kwargs describe, on the meta device, after its bounds and the file's shapes are checked."""
+    from videdit.checkpoints.plans import ENCODER_CLASS as PLANNED_CLASS
+    from videdit.checkpoints.plans import validate_init_kwargs
     from videdit.checkpoints.stylegan import check_state_dict
     from videdit.networks.encoders import build_encoder_on_meta
 
+    validate_init_kwargs(PLANNED_CLASS, {"kind": kind, "backbone": backbone, **kwargs}, where)
     encoder = build_encoder_on_meta(kind, backbone, **kwargs)
     expected = {prefix + k: v for k, v in encoder.state_dict().items()}
     check_state_dict(expected, {prefix + k: v for k, v in state.items()}, str(where),
                      f"expected a {encoder.encoder_type} encoder")
+    return encoder
+
+
+def _encoder_from_state(
+    state: dict[str, torch.Tensor], kind: str, backbone: str, where: Path, prefix: str, **kwargs: Any
+) -> torch.nn.Module:
+    encoder = _checked_meta_encoder(state, kind, backbone, where, prefix, **kwargs)
     # Own copies in float32: the file may be memory-mapped and the values are kept for the session.
     owned = {k: (v.to(torch.float32, copy=True) if v.is_floating_point() else v.clone()) for k, v in state.items()}
     encoder.load_state_dict(owned, strict=True, assign=True)
@@ -146,7 +142,8 @@ def _build_generator(state: dict[str, torch.Tensor], where: Path) -> torch.nn.Mo
     return build_network(checkpoint, "cpu")
 
 
-def _load_released(path: Path, build_generator: bool) -> RestyleCheckpoint:
+def _released_parts(path: Path) -> tuple[dict[str, Any], dict[str, Any], str, str]:
+    """(file dict, plain opts, encoder kind, backbone) of a released checkpoint, its layout checked."""
     from videdit.networks.encoders import ENCODER_TYPES
 
     obj = _read_released(path)
@@ -158,11 +155,31 @@ def _load_released(path: Path, build_generator: bool) -> RestyleCheckpoint:
     input_nc = opts.get("input_nc", 6)
     if input_nc != 6:
         raise CheckpointError(f"{path}: opts['input_nc'] is {input_nc!r}; ReStyle encoders take 6 channels")
-    kind, backbone = ENCODER_TYPES[encoder_type]
-
-    state = obj["state_dict"]
-    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not all(isinstance(v, torch.Tensor) for v in obj["state_dict"].values()):
         raise CheckpointError(f"{path}: 'state_dict' holds values that are not tensors")
+    kind, backbone = ENCODER_TYPES[encoder_type]
+    return obj, opts, kind, backbone
+
+
+def check_restyle_file(path: str | os.PathLike) -> None:
+    """Check a released ReStyle `.pt` without building anything: the encoder's and the decoder's keys
+    and shapes against what their configurations would create, and `latent_avg`. Raises CheckpointError."""
+    from videdit.checkpoints.stylegan import GENERATOR_CLASS, NetworkCheckpoint, checked_kwargs
+
+    path = Path(path)
+    obj, _, kind, backbone = _released_parts(path)
+    state = obj["state_dict"]
+    _checked_meta_encoder(_split_prefix(state, "encoder."), kind, backbone, path, "encoder.")
+    decoder = _split_prefix(state, "decoder.")
+    if not decoder:
+        raise CheckpointError(f"{path}: no 'decoder.*' keys: the checkpoint carries no generator")
+    checked_kwargs(NetworkCheckpoint(path, "torch", "generator", GENERATOR_CLASS, None, decoder))
+    _latent_avg(obj["latent_avg"], path)
+
+
+def _load_released(path: Path, build_generator: bool) -> RestyleCheckpoint:
+    obj, opts, kind, backbone = _released_parts(path)
+    state = obj["state_dict"]
     encoder = _encoder_from_state(_split_prefix(state, "encoder."), kind, backbone, path, "encoder.")
 
     decoder = {k: v.to(torch.float32, copy=True) if v.is_floating_point() else v.clone()

@@ -17,8 +17,10 @@ with a `CheckpointError` that names it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import pickle
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,8 @@ __all__ = [
     "load_nvidia_pickle",
     "record_state_dict",
     "record_init_kwargs",
+    "torch_load_plain",
+    "unsafe_torch_file_message",
 ]
 
 
@@ -77,18 +81,71 @@ def _reconstruct_persistent(meta: Any) -> PersistentRecord:
     return PersistentRecord(str(meta.get("class_name", "?")), meta.get("version"), meta["state"])
 
 
-def _storage_from_bytes(blob: bytes) -> Any:
-    # Stand-in for torch.storage._load_from_bytes, which calls torch.load(weights_only=False).
-    if not isinstance(blob, (bytes, bytearray)):
-        raise CheckpointError("tensor storage in the pickle is not a byte string")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
-        warnings.filterwarnings("ignore", message=".*Detected pickle protocol.*")
-        try:
-            return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise CheckpointError(f"refused an unsafe tensor storage inside the pickle: {first_line}") from None
+# torch's weights-only refusal names the offending global as "GLOBAL module.name" in its (long) text.
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _refused_globals(err: BaseException) -> str:
+    found = sorted(set(_REFUSED_GLOBAL.findall(str(err))))
+    return ", ".join(found) or "objects that are not plain data"
+
+
+def _storage_loader(source: str) -> Any:
+    def _storage_from_bytes(blob: bytes) -> Any:
+        # Stand-in for torch.storage._load_from_bytes, which calls torch.load(weights_only=False).
+        if not isinstance(blob, (bytes, bytearray)):
+            raise CheckpointError(f"{source}: tensor storage in the pickle is not a byte string")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
+            warnings.filterwarnings("ignore", message=".*Detected pickle protocol.*")
+            try:
+                return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as err:
+                raise CheckpointError(
+                    f"{source}: refused an unsafe tensor storage inside the pickle (it pickles {_refused_globals(err)})"
+                ) from None
+    return _storage_from_bytes
+
+
+def unsafe_torch_file_message(path: str | Path, err: BaseException, allowed: tuple[str, ...] = ()) -> str:
+    """One line for a torch file that `weights_only` loading refused: the file and the globals it pickles.
+
+    torch's own message advises turning the check off; that advice is never passed on.
+    """
+    try:
+        found = [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(str(path)) if g not in allowed]
+        unsafe = ", ".join(found) or _refused_globals(err)
+    except Exception:  # noqa: BLE001 - legacy (non-zip) files: read the name off torch's message instead
+        unsafe = _refused_globals(err)
+    return f"{path}: refused to load: the file pickles {unsafe}, which a weights file never needs (it may be unsafe)"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    line = text.splitlines()[0] if text else type(err).__name__
+    # Never relay torch's advice to disable the weights-only check.
+    return type(err).__name__ if "weights_only" in line else line
+
+
+def torch_load_plain(path: str | Path, *, allowed: tuple[tuple[Any, str], ...] = (), mmap: bool = False) -> Any:
+    """`torch.load(weights_only=True)` on the CPU with one-line CheckpointErrors naming the file.
+
+    `allowed`: (class, "module.Name") pairs accepted beyond tensors and containers. `mmap`: map a zip
+    file instead of reading it (legacy files are read). Unsafe content is refused by name.
+    """
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(list(allowed)) if allowed else contextlib.nullcontext():
+            try:
+                return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+            except RuntimeError as err:
+                if not mmap or "mmap" not in str(err):
+                    raise
+                return torch.load(str(path), map_location="cpu", weights_only=True)  # legacy (non-zip) format
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(unsafe_torch_file_message(path, err, tuple(name for _, name in allowed))) from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError) as err:
+        raise CheckpointError(f"{path}: unreadable torch file (truncated or corrupt: {_first_line(err)})") from None
 
 
 def _no_hooks(hooks: Any) -> None:
@@ -137,7 +194,7 @@ def _numpy_multiarray_function(name: str) -> Any:
     return getattr(multiarray, name)
 
 
-def _allowed_globals() -> dict[tuple[str, str], Any]:
+def _allowed_globals(source: str) -> dict[tuple[str, str], Any]:
     allowed: dict[tuple[str, str], Any] = {
         ("collections", "OrderedDict"): collections.OrderedDict,
         ("builtins", "set"): set,
@@ -145,7 +202,7 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
         ("torch._utils", "_rebuild_tensor"): _rebuild_legacy_tensor,
         ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
         ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-        ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
+        ("torch.storage", "_load_from_bytes"): _storage_loader(source),
         ("torch", "device"): torch.device,
         ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent,
         ("dnnlib.util", "EasyDict"): dict,
@@ -177,7 +234,7 @@ class SafeUnpickler(pickle._Unpickler):
     def __init__(self, file: BinaryIO, *, source: str = "the pickle") -> None:
         super().__init__(file)
         self._source = source
-        self._allowed = _allowed_globals()
+        self._allowed = _allowed_globals(source)
         self._stand_ins: dict[str, type] = {}
 
     def load_build(self) -> None:
@@ -238,7 +295,7 @@ def load_pickle_stream(handle: BinaryIO, *, source: str, unpickler: type[SafeUnp
     except CheckpointError:
         raise
     except _CORRUPT_PICKLE_ERRORS as err:
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        detail = _first_line(err)
         raise CheckpointError(f"{source}: not a readable pickle (truncated or corrupt: {detail})") from None
 
 

@@ -11,13 +11,17 @@ by file extension:
   shapes (they agree with StyleGAN3-R 1024 for the published file), or given by the caller;
 * NVIDIA snapshot pickles, read by `safe_pickle` without running any code from the file.
 
-Loaded networks are returned in eval mode with `requires_grad` off; turn it on for what you tune.
+Before anything is built, the constructor kwargs are checked against bounds and the shapes they
+would create (computed without allocating, see `plans.py`) against the file's tensors, so a crafted
+file cannot decide how much memory is allocated. Loaded networks are returned in eval mode with
+`requires_grad` off; turn it on for what you tune.
 """
 from __future__ import annotations
 
 import importlib
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -33,6 +37,13 @@ from videdit.checkpoints.safe_pickle import (
     record_init_kwargs,
     record_state_dict,
     to_plain_python,
+    torch_load_plain,
+)
+from videdit.checkpoints.plans import (
+    DISCRIMINATOR_CLASS,
+    GENERATOR_CLASS,
+    planned_shapes,
+    validate_init_kwargs,
 )
 from videdit.errors import CheckpointError, MissingWeightsError
 
@@ -56,8 +67,6 @@ __all__ = [
 
 FORMAT = "videdit.stylegan3"
 
-GENERATOR_CLASS = "videdit.networks.stylegan3.Generator"
-DISCRIMINATOR_CLASS = "videdit.networks.discriminator.Discriminator"
 _DEFAULT_CLASS = {"generator": GENERATOR_CLASS, "discriminator": DISCRIMINATOR_CLASS}
 _PICKLE_KEY = {"generator": "G_ema", "discriminator": "D"}
 # Positional constructor arguments of the official classes, for pickles whose _init_args is not empty.
@@ -150,14 +159,7 @@ def _is_state_dict(obj: Any) -> bool:
 
 
 def _read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    import pickle
-
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{path}: refused to load (not a plain weights file: {_first_line(err)})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: unreadable torch file (truncated or corrupt: {_first_line(err)})") from None
+    obj = torch_load_plain(path)
     if _is_state_dict(obj):
         return dict(obj)
     # A few repositories wrap the state dict in a dict.
@@ -204,7 +206,13 @@ def read_checkpoint(
     if source == _TORCH:
         return NetworkCheckpoint(path, source, kind, _DEFAULT_CLASS[kind], None, _read_torch_state_dict(path))
 
-    snapshot = load_nvidia_pickle(path)
+    return network_from_snapshot(path, load_nvidia_pickle(path), kind, pickle_key)
+
+
+def network_from_snapshot(
+    path: Path, snapshot: dict[str, Any], kind: str, pickle_key: str | None = None
+) -> NetworkCheckpoint:
+    """One network ('G_ema', 'D', ...) of an NVIDIA snapshot loaded by `load_nvidia_pickle`."""
     key = pickle_key or _PICKLE_KEY[kind]
     record = snapshot.get(key)
     if record is None:
@@ -214,7 +222,7 @@ def read_checkpoint(
         raise CheckpointError(f"{path}: '{key}' in the pickle is a {type(record).__name__}, not a network")
     state = record_state_dict(record, where=f"{path} ['{key}']")
     init_kwargs = record_init_kwargs(record, _POSITIONAL[kind])
-    return NetworkCheckpoint(path, source, kind, _DEFAULT_CLASS[kind], init_kwargs, state)
+    return NetworkCheckpoint(path, _PICKLE, kind, _DEFAULT_CLASS[kind], init_kwargs, state)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -314,12 +322,19 @@ def _list_keys(keys: list[str], limit: int = 3) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def _shape(value: Any) -> tuple[int, ...]:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else tuple(value)
+
+
 def check_state_dict(
-    expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], where: str, hint: str = ""
+    expected: dict[str, Any], given: dict[str, torch.Tensor], where: str, hint: str = ""
 ) -> None:
-    """Raise a one-line CheckpointError naming the first missing, misshaped or unexpected keys."""
+    """Raise a one-line CheckpointError naming the first missing, misshaped or unexpected keys.
+
+    `expected` maps names to tensors or to shapes (a plan from `plans.planned_shapes`).
+    """
     missing = [k for k in expected if k not in given]
-    misshaped = [k for k in expected if k in given and tuple(given[k].shape) != tuple(expected[k].shape)]
+    misshaped = [k for k in expected if k in given and _shape(given[k]) != _shape(expected[k])]
     unexpected = [k for k in given if k not in expected]
     suffix = f" ({hint})" if hint else ""
     if missing:
@@ -328,19 +343,20 @@ def check_state_dict(
         k = misshaped[0]
         more = f" (and {len(misshaped) - 1} more misshaped)" if len(misshaped) > 1 else ""
         raise CheckpointError(
-            f"{where}: key '{k}' has shape {list(given[k].shape)}, expected {list(expected[k].shape)}{more}{suffix}"
+            f"{where}: key '{k}' has shape {list(_shape(given[k]))}, expected {list(_shape(expected[k]))}{more}{suffix}"
         )
     if unexpected:
         raise CheckpointError(f"{where}: unexpected key(s) {_list_keys(unexpected)}{suffix}")
 
 
-def build_network(
-    checkpoint: NetworkCheckpoint, device: str | torch.device = "cpu", init_kwargs: dict[str, Any] | None = None
-) -> torch.nn.Module:
-    """Construct the checkpoint's network class and load its state strictly.
+def checked_kwargs(
+    checkpoint: NetworkCheckpoint, init_kwargs: dict[str, Any] | None = None
+) -> tuple[type, dict[str, Any], dict[str, torch.Tensor]]:
+    """The class, constructor kwargs and state dict of a checkpoint, checked before anything is built.
 
-    `init_kwargs` overrides the file's kwargs; plain generator state dicts without either get kwargs
-    inferred from the state dict (see `infer_generator_kwargs`).
+    The kwargs (given, recorded, or read off a generator's state dict) are checked against the class's
+    bounds, and the shapes they would create (computed without allocating) against the file's tensors,
+    so a file can never make videdit allocate more than the file itself holds.
     """
     where = checkpoint.path
     cls = _resolve_class(checkpoint.class_path, where)
@@ -354,6 +370,41 @@ def build_network(
         except CheckpointError as err:
             raise CheckpointError(f"{where}: {err}") from None
         hint = "the generator configuration was guessed from the state dict; pass init_kwargs if it differs"
+    validate_init_kwargs(checkpoint.class_path, kwargs, where)
+    state = dict(checkpoint.state_dict)
+    if checkpoint.kind == "generator":
+        _tolerate_transform(state, where)
+    plan = planned_shapes(checkpoint.class_path, kwargs, where)
+    check_state_dict(plan, state, str(where), hint)
+    _check_plan_fits_file(plan, where)
+    return cls, kwargs, state
+
+
+def _check_plan_fits_file(plan: dict[str, tuple[int, ...]], path: Path) -> None:
+    # A pickled tensor may view a tiny storage with zero strides, so matching shapes alone do not bound
+    # what building allocates; the file's size does. Twice the size allows float16 files.
+    planned = 4 * sum(math.prod(shape) for shape in plan.values())
+    try:
+        size = Path(path).stat().st_size
+    except OSError:
+        return
+    if planned > 2 * size + (1 << 20):
+        raise CheckpointError(
+            f"{path}: its tensors' shapes make {planned / 2**20:.0f} MiB of weights but the file holds "
+            f"{size / 2**20:.1f} MiB (tensors repeating one storage?); refusing to build it"
+        )
+
+
+def build_network(
+    checkpoint: NetworkCheckpoint, device: str | torch.device = "cpu", init_kwargs: dict[str, Any] | None = None
+) -> torch.nn.Module:
+    """Construct the checkpoint's network class and load its state strictly.
+
+    `init_kwargs` overrides the file's kwargs; plain generator state dicts without either get kwargs
+    inferred from the state dict (see `infer_generator_kwargs`). Nothing is built before
+    `checked_kwargs` has matched the kwargs' shape plan with the file.
+    """
+    cls, kwargs, state = checked_kwargs(checkpoint, init_kwargs)
     # Built on the CPU with its random initialisation, then overwritten. Building on the meta device
     # instead (load_state_dict(assign=True)) makes repeated loads 4x faster, but its first use in a
     # process imports torch._dynamo, which costs more than it saves for the usual one or two loads.
@@ -362,12 +413,9 @@ def build_network(
             net = cls(**kwargs)
     except (TypeError, ValueError, AssertionError, KeyError) as err:
         detail = _first_line(err)
+        where = checkpoint.path
         raise CheckpointError(f"{where}: cannot build {cls.__name__} from the recorded arguments ({detail})") from None
-
-    state = dict(checkpoint.state_dict)
-    if checkpoint.kind == "generator":
-        _tolerate_transform(state, where)
-    check_state_dict(net.state_dict(), state, str(where), hint)
+    check_state_dict(net.state_dict(), state, str(checkpoint.path))  # the plan and the class must agree
     net.load_state_dict(state, strict=True)
     return net.to(device).eval().requires_grad_(False)
 
