@@ -11,6 +11,8 @@ is written at the chosen size (faces scaled with the frame). Then, in this one r
   shots      detect_shots (PySceneDetect's ContentDetector on ~256 px wide frames);
   tracks     track_faces: every face of every frame, linking, bridging, identity embeddings, people;
   embed      the identity embeddings alone (part of tracks);
+  tracks/k   the same with tracks.full_search_every = k: the whole frame searched every k frames of a
+             shot, only around the open tracks in between (as the baseline does for its one face);
 
 and printed as ms per frame and as ratios to the baseline measured here (absolute times depend on the
 machine and its load; the ratios are what to compare). The correctness of what is timed is checked
@@ -68,7 +70,8 @@ def timed(function, *args, **kwargs):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="1080")
-    parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--full-search-every", type=int, default=5, help="k of the tracks/k row")
     parser.add_argument("--landmarks", default="dlib", help="landmark backend (dlib, face-alignment, auto)")
     args = parser.parse_args(argv)
 
@@ -100,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         shots_s, shots = timed(detect_shots, clip.path)
         tracks_s, tracks = timed(track_faces, clip.path, shots, backend, TrackSettings(), embedder)
         embed_s = embedder.seconds
+        sparse = TrackSettings(full_search_every=args.full_search_every)
+        sparse_s, sparse_tracks = timed(track_faces, clip.path, shots, backend, sparse, embedder)
 
     truth_people = 2
     print(f"faces benchmark: {args.size}p {SIZES[args.size][0]}x{SIZES[args.size][1]}, {n} frames, "
@@ -108,10 +113,13 @@ def main(argv: list[str] | None = None) -> int:
           f"(truth {truth_people}), {len(tracks.tracks)} tracks; baseline followed a face in {baseline_found}/{n} frames")
     rows = [("decode", decode_s), ("baseline (single face)", baseline_s), ("shots", shots_s),
             ("tracks (all faces)", tracks_s), ("  of which embeddings", embed_s),
-            ("shots + tracks", shots_s + tracks_s)]
+            ("shots + tracks", shots_s + tracks_s),
+            (f"tracks/{args.full_search_every}", sparse_s), (f"shots + tracks/{args.full_search_every}", shots_s + sparse_s)]
     print(f"  {'pass':26s} {'ms/frame':>9s} {'x baseline':>11s}")
     for name, seconds in rows:
         print(f"  {name:26s} {1000 * seconds / n:9.1f} {seconds / baseline_s:11.2f}")
+    same = [(t.start, t.end, t.person) for t in tracks.tracks] == [(t.start, t.end, t.person) for t in sparse_tracks.tracks]
+    print(f"  tracks/{args.full_search_every} found the same tracks and people: {same}")
     ok = len(shots) == len(clip.shots) and len(tracks.people()) == truth_people
     if not ok:
         print("  MISMATCH: the shots or people found differ from the clip's truth")

@@ -98,6 +98,10 @@ def test_two_people_side_by_side(tmp_path, backend, embedder, photo_eyes):
     assert_eyes_where_placed(tracks, clip, photo_eyes, "astronaut", left.id)
     assert_eyes_where_placed(tracks, clip, photo_eyes, "grace_hopper", right.id)
     assert select_people(tracks, "all") == ["p1", "p2"]
+    # searching the whole frame only every 3rd frame (around the open tracks between) finds the same
+    sparse = run_tracks(clip, backend, embedder, full_search_every=3)
+    assert [(t.start, t.end, t.person) for t in sparse.tracks] == [(t.start, t.end, t.person) for t in tracks.tracks]
+    np.testing.assert_allclose(sparse.tracks[0].landmarks, left.landmarks, atol=2.0)
 
 
 def test_hard_cut_between_two_people_at_one_place(tmp_path, backend, embedder, photo_eyes):
