@@ -67,6 +67,13 @@ def _import_scenedetect():
     return FrameTimecode, ContentDetector
 
 
+def _last_score(detector) -> float:
+    """The change score ContentDetector computed for the frame it was last given. PySceneDetect keeps it
+    in `_frame_score` (no public getter without a stats manager, which also computes edge maps we do
+    not use); pyproject pins the 0.7 series, and the dissolve test fails should it move."""
+    return float(getattr(detector, "_frame_score", None) or 0.0)
+
+
 def _reduction(width: int, detect_width: int) -> int:
     """Integer factor that brings a frame about `detect_width` wide (PIL's fast box reduction)."""
     return max(1, int(round(width / max(1, detect_width))))
@@ -84,11 +91,11 @@ class ShotDetector:
         self.settings = settings or ShotSettings()
         if self.settings.min_shot_frames < 1:
             raise InputError(f"shots.min_shot_frames must be at least 1, got {self.settings.min_shot_frames}")
-        self._timecode, content_detector = _import_scenedetect()
+        self._timecode, self._content_detector = _import_scenedetect()
         self._fps = Fraction(fps).limit_denominator(100000) if fps else Fraction(25)
         # min_scene_len=0 disables PySceneDetect's flash filter: every cut is reported at the frame
         # that starts the new shot, immediately; min_shot_frames is applied here instead.
-        self._cuts_detector = content_detector(threshold=self.settings.threshold, min_scene_len=0)
+        self._cuts_detector = self._content_detector(threshold=self.settings.threshold, min_scene_len=0)
         self._dissolve = self.settings.dissolve_frames > 1
         self._scores: list[float] = []  # frame i vs i - 1 (0 for the first)
         self._long_scores: list[float] = []  # frame i vs i - dissolve_frames
@@ -110,23 +117,22 @@ class ShotDetector:
         timecode = self._timecode(timecode=index, fps=self._fps)
         if self._cuts_detector.process_frame(timecode, small) and index > 0:
             self._cuts.append(index)
-        self._scores.append(float(self._cuts_detector._frame_score or 0.0))
+        self._scores.append(_last_score(self._cuts_detector))
         if self._dissolve:
             self._long_scores.append(self._long_score(small))
         self._count += 1
 
     def _long_score(self, small: np.ndarray) -> float:
         """ContentDetector's score between this frame and the one dissolve_frames back (0 before that)."""
-        _, content_detector = _import_scenedetect()
         k = self.settings.dissolve_frames
         self._history.append(small)
         if len(self._history) <= k:
             return 0.0
         old = self._history.pop(0)
-        pair = content_detector(threshold=255.0, min_scene_len=0)
+        pair = self._content_detector(threshold=255.0, min_scene_len=0)
         for i, picture in enumerate((old, small)):
             pair.process_frame(self._timecode(timecode=i, fps=self._fps), picture)
-        return float(pair._frame_score or 0.0)
+        return _last_score(pair)
 
     def _dissolve_cuts(self) -> list[int]:
         """Middles of cross-fades (see the module notes), away from hard cuts."""
