@@ -399,3 +399,12 @@ def test_select_people():
     assert str(error.value) == "no person p9; the people there are p1 (8 frames), p2 (5 frames) (or use main, all)"
     with pytest.raises(NoFaceError):
         select_people(TracksRecord(shots=[(0, 3)]), "main")
+
+
+def test_bad_settings_are_one_line():
+    with pytest.raises(InputError, match="^tracks.min_track_frames must be at least 1, got 0$"):
+        TrackSettings(min_track_frames=0).check()
+    with pytest.raises(InputError, match="max_gap_frames"):
+        TrackSettings(max_gap_frames=-1).check()
+    with pytest.raises(InputError, match="min_shot_frames"):
+        ShotDetector(25, ShotSettings(min_shot_frames=0))

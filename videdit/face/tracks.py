@@ -62,10 +62,11 @@ class TrackSettings:
     #                             found up to k - 1 frames late, and those frames pass through unedited)
 
     def check(self) -> "TrackSettings":
-        if min(self.min_track_frames, self.embed_every, self.max_embeddings, self.full_search_every) < 1 \
-                or self.max_gap_frames < 0:
-            raise InputError("tracks: min_track_frames, embed_every, max_embeddings and full_search_every must be "
-                             "at least 1, max_gap_frames at least 0")
+        lowest = {"min_track_frames": 1, "embed_every": 1, "max_embeddings": 1, "full_search_every": 1,
+                  "max_gap_frames": 0}
+        for name, least in lowest.items():
+            if getattr(self, name) < least:
+                raise InputError(f"tracks.{name} must be at least {least}, got {getattr(self, name)}")
         return self
 
 
@@ -470,6 +471,7 @@ def find_face_tracks(video, *, landmarks: str = "dlib", shot_settings: ShotSetti
 
     landmarks: the backend name (make_backend) when `backend` is not given.
     """
+    track_settings = (track_settings or TrackSettings()).check()  # bad settings: before the long passes
     shots = detect_shots(video, shot_settings)
     backend = backend if backend is not None else make_backend(landmarks, detect_max_side=detect_max_side)
     return track_faces(video, shots, backend, track_settings)
