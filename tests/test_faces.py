@@ -175,6 +175,16 @@ def test_one_frame_shot(tmp_path, backend, embedder, photo_eyes):
     loaded = FaceTracks.load(tmp_path / "a")
     assert ranges(loaded) == ranges(tracks) and [t.person for t in loaded.tracks] == [t.person for t in tracks.tracks]
     np.testing.assert_allclose(loaded.tracks[0].landmarks, tracks.tracks[0].landmarks, atol=1e-3)
+    (tmp_path / "a" / tracks.tracks[1].dir / "track.npz").unlink()
+    with pytest.raises(InputError, match="t2/track.npz: missing or unreadable"):
+        FaceTracks.load(tmp_path / "a")
+    # the shots are what the smoothing takes as segments: nothing is smoothed across a cut
+    from videdit.face.shots import shot_segments
+    from videdit.temporal import SmoothSettings, smooth_latents
+
+    steps = np.repeat(np.arange(3.0), [4, 1, 4])[:, None, None] * np.ones((1, 2, 3))
+    smoothed = smooth_latents(steps, SmoothSettings(), segments=shot_segments(tracks.shots))
+    np.testing.assert_allclose(smoothed, steps)  # constant inside each shot: unchanged
 
 
 def test_no_face_in_any_shot_is_one_error(tmp_path, backend, embedder):

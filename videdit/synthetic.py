@@ -188,9 +188,8 @@ def load_photo(name: str) -> np.ndarray:
 @dataclass(frozen=True)
 class FacePlacement:
     """One person in one shot: a square patch of `photo` around its face (`patch` face sizes wide),
-    scaled so the face is `face_px` pixels, its face centre at `centre` (frame pixels) in the shot's
-    first frame, moving by `drift_px` per frame, visible in the shot's frames [start, end)
-    (end None: to the shot's end)."""
+    scaled so the face is `face_px` pixels, its face centre at `centre + t * drift_px` (frame pixels)
+    in frame t of the shot, shown in the shot's frames [start, end) (end None: to the shot's end)."""
 
     photo: str
     face_px: float
