@@ -60,9 +60,13 @@ def run_tracks(clip, backend, embedder, **settings) -> FaceTracks:
     return track_faces(clip.path, detect_shots(clip.path), backend, TrackSettings(**settings), embedder)
 
 
-def assert_eyes_where_placed(tracks: FaceTracks, clip, photo_eyes, photo: str, track_id: str) -> float:
+def assert_eyes_where_placed(tracks: FaceTracks, clip, photo_eyes, photo: str, track_id: str,
+                             only_whole_faces: bool = False) -> float:
     """The track's eye centres in every frame it detected vs the photo's eyes mapped by the clip's
-    known placement; returns the largest error in face sizes."""
+    known placement; returns the largest error in face sizes. only_whole_faces: skip frames where
+    the face box is partly outside the frame (landmarks there are guesses)."""
+    from videdit.synthetic import PHOTO_FACES
+
     track = tracks.track(track_id)
     worst = 0.0
     for row, frame in enumerate(track.frames):
@@ -70,6 +74,10 @@ def assert_eyes_where_placed(tracks: FaceTracks, clip, photo_eyes, photo: str, t
             continue
         matrix = clip.photo_to_frame(int(frame), photo)
         assert matrix is not None, f"{track_id} has a face in frame {frame}, where {photo} is not shown"
+        centre = matrix[:2, :2] @ PHOTO_FACES[photo][0] + matrix[:2, 2]
+        half = matrix[0, 0] * PHOTO_FACES[photo][1] / 2
+        if only_whole_faces and not (np.all(centre - half >= 0) and np.all(centre + half <= clip.size)):
+            continue
         truth = photo_eyes[photo] @ matrix[:2, :2].T + matrix[:2, 2]
         found = np.stack([track.landmarks[row, 36:42].mean(axis=0), track.landmarks[row, 42:48].mean(axis=0)])
         worst = max(worst, float(np.linalg.norm(found - truth, axis=1).max()) / FACE_PX)
@@ -138,6 +146,27 @@ def test_person_leaving_and_coming_back_keeps_the_label(tmp_path, backend, embed
     for track in away:
         assert_eyes_where_placed(tracks, clip, photo_eyes, "astronaut", track.id)
     assert_eyes_where_placed(tracks, clip, photo_eyes, "grace_hopper", stays.id)
+
+
+def test_person_walking_out_of_frame_and_back_keeps_the_label(tmp_path, backend, embedder, photo_eyes):
+    # the astronaut slides out to the left (12 px a frame), is away, and slides back in
+    clip = make_scene_clip(tmp_path / "walk.mp4", [ShotSpec(30, (
+        FacePlacement("grace_hopper", FACE_PX, (250, 96)),
+        FacePlacement("astronaut", FACE_PX, (120, 96), drift_px=(-12, 0), end=15, patch=1.6),
+        FacePlacement("astronaut", FACE_PX, (-276, 96), drift_px=(12, 0), start=18, patch=1.6)))], size=SIZE)
+    tracks = run_tracks(clip, backend, embedder, max_gap_frames=5)
+    assert tracks.shots == [Shot(0, 30)]  # a steady walk is not a cut
+    stays = [t for t in tracks.tracks if t.n_frames == 30]
+    away = sorted((t for t in tracks.tracks if t.n_frames < 30), key=lambda t: t.start)
+    assert len(stays) == 1 and len(away) == 2
+    # whole in frames 0-6 (centre 120 - 12 t, half a face 44 px), gone from frame 14 on;
+    # back in part from frame 20, whole from frame 27
+    assert away[0].start == 0 and 7 <= away[0].end <= 14
+    assert 20 <= away[1].start <= 27 and away[1].end == 30
+    assert away[0].person == away[1].person != stays[0].person
+    for track in away:
+        assert_eyes_where_placed(tracks, clip, photo_eyes, "astronaut", track.id, only_whole_faces=True)
+    assert_eyes_where_placed(tracks, clip, photo_eyes, "grace_hopper", stays[0].id)
 
 
 def test_one_person_across_a_cut_is_one_person(tmp_path, backend, embedder, photo_eyes):
