@@ -17,6 +17,9 @@ CHECKPOINTS = "checkpoints"
 RENDER_INFO = "render.json"
 RECONSTRUCTION_KEY = "recon"  # key of the unedited latents
 STYLESPACE_SUFFIX = ".stylespace.json"  # sidecar of an edited latents file: StyleSpace offsets
+TRACKS = "tracks.json"  # RUN/tracks.json: the shots and face tracks of the video (videdit.records.TracksRecord)
+TRACKS_DIR = "tracks"  # RUN/tracks/<track id>/: one folder per face track
+PEOPLE_SHEET = "people.png"  # RUN/people.png: a labelled thumbnail per person (videdit faces)
 
 
 def frame_name(index: int) -> str:

@@ -13,6 +13,7 @@ folder (a public format, see docs/ARCHITECTURE.md) is described in one place. nu
       stitch/     generator.safetensors (optional stage: STIT stitching tuning)
       render/     <key>/%06d.png, <key>.mp4, render.json (RenderInfo)
       composite/  <key>.mp4
+      tracks.json (TracksRecord: shots and face tracks), tracks/<id>/ (one folder per face track)
 """
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ from videdit.layout import (  # noqa: F401  (the names are part of this module's
     RENDER_INFO,
     STAGE_ORDER,
     STYLESPACE_SUFFIX,
+    TRACKS,
+    TRACKS_DIR,
     TRANSFORMS,
     UNALIGNED,
     VIDEO_INFO,
@@ -242,6 +245,132 @@ class RenderInfo:
 
 
 # --------------------------------------------------------------------------------------------------
+# Shots and face tracks
+
+
+@dataclass(frozen=True)
+class TrackEntry:
+    """One face track in tracks.json: frames [start, end) of shot number `shot`, person label `person`
+    ("p1", "p2", ...), its files in RUN/`dir` (relative to the run folder)."""
+
+    id: str
+    person: str
+    shot: int
+    start: int
+    end: int
+    dir: str
+
+    @property
+    def n_frames(self) -> int:
+        return self.end - self.start
+
+
+def _int_field(entry: dict, key: str, where: str) -> int:
+    value = entry.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{where}: {key} must be an integer, got {value!r}")
+    return value
+
+
+@dataclass
+class TracksRecord:
+    """RUN/tracks.json: the video's shots and face tracks.
+
+    {"shots": [{"start": int, "end": int}, ...],
+     "tracks": [{"id": str, "person": str, "shot": int, "start": int, "end": int, "dir": str}, ...]}
+
+    Frame ranges are half-open; the shots tile [0, N) in order; every track lies inside its shot;
+    `dir` is relative to the run folder. Other keys are kept in `extra` (written back as they are).
+    """
+
+    shots: list[tuple[int, int]]
+    tracks: list[TrackEntry] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_frames(self) -> int:
+        return self.shots[-1][1] if self.shots else 0
+
+    def people(self) -> list[str]:
+        """Person labels in order (p1, p2, ..., by number)."""
+        return sorted({t.person for t in self.tracks}, key=lambda p: (len(p), p))
+
+    def validate(self, where: str = "tracks.json") -> "TracksRecord":
+        """self, or one InputError line saying what is wrong."""
+        if not self.shots:
+            raise InputError(f"{where}: no shots")
+        position = 0
+        for number, (start, end) in enumerate(self.shots):
+            if start != position or end <= start:
+                raise InputError(f"{where}: shot {number} is [{start}, {end}); shots must tile the video from "
+                                 f"frame 0 in order, each at least one frame (expected a start of {position})")
+            position = end
+        seen = set()
+        for track in self.tracks:
+            if not track.id or track.id in seen:
+                raise InputError(f"{where}: track id {track.id!r} is empty or used twice")
+            seen.add(track.id)
+            if not (track.person.startswith("p") and track.person[1:].isdigit()):
+                raise InputError(f"{where}: track {track.id}: person {track.person!r} is not a label like p1")
+            if not 0 <= track.shot < len(self.shots):
+                raise InputError(f"{where}: track {track.id}: shot {track.shot} does not exist "
+                                 f"({len(self.shots)} shots)")
+            shot_start, shot_end = self.shots[track.shot]
+            if not shot_start <= track.start < track.end <= shot_end:
+                raise InputError(f"{where}: track {track.id}: frames [{track.start}, {track.end}) are not inside "
+                                 f"its shot [{shot_start}, {shot_end})")
+            folder = Path(track.dir)
+            if folder.is_absolute() or ".." in folder.parts or not track.dir:
+                raise InputError(f"{where}: track {track.id}: dir {track.dir!r} must be a folder inside the run folder")
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.extra, shots=[{"start": int(s), "end": int(e)} for s, e in self.shots],
+                    tracks=[asdict(t) for t in self.tracks])
+
+    def save(self, run_dir: str | PathLike) -> Path:
+        """Write RUN/tracks.json atomically (after validating)."""
+        path = Path(run_dir) / TRACKS
+        self.validate(str(path))
+        return atomic_write_text(path, json.dumps(self.to_json(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | PathLike) -> "TracksRecord":
+        """Read RUN/tracks.json (a run folder or the file); one InputError line when missing or malformed."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / TRACKS
+        if not path.is_file():
+            raise InputError(f"{path} is missing (run `videdit faces` or the pipeline first)")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InputError(f"{path}: not readable JSON ({type(err).__name__}); rerun `videdit faces`") from None
+        if not isinstance(data, dict) or not isinstance(data.get("shots"), list) \
+                or not isinstance(data.get("tracks", []), list):
+            raise InputError(f"{path}: needs a \"shots\" list and a \"tracks\" list")
+        shots = []
+        for number, entry in enumerate(data["shots"]):
+            if not isinstance(entry, dict):
+                raise InputError(f"{path}: shot {number} is not an object with start and end")
+            where = f"{path}: shot {number}"
+            shots.append((_int_field(entry, "start", where), _int_field(entry, "end", where)))
+        tracks = []
+        for number, entry in enumerate(data.get("tracks", [])):
+            where = f"{path}: track {number}"
+            if not isinstance(entry, dict):
+                raise InputError(f"{where} is not an object")
+            for key in ("id", "person", "dir"):
+                if not isinstance(entry.get(key), str):
+                    raise InputError(f"{where}: {key} must be a string, got {entry.get(key)!r}")
+            tracks.append(TrackEntry(id=entry["id"], person=entry["person"], dir=entry["dir"],
+                                     shot=_int_field(entry, "shot", where), start=_int_field(entry, "start", where),
+                                     end=_int_field(entry, "end", where)))
+        extra = {k: v for k, v in data.items() if k not in ("shots", "tracks")}
+        return cls(shots=shots, tracks=tracks, extra=extra).validate(str(path))
+
+
+# --------------------------------------------------------------------------------------------------
 # The run folder
 
 
@@ -312,6 +441,14 @@ class RunFolder:
 
     def composite_video(self, key: str) -> Path:
         return self.root / "composite" / f"{key}.mp4"
+
+    # shots and face tracks
+    @property
+    def tracks_json(self) -> Path:
+        return self.root / TRACKS
+
+    def tracks_record(self) -> TracksRecord:
+        return TracksRecord.load(self.root / TRACKS)
 
 
 @dataclass

@@ -167,3 +167,148 @@ def write_tune_inputs(root: str | Path, G, n_frames: int, *, seed: int = 0, max_
         ws = ws.repeat(n_frames, 1, 1) + 0.05 * torch.randn(n_frames, G.num_ws, G.w_dim, generator=gen)
     np.save(root / "latents.npy", ws.numpy())
     return root / "align", root / "latents.npy", matrix
+
+
+# ----------------------------------------------------------------------------------------------
+# Clips with several people and cuts (shots and face tracks): every face placed by a known map.
+
+# Where the face is in each photo (pixel-centre coordinates): dlib's face box centre and side.
+PHOTO_FACES = {"astronaut": ((222.5, 126.5), 87.0), "grace_hopper": ((268.5, 244.5), 215.0)}
+
+
+def load_photo(name: str) -> np.ndarray:
+    """One of the shipped portraits by name: "astronaut" or "grace_hopper"."""
+    if name == "astronaut":
+        return astronaut()
+    if name == "grace_hopper":
+        return grace_hopper()
+    raise VideditError(f"unknown photo {name!r}; choose one of {', '.join(PHOTO_FACES)}")
+
+
+@dataclass(frozen=True)
+class FacePlacement:
+    """One person in one shot: a square patch of `photo` around its face (`patch` face sizes wide),
+    scaled so the face is `face_px` pixels, its face centre at `centre + t * drift_px` (frame pixels)
+    in frame t of the shot, shown in the shot's frames [start, end) (end None: to the shot's end)."""
+
+    photo: str
+    face_px: float
+    centre: tuple[float, float]
+    drift_px: tuple[float, float] = (0.0, 0.0)
+    start: int = 0
+    end: int | None = None
+    patch: float = 2.0
+
+
+@dataclass(frozen=True)
+class ShotSpec:
+    """One shot: its length, the people in it, and its flat background colour."""
+
+    n_frames: int
+    faces: tuple[FacePlacement, ...] = ()
+    background: tuple[int, int, int] = (60, 70, 80)
+
+
+@dataclass
+class SceneClip:
+    """A clip written by make_scene_clip and what is in it.
+
+    shots: [(start, end)] half-open frame ranges of the video. placements: per frame, (photo name,
+    3x3 map from photo pixel-centre coordinates to frame pixel-centre coordinates) for every face shown.
+    """
+
+    path: Path
+    size: tuple[int, int]
+    fps: Fraction
+    shots: list[tuple[int, int]]
+    placements: list[list[tuple[str, np.ndarray]]]
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.placements)
+
+    def photo_to_frame(self, frame: int, photo: str) -> np.ndarray | None:
+        """Where `photo` is in `frame` (None when it is not shown there)."""
+        for name, matrix in self.placements[frame]:
+            if name == photo:
+                return matrix
+        return None
+
+    def frames_with(self, photo: str) -> np.ndarray:
+        """Indices of the frames that show `photo`."""
+        return np.array([i for i in range(self.n_frames) if self.photo_to_frame(i, photo) is not None], dtype=int)
+
+
+def _photo_patch(photo: np.ndarray, name: str, patch: float) -> tuple[np.ndarray, np.ndarray]:
+    """The square of `patch` face sizes around the photo's face (outside the photo: black), and its
+    top-left corner in photo pixels."""
+    from PIL import Image
+
+    (cx, cy), face = PHOTO_FACES[name]
+    half = patch * face / 2
+    corner = np.array([round(cx - half), round(cy - half)], dtype=np.float64)
+    side = int(round(2 * half))
+    box = (int(corner[0]), int(corner[1]), int(corner[0]) + side, int(corner[1]) + side)
+    return np.asarray(Image.fromarray(photo).crop(box)), corner
+
+
+def _paste_mapped(canvas: np.ndarray, image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """canvas with `image` drawn where `matrix` (image pixel-centre -> canvas pixel-centre) puts it."""
+    from PIL import Image
+
+    size = (canvas.shape[1], canvas.shape[0])
+    # PIL maps output -> input in pixel-corner coordinates: conjugate by the half-pixel shift.
+    shift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1.0]])
+    inverse = (shift @ np.linalg.inv(matrix) @ np.linalg.inv(shift))[:2].reshape(-1)
+
+    def warp(picture: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(picture).transform(size, Image.Transform.AFFINE, tuple(inverse),
+                                                             resample=Image.Resampling.BILINEAR, fillcolor=0))
+
+    moved = warp(image).astype(np.float64)
+    mask = warp(np.full(image.shape[:2], 255, np.uint8)).astype(np.float64)[..., None] / 255
+    return np.rint(canvas * (1 - mask) + moved * mask).astype(np.uint8)
+
+
+def make_scene_clip(path: str | Path, shots: list[ShotSpec], size: tuple[int, int] = (256, 192),
+                    fps: Fraction | int = 25, crf: int = 12) -> SceneClip:
+    """Write an H.264 clip of shots (hard cuts between them) of people from the shipped photos.
+
+    Each person is a patch of its photo scaled and moved (no rotation) to a known place, so the truth
+    of every face in every frame is known exactly: SceneClip.placements.
+    """
+    from videdit.io.video import VideoWriter
+
+    if not shots or any(shot.n_frames < 1 for shot in shots):
+        raise VideditError("a scene clip needs at least one shot, each of at least one frame")
+    path = Path(path)
+    width, height = int(size[0]), int(size[1])
+    photos = {name: load_photo(name) for name in sorted({f.photo for shot in shots for f in shot.faces})}
+    patches = {}
+    placements: list[list[tuple[str, np.ndarray]]] = []
+    ranges = []
+    with VideoWriter(path, fps=Fraction(fps), size=(width, height), crf=crf) as writer:
+        for shot in shots:
+            ranges.append((len(placements), len(placements) + shot.n_frames))
+            for t in range(shot.n_frames):
+                frame = np.empty((height, width, 3), np.uint8)
+                frame[:] = shot.background
+                shown = []
+                for face in shot.faces:
+                    if not face.start <= t < (shot.n_frames if face.end is None else face.end):
+                        continue
+                    key = (face.photo, face.patch)
+                    if key not in patches:
+                        patches[key] = _photo_patch(photos[face.photo], face.photo, face.patch)
+                    patch, corner = patches[key]
+                    (cx, cy), face_size = PHOTO_FACES[face.photo]
+                    scale = face.face_px / face_size
+                    target = np.asarray(face.centre, np.float64) + t * np.asarray(face.drift_px, np.float64)
+                    photo_to_frame = np.array([[scale, 0, target[0] - scale * cx],
+                                               [0, scale, target[1] - scale * cy], [0, 0, 1.0]])
+                    patch_to_photo = np.array([[1, 0, corner[0]], [0, 1, corner[1]], [0, 0, 1.0]])
+                    frame = _paste_mapped(frame, patch, photo_to_frame @ patch_to_photo)
+                    shown.append((face.photo, photo_to_frame))
+                writer.write(frame)
+                placements.append(shown)
+    return SceneClip(path, (width, height), Fraction(fps), ranges, placements)
