@@ -607,8 +607,9 @@ class _VideoContext:
         def fn(work: Path):
             w_keys = ["recon"] + [k for s in self.pipe.sections["edit"].specs if s.kind == "w" for k, _ in s.keys()]
             # W+ latents by key; the S edits' offsets (styles_*.safetensors) in the edit folder come along
+            segments = records.AlignRecord.load(self.align_dir).segments()  # shots: no window crosses a cut
             mod.run_smooth({k: self.edit_dir / records.latents_name(k) for k in w_keys},
-                           self.align_dir / records.TRANSFORMS, work, settings)
+                           self.align_dir / records.TRANSFORMS, work, settings, segments)
 
         return Stage("smooth", fn, dataclasses.asdict(settings), {"edit": self.edit_dir, "align": self.align_dir})
 
@@ -634,7 +635,8 @@ class _VideoContext:
         settings = self._settings("composite")
 
         def fn(work: Path):
-            mod.run_composite(self.video, self.align_dir, self.render_dir, [k for k, _ in self.keys], work, settings)
+            mod.run_composite(self.video, self.align_dir, self.render_dir, [k for k, _ in self.keys], work, settings,
+                              segments=records.AlignRecord.load(self.align_dir).segments())
 
         return Stage("composite", fn, dataclasses.asdict(settings),
                      {"render": self.render_dir, "align": self.align_dir, "video": self.video})

@@ -136,7 +136,7 @@ class TransformsRecord:
         record = cls(**values)
         record.path = path
         for name, value in record.arrays().items():
-            if name in ("crop_size", "box_quad") or np.ndim(value) == 0:
+            if name in ("crop_size", "box_quad", "shot_starts") or np.ndim(value) == 0:
                 continue
             if len(value) != n:
                 raise InputError(f"{path}: {name} has {len(value)} frames but {per_frame[0]} has {n}")
@@ -166,6 +166,13 @@ class AlignRecord(TransformsRecord):
     multi_face: np.ndarray | None = None
     pts: np.ndarray | None = None
     time_s: np.ndarray | None = None
+    shot_starts: np.ndarray | None = None  # int [S]: first frame of each shot (0 first); absent = one shot
+
+    def segments(self) -> list[tuple[int, int]]:
+        """Shots as half-open frame ranges tiling the video (one range when no shots were recorded)."""
+        n = self.n_frames
+        starts = [int(s) for s in (self.shot_starts if self.shot_starts is not None else [0])]
+        return [(start, end) for start, end in zip(starts, starts[1:] + [n])]
 
 
 # --------------------------------------------------------------------------------------------------

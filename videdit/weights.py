@@ -84,6 +84,7 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
         "https://openaipublic.azureedge.net/clip/models/40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
         "OpenAI's CLIP release (the URL open_clip and openai/CLIP use)",
         sha256="40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af", license="MIT (OpenAI CLIP)", optional=True,
+        content="clip",
     ),
     WeightFile(
         "styleclip_delta_i_c", "styleclip/sg3-r-ffhq-1024/delta_i_c.npy",
@@ -92,6 +93,7 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
               f"editing/styleclip_global_directions/preprocess/download_all_files.py of {STYLEGAN3_EDITING} does), "
               "or make one with `videdit directions styleclip`",
         license="MIT (stylegan3-editing)", optional=True,
+        content="delta_i_c",
     ),
     WeightFile(
         "styleclip_s_stats", "styleclip/sg3-r-ffhq-1024/s_stats",
@@ -100,6 +102,7 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
               f"editing/styleclip_global_directions/preprocess/download_all_files.py of {STYLEGAN3_EDITING} does), "
               "or make one with `videdit directions styleclip`",
         license="MIT (stylegan3-editing)", optional=True,
+        content="s_stats",
     ),
     WeightFile(
         "arcface_ir_se50", "model_ir_se50.pth", "ArcFace IR-SE50 face recognition (identity metric of `videdit eval`)",

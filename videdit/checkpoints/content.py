@@ -25,6 +25,9 @@ CONTENT_KINDS = {
     "restyle": "a ReStyle checkpoint (.pt)",
     "boundary": "an InterFaceGAN boundary (.npy)",
     "torch_state_dict": "a torch weights file",
+    "clip": "an OpenAI-layout CLIP checkpoint",
+    "delta_i_c": "a StyleCLIP delta_i_c array (.npy)",
+    "s_stats": "a StyleCLIP s_stats pickle",
 }
 
 _SNIFF_BYTES = 1024
@@ -141,6 +144,30 @@ def _check_torch_state_dict(path: Path, keys: tuple[str, ...]) -> None:
         raise CheckpointError(f"{path}: a valid torch file of the wrong kind: no '{missing[0]}' weights")
 
 
+def _check_styleclip_file(path: Path, kind: str) -> None:
+    """The StyleCLIP files through their own readers (the allow-listed unpickler for s_stats)."""
+    from videdit import styleclip
+    from videdit.errors import VideditError
+
+    try:
+        if kind == "clip":
+            state = styleclip._clip_state_dict(path)
+            if "visual.proj" not in state or "text_projection" not in state:
+                raise CheckpointError(f"{path}: not an OpenAI-layout CLIP checkpoint (no visual.proj / text_projection)")
+        elif kind == "s_stats":
+            styleclip.load_s_stats(path)
+        else:
+            import numpy as np
+
+            array = np.load(path, allow_pickle=False)
+            if array.ndim != 2 or array.dtype.kind != "f":
+                raise CheckpointError(f"{path}: delta_i_c must be a 2-D float array, found {array.dtype} {list(array.shape)}")
+    except CheckpointError:
+        raise
+    except (VideditError, ValueError, OSError, EOFError) as err:
+        raise CheckpointError(f"{path}: not {CONTENT_KINDS[kind]} ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+
+
 def check_weight_file(path: str | Path, kind: str, *, keys: tuple[str, ...] = (), shown: str | None = None) -> None:
     """Raise a one-line CheckpointError unless `path` holds `kind` content (see CONTENT_KINDS).
 
@@ -161,6 +188,8 @@ def check_weight_file(path: str | Path, kind: str, *, keys: tuple[str, ...] = ()
             _check_restyle(path)
         elif kind == "boundary":
             _check_boundary(path)
+        elif kind in ("clip", "delta_i_c", "s_stats"):
+            _check_styleclip_file(path, kind)
         else:
             _check_torch_state_dict(path, keys)
     except CheckpointError as err:

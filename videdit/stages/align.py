@@ -69,6 +69,7 @@ class AlignSettings:
     image_folder_fps: str = "25"  # frame rate given to a folder of images
     png_compression: int = 1  # 0-9: PNG writing speed vs size (lossless either way)
     write_threads: int = 2  # crops are cut and PNG-encoded in these threads, overlapping the decoding
+    detect_shots: bool = True  # find hard cuts (PySceneDetect) while reading: no smoothing or fill-in crosses one
 
 
 @dataclass
@@ -98,7 +99,7 @@ class _Landmarks:
     time_s: np.ndarray  # [N] float
 
 
-def _detect_all(reader: VideoReader, backend, warn_multi: bool, full_search_every: int) -> _Landmarks:
+def _detect_all(reader: VideoReader, backend, warn_multi: bool, full_search_every: int, shots=None) -> _Landmarks:
     tracker = FaceTracker()
     roll = 0.0  # eye-line angle of the followed face in the last frame it was found
     landmarks, found, multi, pts, times = [], [], [], [], []
@@ -106,6 +107,8 @@ def _detect_all(reader: VideoReader, backend, warn_multi: bool, full_search_ever
     for frame in progress.track(reader, reader.info.n_frames, "align: landmarks", "frame"):
         # Around the last box while the face is followed (fast); the whole frame once it is lost and
         # every full_search_every frames (to notice other faces: a better match, or a warning).
+        if shots is not None:
+            shots.add(frame.image)
         full = tracker.missed > 0 or full_search_every <= 1 or frame.index % full_search_every == 0
         near = None if full else tracker.last_box
         faces = backend.find_faces(frame.image, near=near, roll_deg=roll)
@@ -231,15 +234,26 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
     log.info("align: %s, landmarks by %s", source, backend.name)
 
     # Pass 1: landmarks of the followed face.
-    found_landmarks = _detect_all(reader, backend, settings.max_faces_warning, settings.full_search_every)
+    shot_detector = None
+    if settings.detect_shots:
+        from videdit.face.shots import ShotDetector
+
+        shot_detector = ShotDetector(info.fps)
+    found_landmarks = _detect_all(reader, backend, settings.max_faces_warning, settings.full_search_every, shot_detector)
     n_frames = len(found_landmarks.found)
+    segments = ([(s.start, s.end) for s in shot_detector.shots()] if shot_detector is not None else [(0, n_frames)])
     if not info.n_frames_is_estimate and n_frames < info.n_frames:
         log.warning("%s: %d frames decoded of the %d its header announces (truncated file?)", source, n_frames,
                     info.n_frames)
     found = found_landmarks.found
     if not found.any():
         raise NoFaceError(f"{source}: no face found in any of its {n_frames} frames")
+    # Missing frames are filled from their own shot (a cut is a wall); a shot with no face at all from the
+    # nearest found frames (its frames stay flagged and pass through unedited).
     landmarks = fill_missing(found_landmarks.landmarks, found)
+    for start, end in segments:
+        if found[start:end].any() and not found[start:end].all():
+            landmarks[start:end] = fill_missing(found_landmarks.landmarks[start:end], found[start:end])
 
     # Quads, the fixed box and the transforms, all from landmarks and geometry.
     quads = np.stack([ffhq_quad(lm, settings.quad_rule) for lm in landmarks])
@@ -298,6 +312,7 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
         multi_face=found_landmarks.multi_face.astype(bool),
         pts=found_landmarks.pts,
         time_s=found_landmarks.time_s,
+        shot_starts=np.array([start for start, _ in segments], dtype=np.int64),
     ).save(out_dir / records.TRANSFORMS)
     video_json = out_dir / records.VIDEO_INFO
     info.save_json(video_json)
