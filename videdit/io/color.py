@@ -10,7 +10,10 @@ video's bit depth; `to_uint8` turns either into the uint8 the networks take. Tra
 (BT.709, PQ, HLG) are not applied: R'G'B' stays the non-linear signal the video carries.
 
 Chroma siting follows the H.264/HEVC default (chroma_sample_loc_type 0): horizontally co-sited with
-the even luma columns, vertically between two luma rows.
+the even luma columns, vertically between two luma rows. Upsampling is linear across (the odd column
+is the mean of its neighbours) and a repeat down (both rows are equally near); downsampling takes the
+co-sited column and averages the row pair. Each downsampling undoes its upsampling exactly, so a frame
+read and written back unedited keeps its chroma codes (no softening on every pass).
 """
 from __future__ import annotations
 
@@ -126,20 +129,11 @@ def _upsample_x(c: np.ndarray, width: int) -> np.ndarray:
 
 
 def _upsample_y(c: np.ndarray, height: int) -> np.ndarray:
-    out = np.empty((2 * c.shape[0], c.shape[1]), np.float32)
-    above = np.concatenate([c[:1], c[:-1]], axis=0)
-    below = np.concatenate([c[1:], c[-1:]], axis=0)
-    out[0::2] = 0.75 * c + 0.25 * above
-    out[1::2] = 0.75 * c + 0.25 * below
-    return out[:height]
+    return np.repeat(c, 2, axis=0)[:height]
 
 
 def _downsample_x(c: np.ndarray) -> np.ndarray:
-    if c.shape[1] % 2:
-        c = np.concatenate([c, c[:, -1:]], axis=1)
-    even, odd = c[:, 0::2], c[:, 1::2]
-    left = np.concatenate([odd[:, :1], odd[:, :-1]], axis=1)  # the odd column before each even one
-    return 0.25 * left + 0.5 * even + 0.25 * odd
+    return np.ascontiguousarray(c[:, 0::2])  # the co-sited columns (an odd width keeps its last one)
 
 
 def _downsample_y(c: np.ndarray) -> np.ndarray:

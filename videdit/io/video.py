@@ -511,6 +511,8 @@ class VideoReader:
                                          "the file is damaged or truncated") from None
                     problems.append(DecodeProblem(index - 1, packet_time, f"packet not decodable ({type(error).__name__})"))
                     continue
+                if packet.is_corrupt:  # the container's checks (e.g. a broken .ts continuity counter)
+                    problems.append(DecodeProblem(index - 1, packet_time, "damaged packet"))
                 for message in libav.new_messages():
                     problems.append(DecodeProblem(index - 1, packet_time, message))
                 for decoded in decoded_frames:
