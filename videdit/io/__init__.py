@@ -1,7 +1,7 @@
 """Video input and output: streaming PyAV reader and writer that keep the source's depth, chroma and colour,
 copied audio, reproducible encodes, image folders, PNG."""
-from videdit.io.png import encode_png, write_png
 from videdit.io.color import to_uint8
+from videdit.io.png import encode_png, write_png
 from videdit.io.video import (
     AudioInfo,
     DecodeProblem,

@@ -40,6 +40,7 @@ HDR_TRANSFERS = ("smpte2084", "arib-std-b67")  # PQ and HLG
 _MATRIX_KR_KB = {"bt709": (0.2126, 0.0722), "bt470bg": (0.299, 0.114), "smpte170m": (0.299, 0.114),
                  "fcc": (0.30, 0.11), "smpte240m": (0.212, 0.087), "bt2020nc": (0.2627, 0.0593),
                  "bt2020c": (0.2627, 0.0593)}
+SUPPORTED_MATRICES = tuple(_MATRIX_KR_KB)
 
 
 def code_of(names: dict[int, str], name: str) -> int:

@@ -29,6 +29,7 @@ from videdit.io.color import (
     MATRIX_NAMES,
     PRIMARIES_NAMES,
     RANGE_NAMES,
+    SUPPORTED_MATRICES,
     TRC_NAMES,
     YuvLayout,
     assumed_matrix,
@@ -38,7 +39,6 @@ from videdit.io.color import (
     yuv_layout,
     yuv_to_rgb,
 )
-from videdit.io.color import _MATRIX_KR_KB as _SUPPORTED_MATRICES
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def _video_stream(container):
 
 
 def _conversion_matrix(tagged: str, width: int, height: int) -> str:
-    if tagged in _SUPPORTED_MATRICES:
+    if tagged in SUPPORTED_MATRICES:
         return tagged
     return assumed_matrix(min(width, height))
 
@@ -376,14 +376,13 @@ def _plane_array(plane, dtype: np.dtype) -> np.ndarray:
     return np.frombuffer(plane, dtype=dtype).reshape(plane.height, row)[:, :plane.width]
 
 
-def frame_to_rgb(frame, out_dtype=np.uint8, fallback_size: tuple[int, int] | None = None) -> np.ndarray:
+def frame_to_rgb(frame, out_dtype=np.uint8) -> np.ndarray:
     """A decoded PyAV frame as [H, W, 3] RGB of out_dtype, converted with the frame's own matrix and
-    range (untagged: what players assume for the size). Formats other than planar Y'CbCr go
-    through swscale."""
+    range (untagged: what players assume for the size). Formats other than planar Y'CbCr (RGB,
+    grey, the semi-planar nv12/p010 of hardware decoders) go through swscale."""
     layout = yuv_layout(frame.format.name)
     description = _pixel_description(frame)
-    width, height = fallback_size or (frame.width, frame.height)
-    matrix = _conversion_matrix(description["color_space"], width, height)
+    matrix = _conversion_matrix(description["color_space"], frame.width, frame.height)
     if layout is None:
         return frame.to_ndarray(format="rgb24" if np.dtype(out_dtype) == np.uint8 else "rgb48le")
     planes = tuple(_plane_array(p, layout.dtype) for p in frame.planes[:3])
@@ -404,7 +403,8 @@ class _LibavErrors:
     def __enter__(self) -> "_LibavErrors":
         av = _import_av()
         self._previous = av.logging.get_level()
-        av.logging.set_level(av.logging.ERROR)
+        if self._previous is None or self._previous < av.logging.ERROR:  # keep a more verbose level
+            av.logging.set_level(av.logging.ERROR)
         self._capture = av.logging.Capture(local=False)  # decoder threads log from their own threads
         self._logs = self._capture.__enter__()
         return self
