@@ -23,7 +23,7 @@ from tests.clips import make_audio_clip
 from videdit.errors import VideditError
 from videdit.io import VideoReader, VideoWriter, probe_video
 from videdit.io.color import to_uint8
-from videdit.io.video import EncoderSettings
+from videdit.io.video import EncoderSettings, VideoInfo
 
 av = pytest.importorskip("av")
 
@@ -399,3 +399,57 @@ def test_corrupted_middle_is_reported_with_where(tmp_path):
     assert reader.n_frames_read == len(frames)
     assert reader.decode_problems, "a damaged middle must not read as a clean file"
     assert all(0 <= p.after_frame < len(frames) for p in reader.decode_problems)
+
+
+# conversion and settings without a codec in the loop ---------------------------------------------
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv422p10le", "yuv444p10le", "yuv420p10le", "yuv420p12le"])
+@pytest.mark.parametrize("full", [False, True])
+@pytest.mark.parametrize("matrix", ["bt709", "bt2020nc", "smpte170m"])
+def test_conversion_round_trip_keeps_every_code(pix_fmt, full, matrix):
+    """Y'CbCr codes -> RGB (the reader) -> Y'CbCr (the writer) is exact for in-gamut content, odd
+    sizes and subsampled chroma included; 8-bit through uint8 RGB, deeper through uint16."""
+    from videdit.io.color import rgb_to_yuv, yuv_layout, yuv_to_rgb
+
+    layout = yuv_layout(pix_fmt)
+    rng = np.random.default_rng(len(pix_fmt))
+    height, width = 37, 51
+    rgb = rng.uniform(0.25, 0.75, (height // 4 + 1, width // 4 + 1, 3)).repeat(4, 0).repeat(4, 1)[:height, :width]
+    deep = layout.bit_depth > 8
+    rgb = np.rint(rgb * (65535 if deep else 255)).astype(np.uint16 if deep else np.uint8)
+    planes = rgb_to_yuv(rgb, layout, matrix, full)  # codes of a real-looking frame
+    back = rgb_to_yuv(yuv_to_rgb(planes, layout, matrix, full, rgb.dtype), layout, matrix, full)
+    for before, after in zip(planes, back):
+        assert before.dtype == after.dtype and before.shape == after.shape
+        if deep:
+            np.testing.assert_array_equal(before, after)
+        else:  # 8-bit RGB cannot hold every 8-bit Y'CbCr triple: within one code
+            assert np.abs(before.astype(int) - after.astype(int)).max() <= 1
+
+
+def _info(codec, pix_fmt, depth, chroma, size=(1280, 720)):
+    return VideoInfo(path="x", width=size[0], height=size[1], fps=Fraction(25), time_base=Fraction(1, 25),
+                     n_frames=1, n_frames_is_estimate=False, duration_s=0.04, rotation_deg=0, codec=codec,
+                     pix_fmt=pix_fmt, bit_depth=depth, chroma=chroma, color_range="tv", color_space="unknown",
+                     color_primaries="unknown", color_trc="unknown")
+
+
+@pytest.mark.parametrize("source,suffix,size,expected", [
+    (("hevc", "yuv420p12le", 12, "4:2:0"), ".mp4", (1280, 720), ("libx265", "yuv420p12le")),
+    (("h264", "yuv422p10le", 10, "4:2:2"), ".mp4", (1280, 720), ("libx264", "yuv422p10le")),
+    (("prores", "yuv422p10le", 10, "4:2:2"), ".mov", (1280, 720), ("libx265", "yuv422p10le")),
+    (("ffv1", "yuv420p10le", 10, "4:2:0"), ".mp4", (1280, 720), ("libx265", "yuv420p10le")),
+    (("ffv1", "yuv420p10le", 10, "4:2:0"), ".mkv", (321, 257), ("ffv1", "yuv420p10le")),
+    (("h264", "yuvj420p", 8, "4:2:0"), ".mp4", (321, 257), ("libx264", "yuv444p")),
+    (("hevc", "yuv420p12le", 12, "4:2:0"), ".mp4", (321, 257), ("libx265", "yuv444p12le")),
+])
+def test_auto_settings_match_the_source(source, suffix, size, expected):
+    from videdit.io.video import resolve_encoder
+
+    info = _info(*source, size=size)
+    encoder = resolve_encoder(EncoderSettings(), size, info, suffix)
+    assert (encoder.codec, encoder.pix_fmt) == expected
+    assert encoder.encoded_size == size
+    # untagged: the matrix players assume for the size, limited range
+    assert encoder.color_space == ("bt709" if min(size) > 576 else "smpte170m") and encoder.color_range == "tv"
