@@ -281,7 +281,9 @@ def make_photo_clip(path: str | Path, photo: str = "astronaut", n_frames: int = 
         stream.pix_fmt = "yuv420p"
         stream.time_base = time_base
         stream.codec_context.time_base = time_base
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        # mbtree=0: x264's macroblock tree reads uninitialised memory, so the same clip would differ
+        # between runs (docs/video-io.md)
+        stream.options = {"crf": str(crf), "preset": "veryfast", "x264-params": "mbtree=0"}
         if turns:
             stream.set_display_rotation(display_rotation)
         audio_in = audio_stream = None

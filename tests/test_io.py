@@ -101,17 +101,24 @@ def test_writer_default_timing_and_odd_size(tmp_path):
     # grey blocks: no colour edges, so yuv420's halved chroma costs nothing
     base = np.kron(rng.integers(0, 255, (11, 17, 1)), np.ones((11, 10, 3))).astype(np.uint8)[:121, :161]
     out = tmp_path / "odd.mp4"
+    # the odd size is kept: pix_fmt auto turns 4:2:0 into 4:4:4, which H.264 stores at any size
     with VideoWriter(out, Fraction(24), (161, 121), crf=4) as writer:
-        assert writer.encoded_size == (162, 122)
+        assert writer.encoded_size == (161, 121) and writer.encoder.pix_fmt == "yuv444p"
         for i in range(5):
             writer.write(np.roll(base, i * 3, axis=1))
     frames = list(VideoReader(out))
     assert len(frames) == 5
     np.testing.assert_allclose([f.time_s for f in frames], np.arange(5) / 24, atol=1e-6)
-    assert frames[0].image.shape == (122, 162, 3)
-    assert np.abs(frames[2].image[:121, :161].astype(int) - np.roll(base, 6, axis=1)).mean() < 4
-    # the padding repeats the last column / row
-    assert np.abs(frames[2].image[:121, 161].astype(int) - frames[2].image[:121, 160]).mean() < 4
+    assert frames[0].image.shape == (121, 161, 3)
+    assert np.abs(frames[2].image.astype(int) - np.roll(base, 6, axis=1)).mean() < 4
+    # an explicit 4:2:0 cannot be odd: the last column / row is repeated
+    padded = tmp_path / "padded.mp4"
+    with VideoWriter(padded, Fraction(24), (161, 121), crf=4, pix_fmt="yuv420p") as writer:
+        assert writer.encoded_size == (162, 122)
+        writer.write(base)
+    frame = next(iter(VideoReader(padded))).image
+    assert frame.shape == (122, 162, 3)
+    assert np.abs(frame[:121, 161].astype(int) - frame[:121, 160]).mean() < 4
 
 
 def test_writer_rejects_wrong_frames_and_discards_on_error(tmp_path):

@@ -1,0 +1,220 @@
+"""Y'CbCr <-> R'G'B' conversion with an explicit matrix, range and bit depth (ITU-T H.273 names).
+
+Why not swscale: its default matrix is BT.601 whatever the tags say, and a 10-bit full-range grey
+goes through rgb48 and back off by up to 3 code values (measured with ACCURATE_RND|BITEXACT). Here
+the maths is the standard's, in float32 element-wise numpy (no BLAS, no threads), so the same input
+gives the same bytes everywhere and a grey ramp survives the round trip exactly.
+
+RGB pixels are uint8 (0..255) or uint16 scaled to the full 0..65535 (like a 16-bit PNG), whatever the
+video's bit depth; `to_uint8` turns either into the uint8 the networks take. Transfer functions
+(BT.709, PQ, HLG) are not applied: R'G'B' stays the non-linear signal the video carries.
+
+Chroma siting follows the H.264/HEVC default (chroma_sample_loc_type 0): horizontally co-sited with
+the even luma columns, vertically between two luma rows. Upsampling is linear across (the odd column
+is the mean of its neighbours) and a repeat down (both rows are equally near); downsampling takes the
+co-sited column and averages the row pair. Each downsampling undoes its upsampling exactly, so a frame
+read and written back unedited keeps its chroma codes (no softening on every pass).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from videdit.errors import VideditError
+
+# H.273 code points <-> FFmpeg's names (what ffprobe prints).
+RANGE_NAMES = {0: "unknown", 1: "tv", 2: "pc"}
+MATRIX_NAMES = {0: "gbr", 1: "bt709", 2: "unknown", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m",
+                8: "ycgco", 9: "bt2020nc", 10: "bt2020c", 11: "smpte2085", 12: "chroma-derived-nc",
+                13: "chroma-derived-c", 14: "ictcp"}
+PRIMARIES_NAMES = {1: "bt709", 2: "unknown", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m",
+                   8: "film", 9: "bt2020", 10: "smpte428", 11: "smpte431", 12: "smpte432", 22: "ebu3213"}
+TRC_NAMES = {1: "bt709", 2: "unknown", 4: "gamma22", 5: "gamma28", 6: "smpte170m", 7: "smpte240m", 8: "linear",
+             9: "log100", 10: "log316", 11: "iec61966-2-4", 12: "bt1361e", 13: "iec61966-2-1", 14: "bt2020-10",
+             15: "bt2020-12", 16: "smpte2084", 17: "smpte428", 18: "arib-std-b67"}
+HDR_TRANSFERS = ("smpte2084", "arib-std-b67")  # PQ and HLG
+
+# (Kr, Kb) of the non-constant-luminance matrices; BT.2020 constant luminance is converted as
+# non-constant (close, not exact: documented).
+_MATRIX_KR_KB = {"bt709": (0.2126, 0.0722), "bt470bg": (0.299, 0.114), "smpte170m": (0.299, 0.114),
+                 "fcc": (0.30, 0.11), "smpte240m": (0.212, 0.087), "bt2020nc": (0.2627, 0.0593),
+                 "bt2020c": (0.2627, 0.0593)}
+SUPPORTED_MATRICES = tuple(_MATRIX_KR_KB)
+
+
+def code_of(names: dict[int, str], name: str) -> int:
+    """H.273 code point of an FFmpeg colour name (`unknown` -> the table's unspecified value)."""
+    for code, known in names.items():
+        if known == name:
+            return code
+    raise VideditError(f"unknown colour value {name!r} (one of {', '.join(sorted(set(names.values())))})")
+
+
+def name_of(names: dict[int, str], code) -> str:
+    return names.get(int(code or 0) if code is not None else 0, "unknown")
+
+
+def assumed_matrix(height: int) -> str:
+    """The matrix players assume for an untagged video: BT.709 for HD, BT.601 (smpte170m) up to 576 lines."""
+    return "bt709" if height > 576 else "smpte170m"
+
+
+@dataclass(frozen=True)
+class YuvLayout:
+    """A planar Y'CbCr pixel format: bit depth and chroma subsampling shifts (log2)."""
+
+    pix_fmt: str
+    bit_depth: int
+    shift_x: int
+    shift_y: int
+
+    @property
+    def chroma(self) -> str:
+        return {(0, 0): "4:4:4", (1, 0): "4:2:2", (1, 1): "4:2:0", (0, 1): "4:4:0", (2, 0): "4:1:1",
+                (2, 2): "4:1:0"}.get((self.shift_x, self.shift_y), f"shift {self.shift_x},{self.shift_y}")
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8) if self.bit_depth <= 8 else np.dtype("<u2")
+
+
+def yuv_layout(pix_fmt: str) -> YuvLayout | None:
+    """The layout of a planar little-endian YUV format (yuvj* counts as yuv), None for anything else
+    (RGB, packed, semi-planar, alpha, big-endian, grey)."""
+    import av
+
+    try:
+        fmt = av.VideoFormat(pix_fmt, 64, 64)
+    except (ValueError, av.error.FFmpegError):
+        return None
+    comps = fmt.components
+    if (fmt.is_rgb or not fmt.is_planar or fmt.is_big_endian or len(comps) != 3 or pix_fmt.startswith(("nv", "p0", "p2"))
+            or len({c.bits for c in comps}) != 1):
+        return None
+    shift_x = int(round(np.log2(64 / comps[1].width)))
+    shift_y = int(round(np.log2(64 / comps[1].height)))
+    return YuvLayout(pix_fmt, int(comps[0].bits), shift_x, shift_y)
+
+
+def _kr_kb(matrix: str) -> tuple[float, float]:
+    try:
+        return _MATRIX_KR_KB[matrix]
+    except KeyError:
+        raise VideditError(f"colour matrix {matrix!r} is not supported (supported: "
+                           f"{', '.join(sorted(_MATRIX_KR_KB))})") from None
+
+
+def _levels(bit_depth: int, full_range: bool) -> tuple[float, float, float, float]:
+    """(luma offset, luma scale, chroma offset, chroma scale) mapping E'Y in [0,1], E'Pb in [-.5,.5] to codes."""
+    if full_range:
+        top = float(2 ** bit_depth - 1)
+        return 0.0, top, float(2 ** (bit_depth - 1)), top
+    unit = float(2 ** (bit_depth - 8))
+    return 16.0 * unit, 219.0 * unit, 128.0 * unit, 224.0 * unit
+
+
+def _rgb_scale(dtype) -> float:
+    return 255.0 if np.dtype(dtype) == np.uint8 else 65535.0
+
+
+# chroma resampling (co-sited horizontally, centred vertically) ----------------------------------
+
+
+def _upsample_x(c: np.ndarray, width: int) -> np.ndarray:
+    out = np.empty((c.shape[0], 2 * c.shape[1]), np.float32)
+    right = np.concatenate([c[:, 1:], c[:, -1:]], axis=1)
+    out[:, 0::2] = c
+    out[:, 1::2] = 0.5 * (c + right)
+    return out[:, :width]
+
+
+def _upsample_y(c: np.ndarray, height: int) -> np.ndarray:
+    return np.repeat(c, 2, axis=0)[:height]
+
+
+def _downsample_x(c: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(c[:, 0::2])  # the co-sited columns (an odd width keeps its last one)
+
+
+def _downsample_y(c: np.ndarray) -> np.ndarray:
+    if c.shape[0] % 2:
+        c = np.concatenate([c, c[-1:]], axis=0)
+    return 0.5 * (c[0::2] + c[1::2])
+
+
+def _upsample(c: np.ndarray, layout: YuvLayout, height: int, width: int) -> np.ndarray:
+    for step in range(layout.shift_x):
+        c = _upsample_x(c, -(-width // 2 ** (layout.shift_x - step - 1)))
+    for step in range(layout.shift_y):
+        c = _upsample_y(c, -(-height // 2 ** (layout.shift_y - step - 1)))
+    return c
+
+
+def _downsample(c: np.ndarray, layout: YuvLayout) -> np.ndarray:
+    for _ in range(layout.shift_x):
+        c = _downsample_x(c)
+    for _ in range(layout.shift_y):
+        c = _downsample_y(c)
+    return c
+
+
+# conversions -------------------------------------------------------------------------------------
+
+
+def yuv_to_rgb(planes: tuple[np.ndarray, np.ndarray, np.ndarray], layout: YuvLayout, matrix: str, full_range: bool,
+               out_dtype=np.uint8) -> np.ndarray:
+    """Y', Cb, Cr code planes -> [H, W, 3] R'G'B' of out_dtype (uint8 0..255 or uint16 0..65535)."""
+    kr, kb = _kr_kb(matrix)
+    kg = 1.0 - kr - kb
+    y_off, y_scale, c_off, c_scale = _levels(layout.bit_depth, full_range)
+    luma = planes[0]
+    height, width = luma.shape
+    ey = (luma.astype(np.float32) - np.float32(y_off)) / np.float32(y_scale)
+    pb = (planes[1].astype(np.float32) - np.float32(c_off)) / np.float32(c_scale)
+    pr = (planes[2].astype(np.float32) - np.float32(c_off)) / np.float32(c_scale)
+    pb, pr = _upsample(pb, layout, height, width), _upsample(pr, layout, height, width)
+    r = ey + np.float32(2 * (1 - kr)) * pr
+    b = ey + np.float32(2 * (1 - kb)) * pb
+    g = (ey - np.float32(kr) * r - np.float32(kb) * b) / np.float32(kg)
+    scale = np.float32(_rgb_scale(out_dtype))
+    rgb = np.stack([r, g, b], axis=-1) * scale
+    return np.clip(np.rint(rgb), 0, scale).astype(out_dtype)
+
+
+def rgb_to_yuv(rgb: np.ndarray, layout: YuvLayout, matrix: str, full_range: bool) -> tuple[np.ndarray, ...]:
+    """[H, W, 3] R'G'B' (uint8 or uint16 scaled to 65535) -> Y', Cb, Cr code planes of the layout."""
+    if rgb.dtype not in (np.uint8, np.uint16) or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected uint8 or uint16 [H, W, 3] RGB, got {rgb.dtype} {rgb.shape}")
+    kr, kb = _kr_kb(matrix)
+    kg = 1.0 - kr - kb
+    y_off, y_scale, c_off, c_scale = _levels(layout.bit_depth, full_range)
+    values = rgb.astype(np.float32) / np.float32(_rgb_scale(rgb.dtype))
+    r, g, b = values[..., 0], values[..., 1], values[..., 2]
+    ey = np.float32(kr) * r + np.float32(kg) * g + np.float32(kb) * b
+    pb = _downsample((b - ey) / np.float32(2 * (1 - kb)), layout)
+    pr = _downsample((r - ey) / np.float32(2 * (1 - kr)), layout)
+    top = 2 ** layout.bit_depth - 1
+
+    def quantise(signal, offset, scale):
+        return np.clip(np.rint(signal * np.float32(scale) + np.float32(offset)), 0, top).astype(layout.dtype)
+
+    return quantise(ey, y_off, y_scale), quantise(pb, c_off, c_scale), quantise(pr, c_off, c_scale)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """uint8 RGB for the networks: uint16 (0..65535) is rounded to 8 bits, uint8 is returned as it is."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype != np.uint16:
+        raise ValueError(f"expected uint8 or uint16 pixels, got {image.dtype}")
+    return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def to_uint16(image: np.ndarray) -> np.ndarray:
+    """uint16 RGB (0..65535) from uint8 or uint16 pixels (x * 257 keeps 0 and 255 at the ends)."""
+    if image.dtype == np.uint16:
+        return image
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected uint8 or uint16 pixels, got {image.dtype}")
+    return image.astype(np.uint16) * 257
