@@ -35,6 +35,13 @@ def _int_list(text: str | None, n: int | None = None, what: str = "value") -> li
     return values
 
 
+def _int_value(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise click.BadParameter(f"{what} expects auto or a whole number, got {text!r}") from None
+
+
 def _float_list(text: str | None) -> list[float] | None:
     if text is None:
         return None
@@ -89,6 +96,12 @@ def cli() -> None:
 @click.option("--steps", type=int, default=None, help="Tuning steps (overrides the preset).")
 @click.option("--allow-l2-only", is_flag=True, default=None, help="Tune with L2 only when LPIPS weights are absent.")
 @click.option("--save-masks", is_flag=True, default=None, help="Also write the composite masks as a video.")
+@click.option("--codec", type=click.Choice(["auto", "h264", "hevc", "ffv1"]), default=None,
+              help="Output codec (auto: like the source; ffv1 = lossless in .mkv for grading).")
+@click.option("--crf", default=None, help="Output quality: auto (18 H.264, 20 HEVC) or 0..51 (lower is better).")
+@click.option("--encoder-preset", "encoder_preset", default=None,
+              help="x264/x265 speed preset, e.g. slow (auto: medium / fast); --preset names the pipeline preset.")
+@click.option("--pix-fmt", default=None, help="Output pixel format, e.g. yuv420p10le (auto: the source's).")
 @click.option("--recursive", is_flag=True, help="With a folder INPUT: also videos in subfolders.")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Any preset option, e.g. --set tune.lr=1e-4.")
 @click.option("--weights-dir", type=click.Path(path_type=Path), default=None, help="Where checkpoints are (default: $VIDEDIT_WEIGHTS, ./weights, user cache).")
@@ -103,7 +116,7 @@ def cli() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 def run(input_path, edit, strength, alpha, beta, expand, preset, out, until, from_stage, force, verify, wait, device, batch_size, tuner, steps,
-        allow_l2_only, save_masks, recursive, sets, weights_dir, ops, engine, address, gpus_per_video, cpus_per_video,
+        allow_l2_only, save_masks, codec, crf, encoder_preset, pix_fmt, recursive, sets, weights_dir, ops, engine, address, gpus_per_video, cpus_per_video,
         max_retries, quiet, as_json):
     """Run the pipeline on a video, or on every video in a folder."""
     from videdit.presets import parse_set_option
@@ -123,6 +136,10 @@ def run(input_path, edit, strength, alpha, beta, expand, preset, out, until, fro
         "tune.steps": steps,
         "tune.allow_l2_only": allow_l2_only,
         "composite.save_masks": save_masks,
+        "composite.codec": codec,
+        "composite.crf": (crf if crf in (None, "auto") else _int_value(crf, "--crf")),
+        "composite.preset": encoder_preset,
+        "composite.pix_fmt": pix_fmt,
     }
     for s in sets:
         key, value = parse_set_option(s)

@@ -57,7 +57,8 @@ RULES: dict[str, Any] = {
     "composite.mask": ("landmarks", "box"),
     "composite.mask_smoothing": (1, None),
     "composite.feather_px": (0.0, None),
-    "composite.crf": (0, 63),
+    "composite.crf": (0, 51),
+    "composite.codec": ("auto", "h264", "hevc", "ffv1"),
     "composite.seam_every": (0, None),
 }
 # Element-wise rules for sequences.
@@ -128,6 +129,8 @@ def _check_rule(where: str, value: Any, rule: Any) -> None:
         if value not in rule:
             raise SettingsError(f"setting {where} = {value!r}: allowed values are {', '.join(rule)}")
         return
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return  # a number rule on a value that may also be a word ("auto"): the type check covered it
     low, high = rule
     strict = isinstance(low, tuple)
     low_value = low[1] if strict else low

@@ -42,7 +42,10 @@ class CompositeSettings:
     mask_smoothing: the landmarks that shape the mask are averaged over this many frames (centred,
     frames with a face only; 1 = off), so detector jitter does not make the seam flicker.
     color_match: match the render's low frequencies to the frame's around the mask border.
-    save_masks: also write masks.mp4. crf: H.264 quality of the outputs.
+    save_masks: also write masks.mp4.
+    codec / crf / preset / pix_fmt: the outputs' encoder ("auto": match the source: its codec family, bit
+    depth, chroma, range and colour tags; see videdit.io.EncoderSettings). Frames are read at the source's
+    depth (uint16 for 10-bit), so pixels outside every mask are copied exactly.
     seam_every: measure the seam factor on every n-th composited frame (0 = never).
     """
 
@@ -52,7 +55,10 @@ class CompositeSettings:
     mask_smoothing: int = 3
     color_match: bool = True
     save_masks: bool = False
-    crf: int = 18
+    codec: str = "auto"
+    crf: int | str = "auto"
+    preset: str = "auto"
+    pix_fmt: str = "auto"
     seam_every: int = 5
 
     def __post_init__(self):
@@ -160,6 +166,19 @@ class _SeamTally:
         return self.composite / self.source if self.source > 0 else float("inf")
 
 
+def _at_source_depth(frame: np.ndarray, composited: np.ndarray, blend_mask) -> np.ndarray:
+    """A deep (uint16) frame with the 8-bit composite put in where the mask touches; every other pixel is
+    the source's own value."""
+    if blend_mask is None:
+        return frame
+    out = frame.copy()
+    roi = blend_mask.roi
+    touched = blend_mask.alpha > 0
+    region = out[roi.slices]
+    region[touched] = composited[roi.slices][touched].astype(np.uint16) * 257
+    return out
+
+
 def run_composite(
     source_video: str | PathLike,
     align_dir: str | PathLike,
@@ -201,15 +220,20 @@ def run_composite(
     left, right, top, bottom = layout.expand
     expected_render_hw = (top + layout.resolution + bottom, left + layout.resolution + right)
 
-    reader = VideoReader(source_video)
+    from videdit.io import EncoderSettings, to_uint8
+
+    reader = VideoReader(source_video, rgb="source")
     info = reader.info
+    deep = reader.dtype == np.uint16  # 10/12-bit source: composite at 8 bits, keep the source's bits elsewhere
+    encoder = EncoderSettings(codec=settings.codec, crf=settings.crf, preset=settings.preset, pix_fmt=settings.pix_fmt)
     size = info.size
     audio = None if info.is_image_folder or info.audio is None else source_video
     result = CompositeResult(n_frames=n_frames, size=size)
     tallies = {key: _SeamTally() for key in keys}
 
     def writer(path: Path) -> VideoWriter:
-        return VideoWriter(path, info.fps, size, audio_from=audio, time_base=info.time_base, crf=settings.crf)
+        return VideoWriter(path, info.fps, size, audio_from=audio, time_base=info.time_base, settings=encoder,
+                           source=info)
 
     with ExitStack() as stack:
         writers = {}
@@ -227,7 +251,8 @@ def run_composite(
             if index >= n_frames:
                 raise InputError(f"composite: {source_video} has more frames than the {n_frames} aligned ones; "
                                  "run the align stage again")
-            image = frame.image
+            full_depth = frame.image
+            image = to_uint8(full_depth) if deep else full_depth
             blend_mask = None
             if face_found[index]:
                 blend_mask = C.make_blend_mask(
@@ -254,10 +279,13 @@ def run_composite(
                                                          blend_mask.seam_sigma)
                         tally.source += source_energy
                         tally.frames += 1
+                if deep:
+                    out = _at_source_depth(full_depth, out, blend_mask)
                 writers[key].write(out, pts=frame.pts)
             if mask_writer is not None:
                 alpha = blend_mask.full(image.shape[:2]) if blend_mask is not None else np.zeros(image.shape[:2])
                 grey = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
+                grey = grey.astype(np.uint16) * 257 if deep else grey
                 mask_writer.write(np.repeat(grey[..., None], 3, axis=2), pts=frame.pts)
         if index + 1 != n_frames:
             raise InputError(f"composite: {source_video} has {index + 1} frames but {n_frames} were aligned; "

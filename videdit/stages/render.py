@@ -218,17 +218,18 @@ def channel_offsets(G, offsets: list[dict]):
 
 
 def _video_timing(source_video, align_dir: Path | None):
-    """(fps, audio source) of the source video; fps from align/video.json when no source is given."""
+    """(fps, audio source, VideoInfo or None) of the source video; fps from align/video.json when no source
+    is given. The crop videos follow the source's bit depth and colour tags through its VideoInfo."""
     if source_video is not None:
         from videdit.io.video import probe_video
 
         info = probe_video(source_video)
-        return info.fps, (Path(source_video) if getattr(info, "audio", None) is not None else None)
+        return info.fps, (Path(source_video) if getattr(info, "audio", None) is not None else None), info
     if align_dir is not None and (align_dir / records.VIDEO_INFO).is_file():
         fps = json.loads((align_dir / records.VIDEO_INFO).read_text()).get("fps")
         if fps:
-            return Fraction(str(fps)), None
-    return DEFAULT_FPS, None
+            return Fraction(str(fps)), None, None
+    return DEFAULT_FPS, None, None
 
 
 def _input_crop(align_dir: Path, index: int, res: int, canvas_size, expand) -> np.ndarray:
@@ -317,7 +318,7 @@ def run_render(
 
     expand = tuple(int(v) for v in settings.expand)
     tiles, canvas_size = canvas_tiles(res, expand, settings.feather)
-    fps, audio = _video_timing(source_video, align_dir)
+    fps, audio, source_info = _video_timing(source_video, align_dir)
     with_inputs = settings.side_by_side and align_dir is not None and (align_dir / records.UNALIGNED).is_dir()
 
     result = RenderResult(num_frames=n, fps=fps, size=canvas_size)
@@ -329,14 +330,15 @@ def run_render(
     from PIL import Image
 
     with ExitStack() as stack:
-        writers = {key: stack.enter_context(VideoWriter(result.videos[key], fps, canvas_size, audio_from=audio, crf=settings.crf))
+        writers = {key: stack.enter_context(VideoWriter(result.videos[key], fps, canvas_size, audio_from=audio,
+                                                        crf=settings.crf, source=source_info))
                    for key in keys}
         columns = len(keys) + int(with_inputs)
         side = None
         if settings.side_by_side:
             result.side_by_side = out_dir / SIDE_BY_SIDE_VIDEO
             side = stack.enter_context(VideoWriter(result.side_by_side, fps, (canvas_size[0] * columns, canvas_size[1]),
-                                                   audio_from=audio, crf=settings.crf))
+                                                   audio_from=audio, crf=settings.crf, source=source_info))
         bar = stack.enter_context(progress.bar(n, "render", "frame"))
         batch_size = max(1, settings.batch_size)
         if settings.fit_memory and batch_size > 1:
