@@ -169,15 +169,23 @@ def run(input_path, edit, strength, alpha, beta, expand, preset, out, until, fro
 
 
 @cli.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("videdit-demo"), show_default=True, help="Run folder.")
+@click.argument("video", type=click.Path(path_type=Path), required=False)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run folder (default: videdit-demo/, or VIDEO.videdit/ for your own clip).")
 @click.option("--frames", type=int, default=24, show_default=True, help="Length of the generated clip.")
+@click.option("--codec", type=click.Choice(["auto", "h264", "hevc", "ffv1"]), default=None, help="Output codec (as for run).")
+@click.option("--crf", type=int, default=None, help="Output quality 0..51 (as for run; default: auto).")
 @click.option("--weights-dir", type=click.Path(path_type=Path), default=None)
 @click.option("-q", "--quiet", is_flag=True)
-def demo(out, frames, weights_dir, quiet):
-    """Make a short clip from a real photo and run the whole pipeline on it (works offline, no weights)."""
+def demo(video, out, frames, codec, crf, weights_dir, quiet):
+    """The whole pipeline on a clip made from a real photo, or on VIDEO (your own clip): with the checkpoints
+    when present, else with stand-in networks (offline, no weights), saying plainly which."""
     from videdit.demo import run_demo
 
-    code = run_demo(out, n_frames=frames, weights_dir=weights_dir, quiet=quiet)
+    if video is not None and not video.exists():
+        _fail(f"no such file: {video}")
+    encoder = {k: v for k, v in {"composite.codec": codec, "composite.crf": crf}.items() if v is not None}
+    code = run_demo(out, n_frames=frames, weights_dir=weights_dir, quiet=quiet, video=video, overrides=encoder)
     if code:
         sys.exit(code)
 

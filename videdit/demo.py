@@ -21,17 +21,24 @@ def _lines(title: str, items: list[str]) -> str:
     return "\n".join([title] + [f"  - {i}" for i in items])
 
 
-def run_demo(out: Path, n_frames: int = 24, weights_dir: Path | None = None, quiet: bool = False) -> int:
+def run_demo(out: Path | None = None, n_frames: int = 24, weights_dir: Path | None = None, quiet: bool = False,
+             video: Path | None = None, overrides: dict | None = None) -> int:
+    """The whole pipeline on a generated clip, or on the user's `video`, with the released checkpoints when they
+    are all present and the stand-in networks otherwise (said plainly). Returns the run's exit code."""
     from videdit.engines import format_summary, run_many
     from videdit.pipeline import Pipeline, PretrainedModels, StandInModels
     from videdit.synthetic import make_clip
 
-    out = Path(out)
     echo = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
-    (out / "source").mkdir(parents=True, exist_ok=True)
-    clip_path = out / "source" / "astronaut.mp4"
     t0 = time.perf_counter()
-    if not clip_path.exists():
+    if video is not None:  # the user's own clip: same run folder and outputs as `videdit run`
+        clip_path = Path(video)
+        out = Path(out) if out is not None else clip_path.with_name(clip_path.name + ".videdit")
+    else:
+        out = Path(out) if out is not None else Path("videdit-demo")
+        (out / "source").mkdir(parents=True, exist_ok=True)
+        clip_path = out / "source" / "astronaut.mp4"
+    if video is None and not clip_path.exists():
         from videdit.fileio import atomic_path
 
         with atomic_path(clip_path) as tmp:  # a kill while writing leaves no half clip to trip later demos
@@ -40,13 +47,16 @@ def run_demo(out: Path, n_frames: int = 24, weights_dir: Path | None = None, qui
              f"from scikit-image's astronaut photo rotated up to ±{abs(clip.camera.rotation_deg).max():.0f}° and shifted")
 
     wdir = W.resolve_weights_dir(weights_dir)
-    real = Pipeline.from_preset("fast", overrides={"edit.direction": "age", "edit.strengths": [5.0]}, weights_dir=wdir, quiet=quiet)
+    overrides = dict(overrides or {})
+    real = Pipeline.from_preset("fast", overrides={"edit.direction": "age", "edit.strengths": [5.0], **overrides},
+                                weights_dir=wdir, quiet=quiet)
     try:
         real.check_weights()
         pipe, used_real = real, True
     except MissingWeightsError as missing:
         used_real = False
-        pipe = Pipeline.from_preset("demo", weights_dir=wdir, quiet=quiet, models=StandInModels(resolution=64))
+        pipe = Pipeline.from_preset("demo", overrides=overrides, weights_dir=wdir, quiet=quiet,
+                                    models=StandInModels(resolution=64))
         missing_text = str(missing)
 
     [result] = run_many(pipe, clip_path, out=out)
@@ -57,7 +67,8 @@ def run_demo(out: Path, n_frames: int = 24, weights_dir: Path | None = None, qui
     from videdit.losses import find_lpips_backbone
 
     real_parts = [
-        "the clip: a real photograph (scikit-image's astronaut) moved by a known camera path, with a tone as audio",
+        (f"the clip: your video {clip_path}" if video is not None else
+         "the clip: a real photograph (scikit-image's astronaut) moved by a known camera path, with a tone as audio"),
         f"landmarks: {_landmark_backend(result.run_dir)} (model files ship with pip)",
         "alignment crops, eye-based transforms, smoothing, rendering at the smoothed transforms, compositing into "
         "the full frame, H.264 output with the source audio copied",
