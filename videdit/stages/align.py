@@ -203,12 +203,25 @@ class _CropWriter:
             self._pool.shutdown(wait=True)
 
 
+@dataclass
+class TrackInput:
+    """A face track found beforehand (videdit.face.tracks): align only its frames [start, end) from these
+    landmarks (source pixels, gaps already bridged), `detected` False where they were filled in."""
+
+    start: int
+    end: int
+    landmarks: np.ndarray
+    detected: np.ndarray
+
+
 def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None, *,
-              backend: LandmarkBackend | None = None) -> AlignResult:
+              backend: LandmarkBackend | None = None, track: TrackInput | None = None) -> AlignResult:
     """Run the align stage on a video file or an image folder, writing into out_dir.
 
     `backend` reuses an already built landmark backend (building dlib's takes seconds; a folder of
-    videos or a test suite can share one); by default settings.landmarks picks it.
+    videos or a test suite can share one); by default settings.landmarks picks it. With `track`, only
+    that track's frames are aligned, from its landmarks (no detection): frame i of the output is source
+    frame track.start + i, and the track lies in one shot.
 
     Raises InputError for unreadable input, NoFaceError when no frame has a face, MissingWeightsError
     when the chosen landmark model is absent.
@@ -229,11 +242,13 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
     source, out_dir = Path(source), Path(out_dir)
     reader = VideoReader(source, image_folder_fps=folder_fps)
     info = reader.info
-    if backend is None:
+    if backend is None and track is None:
         backend = make_backend(settings.landmarks, device=settings.device, detect_max_side=settings.detect_max_side)
-    log.info("align: %s, landmarks by %s", source, backend.name)
+    log.info("align: %s, landmarks by %s", source, backend.name if backend is not None else "the face track")
 
     # Pass 1: landmarks of the followed face.
+    if track is not None:
+        return _align_track(reader, source, out_dir, settings, track)
     shot_detector = None
     if settings.detect_shots:
         from videdit.face.shots import ShotDetector
@@ -255,6 +270,31 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
         if found[start:end].any() and not found[start:end].all():
             landmarks[start:end] = fill_missing(found_landmarks.landmarks[start:end], found[start:end])
 
+    return _write_alignment(reader, source, out_dir, settings, landmarks, found, found_landmarks.multi_face,
+                            segments, backend.name)
+
+
+def _align_track(reader: VideoReader, source: Path, out_dir: Path, settings: AlignSettings, track: TrackInput) -> AlignResult:
+    """Align one face track from its landmarks: no detection pass, its own fixed box, its frames only."""
+    n_frames = int(track.end) - int(track.start)
+    landmarks = np.asarray(track.landmarks, np.float64)
+    found = np.asarray(track.detected, bool)
+    if landmarks.shape != (n_frames, N_LANDMARKS, 2) or found.shape != (n_frames,) or n_frames < 1:
+        raise InputError(f"face track {track.start}..{track.end}: landmarks {list(landmarks.shape)} do not match its frames")
+    if not found.any():
+        raise NoFaceError(f"{source}: the face track {track.start}..{track.end} has no detected frame")
+    landmarks = fill_missing(landmarks, found)
+    return _write_alignment(reader, source, out_dir, settings, landmarks, found, np.zeros(n_frames, bool),
+                            [(0, n_frames)], "face track", first_frame=int(track.start))
+
+
+def _write_alignment(reader: VideoReader, source: Path, out_dir: Path, settings: AlignSettings, landmarks: np.ndarray,
+                     found: np.ndarray, multi_face: np.ndarray, segments: list[tuple[int, int]], backend_name: str,
+                     first_frame: int = 0) -> AlignResult:
+    """Pass 2 from known landmarks: quads, the fixed box, transforms, crops, preview and the record.
+    Output frame i is source frame first_frame + i."""
+    info = reader.info
+    n_frames = len(found)
     # Quads, the fixed box and the transforms, all from landmarks and geometry.
     quads = np.stack([ffhq_quad(lm, settings.quad_rule) for lm in landmarks])
     quads = smooth_quads(quads, settings.smooth_quads)
@@ -274,12 +314,20 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
     preview = None
     reduction = _preview_reduction(info, settings.preview_height)
     count = 0
+    pts: list[int] = []
+    times: list[float] = []
     crops = _CropWriter(settings.write_threads, settings.png_compression)
     try:
         for frame in progress.track(reader, n_frames, "align: crops", "frame"):
-            i = frame.index
+            i = frame.index - first_frame
+            if i < 0:
+                continue
             if i >= n_frames:
+                if first_frame:
+                    break  # past the track
                 raise InputError(f"{source}: more frames on the second read than on the first")
+            pts.append(frame.pts)
+            times.append(frame.time_s)
             crops.submit(frame.image, quads[i], size, aligned_dir / records.frame_name(i))
             crops.submit(frame.image, box_quad, size, unaligned_dir / records.frame_name(i))
             if preview_path is not None:
@@ -287,7 +335,7 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
                 if preview is None:
                     preview = VideoWriter(preview_path, info.fps, (drawn.shape[1], drawn.shape[0]),
                                           time_base=info.time_base, crf=28, preset="veryfast")
-                preview.write(drawn, pts=int(found_landmarks.pts[i]))
+                preview.write(drawn, pts=int(frame.pts))
             count += 1
         crops.close()
     except BaseException:
@@ -309,9 +357,9 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
         box_quad=box_quad.astype(np.float32),
         aligned_quads=quads.astype(np.float32),
         crop_size=np.int64(size),
-        multi_face=found_landmarks.multi_face.astype(bool),
-        pts=found_landmarks.pts,
-        time_s=found_landmarks.time_s,
+        multi_face=np.asarray(multi_face, bool),
+        pts=np.asarray(pts, np.int64),
+        time_s=np.asarray(times, np.float64),
         shot_starts=np.array([start for start, _ in segments], dtype=np.int64),
     ).save(out_dir / records.TRANSFORMS)
     video_json = out_dir / records.VIDEO_INFO
@@ -322,6 +370,6 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
     return AlignResult(
         out_dir=out_dir, transforms_path=transforms_path, aligned_dir=aligned_dir, unaligned_dir=unaligned_dir,
         preview_path=preview_path, video_json=video_json, n_frames=n_frames, n_faces_found=n_found,
-        n_interpolated=n_frames - n_found, n_multi_face=int(found_landmarks.multi_face.sum()),
-        backend_used=backend.name, box_quad=box_quad,
+        n_interpolated=n_frames - n_found, n_multi_face=int(np.sum(multi_face)),
+        backend_used=backend_name, box_quad=box_quad,
     )

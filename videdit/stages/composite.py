@@ -179,6 +179,47 @@ def _at_source_depth(frame: np.ndarray, composited: np.ndarray, blend_mask) -> n
     return out
 
 
+@dataclass
+class FaceLayer:
+    """One face track to paste: its align and render folders, from source frame `start` on (its frame 0)."""
+
+    align_dir: Path
+    render_dir: Path
+    start: int = 0
+    segments: Sequence[tuple[int, int]] | None = None  # shots, in the track's own frame numbers
+
+
+@dataclass
+class _Layer:
+    """A FaceLayer read in: geometry per frame and the render layout."""
+
+    render_dir: Path
+    start: int
+    box_quad: np.ndarray
+    face_found: np.ndarray
+    landmarks: np.ndarray
+    layout: RenderLayout
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.face_found)
+
+    @property
+    def face_size(self) -> float:
+        """Mean eye-to-mouth scale of the face: smaller faces (farther away) are pasted first."""
+        found = self.landmarks[self.face_found]
+        return float(np.mean(np.ptp(found, axis=1).max(axis=1))) if len(found) else 0.0
+
+
+def _load_layer(layer: FaceLayer, settings: CompositeSettings) -> _Layer:
+    align = records.AlignRecord.load(layer.align_dir).require("box_quad", "landmarks")
+    landmarks = np.asarray(align.landmarks, np.float64)
+    if settings.mask == "landmarks":
+        landmarks = smooth_landmarks(landmarks, align.face_found, settings.mask_smoothing, layer.segments)
+    return _Layer(Path(layer.render_dir), int(layer.start), np.asarray(align.box_quad, np.float64), align.face_found,
+                  landmarks, read_render_layout(Path(layer.render_dir)))
+
+
 def run_composite(
     source_video: str | PathLike,
     align_dir: str | PathLike,
@@ -195,35 +236,46 @@ def run_composite(
     settings.save_masks). Frames where align found no face are copied unchanged. `segments` (shots)
     bound the mask landmarks' smoothing.
     """
+    return run_composite_layers(source_video, [FaceLayer(Path(align_dir), Path(render_dir), 0, segments)], keys,
+                                out_dir, settings, whole_video=True)
+
+
+def run_composite_layers(
+    source_video: str | PathLike,
+    layers: Sequence[FaceLayer],
+    keys: Sequence[str] | None,
+    out_dir: str | PathLike,
+    settings: CompositeSettings | None = None,
+    *,
+    whole_video: bool = False,
+) -> CompositeResult:
+    """Every face track's renders pasted into the source frames, for each key: smaller faces first, so a
+    nearer face overlapping a farther one stays on top. Frames no track covers are copied unchanged.
+
+    whole_video: the (single) layer covers every frame of the video, which is checked.
+    """
     from videdit.face import paste as C
     from videdit.io.video import VideoReader, VideoWriter
 
     settings = settings or CompositeSettings()
-    source_video, align_dir, render_dir, out_dir = (Path(p) for p in (source_video, align_dir, render_dir, out_dir))
+    source_video, out_dir = Path(source_video), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    align = records.AlignRecord.load(align_dir).require("box_quad", "landmarks")
-    box_quad = np.asarray(align.box_quad, np.float64)
-    face_found = align.face_found
-    landmarks = np.asarray(align.landmarks, np.float64)
-    n_frames = len(face_found)
-    if settings.mask == "landmarks":
-        landmarks = smooth_landmarks(landmarks, face_found, settings.mask_smoothing, segments)
-
-    layout = read_render_layout(render_dir)
-    keys = list(keys) if keys is not None else list(layout.keys)
+    loaded = sorted((_load_layer(layer, settings) for layer in layers), key=lambda l: l.face_size)
+    if not loaded:
+        raise InputError("composite: no face track to paste")
+    keys = list(keys) if keys is not None else list(loaded[0].layout.keys)
     if not keys:
-        raise InputError(f"composite: no keys to composite in {render_dir}")
-    for key in keys:
-        if not (render_dir / key).is_dir():
-            raise InputError(f"composite: no rendered frames for {key!r} in {render_dir}")
-
-    left, right, top, bottom = layout.expand
-    expected_render_hw = (top + layout.resolution + bottom, left + layout.resolution + right)
+        raise InputError(f"composite: no keys to composite in {loaded[0].render_dir}")
+    for layer in loaded:
+        for key in keys:
+            if not (layer.render_dir / key).is_dir():
+                raise InputError(f"composite: no rendered frames for {key!r} in {layer.render_dir}")
 
     from videdit.io import EncoderSettings, to_uint8
 
     reader = VideoReader(source_video, rgb="source")
     info = reader.info
+    n_frames = loaded[0].n_frames if whole_video else info.n_frames
     deep = reader.dtype == np.uint16  # 10/12-bit source: composite at 8 bits, keep the source's bits elsewhere
     encoder = EncoderSettings(codec=settings.codec, crf=settings.crf, preset=settings.preset, pix_fmt=settings.pix_fmt)
     size = info.size
@@ -248,54 +300,68 @@ def run_composite(
         index = -1
         for frame in progress.track(reader, n_frames, "composite", "frame"):
             index = frame.index
-            if index >= n_frames:
+            if whole_video and index >= n_frames:
                 raise InputError(f"composite: {source_video} has more frames than the {n_frames} aligned ones; "
                                  "run the align stage again")
             full_depth = frame.image
             image = to_uint8(full_depth) if deep else full_depth
-            blend_mask = None
-            if face_found[index]:
+            outs = {key: image for key in keys}
+            masks = []
+            for layer in loaded:
+                local = index - layer.start
+                if not (0 <= local < layer.n_frames and layer.face_found[local]):
+                    continue
+                layout = layer.layout
                 blend_mask = C.make_blend_mask(
-                    image.shape[:2], box_quad, layout.resolution, landmarks=landmarks[index], expand=layout.expand,
-                    mask=settings.mask, feather_px=settings.feather_px, grow_forehead=settings.grow_forehead)
+                    image.shape[:2], layer.box_quad, layout.resolution, landmarks=layer.landmarks[local],
+                    expand=layout.expand, mask=settings.mask, feather_px=settings.feather_px,
+                    grow_forehead=settings.grow_forehead)
+                masks.append(blend_mask)
                 result.n_composited += 1
-            measure = (blend_mask is not None and settings.seam_every > 0
-                       and (result.n_composited - 1) % settings.seam_every == 0)
-            if measure:
-                source_energy = C.seam_energy(image[blend_mask.roi.slices], blend_mask.alpha, blend_mask.seam_sigma)
-            for key in keys:
-                out = image
-                if blend_mask is not None:
-                    path = render_dir / key / records.frame_name(index)
+                measure = settings.seam_every > 0 and (result.n_composited - 1) % settings.seam_every == 0
+                if measure:
+                    source_energy = C.seam_energy(image[blend_mask.roi.slices], blend_mask.alpha, blend_mask.seam_sigma)
+                left, right, top, bottom = layout.expand
+                expected_hw = (top + layout.resolution + bottom, left + layout.resolution + right)
+                for key in keys:
+                    path = layer.render_dir / key / records.frame_name(local)
                     render = _read_png(path)
-                    if render.shape[:2] != expected_render_hw:
+                    if render.shape[:2] != expected_hw:
                         raise InputError(f"composite: {path} is {render.shape[1]}x{render.shape[0]}, expected "
-                                         f"{expected_render_hw[1]}x{expected_render_hw[0]} (see {RENDER_INFO})")
-                    out = C.composite_frame(image, render, box_quad, layout.resolution, blend_mask,
-                                            expand=layout.expand, color_match=settings.color_match)
+                                         f"{expected_hw[1]}x{expected_hw[0]} (see {RENDER_INFO})")
+                    outs[key] = C.composite_frame(outs[key], render, layer.box_quad, layout.resolution, blend_mask,
+                                                  expand=layout.expand, color_match=settings.color_match)
                     if measure:
                         tally = tallies[key]
-                        tally.composite += C.seam_energy(out[blend_mask.roi.slices], blend_mask.alpha,
+                        tally.composite += C.seam_energy(outs[key][blend_mask.roi.slices], blend_mask.alpha,
                                                          blend_mask.seam_sigma)
                         tally.source += source_energy
                         tally.frames += 1
+            for key in keys:
+                out = outs[key]
                 if deep:
-                    out = _at_source_depth(full_depth, out, blend_mask)
+                    out = full_depth
+                    for blend_mask in masks:
+                        out = _at_source_depth(out, outs[key], blend_mask)
                 writers[key].write(out, pts=frame.pts)
             if mask_writer is not None:
-                alpha = blend_mask.full(image.shape[:2]) if blend_mask is not None else np.zeros(image.shape[:2])
+                alpha = np.zeros(image.shape[:2])
+                for blend_mask in masks:
+                    alpha = np.maximum(alpha, blend_mask.full(image.shape[:2]))
                 grey = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
                 grey = grey.astype(np.uint16) * 257 if deep else grey
                 mask_writer.write(np.repeat(grey[..., None], 3, axis=2), pts=frame.pts)
-        if index + 1 != n_frames:
+        if whole_video and index + 1 != n_frames:
             raise InputError(f"composite: {source_video} has {index + 1} frames but {n_frames} were aligned; "
                              "run the align stage again")
+        result.n_frames = index + 1
 
     result.seam_factor = {key: tally.factor() for key, tally in tallies.items()}
     result.stats = out_dir / STATS_FILE
+    first = loaded[0].layout
     result.stats.write_text(json.dumps({
-        "n_frames": n_frames, "n_composited": result.n_composited, "size": list(size),
-        "resolution": layout.resolution, "expand": list(layout.expand), "keys": keys,
+        "n_frames": result.n_frames, "n_composited": result.n_composited, "size": list(size),
+        "resolution": first.resolution, "expand": list(first.expand), "keys": keys, "tracks": len(loaded),
         "seam_factor": {k: (None if not np.isfinite(v) else round(v, 4)) for k, v in result.seam_factor.items()},
         "seam_frames": {k: t.frames for k, t in tallies.items()},
         "settings": asdict(settings),
