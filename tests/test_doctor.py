@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +16,8 @@ from videdit import doctor
 from videdit.cli import main
 from videdit.ops import native, selfcheck
 from videdit.ops.upfirdn2d import upfirdn2d_torch
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -78,3 +85,25 @@ def test_self_check_verdicts_are_read_from_the_cache(no_build, caplog):
     text = doctor.format_report(report)
     assert "self-check on cuda:0: 1 shape families passed, 1 failed" in text
     assert "FAILED upfirdn2d|float32|f3|up1,1|down2,2" in text
+
+
+def test_doctor_command_in_a_fresh_process(tmp_path):
+    """The installed entry point: exit 0 and parseable JSON, nothing built (empty cache stays empty)."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "videdit", "doctor", "--json"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["native"]["cpu_extension"] == "missing"
+    assert not list((tmp_path / "cache").rglob("*.so"))
+
+
+def test_gpu_check_script_says_no_gpu_and_exits_2(tmp_path):
+    if shutil.which("nvidia-smi") and subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0:
+        pytest.skip("this machine has a GPU: scripts/gpu_check.sh would run the whole check")
+    env = dict(os.environ, GPU_CHECK_OUT=str(tmp_path / "out"))
+    proc = subprocess.run([str(REPO / "scripts" / "gpu_check.sh")], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("gpu_check: no NVIDIA GPU on this machine (nvidia-smi is missing or lists no "
+                                   "device); nothing checked")
+    assert not (tmp_path / "out").exists()

@@ -38,7 +38,7 @@ RELATIVE_TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 4e-2, torch.float32: 
 # Output samples per axis of the check input: above the CUDA filtered_lrelu's largest tile (32), so
 # tile borders are crossed.
 CHECK_OUTPUT_SIZE = 40
-CHECK_PLANES = (2, 3)  # batch, channels of the check input (channels kept when a bias fixes them)
+CHECK_PLANES = (2, 3)  # at most this batch and channel count in the check input (with a random bias to match)
 CHECK_SEED = 1234
 
 # The literal definitions every kernel must reproduce.
@@ -110,11 +110,11 @@ def small_case(op: str, a: dict, generator: torch.Generator) -> dict:
 
     if op == "bias_act":
         dim = a["dim"] % x.ndim if x.ndim else 0
-        shape = [size if d == dim else min(size, 3) for d, size in enumerate(x.shape)]
+        shape = [min(size, CHECK_PLANES[1]) for size in x.shape]
         clamp = a["clamp"] if a["clamp"] is not None and a["clamp"] >= 0 else None
         case["x"] = randn(shape, 2.0 if clamp is None else clamp)  # so a clamp bites on some samples
         if a["b"] is not None:
-            case["b"] = randn([x.shape[dim]]).to(a["b"].dtype)
+            case["b"] = randn([shape[dim]]).to(a["b"].dtype)
         return case
 
     rs = parse_resample(a["up"], a["down"], a["padding"])
@@ -137,11 +137,10 @@ def small_case(op: str, a: dict, generator: torch.Generator) -> dict:
             return (n * rs.upy + rs.pady0 + rs.pady1 - fu_y + 1 - fd_y) // rs.downy + 1
 
     n, c, h, w = x.shape
-    batch, channels = CHECK_PLANES
-    channels = min(c, channels) if op == "upfirdn2d" or a.get("b") is None else c
+    batch, channels = min(n, CHECK_PLANES[0]), min(c, CHECK_PLANES[1])
     clamp = a.get("clamp")
     scale = clamp if clamp is not None and clamp >= 0 else 2.0
-    case["x"] = randn([min(n, batch), channels, _smallest_size(h, out_h), _smallest_size(w, out_w)], scale)
+    case["x"] = randn([batch, channels, _smallest_size(h, out_h), _smallest_size(w, out_w)], scale)
     if a.get("b") is not None:
         case["b"] = randn([channels]).to(a["b"].dtype)
     return case
