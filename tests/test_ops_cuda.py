@@ -168,7 +168,8 @@ def test_bias_act_kernel_matches_reference(cuda_ext, act, dtype):
 def fresh_verdicts(tmp_path, monkeypatch):
     """Verdicts in a fresh file (the built extension stays where it is: no rebuild)."""
     path = tmp_path / "selfcheck.json"
-    monkeypatch.setattr(native, "self_check_path", lambda device: path)
+    check = selfcheck.KernelSelfCheck(path)
+    monkeypatch.setattr(native, "cuda_self_check", lambda device: check)
     return path
 
 

@@ -763,11 +763,16 @@ def self_check_path(device) -> Path:
     return build_dir(CUDA_EXTENSION) / f"selfcheck-{device_name(device)}.json"
 
 
+# The environment variables the verdict file's location depends on (cache folder, build archs).
+_SELF_CHECK_ENV = ("XDG_CACHE_HOME", "HOME", "TORCH_CUDA_ARCH_LIST")
+
+
 def cuda_self_check(device) -> KernelSelfCheck:
-    """The self-check of the CUDA kernels on `device` (one per verdict file and process)."""
-    return _self_check_at(self_check_path(device))
+    """The self-check of the CUDA kernels on `device`: one per device and process (asked at every op
+    call, so the verdict file's path, which hashes the sources, is not recomputed each time)."""
+    return _self_check_for(str(torch.device(device)), tuple(os.environ.get(k) for k in _SELF_CHECK_ENV))
 
 
 @functools.lru_cache(maxsize=None)
-def _self_check_at(path: Path) -> KernelSelfCheck:
-    return KernelSelfCheck(path)
+def _self_check_for(device: str, env: tuple) -> KernelSelfCheck:
+    return KernelSelfCheck(self_check_path(device))
