@@ -6,6 +6,9 @@
 #   SKIP_SETUP=1 PYTHON=/path/to/python scripts/gpu_check.sh
 #   GPU_BENCH_ARGS="--sections ops,fp16 --repeats 5" scripts/gpu_check.sh
 #
+# setup.sh needs PyPI; on a machine without internet use SKIP_SETUP=1 and PYTHON set to an environment
+# that already has videdit's dependencies (a CUDA build of torch). nvcc is needed for the kernels.
+#
 # Steps: nvidia-smi; `videdit doctor --build` (compiles the CUDA extension for the visible GPU's
 # architecture and self-checks a standard set of shape families); `pytest -m cuda` (every CUDA kernel
 # against the PyTorch reference, forward and backward, and the self-check in place);

@@ -13,6 +13,8 @@ reported by ONE warning with the compiler's last lines; callers then get None an
 ops. Delete the folder, or set VIDEDIT_OPS_REBUILD=1, to try again.
 
 Every public callable here takes exactly the signature of the matching public op in `videdit.ops`.
+Before a CUDA kernel serves a shape family on a GPU it passes a self-check against the reference
+(videdit.ops.selfcheck; `cuda_self_check` holds the verdicts of one device and build).
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ import torch
 
 from videdit.ops import reference
 from videdit.ops._params import parse_resample
-from videdit.ops.selfcheck import KernelSelfCheck
+from videdit.ops.selfcheck import REFERENCES, KernelSelfCheck
 
 logger = logging.getLogger("videdit.ops")
 
@@ -48,10 +50,6 @@ LOG_TAIL_LINES = 20
 # bias_act activation names -> the ids of `enum Activation` in csrc/resample.h.
 ACTIVATION_IDS = {"linear": 0, "relu": 1, "lrelu": 2, "tanh": 3, "sigmoid": 4, "elu": 5, "selu": 6,
                   "softplus": 7, "swish": 8}
-
-
-REFERENCE_OPS = {"upfirdn2d": reference.upfirdn2d, "bias_act": reference.bias_act,
-                 "filtered_lrelu": reference.filtered_lrelu}
 
 
 class BuildError(RuntimeError):
@@ -423,7 +421,7 @@ def plan_filtered_lrelu(x, fu, fd, up, down, padding, gain, slope, clamp) -> Fus
 def _reference_path(name: str, *args, impl="fast", **kwargs):
     """The literal PyTorch definition of op `name`: what a wrapper here computes for the calls its
     kernel does not take (this module never imports the public ops, which dispatch to it)."""
-    return REFERENCE_OPS[name](*args, **kwargs)
+    return REFERENCES[name](*args, **kwargs)
 
 
 def _accumulator_dtype(dtype):
