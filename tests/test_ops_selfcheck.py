@@ -154,6 +154,23 @@ def test_check_input_is_small_same_family_and_deterministic():
     assert selfcheck.family("filtered_lrelu", a) == selfcheck.family("filtered_lrelu", dict(a, x=case1["x"]))
 
 
+@pytest.mark.parametrize("context", ["inference_mode", "no_grad", "autocast"])
+def test_first_call_of_a_family_may_come_without_autograd(tmp_path, context):
+    """The encoders run synthesis under torch.inference_mode(): the check still compares gradients
+    (and an autocast around the call does not lower the reference's precision)."""
+    check = selfcheck.KernelSelfCheck(None)
+    checked = selfcheck.CheckedKernel("filtered_lrelu", filtered_lrelu_torch, filtered_lrelu_torch, check)
+    contexts = {"inference_mode": torch.inference_mode, "no_grad": torch.no_grad,
+                "autocast": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}
+    with contexts[context]():
+        f = torch.tensor([0.25, 0.5, 0.25])  # inference tensors, in the first case
+        x = torch.randn([1, 3, 30, 30])
+        y = checked(x, fu=f, fd=f, b=torch.zeros(3), up=2, down=2, padding=2)
+    [verdict] = check.verdicts.values()
+    assert verdict.ok and "grad x" in verdict.detail and "grad b" in verdict.detail
+    assert y.shape == (1, 3, 30, 30)
+
+
 class _WrongGradient(torch.autograd.Function):
     """Identity forward, gradient 1% off: only a backward comparison can catch it."""
 

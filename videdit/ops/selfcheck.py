@@ -232,7 +232,14 @@ class KernelSelfCheck:
 
     def run(self, op: str, kernel: Callable, a: dict) -> Verdict:
         generator = torch.Generator().manual_seed(CHECK_SEED)
-        return compare(op, kernel, self.references[op], small_case(op, a, generator))
+        # The first call of a family may come from inside torch.inference_mode() (the encoders run
+        # synthesis there), where nothing can be differentiated: the check runs outside it, on
+        # ordinary copies of the call's tensors (inference tensors cannot be saved for backward),
+        # and outside autocast, which would run the float64 reference in float16.
+        device_type = a["x"].device.type
+        with torch.inference_mode(False), torch.autocast(device_type, enabled=False):
+            a = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in a.items()}
+            return compare(op, kernel, self.references[op], small_case(op, a, generator))
 
     def _save(self, key: str, verdict: Verdict):
         if self.cache_path is None:
