@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from videdit.ops import backend, native, reference
+from videdit.ops.filtered_lrelu import filtered_lrelu_torch
 from videdit.ops.filters import design_lowpass_filter
 
 torch.set_num_threads(2)
@@ -353,8 +354,9 @@ def test_lookup_per_mode(cpu_ext):
     with backend.use_ops("cuda"):
         assert backend.lookup("filtered_lrelu", x) is None  # CPU tensor
     with backend.use_ops("auto"):
-        fn = backend.lookup("filtered_lrelu", x)
-        assert fn is not None and fn.__self__ is native.cpu_auto_selector()
+        assert backend.lookup("filtered_lrelu", x) is None  # auto compares against the caller's PyTorch path
+        fn = backend.lookup("filtered_lrelu", x, torch_path=filtered_lrelu_torch)
+        assert fn is not None and fn.__self__ is native.cpu_auto_selector(filtered_lrelu_torch)
 
 
 def test_auto_never_waits_for_the_cpu_build(tmp_path, monkeypatch):
@@ -364,7 +366,7 @@ def test_auto_never_waits_for_the_cpu_build(tmp_path, monkeypatch):
     monkeypatch.setattr(native, "_start_background_build", started.append)
     x = torch.zeros([1, 2, 8, 8])
     with backend.use_ops("auto"):
-        assert backend.lookup("filtered_lrelu", x) is None
+        assert backend.lookup("filtered_lrelu", x, torch_path=filtered_lrelu_torch) is None
     assert started == [native.CPU_EXTENSION]
     assert native.build_state(native.CPU_EXTENSION) == "missing"
 
@@ -373,7 +375,7 @@ def test_auto_selector_measures_once_and_remembers(cpu_ext, tmp_path, caplog):
     op = LAYERS["T"][2]
     x, b = layer_inputs(op, 20)
     path = tmp_path / "decisions.json"
-    selector = native.CpuAutoSelect(path)
+    selector = native.CpuAutoSelect(path, filtered_lrelu_torch)
     ref = run_layer(reference.filtered_lrelu, op, x, b)
     with caplog.at_level(logging.INFO, logger="videdit.ops"):
         y = run_layer(selector.filtered_lrelu, op, x, b)
@@ -385,7 +387,7 @@ def test_auto_selector_measures_once_and_remembers(cpu_ext, tmp_path, caplog):
     assert decision["native"] == (decision["native_s"] < decision["torch_s"])
     assert any("ops auto" in r.getMessage() for r in caplog.records)
 
-    again = native.CpuAutoSelect(path)  # a new process reads the decision instead of measuring
+    again = native.CpuAutoSelect(path, filtered_lrelu_torch)  # a new process reads the decision instead of measuring
     again.measure = lambda *a, **k: pytest.fail("measured a family that was already decided")
     torch.testing.assert_close(run_layer(again.filtered_lrelu, op, x, b), y)
 
@@ -395,7 +397,7 @@ def test_auto_selector_decides_differentiated_calls_apart(cpu_ext, tmp_path):
     backward too), and its gradients equal the reference's whichever path wins."""
     op = LAYERS["T"][2]
     x, b = layer_inputs(op, 20)
-    selector = native.CpuAutoSelect(tmp_path / "decisions.json")
+    selector = native.CpuAutoSelect(tmp_path / "decisions.json", filtered_lrelu_torch)
     with torch.no_grad():
         run_layer(selector.filtered_lrelu, op, x, b)
     timed = []

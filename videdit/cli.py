@@ -400,6 +400,18 @@ def eval_cmd(runs, against, max_frames, identity_model, pixel_metrics_for_edits,
         click.echo(compare_runs(results))
 
 
+@cli.command("doctor")
+@click.option("--build", is_flag=True, help="Also build the native kernels and, on a GPU, self-check them (minutes).")
+@click.option("--weights-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def doctor_cmd(build, weights_dir, as_json):
+    """What this environment can run: torch/CUDA, GPUs, native kernels, codecs, landmarks, weights."""
+    from videdit.doctor import collect, format_report
+
+    report = collect(build=build, weights_dir=weights_dir)
+    click.echo(json.dumps(report, indent=1) if as_json else format_report(report))
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="videdit", standalone_mode=False)

@@ -3,83 +3,59 @@
     with use_ops("torch"):          # "auto" (default) | "cuda" | "cpp" | "torch"
         img = G.synthesis(ws)
 
-The public ops ask `lookup(op_name, x)`; it returns a callable with the op's public signature, or
-None for the PyTorch path:
+The public ops ask `lookup(op_name, x, torch_path)`; it returns a callable with the op's public
+signature, or None for the PyTorch path:
 
 * "torch": always None.
-* "cuda":  the CUDA kernels for CUDA tensors (float16/32/64); None for other tensors.
+* "cuda":  the CUDA kernels for CUDA tensors (float16/32/64), each shape family self-checked
+  against the PyTorch reference at its first call on each GPU (videdit.ops.selfcheck); a family
+  that fails runs `torch_path`. None for other tensors.
 * "cpp":   the fused C++ kernel for filtered_lrelu on CPU tensors (float32/64); None otherwise.
-* "auto":  CUDA kernels on CUDA tensors; on CPU tensors the fused C++ filtered_lrelu, but only for
-  the shape families where it measured faster than the PyTorch path on this machine (see
+* "auto":  the CUDA kernels as in "cuda"; on CPU tensors the fused C++ filtered_lrelu, but only for
+  the shape families where it measured faster than `torch_path` on this machine (see
   `native.CpuAutoSelect`). The first such call starts the CPU build in the background and uses
   the PyTorch path until the build is done, so "auto" never waits for a compiler on CPU.
 
+`torch_path` is the op's own PyTorch implementation, handed in by the caller (the public ops pass
+theirs), so this module never imports the ops it dispatches. Without it, a failed CUDA family runs
+the literal reference and "auto" on CPU gives None.
+
 Whenever a kernel cannot be built or loaded, one warning is logged and the PyTorch path is used.
-The mode is a context variable (per thread / task); its default comes from the VIDEDIT_OPS
-environment variable, else "auto".
+The mode (videdit.ops.mode) is a context variable (per thread / task); its default comes from the
+VIDEDIT_OPS environment variable, else "auto".
 """
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Callable, Optional
 
-MODES = ("auto", "cuda", "cpp", "torch")
+from videdit.ops import native, selfcheck
+from videdit.ops.mode import ENV_VAR, MODES, check_mode, current_mode, use_ops
+
+__all__ = ["OPS", "MODES", "ENV_VAR", "check_mode", "current_mode", "use_ops", "lookup"]
+
 OPS = ("upfirdn2d", "bias_act", "filtered_lrelu")
-ENV_VAR = "VIDEDIT_OPS"
-
-_mode: ContextVar[Optional[str]] = ContextVar("videdit_ops_mode", default=None)
-
-
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise ValueError(f"ops mode must be one of {', '.join(MODES)}, got {mode!r}")
-    return mode
+# Ops whose CUDA kernels take only [N, C, H, W] tensors.
+IMAGE_OPS = ("upfirdn2d", "filtered_lrelu")
 
 
-def current_mode() -> str:
-    """The mode in effect: the innermost use_ops(), else $VIDEDIT_OPS, else 'auto'."""
-    mode = _mode.get()
-    if mode is None:
-        mode = os.environ.get(ENV_VAR) or "auto"
-        if mode not in MODES:  # a bad environment value must not break every op
-            mode = "auto"
-    return mode
-
-
-@contextmanager
-def use_ops(mode: str):
-    """Select the op implementations for the code inside the block."""
-    token = _mode.set(check_mode(mode))
-    try:
-        yield
-    finally:
-        _mode.reset(token)
-
-
-def lookup(op_name: str, x) -> Optional[Callable]:
+def lookup(op_name: str, x, torch_path: Optional[Callable] = None) -> Optional[Callable]:
     """The native implementation of `op_name` for tensor x under the current mode, or None."""
     if op_name not in OPS:
         raise ValueError(f"unknown op {op_name!r}; known: {', '.join(OPS)}")
     mode = current_mode()
     if mode == "torch":
         return None
-    device = getattr(getattr(x, "device", None), "type", None)
-    if device == "cuda" and mode in ("auto", "cuda"):
-        from videdit.ops import native
-
-        if not native.cuda_supports(x) or native.cuda_module() is None:
+    if mode in ("auto", "cuda") and native.cuda_supports(x):
+        if op_name in IMAGE_OPS and x.ndim != 4:
             return None
-        return native.CUDA_OPS[op_name]
-    if device == "cpu" and op_name == "filtered_lrelu" and mode in ("auto", "cpp"):
-        from videdit.ops import native
-
-        if not native.cpu_supports(x):
+        if native.cuda_module() is None:
             return None
+        fallback = torch_path if torch_path is not None else selfcheck.REFERENCES[op_name]
+        return selfcheck.CheckedKernel(op_name, native.CUDA_OPS[op_name], fallback, native.cuda_self_check(x.device))
+    if op_name == "filtered_lrelu" and mode in ("auto", "cpp") and native.cpu_supports(x):
         if mode == "cpp":
             return native.filtered_lrelu_cpu if native.cpu_module() is not None else None
-        if native.cpu_module_if_built() is None:
+        if native.cpu_module_if_built() is None or torch_path is None:
             return None
-        return native.cpu_auto_selector().filtered_lrelu
+        return native.cpu_auto_selector(torch_path).filtered_lrelu
     return None

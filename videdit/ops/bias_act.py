@@ -7,7 +7,7 @@ from videdit.ops import backend, reference
 from videdit.ops._params import check_impl
 from videdit.ops.reference import ACTIVATIONS, resolve_activation
 
-__all__ = ["bias_act", "ACTIVATIONS"]
+__all__ = ["bias_act", "bias_act_torch", "ACTIVATIONS"]
 
 
 def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None, impl="fast"):
@@ -18,9 +18,15 @@ def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None, 
     """
     if check_impl(impl) == "ref":
         return reference.bias_act(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
-    native = backend.lookup("bias_act", x)  # CUDA kernel for CUDA tensors, per the --ops mode
+    # CUDA kernel for CUDA tensors, per the --ops mode; it falls back to bias_act_torch where it failed its self-check.
+    native = backend.lookup("bias_act", x, torch_path=bias_act_torch)
     if native is not None:
         return native(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+    return bias_act_torch(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+
+
+def bias_act_torch(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):
+    """The PyTorch path of bias_act (impl="fast"), whatever the ops mode."""
     spec, alpha, gain = resolve_activation(act, alpha, gain)
     if b is not None:
         shape = [1] * x.ndim

@@ -183,10 +183,19 @@ def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=ma
     if check_impl(impl) == "ref":
         return reference.filtered_lrelu(x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain,
                                         slope=slope, clamp=clamp, flip_filter=flip_filter)
-    native = backend.lookup("filtered_lrelu", x)  # fused C++ (CPU) or CUDA kernel, per the --ops mode
+    # Fused C++ (CPU) or CUDA kernel, per the --ops mode. filtered_lrelu_torch is what "auto" times the
+    # CPU kernel against, and what a CUDA kernel that failed its self-check falls back to.
+    native = backend.lookup("filtered_lrelu", x, torch_path=filtered_lrelu_torch)
     if native is not None:
         return native(x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp,
                       flip_filter=flip_filter)
+    return filtered_lrelu_torch(x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain, slope=slope,
+                                clamp=clamp, flip_filter=flip_filter)
+
+
+def filtered_lrelu_torch(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=math.sqrt(2), slope=0.2,
+                         clamp=None, flip_filter=False):
+    """The PyTorch path of filtered_lrelu (impl="fast"), whatever the ops mode."""
     rs = parse_resample(up, down, padding)
     if (rs.upx, rs.downx) != (rs.upy, rs.downy):
         raise ValueError("filtered_lrelu takes one up and one down factor for both axes")

@@ -13,6 +13,8 @@ reported by ONE warning with the compiler's last lines; callers then get None an
 ops. Delete the folder, or set VIDEDIT_OPS_REBUILD=1, to try again.
 
 Every public callable here takes exactly the signature of the matching public op in `videdit.ops`.
+Before a CUDA kernel serves a shape family on a GPU it passes a self-check against the reference
+(videdit.ops.selfcheck; `cuda_self_check` holds the verdicts of one device and build).
 """
 from __future__ import annotations
 
@@ -34,7 +36,9 @@ from pathlib import Path
 
 import torch
 
+from videdit.ops import reference
 from videdit.ops._params import parse_resample
+from videdit.ops.selfcheck import REFERENCES, KernelSelfCheck
 
 logger = logging.getLogger("videdit.ops")
 
@@ -414,18 +418,10 @@ def plan_filtered_lrelu(x, fu, fd, up, down, padding, gain, slope, clamp) -> Fus
                      clamp)
 
 
-def _torch_op(name: str):
-    """The public PyTorch op, to be called inside use_ops('torch') (no recursion into the kernels)."""
-    import videdit.ops as ops
-
-    return getattr(ops, name)
-
-
-def _torch_path(name: str, *args, **kwargs):
-    from videdit.ops.backend import use_ops
-
-    with use_ops("torch"):
-        return _torch_op(name)(*args, **kwargs)
+def _reference_path(name: str, *args, impl="fast", **kwargs):
+    """The literal PyTorch definition of op `name`: what a wrapper here computes for the calls its
+    kernel does not take (this module never imports the public ops, which dispatch to it)."""
+    return REFERENCES[name](*args, **kwargs)
 
 
 def _accumulator_dtype(dtype):
@@ -466,13 +462,13 @@ def filtered_lrelu_cpu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gai
                        clamp=None, flip_filter=False, impl="fast"):
     """filtered_lrelu by the fused C++ CPU kernel (same signature and result as videdit.ops.filtered_lrelu).
 
-    Falls back to the PyTorch op for what the kernel does not take (other dtypes or devices,
-    impl='ref', or when the extension is unavailable).
+    What the kernel does not take (other dtypes or devices, impl='ref', or the extension is
+    unavailable) runs the literal reference op (videdit.ops.reference).
     """
     kwargs = dict(fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp,
                   flip_filter=flip_filter, impl=impl)
     if impl != "fast" or not cpu_supports(x) or cpu_module() is None:
-        return _torch_path("filtered_lrelu", x, **kwargs)
+        return _reference_path("filtered_lrelu", x, **kwargs)
     prepared = prepare_fused(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter, x.dtype)
     return _FilteredLreluCPU.apply(*prepared)
 
@@ -552,10 +548,11 @@ class _Upfirdn2dCUDA(torch.autograd.Function):
 
 
 def upfirdn2d_cuda(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl="fast"):
-    """upfirdn2d by the CUDA kernel (same signature and result as videdit.ops.upfirdn2d)."""
+    """upfirdn2d by the CUDA kernel (same signature and result as videdit.ops.upfirdn2d; what it does not
+    take runs the literal reference op)."""
     if impl != "fast" or not cuda_supports(x) or x.ndim != 4 or cuda_module() is None:
-        return _torch_path("upfirdn2d", x, f, up=up, down=down, padding=padding, flip_filter=flip_filter,
-                           gain=gain, impl=impl)
+        return _reference_path("upfirdn2d", x, f, up=up, down=down, padding=padding, flip_filter=flip_filter,
+                               gain=gain)
     taps = correlation_taps(f, flip_filter, gain, _accumulator_dtype(x.dtype), x.device)
     return _Upfirdn2dCUDA.apply(x, taps, plan_upfirdn2d(x, taps, up, down, padding))
 
@@ -581,12 +578,11 @@ class _BiasActCUDA(torch.autograd.Function):
 
 
 def bias_act_cuda(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None, impl="fast"):
-    """bias_act by the CUDA kernel (same signature and result as videdit.ops.bias_act)."""
-    from videdit.ops.reference import resolve_activation
-
+    """bias_act by the CUDA kernel (same signature and result as videdit.ops.bias_act; what it does not
+    take runs the literal reference op)."""
     if impl != "fast" or not cuda_supports(x) or cuda_module() is None:
-        return _torch_path("bias_act", x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp, impl=impl)
-    _, alpha, gain = resolve_activation(act, alpha, gain)
+        return _reference_path("bias_act", x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+    _, alpha, gain = reference.resolve_activation(act, alpha, gain)
     dim = dim % x.ndim if x.ndim else 0
     inner = math.prod(x.shape[dim + 1:])
     acc = _accumulator_dtype(x.dtype)
@@ -621,10 +617,11 @@ class _FilteredLreluCUDA(torch.autograd.Function):
 
 def filtered_lrelu_cuda(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=math.sqrt(2), slope=0.2,
                         clamp=None, flip_filter=False, impl="fast"):
-    """filtered_lrelu by the fused CUDA kernel (same signature and result as videdit.ops.filtered_lrelu)."""
+    """filtered_lrelu by the fused CUDA kernel (same signature and result as videdit.ops.filtered_lrelu; what it
+    does not take runs the literal reference op)."""
     if impl != "fast" or not cuda_supports(x) or x.ndim != 4 or cuda_module() is None:
-        return _torch_path("filtered_lrelu", x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain,
-                           slope=slope, clamp=clamp, flip_filter=flip_filter, impl=impl)
+        return _reference_path("filtered_lrelu", x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding,
+                               gain=gain, slope=slope, clamp=clamp, flip_filter=flip_filter)
     prepared = prepare_fused(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter,
                              _accumulator_dtype(x.dtype))
     return _FilteredLreluCUDA.apply(*prepared)
@@ -638,7 +635,8 @@ CUDA_OPS = {"upfirdn2d": upfirdn2d_cuda, "bias_act": bias_act_cuda, "filtered_lr
 
 
 class CpuAutoSelect:
-    """Chooses, per shape family, between the fused CPU kernel and the PyTorch path by timing both.
+    """Chooses, per shape family, between the fused CPU kernel and `torch_path` (the public op's
+    PyTorch path, handed in by the caller) by timing both.
 
     The first call of a family (dtype, factors, filter shapes, log2 of the plane size and of the
     plane count, thread count, whether autograd is recording) runs both implementations a few times
@@ -651,8 +649,9 @@ class CpuAutoSelect:
 
     REPEATS = 3
 
-    def __init__(self, decisions_path: Path):
+    def __init__(self, decisions_path: Path, torch_path):
         self.decisions_path = decisions_path
+        self.torch_path = torch_path
         self.decisions: dict[str, dict] = {}
         try:
             self.decisions = json.loads(decisions_path.read_text())
@@ -673,9 +672,11 @@ class CpuAutoSelect:
                        clamp=None, flip_filter=False, impl="fast"):
         """videdit.ops.filtered_lrelu by whichever implementation is faster for this shape family."""
         kwargs = dict(fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp,
-                      flip_filter=flip_filter, impl=impl)
-        if impl != "fast" or not cpu_supports(x):
-            return _torch_path("filtered_lrelu", x, **kwargs)
+                      flip_filter=flip_filter)
+        if impl != "fast":
+            return _reference_path("filtered_lrelu", x, **kwargs)
+        if not cpu_supports(x):
+            return self.torch_path(x, **kwargs)
         grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, b))
         key = self.family(x, fu, fd, up, down, grad)
         decision = self.decisions.get(key)
@@ -683,7 +684,7 @@ class CpuAutoSelect:
             decision = self.measure(key, x, kwargs, grad)
         if decision["native"]:
             return filtered_lrelu_cpu(x, **kwargs)
-        return _torch_path("filtered_lrelu", x, **kwargs)
+        return self.torch_path(x, **kwargs)
 
     def measure(self, key: str, x, kwargs, grad: bool = False) -> dict:
         x = x.detach()
@@ -708,7 +709,7 @@ class CpuAutoSelect:
         with torch.enable_grad() if grad else torch.no_grad():
             for _ in range(self.REPEATS):
                 native_s.append(_time_call(call(filtered_lrelu_cpu)))
-                torch_s.append(_time_call(call(functools.partial(_torch_path, "filtered_lrelu"))))
+                torch_s.append(_time_call(call(self.torch_path)))
         decision = {"native": min(native_s) < min(torch_s), "native_s": min(native_s), "torch_s": min(torch_s)}
         self.decisions[key] = decision
         logger.info("ops auto (CPU filtered_lrelu, %s): fused %.4f s, PyTorch %.4f s -> %s", key, min(native_s),
@@ -735,5 +736,41 @@ def _time_call(fn) -> float:
 
 
 @functools.lru_cache(maxsize=None)
-def cpu_auto_selector() -> CpuAutoSelect:
-    return CpuAutoSelect(build_dir(CPU_EXTENSION) / "auto_decisions.json")
+def cpu_auto_selector(torch_path) -> CpuAutoSelect:
+    """The selector against `torch_path` (one per process: the public op always hands in the same one)."""
+    return CpuAutoSelect(build_dir(CPU_EXTENSION) / "auto_decisions.json", torch_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# CUDA self-check: verdicts per GPU model and kernel build
+
+
+def device_name(device) -> str:
+    """A file-name-safe name of the device model: GPU name and compute capability, or 'cpu'."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return device.type
+    major, minor = torch.cuda.get_device_capability(device)
+    name = f"{torch.cuda.get_device_name(device)}-sm{major}{minor}"
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def self_check_path(device) -> Path:
+    """Where the verdicts of the current CUDA build on this device model are kept: in the build's folder,
+    so a new build (other sources, flags, archs, torch) starts with no verdicts."""
+    return build_dir(CUDA_EXTENSION) / f"selfcheck-{device_name(device)}.json"
+
+
+# The environment variables the verdict file's location depends on (cache folder, build archs).
+_SELF_CHECK_ENV = ("XDG_CACHE_HOME", "HOME", "TORCH_CUDA_ARCH_LIST")
+
+
+def cuda_self_check(device) -> KernelSelfCheck:
+    """The self-check of the CUDA kernels on `device`: one per device and process (asked at every op
+    call, so the verdict file's path, which hashes the sources, is not recomputed each time)."""
+    return _self_check_for(str(torch.device(device)), tuple(os.environ.get(k) for k in _SELF_CHECK_ENV))
+
+
+@functools.lru_cache(maxsize=None)
+def _self_check_for(device: str, env: tuple) -> KernelSelfCheck:
+    return KernelSelfCheck(self_check_path(device))
