@@ -96,6 +96,9 @@ def cli() -> None:
 @click.option("--steps", type=int, default=None, help="Tuning steps (overrides the preset).")
 @click.option("--allow-l2-only", is_flag=True, default=None, help="Tune with L2 only when LPIPS weights are absent.")
 @click.option("--save-masks", is_flag=True, default=None, help="Also write the composite masks as a video.")
+@click.option("--faces", default=None, metavar="WHO",
+              help="Whom to edit: main (the person in the most frames), all, or labels like p1,p3 (see `videdit faces`); "
+                   "each person's tracks are processed on their own. Default: follow one face.")
 @click.option("--codec", type=click.Choice(["auto", "h264", "hevc", "ffv1"]), default=None,
               help="Output codec (auto: like the source; ffv1 = lossless in .mkv for grading).")
 @click.option("--crf", default=None, help="Output quality: auto (18 H.264, 20 HEVC) or 0..51 (lower is better).")
@@ -116,7 +119,7 @@ def cli() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 def run(input_path, edit, strength, alpha, beta, expand, preset, out, until, from_stage, force, verify, wait, device, batch_size, tuner, steps,
-        allow_l2_only, save_masks, codec, crf, encoder_preset, pix_fmt, recursive, sets, weights_dir, ops, engine, address, gpus_per_video, cpus_per_video,
+        allow_l2_only, save_masks, faces, codec, crf, encoder_preset, pix_fmt, recursive, sets, weights_dir, ops, engine, address, gpus_per_video, cpus_per_video,
         max_retries, quiet, as_json):
     """Run the pipeline on a video, or on every video in a folder."""
     from videdit.presets import parse_set_option
@@ -136,6 +139,7 @@ def run(input_path, edit, strength, alpha, beta, expand, preset, out, until, fro
         "tune.steps": steps,
         "tune.allow_l2_only": allow_l2_only,
         "composite.save_masks": save_masks,
+        "faces.select": faces,
         "composite.codec": codec,
         "composite.crf": (crf if crf in (None, "auto") else _int_value(crf, "--crf")),
         "composite.preset": encoder_preset,

@@ -205,6 +205,24 @@ class EditOptions:
         self.specs = parse_edits(edit_strings(dataclasses.asdict(self)), self.strengths, self.alpha, self.beta)
 
 
+@dataclass
+class FacesOptions:
+    """[faces]: whom to edit.
+
+    select "" (default): follow one face through the video with one box, as the published code does
+    (smoothing and fill-in still stop at cuts). "main" (the person present in the most frames), "all" or
+    labels "p1,p3": every face is tracked within each shot and labelled by identity across shots
+    (`videdit faces` lists them); each chosen (person, shot) track gets its own align, encode, tune,
+    edit, smooth and render in RUN/tracks/<id>/ (tuning per track: one fixed crop box and one lighting
+    per shot), and composite pastes them all. Tracks shorter than min_track_frames pass through unedited.
+    """
+
+    select: str = ""
+    min_track_frames: int = 10
+    landmarks: str = "dlib"
+    full_search_every: int = 1
+
+
 def edit_strings(edit: dict[str, Any]) -> list[str]:
     """The edits of an [edit] section: `direction` (if set) first, then `edits`."""
     direction = edit.get("direction") or ""
@@ -219,6 +237,7 @@ _SECTIONS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "hyperstyle": ("videdit.stages.tuners", "HyperStyleSettings", {}),
     "local_tweak": ("videdit.stages.tuners", "LocalTweakSettings", {}),
     "edit": ("videdit.pipeline", "EditOptions", {}),
+    "faces": ("videdit.pipeline", "FacesOptions", {}),
     "smooth": ("videdit.temporal", "SmoothSettings", {}),
     "render": ("videdit.stages.render", "RenderSettings", {}),
     "composite": ("videdit.stages.composite", "CompositeSettings", {}),
@@ -398,15 +417,74 @@ class Pipeline:
                 reporter.say(f"estimate ({self._estimate_note}): {result.frames} frames, "
                              + ", ".join(f"{k} ~{format_duration(v)}" for k, v in estimates.items() if v >= 1)
                              + f"; about {format_duration(total)} if nothing is cached")
-            for stage in stages:
-                outcome = runner.run(stage)
-                result.stages[stage.name] = outcome.status
+            if self.sections["faces"].select:
+                self._run_tracks(video, run_dir, log, result, until, forced, reporter)
+            else:
+                for stage in stages:
+                    outcome = runner.run(stage)
+                    result.stages[stage.name] = outcome.status
             if until is None or STAGE_ORDER.index(until) >= STAGE_ORDER.index("composite"):
                 result.outputs = self._publish(video, run_dir)
         log.write("run", "done", ", ".join(f"{k} {v}" for k, v in result.stages.items()))
         if result.outputs:
             reporter.say("outputs:\n" + "\n".join(f"  {p}" for p in result.outputs)
                          + f"\nnext: videdit eval {run_dir}")
+
+    # ---- several faces: one sub-run per chosen track, one composite
+
+    def face_tracks(self, video: Path, run_dir: Path):
+        """The video's shots and face tracks (RUN/tracks.json), found once and reused while the video and the
+        tracking settings are the same."""
+        from videdit.face.tracks import FaceTracks, TrackSettings, find_face_tracks
+        from videdit.runner import DigestCache, canonical_json, digest_text
+
+        opts = self.sections["faces"]
+        key = digest_text(canonical_json({"video": DigestCache(run_dir / ".digests.json").file_digest(video),
+                                          "min_track_frames": opts.min_track_frames, "landmarks": opts.landmarks,
+                                          "full_search_every": opts.full_search_every}))
+        key_path = run_dir / "tracks.key"
+        if key_path.is_file() and key_path.read_text() == key and (run_dir / "tracks.json").is_file():
+            return FaceTracks.load(run_dir)
+        found = find_face_tracks(video, landmarks=opts.landmarks, track_settings=TrackSettings(
+            min_track_frames=opts.min_track_frames, full_search_every=opts.full_search_every))
+        found.save(run_dir)
+        atomic_write_text(key_path, key)
+        return FaceTracks.load(run_dir)  # what later runs will read, so their cache keys agree
+
+    def _run_tracks(self, video: Path, run_dir: Path, log: StageLog, result: VideoResult, until: str | None,
+                    forced: bool | set[str], reporter) -> None:
+        from videdit.errors import InputError
+        from videdit.face.tracks import select_people
+        from videdit.stages import composite as comp
+
+        tracks = self.face_tracks(video, run_dir)
+        people = select_people(tracks, self.sections["faces"].select)
+        chosen = tracks.editable(people)
+        if not chosen:
+            raise InputError(f"{video}: {', '.join(people)} {'has' if len(people) == 1 else 'have'} no track of at least "
+                             f"{tracks.min_track_frames} frames; nothing to edit (see `videdit faces {video}`)")
+        last = STAGE_ORDER.index(until) if until else len(STAGE_ORDER) - 1
+        names = [n for n in self.active_stages() if n != "composite" and STAGE_ORDER.index(n) <= last]
+        layers = []
+        for track in chosen:
+            track_dir = run_dir / track.dir
+            reporter.say(f"track {track.id}: {track.person}, frames {track.start}-{track.end - 1}")
+            ctx = _VideoContext(self, video, track_dir, track=track)
+            runner = StageRunner(track_dir, log, force=forced, verify=self.verify, warn=reporter.say)
+            for name in names:
+                result.stages[f"{track.id}/{name}"] = runner.run(getattr(ctx, f"stage_{name}")()).status
+            layers.append(comp.FaceLayer(track_dir / "align", track_dir / "render", track.start))
+        if STAGE_ORDER.index("composite") > last:
+            return
+        settings = self.sections["composite"]
+        keys = [k for k, _ in self.edit_keys()]
+        inputs: dict[str, Any] = {"video": video}
+        for track, layer in zip(chosen, layers):
+            inputs[f"{track.id}/align"], inputs[f"{track.id}/render"] = layer.align_dir, layer.render_dir
+        stage = Stage("composite", lambda work: comp.run_composite_layers(video, layers, keys, work, settings),
+                      dict(dataclasses.asdict(settings), tracks=[t.id for t in chosen]), inputs)
+        result.stages["composite"] = StageRunner(run_dir, log, force=forced, verify=self.verify,
+                                                 warn=reporter.say).run(stage).status
 
     # ---- estimate before long work
 
@@ -477,8 +555,9 @@ class Pipeline:
 class _VideoContext:
     """Builds the Stage objects of one video: each stage's settings, cache key inputs and work function."""
 
-    def __init__(self, pipe: Pipeline, video: Path, run_dir: Path):
+    def __init__(self, pipe: Pipeline, video: Path, run_dir: Path, track=None):
         self.pipe, self.video, self.run_dir = pipe, video, run_dir
+        self.track = track  # a videdit.face.tracks.FaceTrack: this context aligns and renders that track only
         self.s = pipe.settings
         self.align_dir, self.encode_dir, self.tune_dir = run_dir / "align", run_dir / "encode", run_dir / "tune"
         self.edit_dir, self.smooth_dir, self.render_dir = run_dir / "edit", run_dir / "smooth", run_dir / "render"
@@ -495,11 +574,20 @@ class _VideoContext:
 
         settings = self._settings("align", {"device": self.pipe.device_request})
 
+        track = None
+        if self.track is not None:
+            t = self.track
+            track = mod.TrackInput(t.start, t.end, t.landmarks, t.detected)
+
         def fn(work: Path):
-            res = mod.run_align(self.video, work, settings)
+            res = mod.run_align(self.video, work, settings, track=track)
             self.pipe._say(f"  align: {res.n_frames} frames, face in {res.n_faces_found}, landmarks by {res.backend_used}")
 
         params = _drop(dataclasses.asdict(settings), "device", "png_compression")  # lossless either way
+        if track is not None:  # the track's frames and landmarks decide the crops
+            from videdit.runner import digest_text
+
+            params["track"] = [track.start, track.end, digest_text(track.landmarks.tobytes().hex() + track.detected.tobytes().hex())]
         return Stage("align", fn, params, {"video": self.video})
 
     def stage_encode(self) -> Stage:

@@ -23,6 +23,9 @@ class SettingsError(VideditError):
 # A rule is (min, max) for numbers (None = open; "min" inclusive unless given as ("gt", value)),
 # or a tuple of allowed strings.
 RULES: dict[str, Any] = {
+    "faces.min_track_frames": (1, None),
+    "faces.landmarks": ("auto", "dlib", "face-alignment", "fan"),
+    "faces.full_search_every": (1, None),
     "align.crop_size": (16, 4096),
     "align.landmarks": ("auto", "dlib", "face-alignment", "fan"),
     "align.box": ("first", "cover"),

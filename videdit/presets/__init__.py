@@ -19,7 +19,7 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover - 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-STAGE_SECTIONS = ("align", "encode", "tune", "edit", "smooth", "stitch", "render", "composite",
+STAGE_SECTIONS = ("faces", "align", "encode", "tune", "edit", "smooth", "stitch", "render", "composite",
                   "hyperstyle", "local_tweak")  # the last two: settings of the alternative tuners
 
 

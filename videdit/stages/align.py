@@ -285,14 +285,14 @@ def _align_track(reader: VideoReader, source: Path, out_dir: Path, settings: Ali
         raise NoFaceError(f"{source}: the face track {track.start}..{track.end} has no detected frame")
     landmarks = fill_missing(landmarks, found)
     return _write_alignment(reader, source, out_dir, settings, landmarks, found, np.zeros(n_frames, bool),
-                            [(0, n_frames)], "face track", first_frame=int(track.start))
+                            [(0, n_frames)], "face track", first_frame=int(track.start), part=True)
 
 
 def _write_alignment(reader: VideoReader, source: Path, out_dir: Path, settings: AlignSettings, landmarks: np.ndarray,
                      found: np.ndarray, multi_face: np.ndarray, segments: list[tuple[int, int]], backend_name: str,
-                     first_frame: int = 0) -> AlignResult:
+                     first_frame: int = 0, part: bool = False) -> AlignResult:
     """Pass 2 from known landmarks: quads, the fixed box, transforms, crops, preview and the record.
-    Output frame i is source frame first_frame + i."""
+    Output frame i is source frame first_frame + i; `part`: the frames are part of the video (a track)."""
     info = reader.info
     n_frames = len(found)
     # Quads, the fixed box and the transforms, all from landmarks and geometry.
@@ -323,7 +323,7 @@ def _write_alignment(reader: VideoReader, source: Path, out_dir: Path, settings:
             if i < 0:
                 continue
             if i >= n_frames:
-                if first_frame:
+                if part:
                     break  # past the track
                 raise InputError(f"{source}: more frames on the second read than on the first")
             pts.append(frame.pts)

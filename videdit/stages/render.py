@@ -344,7 +344,7 @@ def run_render(
         if settings.fit_memory and batch_size > 1:
             from videdit.memory import fit_batch
 
-            probe_ws = torch.from_numpy(np.asarray(latents[keys[0]][:1], dtype=np.float32)).to(dev)
+            probe_ws = torch.from_numpy(np.array(latents[keys[0]][:1], dtype=np.float32)).to(dev)
             probe_deltas = None if frame_offsets is None else frame_offsets.deltas(np.arange(1), dev)
             batch_size = fit_batch(batch_size, lambda: render_expanded(
                 G, probe_ws, inv_all[:1].to(dev), tiles, canvas_size, probe_deltas), device=str(dev), what="render").batch_size
