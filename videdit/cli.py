@@ -13,6 +13,7 @@ import click
 
 from videdit import __version__
 from videdit.errors import MissingWeightsError, VideditError
+from videdit.tuning import TUNERS  # the registry's names only: no torch at import
 
 STAGES = ("align", "encode", "tune", "edit", "smooth", "render", "composite")
 
@@ -77,7 +78,7 @@ def cli() -> None:
 @click.option("--force", is_flag=True, help="Recompute every stage.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=int, default=None, help="Frames per batch for encode and render.")
-@click.option("--tuner", type=click.Choice(["pti", "hyperstyle", "local-tweak", "none"]), default=None,
+@click.option("--tuner", type=click.Choice(list(TUNERS)), default=None,
               help="How to fit the generator to the video (default pti; hyperstyle needs --set hyperstyle.hypernetwork=FILE).")
 @click.option("--steps", type=int, default=None, help="Tuning steps (overrides the preset).")
 @click.option("--allow-l2-only", is_flag=True, default=None, help="Tune with L2 only when LPIPS weights are absent.")
@@ -233,7 +234,7 @@ def train() -> None:
 @click.option("--allow-l2-only", is_flag=True, default=None, help="Train with L2 only when LPIPS weights are absent.")
 def train_hyperstyle_cmd(images, generator, encoder, out, steps, batch_size, lr, n_iters, allow_l2_only):
     """Train a HyperStyle hypernetwork for a StyleGAN3 generator (for `videdit run --tuner hyperstyle`)."""
-    from videdit.train_hyperstyle import HyperStyleTrainSettings, train_hyperstyle
+    from videdit.tuning.train_hyperstyle import HyperStyleTrainSettings, train_hyperstyle
 
     given = {"steps": steps, "batch_size": batch_size, "lr": lr, "n_iters": n_iters, "allow_l2_only": allow_l2_only}
     settings = HyperStyleTrainSettings(**{k: v for k, v in given.items() if v is not None})

@@ -451,42 +451,23 @@ class _VideoContext:
 
     def stage_tune(self) -> Stage:
         from videdit.stages import tune as mod
+        from videdit.tuning import get_tuner
 
-        tuner = self.s.get("tune", {}).get("tuner", "pti")
+        tuner_name = self.s.get("tune", {}).get("tuner", "pti")
+        tuner = get_tuner(tuner_name)  # one line naming the tuners for an unknown name
         runtime = {"device": self.pipe.device_request, "progress": not self.pipe.quiet, "weights_dir": str(self.pipe.weights_dir)}
-        if tuner in ("pti", "none"):
-            settings = self._settings(mod, "TuneSettings", "tune", runtime)
-        elif tuner in ("hyperstyle", "local-tweak"):
-            from videdit.stages import tuners
-
-            section = tuner.replace("-", "_")  # [hyperstyle] / [local_tweak] preset sections
-            cls = "HyperStyleSettings" if tuner == "hyperstyle" else "LocalTweakSettings"
-            settings = self._settings(tuners, cls, section, runtime)
-            gen_path = getattr(self.pipe.models, "generator_path", None)
-            if tuner == "local-tweak" and not settings.discriminator and gen_path and str(gen_path).endswith(".pkl"):
-                settings = dataclasses.replace(settings, discriminator=str(gen_path))  # NVIDIA snapshots hold D
-        else:
-            raise VideditError(f"unknown tuner {tuner!r}: use pti, hyperstyle, local-tweak or none")
+        settings = _settings_for(tuner.settings_class, self.s.get(tuner.section, {}), tuner.section, runtime)
+        settings = tuner.with_generator_file(settings, getattr(self.pipe.models, "generator_path", None))
 
         def fn(work: Path):
-            if tuner == "none":
-                from videdit.checkpoints import save_generator
+            mod.run_tune(self.align_dir, self.encode_dir / "latents.npy", self.pipe.generator(), work, settings,
+                         tuner=tuner_name)
 
-                save_generator(self.pipe.generator(), work / "generator.safetensors")
-            elif tuner == "pti":
-                mod.run_tune(self.align_dir, self.encode_dir / "latents.npy", self.pipe.generator(), work, settings)
-            else:
-                from videdit.stages.tuners import run_tuner
-
-                run_tuner(tuner, self.align_dir, self.encode_dir / "latents.npy", self.pipe.generator(), work, settings)
-
-        # Settings that change speed or display, not the result, stay out of the cache key.
-        params = _drop(dataclasses.asdict(settings), "device", "progress", "frame_cache_mb", "weights_dir")
+        # Settings that change speed or display, not the result, stay out of the cache key; files a
+        # tuner reads (hypernetwork, discriminator) are digested by content.
+        params, files = mod.tune_stage_params(tuner_name, settings)
         inputs = {"align": self.align_dir, "encode": self.encode_dir, "generator": self.pipe.models.generator_identity()}
-        for key in ("hypernetwork", "discriminator"):  # files a tuner reads: digested by content
-            if getattr(settings, key, None):
-                inputs[key] = Path(getattr(settings, key))
-        return Stage("tune", fn, dict(params, tuner=tuner), inputs)
+        return Stage("tune", fn, params, dict(inputs, **files))
 
     def stage_edit(self) -> Stage:
         from videdit.stages import edit as mod
@@ -516,9 +497,9 @@ class _VideoContext:
         settings = self._settings(mod, "RenderSettings", "render")
 
         def fn(work: Path):
-            from videdit.stages.tuners import OFFSETS_NAME
+            from videdit.records import OFFSETS
 
-            offsets = self.tune_dir / OFFSETS_NAME  # the HyperStyle tuner's per-frame offsets
+            offsets = self.tune_dir / OFFSETS  # the HyperStyle tuner's per-frame offsets
             mod.run_render(self.tune_dir / "generator.safetensors", self.smooth_dir, [k for k, _ in self.keys], work, settings,
                            source_video=self.video, align_dir=self.align_dir,
                            offsets=offsets if offsets.is_file() else None, device=self.pipe.device)

@@ -189,12 +189,24 @@ def run_composite(
     if settings.stitch:
         if generator is None or smooth_dir is None:
             raise InputError("composite: stitch=true needs the tuned generator and the smooth folder")
+        # Interim, until stitch runs as its own stage before render: tune, then re-render with each key's generator.
+        from videdit.stages.render import RenderSettings, run_render
         from videdit.stages.stitch import StitchSettings, run_stitch
 
-        layout_keys = list(keys) if keys is not None else list(read_render_layout(render_dir).keys)
+        layout = read_render_layout(render_dir)
+        layout_keys = list(keys) if keys is not None else list(layout.keys)
         stitched_dir = out_dir / "stitched"
-        run_stitch(generator, align_dir, smooth_dir, render_dir, layout_keys, stitched_dir,
-                   StitchSettings(steps=settings.stitch_steps, lr=settings.stitch_lr), device=device)
+        stitched = run_stitch(align_dir, smooth_dir, None, stitched_dir,
+                              StitchSettings(steps=settings.stitch_steps, lr=settings.stitch_lr, device=device),
+                              layout_keys, generator=generator)
+        info = json.loads((render_dir / "render.json").read_text()) if (render_dir / "render.json").is_file() else {}
+        render_settings = RenderSettings(expand=tuple(layout.expand),
+                                         feather=int(info.get("feather", RenderSettings.feather)), side_by_side=False)
+        for key in layout_keys:
+            run_render(stitched.generators[key], smooth_dir, [key], stitched_dir, render_settings, device=device)
+        info = json.loads((stitched_dir / "render.json").read_text())  # one render.json naming every key
+        info["keys"] = layout_keys
+        (stitched_dir / "render.json").write_text(json.dumps(info, indent=1))
         render_dir = stitched_dir
 
     transforms_path = align_dir / "transforms.npz"
