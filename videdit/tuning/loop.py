@@ -9,7 +9,7 @@ the rest the same way for all of them:
   one would.
 * every `checkpoint_every` steps (and at an early stop, and after the last step) the state objects,
   the losses so far and torch's RNG state go to `checkpoint_path`, atomically.
-* a run finds a checkpoint of the same kind and fingerprint, not past `steps`, and continues it with
+* a run finds a checkpoint of the same name and fingerprint, not past `steps`, and continues it with
   the RNG state restored, so it ends where an uninterrupted run ends. Any other checkpoint is ignored
   and replaced. A fresh run seeds torch's RNG with `seed`. The caller's RNG state is left as it was.
 """
@@ -42,8 +42,8 @@ class StepOutput:
 
 @dataclass
 class LoopConfig:
-    """name: progress label, log and error prefix, and the checkpoint's kind (a checkpoint of another
-    kind is not resumed). checkpoint_path None: no checkpoints; checkpoint_every 0: none written (one
+    """name: progress label, log and error prefix, and the checkpoint's "tuner" entry (a checkpoint written
+    under another name is not resumed). checkpoint_path None: no checkpoints; checkpoint_every 0: none written (one
     already there is still resumed)."""
 
     name: str
@@ -91,7 +91,7 @@ def _state_dicts(state: Mapping[str, Any]) -> dict[str, Any]:
 def _resume(config: LoopConfig, state: Mapping[str, Any], device: torch.device) -> tuple[int, list[float], bool]:
     """(start step, losses, stopped early) from a matching checkpoint (state and RNG restored), else a fresh start."""
     ckpt = load_checkpoint(config.checkpoint_path) if config.checkpoint_path is not None else None
-    if (ckpt is not None and ckpt.get("kind") == config.name and ckpt.get("fingerprint") == config.fingerprint
+    if (ckpt is not None and ckpt.get("tuner") == config.name and ckpt.get("fingerprint") == config.fingerprint
             and int(ckpt["step"]) <= config.steps):
         try:
             for name, obj in state.items():
@@ -147,7 +147,7 @@ def run_loop(
             nonlocal saved_step
             saved_step = step
             save_checkpoint(config.checkpoint_path, {
-                "version": CHECKPOINT_VERSION, "kind": config.name, "step": step, "fingerprint": config.fingerprint,
+                "version": CHECKPOINT_VERSION, "tuner": config.name, "step": step, "fingerprint": config.fingerprint,
                 "stopped_early": stopped, "losses": losses, "state": _state_dicts(state),
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
