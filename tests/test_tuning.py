@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +207,24 @@ def test_one_resolve_device_and_one_loop():
             assert "run_loop" not in defined, path.name
         loops = [n for n in ast.walk(tree) if isinstance(n, ast.While)]
         assert path.name == "loop.py" or not loops, path.name
+
+
+def test_tune_stage_cache_params_and_files():
+    """The stage's cache key: what the pipeline keyed on before the registry (so old run folders stay cached)."""
+    from dataclasses import asdict
+
+    from videdit.stages.tune import tune_stage_params
+    from videdit.tuning.hyperstyle import HyperStyleSettings
+    from videdit.tuning.pti import TuneSettings
+
+    pti = TuneSettings(steps=7, device="cuda", progress=False, frame_cache_mb=1, weights_dir="/w")
+    params, files = tune_stage_params("pti", pti)
+    expected = {k: v for k, v in asdict(pti).items() if k not in ("device", "progress", "frame_cache_mb", "weights_dir")}
+    assert params == dict(expected, tuner="pti") and files == {}
+    hyper = HyperStyleSettings(hypernetwork="/w/h.safetensors", device="cuda")
+    params, files = tune_stage_params("hyperstyle", hyper)
+    assert params == dict({k: v for k, v in asdict(hyper).items() if k not in ("device", "progress")}, tuner="hyperstyle")
+    assert files == {"hypernetwork": Path("/w/h.safetensors")}
+    assert tune_stage_params("none", pti) == ({"tuner": "none"}, {})
+    with pytest.raises(VideditError, match="unknown tuner"):
+        tune_stage_params("nope", pti)

@@ -11,10 +11,8 @@ from os import PathLike
 from typing import Any
 
 from videdit.tuning import DEFAULT_TUNER, get_tuner
-from videdit.tuning.data import CHECKPOINT_NAME
-from videdit.tuning.pti import TuneSettings
 
-__all__ = ["CHECKPOINT_NAME", "TuneSettings", "run_tune", "tune_stage_params"]
+__all__ = ["run_tune", "tune_stage_params"]
 
 
 def run_tune(align_dir: str | PathLike, latents_path: str | PathLike, generator, out_dir: str | PathLike,

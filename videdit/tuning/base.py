@@ -22,7 +22,7 @@ import torch
 from videdit.device import resolve_device
 from videdit.errors import InputError
 from videdit.fileio import atomic_write_text
-from videdit.records import CHECKPOINTS, GENERATOR, OFFSETS, UNALIGNED, AlignRecord, load_latents
+from videdit.records import CHECKPOINTS, GENERATOR, UNALIGNED, AlignRecord, load_latents
 from videdit.tuning.data import CHECKPOINT_NAME, CropFrames, inverse_transforms, private_generator
 
 
@@ -147,7 +147,3 @@ def write_record(out_dir: Path, name: str, record: dict[str, Any]) -> Path:
 
 def elapsed(t_start: float) -> float:
     return time.perf_counter() - t_start
-
-
-__all__ = ["OFFSETS", "TuneInputs", "TuneResult", "Tuner", "checkpoint_path", "elapsed", "load_tune_inputs",
-           "write_generator", "write_record"]
