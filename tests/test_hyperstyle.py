@@ -46,7 +46,7 @@ def _encoder(G, latents_path=None):
 @pytest.fixture(scope="module")
 def trained(video_inputs, tmp_path_factory):
     """A hypernetwork trained on the clip's crops (as an image folder) with the clip's generator."""
-    from videdit.train_hyperstyle import HyperStyleTrainSettings, train_hyperstyle
+    from videdit.tuning.train_hyperstyle import HyperStyleTrainSettings, train_hyperstyle
 
     align, latents, gen_path = video_inputs
     out = tmp_path_factory.mktemp("hyper_train")
@@ -181,7 +181,7 @@ def test_training_lowers_the_loss_and_saves_a_loadable_network(trained):
 
 
 def test_training_resumes(video_inputs, trained, tmp_path):
-    from videdit.train_hyperstyle import HyperStyleTrainSettings, train_hyperstyle
+    from videdit.tuning.train_hyperstyle import HyperStyleTrainSettings, train_hyperstyle
 
     align, latents, gen_path = video_inputs
     _, out = trained
@@ -197,8 +197,8 @@ def test_training_resumes(video_inputs, trained, tmp_path):
 def test_hyperstyle_tuner_lowers_error_and_keeps_frozen_parts(video_inputs, trained, tmp_path):
     from videdit.checkpoints import load_generator
     from videdit.networks.hyperstyle import FrameOffsets
-    from videdit.stages.tune import reconstruction_psnr
-    from videdit.stages.tuners import HyperStyleSettings, run_hyperstyle
+    from videdit.tuning.pti import reconstruction_psnr
+    from videdit.tuning.hyperstyle import HyperStyleSettings, run_hyperstyle
 
     align, latents, gen_path = video_inputs
     train_result, _ = trained
@@ -221,7 +221,7 @@ def test_hyperstyle_tuner_lowers_error_and_keeps_frozen_parts(video_inputs, trai
     psnr_mean = reconstruction_psnr(load_generator(result.generator_path), align, latents)
     # Per-frame offsets, as the render stage applies them (tests/test_render.py checks that it does).
     from videdit.networks.hyperstyle import synthesize
-    from videdit.stages.tune import CropFrames, inverse_transforms
+    from videdit.tuning.data import CropFrames, inverse_transforms
 
     ws = torch.from_numpy(np.load(latents))
     with np.load(align / "transforms.npz") as t:
@@ -238,7 +238,7 @@ def test_hyperstyle_tuner_lowers_error_and_keeps_frozen_parts(video_inputs, trai
 
 def test_hyperstyle_without_a_network_is_one_clear_line(video_inputs, tmp_path):
     from videdit.errors import MissingWeightsError
-    from videdit.stages.tuners import HyperStyleSettings, run_hyperstyle
+    from videdit.tuning.hyperstyle import HyperStyleSettings, run_hyperstyle
 
     align, latents, gen_path = video_inputs
     with pytest.raises(MissingWeightsError, match="hypernetwork") as err:
@@ -251,7 +251,7 @@ def test_a_few_hundred_training_steps_on_generated_images(tmp_path):
     """The issue's check: 300 steps on a handful of generated images lower the loss clearly."""
     from PIL import Image
 
-    from videdit.train_hyperstyle import HyperStyleTrainSettings, train_hyperstyle
+    from videdit.tuning.train_hyperstyle import HyperStyleTrainSettings, train_hyperstyle
 
     G = tiny_generator()
     other = tiny_generator(seed=7)  # images the generator cannot make exactly

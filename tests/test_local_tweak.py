@@ -62,7 +62,7 @@ def video_inputs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tweaked(video_inputs, tmp_path_factory):
-    from videdit.stages.tuners import LocalTweakSettings, run_local_tweak
+    from videdit.tuning.local_tweak import LocalTweakSettings, run_local_tweak
 
     align, latents, gen_path = video_inputs
     out = tmp_path_factory.mktemp("tweaked")
@@ -96,7 +96,7 @@ def test_laplacian_pyramid_rebuilds_the_image_and_weighs_bands():
 
 
 def test_stopping_rule():
-    from videdit.stages.tuners import should_stop
+    from videdit.tuning.loop import should_stop
 
     assert not should_stop([1.0] * 3, window=5, threshold=2.0, rel_improvement=0.0)  # window not full
     assert should_stop([1.0] * 5, window=5, threshold=2.0, rel_improvement=0.0)
@@ -113,7 +113,7 @@ def test_stopping_rule():
 
 def test_tweak_improves_reconstruction_and_keeps_frozen_parts(video_inputs, tweaked):
     from videdit.checkpoints import load_generator
-    from videdit.stages.tune import reconstruction_psnr
+    from videdit.tuning.pti import reconstruction_psnr
 
     align, latents, gen_path = video_inputs
     result, out = tweaked
@@ -135,7 +135,7 @@ def test_tweak_improves_reconstruction_and_keeps_frozen_parts(video_inputs, twea
 
 
 def test_tweak_resumes_from_its_checkpoint(video_inputs, tweaked, tmp_path):
-    from videdit.stages.tuners import LocalTweakSettings, run_local_tweak
+    from videdit.tuning.local_tweak import LocalTweakSettings, run_local_tweak
 
     align, latents, gen_path = video_inputs
     reference, out = tweaked
@@ -155,7 +155,7 @@ def test_tweak_resumes_from_its_checkpoint(video_inputs, tweaked, tmp_path):
 
 def test_discriminator_is_required_and_found_in_the_pickle(video_inputs, tmp_path):
     from videdit.checkpoints.fixtures import write_snapshot_pickle
-    from videdit.stages.tuners import LocalTweakSettings, run_local_tweak
+    from videdit.tuning.local_tweak import LocalTweakSettings, run_local_tweak
 
     align, latents, gen_path = video_inputs
     settings = LocalTweakSettings(**dict(TWEAK, max_steps=1, checkpoint_every=0))
@@ -175,7 +175,7 @@ def test_discriminator_is_required_and_found_in_the_pickle(video_inputs, tmp_pat
 
 
 def test_reconstruction_only_needs_no_discriminator_and_stops(video_inputs, tmp_path):
-    from videdit.stages.tuners import LocalTweakSettings, run_local_tweak
+    from videdit.tuning.local_tweak import LocalTweakSettings, run_local_tweak
 
     align, latents, gen_path = video_inputs
     settings = LocalTweakSettings(**dict(TWEAK, max_steps=50, lambda_local=0.0, global_weight=0.0, stop_window=2,

@@ -186,7 +186,7 @@ def test_hyperstyle_tuner_renders_per_frame_offsets(clip, reference, tmp_path):
     from videdit.networks.hyperstyle import FrameOffsets, HyperNetwork, synthesize
     from videdit.pipeline import StandInModels
     from videdit.stages.render import to_uint8
-    from videdit.stages.tune import inverse_transforms
+    from videdit.tuning.data import inverse_transforms
 
     G0 = StandInModels(resolution=64).load_generator("cpu")
     torch.manual_seed(7)

@@ -288,7 +288,7 @@ def test_ray_outputs_equal_local(ray_cluster, clips, local_results, tmp_path):
 @needs_ray
 def test_killed_worker_resumes_from_cached_stages(ray_cluster, clips, local_results, tmp_path):
     from videdit.engines.ray_engine import TaskStatus, run_videos_ray
-    from videdit.stages.tune import CHECKPOINT_NAME
+    from videdit.tuning.data import CHECKPOINT_NAME
 
     videos = [clips / n for n in CLIP_NAMES[:2]]
     victim_dir = tmp_path / "runs" / (videos[1].name + ".videdit")

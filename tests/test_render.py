@@ -202,7 +202,7 @@ def test_hyperstyle_per_frame_offsets_apply_at_render(scene, tmp_path):
     from videdit.checkpoints import save_generator
     from videdit.errors import CheckpointError
     from videdit.networks.hyperstyle import FrameOffsets, apply_offsets, synthesize
-    from videdit.stages.tune import inverse_transforms
+    from videdit.tuning.data import inverse_transforms
 
     G0 = scene["G"]
     offsets = _frame_offsets(G0, N_FRAMES)

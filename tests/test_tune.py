@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from videdit.errors import CheckpointError, MissingWeightsError
-from videdit.stages.tune import TuneSettings, batch_indices, reconstruction_psnr, run_tune
+from videdit.tuning.data import batch_indices
+from videdit.tuning.pti import TuneSettings, reconstruction_psnr, run_tune
 
 N_FRAMES = 6
 RES = 32

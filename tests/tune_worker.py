@@ -16,7 +16,7 @@ def main(argv: list[str]) -> int:
     import torch
 
     torch.set_num_threads(int(threads))
-    from videdit.stages.tune import TuneSettings, run_tune
+    from videdit.tuning.pti import TuneSettings, run_tune
 
     def on_step(step: int, loss: float) -> None:
         print(f"step {step}", flush=True)

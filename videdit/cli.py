@@ -14,6 +14,7 @@ import click
 from videdit import __version__
 from videdit.errors import MissingWeightsError, VideditError
 from videdit.layout import STAGE_ORDER
+from videdit.tuning import TUNERS  # the registry's names only: no torch at import
 
 STAGES = STAGE_ORDER
 
@@ -91,7 +92,7 @@ def cli() -> None:
 @click.option("--wait", is_flag=True, help="If another run holds the run folder, wait for it instead of failing.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=int, default=None, help="Frames per batch for encode and render, used as given (default: the preset's, lowered to fit free memory).")
-@click.option("--tuner", type=click.Choice(["pti", "hyperstyle", "local-tweak", "none"]), default=None,
+@click.option("--tuner", type=click.Choice(list(TUNERS)), default=None,
               help="How to fit the generator to the video (default pti; hyperstyle needs --set hyperstyle.hypernetwork=FILE).")
 @click.option("--steps", type=int, default=None, help="Tuning steps (overrides the preset).")
 @click.option("--allow-l2-only", is_flag=True, default=None, help="Tune with L2 only when LPIPS weights are absent.")
@@ -278,7 +279,7 @@ def train() -> None:
 @click.option("--allow-l2-only", is_flag=True, default=None, help="Train with L2 only when LPIPS weights are absent.")
 def train_hyperstyle_cmd(images, generator, encoder, out, steps, batch_size, lr, n_iters, allow_l2_only):
     """Train a HyperStyle hypernetwork for a StyleGAN3 generator (for `videdit run --tuner hyperstyle`)."""
-    from videdit.train_hyperstyle import HyperStyleTrainSettings, train_hyperstyle
+    from videdit.tuning.train_hyperstyle import HyperStyleTrainSettings, train_hyperstyle
 
     given = {"steps": steps, "batch_size": batch_size, "lr": lr, "n_iters": n_iters, "allow_l2_only": allow_l2_only}
     settings = HyperStyleTrainSettings(**{k: v for k, v in given.items() if v is not None})

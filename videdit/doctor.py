@@ -144,7 +144,7 @@ def _video_info() -> dict:
 
 
 def _landmark_info() -> dict:
-    from videdit.align import landmarks
+    from videdit.face import landmarks
 
     dlib_dir = landmarks.dlib_model_dir()
     dlib_model = dlib_dir / landmarks.DLIB_SHAPE_MODEL if dlib_dir is not None else None

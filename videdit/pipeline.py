@@ -234,15 +234,16 @@ def edit_strings(edit: dict[str, Any]) -> list[str]:
 _SECTIONS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "align": ("videdit.stages.align", "AlignSettings", {}),
     "encode": ("videdit.stages.encode", "EncodeSettings", {"encoder": str, "generator": str}),
-    "hyperstyle": ("videdit.stages.tuners", "HyperStyleSettings", {}),
-    "local_tweak": ("videdit.stages.tuners", "LocalTweakSettings", {}),
+    "hyperstyle": ("videdit.tuning.hyperstyle", "HyperStyleSettings", {}),
+    "local_tweak": ("videdit.tuning.local_tweak", "LocalTweakSettings", {}),
     "edit": ("videdit.pipeline", "EditOptions", {}),
     "faces": ("videdit.pipeline", "FacesOptions", {}),
+    "stitch": ("videdit.tuning.stitch", "StitchSettings", {"enabled": bool}),
     "smooth": ("videdit.temporal", "SmoothSettings", {}),
     "render": ("videdit.stages.render", "RenderSettings", {}),
     "composite": ("videdit.stages.composite", "CompositeSettings", {}),
 }
-_TUNE_SECTION = ("videdit.stages.tune", "TuneSettings", {"tuner": str})
+_TUNE_SECTION = ("videdit.tuning.pti", "TuneSettings", {"tuner": str})
 
 
 def _settings_class(module: str, name: str):
@@ -605,41 +606,23 @@ class _VideoContext:
 
     def stage_tune(self) -> Stage:
         from videdit.stages import tune as mod
+        from videdit.tuning import get_tuner
 
-        tuner = self.s.get("tune", {}).get("tuner", "pti")
+        tuner_name = self.s.get("tune", {}).get("tuner", "pti")
+        tuner = get_tuner(tuner_name)  # one line naming the tuners for an unknown name
         runtime = {"device": self.pipe.device_request, "progress": not self.pipe.quiet, "weights_dir": str(self.pipe.weights_dir)}
-        if tuner in ("pti", "none"):
-            settings = self._settings("tune", runtime)
-        elif tuner in ("hyperstyle", "local-tweak"):
-            from videdit.stages import tuners
-
-            section = tuner.replace("-", "_")  # [hyperstyle] / [local_tweak] preset sections
-            settings = self._settings(section, runtime)
-            gen_path = getattr(self.pipe.models, "generator_path", None)
-            if tuner == "local-tweak" and not settings.discriminator and gen_path and str(gen_path).endswith(".pkl"):
-                settings = dataclasses.replace(settings, discriminator=str(gen_path))  # NVIDIA snapshots hold D
-        else:
-            raise VideditError(f"unknown tuner {tuner!r}: use pti, hyperstyle, local-tweak or none")
+        settings = self._settings(tuner.section, runtime)
+        settings = tuner.with_generator_file(settings, getattr(self.pipe.models, "generator_path", None))
 
         def fn(work: Path):
-            if tuner == "none":
-                from videdit.checkpoints import save_generator
+            mod.run_tune(self.align_dir, self.encode_dir / "latents.npy", self.pipe.generator(), work, settings,
+                         tuner=tuner_name)
 
-                save_generator(self.pipe.generator(), work / "generator.safetensors")
-            elif tuner == "pti":
-                mod.run_tune(self.align_dir, self.encode_dir / "latents.npy", self.pipe.generator(), work, settings)
-            else:
-                from videdit.stages.tuners import run_tuner
-
-                run_tuner(tuner, self.align_dir, self.encode_dir / "latents.npy", self.pipe.generator(), work, settings)
-
-        # Settings that change speed or display, not the result, stay out of the cache key.
-        params = _drop(dataclasses.asdict(settings), "device", "progress", "frame_cache_mb", "weights_dir")
+        # Settings that change speed or display, not the result, stay out of the cache key; files a
+        # tuner reads (hypernetwork, discriminator) are digested by content.
+        params, files = mod.tune_stage_params(tuner_name, settings)
         inputs = {"align": self.align_dir, "encode": self.encode_dir, "generator": self.pipe.models.generator_identity()}
-        for key in ("hypernetwork", "discriminator"):  # files a tuner reads: digested by content
-            if getattr(settings, key, None):
-                inputs[key] = Path(getattr(settings, key))
-        return Stage("tune", fn, dict(params, tuner=tuner), inputs)
+        return Stage("tune", fn, params, dict(inputs, **files))
 
     def stage_edit(self) -> Stage:
         from videdit.stages import edit as mod
@@ -701,16 +684,46 @@ class _VideoContext:
 
         return Stage("smooth", fn, dataclasses.asdict(settings), {"edit": self.edit_dir, "align": self.align_dir})
 
+    def _w_keys(self) -> list[str]:
+        """The keys rendered from W+ latents (the reconstruction and InterFaceGAN edits)."""
+        return ["recon"] + [k for s in self.pipe.sections["edit"].specs if s.kind == "w" for k, _ in s.keys()]
+
+    def stage_stitch(self) -> Stage:
+        from videdit.stages import stitch as mod
+
+        settings = self._settings("stitch", {"device": self.pipe.device, "progress": not self.pipe.quiet})
+
+        def fn(work: Path):
+            mod.run_stitch(self.align_dir, self.smooth_dir, self.tune_dir, work, settings, self._w_keys())
+
+        return Stage("stitch", fn, dict(mod.stitch_cache_params(settings), keys=self._w_keys()),
+                     {"align": self.align_dir, "smooth": self.smooth_dir, "tune": self.tune_dir})
+
     def stage_render(self) -> Stage:
         from videdit.stages import render as mod
 
         settings = self._settings("render")
+        stitched = "stitch" in self.pipe.active_stages()
 
         def fn(work: Path):
-            from videdit.stages.tuners import OFFSETS_NAME
+            from videdit.records import OFFSETS
 
-            offsets = self.tune_dir / OFFSETS_NAME  # the HyperStyle tuner's per-frame offsets
-            mod.run_render(self.tune_dir / "generator.safetensors", self.smooth_dir, [k for k, _ in self.keys], work, settings,
+            keys = [k for k, _ in self.keys]
+            if stitched:  # each W+ key with its own stitched generator (no HyperStyle offsets: the stitch tuned past them)
+                from videdit.stages.stitch import stitched_generator_name
+
+                by_key = {k: self.run_dir / "stitch" / stitched_generator_name(k) for k in self._w_keys()}
+                for key in keys:
+                    generator = by_key.get(key, self.tune_dir / "generator.safetensors")
+                    mod.run_render(generator, self.smooth_dir, [key], work,
+                                   dataclasses.replace(settings, side_by_side=False), source_video=self.video,
+                                   align_dir=self.align_dir, device=self.pipe.device)
+                info = records.RenderInfo.load(work)
+                info.keys = keys  # one render.json naming every key (each call wrote its own)
+                info.save(work)
+                return
+            offsets = self.tune_dir / OFFSETS  # the HyperStyle tuner's per-frame offsets
+            mod.run_render(self.tune_dir / "generator.safetensors", self.smooth_dir, keys, work, settings,
                            source_video=self.video, align_dir=self.align_dir,
                            offsets=offsets if offsets.is_file() else None, device=self.pipe.device)
 

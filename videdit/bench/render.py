@@ -26,7 +26,7 @@ def child(spec: dict) -> dict:
 
     from videdit.networks.stylegan3 import Generator
     from videdit.stages.render import RenderSettings, run_render
-    from videdit.stages.tune import inverse_transforms
+    from videdit.tuning.data import inverse_transforms
     from videdit.synthetic import make_clip
 
     torch.set_num_threads(spec["threads"])

@@ -71,7 +71,8 @@ def child(spec: dict) -> dict:
     import torch
 
     from videdit.networks.stylegan3 import Generator
-    from videdit.stages.tune import TuneSettings, inverse_transforms, run_tune
+    from videdit.tuning.data import inverse_transforms
+    from videdit.tuning.pti import TuneSettings, run_tune
 
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])

@@ -52,7 +52,7 @@ def _quality(G, align: Path, latents: Path, deltas=None) -> dict:
     from videdit.evaluate.metrics import ms_ssim, ms_ssim_scales, psnr
     from videdit.networks.hyperstyle import synthesize
     from videdit.stages.render import to_uint8
-    from videdit.stages.tune import CropFrames, inverse_transforms
+    from videdit.tuning.data import CropFrames, inverse_transforms
 
     ws = torch.from_numpy(np.load(latents))
     with np.load(align / "transforms.npz") as t:
@@ -93,10 +93,11 @@ def main(argv: list[str]) -> int:
     from videdit.networks.encoders import ReStyleEncoder
     from videdit.networks.hyperstyle import FrameOffsets
     from videdit.networks.stylegan3 import Generator
-    from videdit.stages.tune import TuneSettings, run_tune
-    from videdit.stages.tuners import HyperStyleSettings, LocalTweakSettings, run_hyperstyle, run_local_tweak
+    from videdit.tuning.pti import TuneSettings, run_tune
+    from videdit.tuning.hyperstyle import HyperStyleSettings, run_hyperstyle
+    from videdit.tuning.local_tweak import LocalTweakSettings, run_local_tweak
     from videdit.synthetic import write_tune_inputs
-    from videdit.train_hyperstyle import HyperStyleTrainSettings, train_hyperstyle
+    from videdit.tuning.train_hyperstyle import HyperStyleTrainSettings, train_hyperstyle
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

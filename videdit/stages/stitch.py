@@ -1,246 +1,104 @@
-"""Stitching tuning (after STIT, Tzaban et al., "Stitch it in Time"): a short further tuning of the
-generator so that an edited render agrees with the original frame just outside the face mask, while
-inside the mask it stays what the edit made. The composite's feathered seam then blends two images that
-already agree, so no seam shows even where the edit changes colours near the border.
+"""Stage `stitch` (optional, between smooth and render): STIT stitching tuning of the tuned generator.
 
-Per batch of frames, with the edited latents w and the frame transforms:
-    boundary loss:  D(G(w) * B, crop * B)      B: a ring just outside the face polygon
-    inside loss:    D(G(w) * I, G0(w) * I)      I: the face well inside the polygon; G0 the generator
-                                                before stitching (its renders are the edit to keep)
-    total = boundary_weight * boundary + inside_weight * inside
-D is L2 by default, or any `loss(pred, target) -> (total, parts)` such as
-`videdit.losses.make_reconstruction_loss` (L2 + LPIPS). The masks come from the frame's landmarks in
-crop coordinates (`videdit.compositing.face_polygon`, the rule the composite uses). As in PTI the mapping
-and the Fourier-feature input layer stay frozen (`videdit.stages.tune.trainable_parameters`).
-
-Unlike STIT, which tunes a copy of the generator for every frame, one generator is tuned per edit over
-the whole clip (batches drawn across frames): N times cheaper, and the frames stay consistent.
+For every key (edit), a copy of tune/generator.safetensors is tuned so that its renders of the smoothed
+latents agree with the source crop just outside the face and keep the edit inside it
+(`videdit.tuning.stitch`). Writes stitch/generator_<key>.safetensors (the generator render uses for that
+key) and stitch/stitch.json. It renders nothing: render reads these generators, composite only composites.
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
-import logging
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
-from videdit.face import paste as C
+from videdit.device import resolve_device
+from videdit.errors import InputError
+from videdit.fileio import atomic_write_text
+from videdit.records import GENERATOR, UNALIGNED, AlignRecord, TransformsRecord, latents_keys, latents_name, load_latents
+from videdit.tuning.data import CropFrames, inverse_transforms, private_generator
+from videdit.tuning.stitch import StitchSettings, landmarks_in_crop, stitch_tune, stitched_generator_name
 
-log = logging.getLogger("videdit")
+__all__ = ["StitchSettings", "StitchStageResult", "run_stitch", "stitch_cache_params", "stitched_generator_name"]
 
-
-@dataclass
-class StitchSettings:
-    """steps / lr / batch_size: Adam on the synthesis network (input layer frozen).
-    band: width of the boundary ring outside the face polygon, and of the margin inside it that is left
-    free to change, as fractions of the crop side (the composite's default feather is 0.06).
-    """
-
-    steps: int = 100
-    lr: float = 3e-4
-    batch_size: int = 4
-    boundary_weight: float = 1.0
-    inside_weight: float = 1.0
-    band: float = 0.06
-    grow_forehead: float = 0.5
-    seed: int = 0
-
-
-@dataclass
-class StitchResult:
-    generator: torch.nn.Module  # the tuned copy (the input generator is left unchanged)
-    losses: list[dict[str, float]] = field(default_factory=list)  # per step: total, boundary, inside
-
-
-def stitch_masks(landmarks_crop: np.ndarray, resolution: int, band: float = 0.06,
-                 grow_forehead: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """(boundary, inside) float32 [R, R] masks of one frame, from its 68 landmarks in crop pixel coordinates.
-
-    boundary: 1 on a ring `band * R` wide just outside the face polygon (where the composite shows the
-    source, or blends it in); inside: 1 deeper than `band * R / 2` inside the polygon (pure render).
-    """
-    polygon = C.face_polygon(landmarks_crop, grow_forehead)
-    centres = np.arange(resolution, dtype=np.float64)
-    distance = C.signed_distance_convex(polygon, centres[None, :], centres[:, None], exact_within=2 * band * resolution)
-    width = band * resolution
-    boundary = ((distance < 0) & (distance > -width)).astype(np.float32)
-    inside = (distance > 0.5 * width).astype(np.float32)
-    return boundary, inside
-
-
-def landmarks_in_crop(landmarks: np.ndarray, box_quad: np.ndarray, resolution: int) -> np.ndarray:
-    """Landmarks [..., 68, 2] in source pixels -> pixel-centre coordinates of the box's crop at `resolution`."""
-    geometry = C.CropGeometry.from_quad(box_quad)
-    return geometry.to_crop(landmarks) * resolution - 0.5
-
-
-def _masked_l2(pred: torch.Tensor, target: torch.Tensor):
-    loss = torch.mean((pred - target) ** 2)
-    return loss, {"l2": loss.detach()}
-
-
-def _masked_mean_loss(loss_fn, pred, target, mask):
-    """loss_fn on masked images, rescaled by the mask's area so small rings weigh like whole images."""
-    area = mask.mean().clamp_min(1e-6)
-    total, _ = loss_fn(pred * mask, target * mask)
-    return total / area
-
-
-def stitch_tune(
-    G: torch.nn.Module,
-    ws: np.ndarray | torch.Tensor,
-    inv_transforms: np.ndarray | torch.Tensor,
-    targets: Callable[[Sequence[int]], torch.Tensor],
-    landmarks_crop: np.ndarray,
-    settings: StitchSettings | None = None,
-    *,
-    loss: Callable | None = None,
-    frames: Sequence[int] | None = None,
-    device: str | torch.device = "cpu",
-    progress: Callable[[int, dict], None] | None = None,
-) -> StitchResult:
-    """Tune a copy of G so that G(ws[i], inv_transforms[i]) matches targets([i]) outside the face of frame i.
-
-    ws: [N, num_ws, w_dim] edited latents; inv_transforms: [N, 3, 3] (what G.synthesis takes);
-    targets(indices) -> [B, 3, R, R] in [-1, 1]: the frames' unaligned crops (e.g.
-    `videdit.stages.tune.CropFrames(...).batch`); landmarks_crop: [N, 68, 2] in crop pixel coordinates
-    (`landmarks_in_crop`); frames: which frames to use (default all; pass those with a face).
-    """
-    from videdit.stages.tune import trainable_parameters
-
-    settings = settings or StitchSettings()
-    device = torch.device(device)
-    loss_fn = loss or _masked_l2
-    def as_tensor(value) -> torch.Tensor:
-        if isinstance(value, torch.Tensor):
-            return value.detach().to(torch.float32)
-        return torch.from_numpy(np.array(value, dtype=np.float32))  # a copy: memory maps are read-only
-
-    ws, inv = as_tensor(ws), as_tensor(inv_transforms)
-    n = ws.shape[0]
-    if inv.shape[0] != n or len(landmarks_crop) != n:
-        raise ValueError(f"stitch: {n} latents but {inv.shape[0]} transforms and {len(landmarks_crop)} landmark sets")
-    pool = np.arange(n) if frames is None else np.asarray(list(frames), dtype=np.int64)
-    if len(pool) == 0:
-        raise ValueError("stitch: no frames to tune on")
-
-    reference = copy.deepcopy(G).to(device).eval().requires_grad_(False)
-    tuned = copy.deepcopy(G).to(device).train()
-    tuned.requires_grad_(False)
-    params = [p for _, p in trainable_parameters(tuned)]
-    for p in params:
-        p.requires_grad_(True)
-    optimizer = torch.optim.Adam(params, lr=settings.lr)
-    resolution = int(tuned.img_resolution)
-    mask_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def masks(index: int):
-        if index not in mask_cache:
-            boundary, inside = stitch_masks(landmarks_crop[index], resolution, settings.band, settings.grow_forehead)
-            mask_cache[index] = (torch.from_numpy(boundary), torch.from_numpy(inside))
-        return mask_cache[index]
-
-    rng = np.random.default_rng(settings.seed)
-    result = StitchResult(tuned)
-    batch_size = max(1, min(settings.batch_size, len(pool)))
-    for step in range(settings.steps):
-        index = rng.choice(pool, size=batch_size, replace=False)
-        w = ws[index].to(device)
-        transform = inv[index].to(device)
-        boundary = torch.stack([masks(int(i))[0] for i in index])[:, None].to(device)
-        inside = torch.stack([masks(int(i))[1] for i in index])[:, None].to(device)
-        target = targets(index).to(device=device, dtype=torch.float32)
-        with torch.no_grad():
-            edit = reference.synthesis(w, transform=transform)
-        pred = tuned.synthesis(w, transform=transform)
-        boundary_loss = _masked_mean_loss(loss_fn, pred, target, boundary)
-        inside_loss = _masked_mean_loss(loss_fn, pred, edit, inside)
-        total = settings.boundary_weight * boundary_loss + settings.inside_weight * inside_loss
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        record = {"total": total.item(), "boundary": boundary_loss.item(), "inside": inside_loss.item()}
-        result.losses.append(record)
-        if progress is not None:
-            progress(step, record)
-    tuned.eval().requires_grad_(False)
-    log.info("stitch: %d steps, boundary loss %.4f -> %.4f", settings.steps,
-             result.losses[0]["boundary"] if result.losses else float("nan"),
-             result.losses[-1]["boundary"] if result.losses else float("nan"))
-    return result
-
-
-# --------------------------------------------------------------------------------------------------
-# As a stage step: tune per edit, then render the stitched crops for the composite
+STITCH_INFO = "stitch.json"
 
 
 @dataclass
 class StitchStageResult:
-    render_dir: Path  # a render folder (<key>/%06d.png + render.json) for run_composite
+    generators: dict[str, Path] = field(default_factory=dict)  # key -> stitch/generator_<key>.safetensors
     losses: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # key -> per-step losses
+    seconds: float = 0.0
+
+
+def stitch_cache_params(settings: StitchSettings) -> dict:
+    """The settings that determine the stitched generators (the stage's cache key)."""
+    return {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("device", "progress")}
 
 
 def run_stitch(
-    generator,
-    align_dir,
-    smooth_dir,
-    render_dir,
-    keys: Sequence[str],
-    out_dir,
+    align_dir: str | PathLike,
+    smooth_dir: str | PathLike,
+    tune_dir: str | PathLike | None,
+    out_dir: str | PathLike,
     settings: StitchSettings | None = None,
+    keys: Sequence[str] | None = None,
     *,
+    generator=None,
     loss: Callable | None = None,
-    device: str = "cpu",
 ) -> StitchStageResult:
-    """Stitching-tune the generator for each key and render its crops into out_dir like the render stage.
+    """Stitching-tune the tuned generator for each key; write out_dir/generator_<key>.safetensors.
 
-    generator: the tuned (PTI) generator, a module or a checkpoint path. align_dir: unaligned crops (the
-    targets), landmarks, the box and face_found. smooth_dir: latents_<key>.npy and the smoothed
-    transforms the render stage used. render_dir: the render stage's folder, for its expansion and
-    feather (render.json). Pass out_dir as run_composite's render_dir.
+    align_dir: unaligned crops (the targets), landmarks, the box and face_found. smooth_dir:
+    latents_<key>.npy and the smoothed transforms render will use. tune_dir: its generator.safetensors
+    is the one tuned (`generator`, a module or checkpoint path, overrides it). keys: None = every
+    latents file of smooth_dir. Frames without a face are not tuned on; with none, the generator is
+    written unchanged.
     """
-    from videdit.stages.render import RenderSettings, run_render
-    from videdit.stages.tune import CropFrames, inverse_transforms
+    from videdit.checkpoints import save_generator
 
+    t_start = time.perf_counter()
     settings = settings or StitchSettings()
-    align_dir, smooth_dir, render_dir, out_dir = (Path(p) for p in (align_dir, smooth_dir, render_dir, out_dir))
+    align_dir, smooth_dir, out_dir = Path(align_dir), Path(smooth_dir), Path(out_dir)
+    if generator is None:
+        if tune_dir is None:
+            raise InputError("stitch: needs the tune folder (its generator.safetensors) or a generator")
+        generator = Path(tune_dir) / GENERATOR
+        if not generator.is_file():
+            raise InputError(f"stitch: {generator} is missing (run the tune stage first)")
+    device = resolve_device(settings.device)
+    align = AlignRecord.load(align_dir).require("landmarks", "box_quad")
+    inv = inverse_transforms(TransformsRecord.load(smooth_dir).matrix)
+    n = align.n_frames
+    if len(inv) != n:
+        raise InputError(f"stitch: {n} aligned frames but {len(inv)} smoothed transforms")
+    keys = list(keys) if keys is not None else latents_keys(smooth_dir)
+    if not keys:
+        raise InputError(f"stitch: no latents_<key>.npy in {smooth_dir}")
+    G = private_generator(generator, device)
+    resolution = int(G.img_resolution)
+    crops = CropFrames(align_dir / UNALIGNED, n, resolution)
+    landmarks_crop = landmarks_in_crop(align.landmarks, align.box_quad, resolution)
+    frames = np.flatnonzero(align.face_found)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if isinstance(generator, (str, Path)):
-        from videdit.checkpoints import load_generator
 
-        generator = load_generator(generator, device=torch.device(device))
-    resolution = int(generator.img_resolution)
-    render_info = json.loads((render_dir / "render.json").read_text()) if (render_dir / "render.json").is_file() else {}
-    render_settings = RenderSettings(expand=tuple(render_info.get("expand", (0, 0, 0, 0))),
-                                     feather=int(render_info.get("feather", RenderSettings.feather)),
-                                     side_by_side=False)
-    with np.load(align_dir / "transforms.npz") as t:
-        landmarks, box_quad, face_found = t["landmarks"], t["box_quad"], np.asarray(t["face_found"], bool)
-    with np.load(smooth_dir / "transforms.npz") as t:
-        inv = inverse_transforms(t["matrix"])
-    n = len(face_found)
-    crops = CropFrames(align_dir / "unaligned", n, resolution)
-    landmarks_crop = landmarks_in_crop(landmarks, box_quad, resolution)
-    frames = np.flatnonzero(face_found)
-
-    result = StitchStageResult(out_dir)
+    result = StitchStageResult()
     for key in keys:
-        ws = np.load(smooth_dir / f"latents_{key}.npy", mmap_mode="r")
-        tuned = generator
+        ws = load_latents(smooth_dir / latents_name(key), mmap=True, num_frames=n)
+        tuned = G
         if len(frames) > 0:
-            tuning = stitch_tune(generator, ws, inv,
-                                 lambda idx: crops.batch(idx, torch.device(device)), landmarks_crop, settings,
+            tuning = stitch_tune(G, ws, inv, lambda idx: crops.batch(idx, device), landmarks_crop, settings,
                                  loss=loss, frames=frames, device=device)
             tuned, result.losses[key] = tuning.generator, tuning.losses
-        run_render(tuned, smooth_dir, [key], out_dir, render_settings, device=device)
+        result.generators[key] = save_generator(tuned, out_dir / stitched_generator_name(key))
         del tuned
-    # One render.json naming every key (run_render wrote one per call).
-    info = json.loads((out_dir / "render.json").read_text())
-    info["keys"] = list(keys)
-    info["stitch"] = asdict(settings)
-    (out_dir / "render.json").write_text(json.dumps(info, indent=1))
+    atomic_write_text(out_dir / STITCH_INFO, json.dumps({
+        "keys": keys, "settings": stitch_cache_params(settings), "frames_tuned_on": int(len(frames)),
+        "generators": {k: p.name for k, p in result.generators.items()}, "losses": result.losses}, indent=1))
+    result.seconds = time.perf_counter() - t_start
     return result

@@ -7,16 +7,15 @@ gradients and minimises, summed over the iterations' reconstructions,
 with Adam; the generator is frozen. The hypernetwork's backbone starts from the encoder's when that is
 a ResNet34 ReStyle encoder (the same 6-channel stem and body).
 
-Checkpoints (hypernetwork, optimizer, step, losses) go to OUT/checkpoints/latest.pt every
-`checkpoint_every` steps; a rerun with the same settings and images resumes there. The result is
+Runs on the shared loop (videdit/tuning/loop.py): checkpoints (hypernetwork, optimizer, step, losses,
+RNG) go to OUT/checkpoints/latest.pt every `checkpoint_every` steps; a rerun with the same settings
+and images resumes there. The result is
 OUT/hypernetwork.safetensors (load with `videdit.checkpoints.load_network`) and OUT/train.json.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from os import PathLike
@@ -26,11 +25,22 @@ from typing import Callable
 import numpy as np
 import torch
 
-from videdit.errors import CheckpointError, InputError
+from videdit.device import resolve_device
+from videdit.errors import InputError
+from videdit.fileio import atomic_write_text
+from videdit.records import CHECKPOINTS
+from videdit.tuning.data import (
+    CHECKPOINT_NAME,
+    batch_indices,
+    private_generator,
+    settings_fingerprint,
+    update_with_files,
+    update_with_module,
+)
+from videdit.tuning.loop import LoopConfig, StepOutput, run_loop
 
 log = logging.getLogger("videdit")
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 HYPERNETWORK_NAME = "hypernetwork.safetensors"
 
 
@@ -77,10 +87,13 @@ class HyperStyleTrainResult:
     seconds: float = 0.0
 
 
-def list_images(folder: Path) -> list[Path]:
+def training_images(folder: Path) -> list[Path]:
+    """The images of the training folder (the one image lister, natural order); one line when there are none."""
+    from videdit.io.video import IMAGE_SUFFIXES, list_images
+
     if not folder.is_dir():
         raise InputError(f"train hyperstyle: no such folder {folder}")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    paths = list_images(folder)
     if not paths:
         raise InputError(f"train hyperstyle: no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     return paths
@@ -131,15 +144,9 @@ def invert_images(encoder, latent_avg: torch.Tensor, G, images: torch.Tensor, n_
 
 
 def _fingerprint(settings: HyperStyleTrainSettings, G, paths: list[Path], latents: torch.Tensor) -> str:
-    relevant = {k: v for k, v in asdict(settings).items()
-                if k not in ("steps", "checkpoint_every", "device", "weights_dir", "progress")}
-    h = hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode())
-    for name, value in sorted(G.state_dict().items()):
-        if name != "synthesis.input.transform":
-            h.update(name.encode())
-            h.update(value.detach().cpu().contiguous().numpy().tobytes())
-    for p in paths:
-        h.update(f"{p.name}:{p.stat().st_size}".encode())
+    h = settings_fingerprint(asdict(settings), ignore=("steps", "checkpoint_every", "device", "weights_dir", "progress"))
+    update_with_module(h, G)
+    update_with_files(h, paths)
     h.update(latents.numpy().tobytes())
     return h.hexdigest()
 
@@ -159,13 +166,9 @@ def train_hyperstyle(
     generator: a module or a checkpoint path; encoder: a ReStyle checkpoint path or (encoder, latent_avg).
     identity_model: differentiable images [B,3,H,W] in [-1,1] -> embeddings [B, D] for the identity loss.
     """
-    from tqdm.auto import tqdm
-
     from videdit.checkpoints import save_network
     from videdit.losses import make_reconstruction_loss
     from videdit.networks.hyperstyle import HyperNetwork, hyperstyle_invert, parameter_count
-    from videdit.stages.tune import batch_indices, load_checkpoint, resolve_device, save_checkpoint
-    from videdit.stages.tuners import _private_generator
 
     t_start = time.perf_counter()
     s = settings or HyperStyleTrainSettings()
@@ -176,8 +179,8 @@ def train_hyperstyle(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(s.device)
-    G = _private_generator(generator, device)
-    paths = list_images(Path(images_dir))
+    G = private_generator(generator, device)
+    paths = training_images(Path(images_dir))
     images = load_images(paths, G.img_resolution)
     enc, latent_avg = _encoder_parts(encoder)
     latents = invert_images(enc, latent_avg, G, images, s.encoder_iters, max(s.batch_size, 4), device)
@@ -201,68 +204,35 @@ def train_hyperstyle(
     optimizer = torch.optim.Adam(hyper.parameters(), lr=s.lr)
     loss_fn = make_reconstruction_loss(s.l2_weight, s.lpips_weight, s.lpips_net, allow_l2_only=s.allow_l2_only,
                                        weights_dir=s.weights_dir, random_backbone=s.lpips_random_backbone).to(device)
-
-    fingerprint = _fingerprint(s, G, paths, latents)
-    ckpt_path = out / "checkpoints" / "latest.pt"
-    start, losses = 0, []
-    ckpt = load_checkpoint(ckpt_path)
-    if ckpt is not None and ckpt.get("fingerprint") == fingerprint and int(ckpt["step"]) <= s.steps:
-        try:
-            hyper.load_state_dict(ckpt["hypernetwork"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, KeyError, ValueError) as err:
-            raise CheckpointError(f"{ckpt_path} does not fit this hypernetwork: {str(err).splitlines()[0]}") from None
-        start, losses = int(ckpt["step"]), list(ckpt["losses"])
-        log.info("train hyperstyle: resuming from step %d of %d", start, s.steps)
-    elif ckpt is not None:
-        log.warning("train hyperstyle: checkpoint %s is from other settings or images; starting over", ckpt_path)
-    torch.manual_seed(s.seed + start)
-
-    def checkpoint(step: int) -> None:
-        save_checkpoint(ckpt_path, {"version": 1, "step": step, "fingerprint": fingerprint, "losses": losses,
-                                    "hypernetwork": {k: v.detach().cpu() for k, v in hyper.state_dict().items()},
-                                    "optimizer": optimizer.state_dict()})
-
     pool = np.arange(len(paths))
-    step = start
-    bar = tqdm(total=s.steps, initial=start, desc="train hyperstyle", unit="step", disable=not s.progress)
-    try:
-        while step < s.steps:
-            idx = batch_indices(step, pool, s.batch_size, s.seed)
-            target = images[idx].to(device)
-            ws = latents[idx].to(device)
-            result = hyperstyle_invert(hyper, G, target, ws, None, n_iters=s.n_iters)
-            loss = target.new_zeros(())
-            for image in result.images[1:]:
-                part, _ = loss_fn(image, target)
-                if identity_model is not None and s.identity_weight > 0:
-                    cos = torch.nn.functional.cosine_similarity(identity_model(image), identity_model(target), dim=1)
-                    part = part + s.identity_weight * (1 - cos).mean()
-                loss = loss + part
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if s.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(hyper.parameters(), s.max_grad_norm)
-            optimizer.step()
-            step += 1
-            value = float(loss.detach()) / s.n_iters
-            if not math.isfinite(value):
-                raise InputError(f"train hyperstyle: loss became {value} at step {step}; lower the learning rate")
-            losses.append(value)
-            bar.update(1)
-            bar.set_postfix({"loss": f"{value:.4f}"}, refresh=False)
-            if s.checkpoint_every and step % s.checkpoint_every == 0:
-                checkpoint(step)
-            if on_step is not None:
-                on_step(step, value)
-    finally:
-        bar.close()
-    if s.checkpoint_every and step > start and step % s.checkpoint_every:
-        checkpoint(step)
+
+    def step(index: int) -> StepOutput:
+        idx = batch_indices(index, pool, s.batch_size, s.seed)
+        target = images[idx].to(device)
+        result = hyperstyle_invert(hyper, G, target, latents[idx].to(device), None, n_iters=s.n_iters)
+        loss = target.new_zeros(())
+        for image in result.images[1:]:
+            part, _ = loss_fn(image, target)
+            if identity_model is not None and s.identity_weight > 0:
+                cos = torch.nn.functional.cosine_similarity(identity_model(image), identity_model(target), dim=1)
+                part = part + s.identity_weight * (1 - cos).mean()
+            loss = loss + part
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if s.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(hyper.parameters(), s.max_grad_norm)
+        optimizer.step()
+        return StepOutput(float(loss.detach()) / s.n_iters)
+
+    config = LoopConfig("train hyperstyle", s.steps, out / CHECKPOINTS / CHECKPOINT_NAME, s.checkpoint_every,
+                        _fingerprint(s, G, paths, latents), s.seed, s.progress, nan_hint="lower the learning rate")
+    run = run_loop(step, {"hypernetwork": hyper, "optimizer": optimizer}, config, device=device,
+                   on_step=(lambda k, out: on_step(k, out.loss)) if on_step is not None else None)
     hyper.eval().requires_grad_(False)
     path = save_network(hyper, out / HYPERNETWORK_NAME, kind="hypernetwork")
-    (out / "train.json").write_text(json.dumps({"steps_done": step, "resumed_from_step": start, "images": len(paths),
-                                                "parameters": parameter_count(hyper), "losses": losses}))
-    return HyperStyleTrainResult(hypernetwork_path=path, steps_done=step, resumed_from_step=start, losses=losses,
-                                 num_images=len(paths), parameters=parameter_count(hyper),
-                                 seconds=time.perf_counter() - t_start)
+    atomic_write_text(out / "train.json", json.dumps({
+        "steps_done": run.steps_done, "resumed_from_step": run.resumed_from_step, "images": len(paths),
+        "parameters": parameter_count(hyper), "losses": run.losses}))
+    return HyperStyleTrainResult(hypernetwork_path=path, steps_done=run.steps_done,
+                                 resumed_from_step=run.resumed_from_step, losses=run.losses, num_images=len(paths),
+                                 parameters=parameter_count(hyper), seconds=time.perf_counter() - t_start)
