@@ -676,10 +676,9 @@ class _VideoContext:
         settings = self._settings("smooth")
 
         def fn(work: Path):
-            w_keys = ["recon"] + [k for s in self.pipe.sections["edit"].specs if s.kind == "w" for k, _ in s.keys()]
             # W+ latents by key; the S edits' offsets (styles_*.safetensors) in the edit folder come along
             segments = records.AlignRecord.load(self.align_dir).segments()  # shots: no window crosses a cut
-            mod.run_smooth({k: self.edit_dir / records.latents_name(k) for k in w_keys},
+            mod.run_smooth({k: self.edit_dir / records.latents_name(k) for k in self._w_keys()},
                            self.align_dir / records.TRANSFORMS, work, settings, segments)
 
         return Stage("smooth", fn, dataclasses.asdict(settings), {"edit": self.edit_dir, "align": self.align_dir})
@@ -727,8 +726,11 @@ class _VideoContext:
                            source_video=self.video, align_dir=self.align_dir,
                            offsets=offsets if offsets.is_file() else None, device=self.pipe.device)
 
-        return Stage("render", fn, _drop(dataclasses.asdict(settings), "batch_size", "fit_memory"),
-                     {"tune": self.tune_dir, "smooth": self.smooth_dir, "video": self.video})
+        inputs = {"tune": self.tune_dir, "smooth": self.smooth_dir, "video": self.video}
+        if stitched:
+            inputs["stitch"] = self.run_dir / "stitch"
+        return Stage("render", fn, dict(_drop(dataclasses.asdict(settings), "batch_size", "fit_memory"), stitched=stitched),
+                     inputs)
 
     def stage_composite(self) -> Stage:
         from videdit.stages import composite as mod
