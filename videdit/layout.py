@@ -33,3 +33,8 @@ def latents_name(key: str) -> str:
 def styles_name(key: str) -> str:
     """Per-frame StyleSpace offsets of an S edit (edit/ and smooth/)."""
     return f"styles_{key}.safetensors"
+
+
+def stitched_generator_name(key: str) -> str:
+    """stitch/<this>: the generator stitching-tuned for the latents of `key` (render reads it for that key)."""
+    return f"generator_{key}.safetensors"

@@ -46,6 +46,7 @@ from videdit.layout import (  # noqa: F401  (the names are part of this module's
     VIDEO_INFO,
     frame_name,
     latents_name,
+    stitched_generator_name,
     styles_name,
 )
 
@@ -438,9 +439,9 @@ class RunFolder:
         return self.root / "smooth" / TRANSFORMS
 
     # stitch / render / composite
-    @property
-    def stitched_generator(self) -> Path:
-        return self.root / "stitch" / GENERATOR
+    def stitched_generator(self, key: str) -> Path:
+        """The stitch stage's generator for one W+ key."""
+        return self.root / "stitch" / stitched_generator_name(key)
 
     @property
     def render(self) -> Path:

@@ -183,6 +183,4 @@ def stitch_tune(
     return result
 
 
-def stitched_generator_name(key: str) -> str:
-    """stitch/<this>: the generator stitching-tuned for the latents of `key` (render reads it for that key)."""
-    return f"generator_{key}.safetensors"
+from videdit.layout import stitched_generator_name  # noqa: E402,F401  (the file name lives with the run folder's)
