@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from videdit import compositing as C
+from videdit.face import paste as C
 from videdit.errors import InputError
 
 from test_composite import _square_quad, _write_png
