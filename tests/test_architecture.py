@@ -38,8 +38,10 @@ def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
                     base = ".".join(parent + ([node.module] if node.module else []))
                 else:
                     base = node.module or ""
-                targets.add(base)
-                targets.update(f"{base}.{alias.name}" for alias in node.names)
+                # `from pkg import sub` uses the submodule; `from pkg import name` uses pkg itself.
+                for alias in node.names:
+                    sub = f"{base}.{alias.name}"
+                    targets.add(sub if sub in modules else base)
         resolved = set()
         for target in targets:
             while target and target not in modules:

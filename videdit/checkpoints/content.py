@@ -146,16 +146,16 @@ def _check_torch_state_dict(path: Path, keys: tuple[str, ...]) -> None:
 
 def _check_styleclip_file(path: Path, kind: str) -> None:
     """The StyleCLIP files through their own readers (the allow-listed unpickler for s_stats)."""
-    from videdit import styleclip
+    from videdit.checkpoints import styleclip_files
     from videdit.errors import VideditError
 
     try:
         if kind == "clip":
-            state = styleclip._clip_state_dict(path)
+            state = styleclip_files.clip_state_dict(path)
             if "visual.proj" not in state or "text_projection" not in state:
                 raise CheckpointError(f"{path}: not an OpenAI-layout CLIP checkpoint (no visual.proj / text_projection)")
         elif kind == "s_stats":
-            styleclip.load_s_stats(path)
+            styleclip_files.read_s_stats(path)
         else:
             import numpy as np
 
