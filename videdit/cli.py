@@ -283,7 +283,10 @@ def train_hyperstyle_cmd(images, generator, encoder, out, steps, batch_size, lr,
 
     given = {"steps": steps, "batch_size": batch_size, "lr": lr, "n_iters": n_iters, "allow_l2_only": allow_l2_only}
     settings = HyperStyleTrainSettings(**{k: v for k, v in given.items() if v is not None})
-    result = train_hyperstyle(images, generator, encoder, out, settings)
+    from videdit.progress import Reporter, reporting
+
+    with reporting(Reporter()):  # its step bar on stderr
+        result = train_hyperstyle(images, generator, encoder, out, settings)
     click.echo(f"wrote {result.hypernetwork_path} ({result.steps_done} steps, {result.parameters:,} parameters)")
 
 

@@ -107,10 +107,14 @@ class Reporter:
         if self.quiet:
             return Bar(None, desc, unit, total, initial, self)
         if self.tty:
+            import shutil
+
             from tqdm import tqdm
 
+            # A fixed width from $COLUMNS or the terminal (a pty of size 0, e.g. under `script`, gets 100).
+            width = shutil.get_terminal_size((100, 24)).columns or 100
             inner = tqdm(total=total, initial=initial, desc=f"  {desc}", unit=unit, file=self.stream,
-                         dynamic_ncols=True, leave=True)
+                         ncols=min(width, 120), leave=True)
             return Bar(inner, desc, unit, total, initial, self)
         return Bar(None, desc, unit, total, initial, self, plain=True)
 

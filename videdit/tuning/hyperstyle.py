@@ -68,7 +68,7 @@ class HyperStyle(Tuner):
 
         hypernetwork: a HyperNetwork module (overrides settings.hypernetwork, a path).
         """
-        from tqdm.auto import tqdm
+        from videdit import progress
 
         from videdit.networks.hyperstyle import FrameOffsets, apply_offsets, hyperstyle_invert
         from videdit.temporal import SmoothSettings, smoothing_kernel
@@ -85,7 +85,7 @@ class HyperStyle(Tuner):
         ws_all, inv_all = inputs.ws(), inputs.inv_transforms
 
         parts: list[FrameOffsets] = []
-        for lo in tqdm(range(0, n, s.batch_size), desc="hyperstyle", unit="batch", disable=not s.progress):
+        for lo in progress.track(range(0, n, s.batch_size), desc="hyperstyle", unit="batch"):
             idx = np.arange(lo, min(lo + s.batch_size, n))
             out = hyperstyle_invert(hyper, G, crops.batch(idx, device), ws_all[idx].to(device), inv_all[idx].to(device),
                                     n_iters=s.n_iters)

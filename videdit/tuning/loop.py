@@ -127,7 +127,7 @@ def run_loop(
     the run early (checked after every step). on_step(steps_done, output) runs after each step's
     checkpoint, steps counted from 1.
     """
-    from tqdm.auto import tqdm
+    from videdit import progress
 
     device = torch.device(device)
     if config.steps < 0 or config.checkpoint_every < 0:
@@ -152,8 +152,7 @@ def run_loop(
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
 
-        bar = tqdm(total=config.steps, initial=start, desc=config.name, unit="step", disable=not config.progress,
-                   dynamic_ncols=True)
+        bar = progress.bar(config.steps, config.name, "step", initial=start, enabled=config.progress)
         step = start
         try:
             while step < config.steps and not stopped:
