@@ -1,8 +1,8 @@
 """Benchmark of the encode stage: frames/s and peak memory against the batch size.
 
     python -m benchmarks encode [--frames 16] [--batch-sizes 1,4,16] [--n-iters 3]
-                                   [--backbone ir_se50] [--generator tiny|t|r] [--resolution 256]
-                                   [--device cpu] [--threads 2]
+                                [--backbone ir_se50] [--generator tiny|t|r] [--resolution 256]
+                                [--device cpu] [--threads 2]
 
 Runs `run_encode` on a synthetic align folder (random crops, random transforms) with a full-size
 ReStyle encoder (deterministic random weights) and a generator of the given resolution. The first

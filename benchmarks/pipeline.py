@@ -9,16 +9,19 @@ configuration and random weights (same cost, no download): the StyleGAN3-R gener
 the ReStyle-e4e encoder on IR-SE50, LPIPS on AlexNet; the `default` preset otherwise (edit: age, so
 the render has two outputs). Per stage it prints:
 
-* seconds per frame (the stage's own time from its manifest; tune: seconds per PTI step, since its
-  cost is steps x batch, not frames);
+* seconds per frame, wall clock (the stage's own time from its manifest; tune: seconds per PTI step,
+  since its cost is steps x batch, whatever the video's length);
 * peak memory during the stage: resident (VmHWM reset before it), and torch's CUDA peak on a GPU;
 * the floor, measured in the same run after the pipeline, with the same networks: for network stages
-  the passes one frame needs times one pass timed alone (encode: n_iters encoder passes + n_iters - 1
-  syntheses; render: one synthesis per output; tune: one synthesis forward + backward of the step's
-  batch); for align: decoding one frame, its landmarks, its two crop warps and two PNG writes, timed
-  alone. edit, smooth and composite have no floor here;
-* the stage over its floor, and what a 1-minute clip at 30 fps (1800 frames) would take on this
-  machine: s/frame x 1800, tune: s/step x the preset's steps (per video, whatever its length).
+  the passes one frame needs times one pass timed alone at the stage's batch (encode: n_iters encoder
+  passes + n_iters - 1 syntheses; render: one synthesis per output; tune: one synthesis forward +
+  backward of the step's batch, per step); for align: decoding one frame, its landmarks, its two crop
+  warps and two PNG writes, timed alone. edit, smooth and composite have no floor here;
+* the stage over its floor. On the CPU both are process CPU time (all threads), so the ratio holds
+  on a machine shared with other jobs, whose load changes between the stage and its floor; on a GPU
+  both are wall time;
+* what a 1-minute clip at 30 fps (1800 frames) would take on this machine: wall s/frame x 1800; tune:
+  s/step x the preset's steps (per video).
 
 Small clips overstate s/frame: per-video costs (landmark models, the average image, the render's
 generator load, video encoder start) are shared by few frames. The printed table is markdown
@@ -43,7 +46,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import (
-    best_time, cuda_peak_mb, markdown_table, peak_rss_mb, ratio, reset_peak_rss, set_threads,
+    best_time, cuda_peak_mb, markdown_table, peak_rss_mb, ratio, reset_peak_rss, set_threads, sync,
 )
 from videdit.errors import VideditError
 from videdit.pipeline import STAGE_ORDER, ModelSource, Pipeline
@@ -131,11 +134,19 @@ def build_pipeline(args) -> Pipeline:
                                 models=RealConfigModels(args.resolution))
 
 
+def ratio_clock(device: str):
+    """The clock of stage-over-floor ratios: process CPU time on the CPU (steady when other jobs share
+    the machine), wall time on a GPU (the CPU only waits there)."""
+    return time.perf_counter if device.startswith("cuda") else time.process_time
+
+
 def run_stages(pipe: Pipeline, clip: Path, run_dir: Path) -> dict[str, dict]:
-    """Each stage alone (the ones before it cached): its seconds and peak memory."""
+    """Each stage alone (the ones before it cached): its wall seconds, its seconds on the ratio clock
+    (the whole `run` call: the cached stages' checks are milliseconds) and its peak memory."""
     import torch
 
     cuda = pipe.device.startswith("cuda")
+    clock = ratio_clock(pipe.device)
     rows = {}
     for stage in STAGE_ORDER:
         gc.collect()
@@ -143,16 +154,21 @@ def run_stages(pipe: Pipeline, clip: Path, run_dir: Path) -> dict[str, dict]:
             torch.cuda.reset_peak_memory_stats(pipe.device)
         reset_peak_rss()
         print(f"pipeline bench: {stage} ...", file=sys.stderr, flush=True)
+        start = clock()
         result = pipe.run(clip, run_dir, until=stage)
+        sync(pipe.device)
+        clock_s = clock() - start
         if result.status != "ok" or result.stages.get(stage) != "ran":
             raise VideditError(f"pipeline bench: stage {stage} did not run ({result.status}: {result.error})")
         manifest = json.loads((run_dir / stage / "manifest.json").read_text())
-        rows[stage] = {"seconds": float(manifest["seconds"]), "peak_rss_mb": peak_rss_mb(),
+        rows[stage] = {"seconds": float(manifest["seconds"]), "clock_seconds": clock_s, "peak_rss_mb": peak_rss_mb(),
                        "peak_cuda_mb": cuda_peak_mb(pipe.device) if cuda else None}
+        print(f"pipeline bench: {stage} took {rows[stage]['seconds']:.1f} s ({clock_s:.1f} s on the ratio clock), "
+              f"peak RSS {rows[stage]['peak_rss_mb'] / 1024:.1f} GB", file=sys.stderr, flush=True)
     return rows
 
 
-def align_floor(clip: Path, align_settings: dict, device: str, workdir: Path) -> dict:
+def align_floor(clip: Path, align_settings: dict, device: str, workdir: Path, clock) -> dict:
     """Seconds of decoding one frame, finding its landmarks, cutting its two crops and writing them as PNG."""
     from videdit.align import ffhq_quad, make_backend, quad_to_crop
     from videdit.io import VideoReader, write_png
@@ -160,51 +176,68 @@ def align_floor(clip: Path, align_settings: dict, device: str, workdir: Path) ->
     crop_size = int(align_settings["crop_size"])
     backend = make_backend(align_settings["landmarks"], device=device,
                            detect_max_side=int(align_settings.get("detect_max_side", 640)))
-    start = time.perf_counter()
+    start = clock()
     frames = [frame.image for frame in VideoReader(clip)]
-    decode_s = (time.perf_counter() - start) / len(frames)  # per frame: opening the file is per video
+    decode_s = (clock() - start) / len(frames)  # per frame: opening the file is per video
     frame = frames[0]
     faces = []
-    landmarks_s = best_time(lambda: faces.append(backend.find_faces(frame)), 1)
+    landmarks_s = best_time(lambda: faces.append(backend.find_faces(frame)), 1, clock=clock)
     if not faces[0]:
         raise VideditError(f"pipeline bench: no face in the first frame of {clip}")
     quad = ffhq_quad(faces[0][0].landmarks)
     crops = []
-    warps_s = best_time(lambda: crops.extend(quad_to_crop(frame, quad, crop_size) for _ in range(2)), 1)
-    writes_s = best_time(lambda: [write_png(workdir / f"floor{i}.png", c) for i, c in enumerate(crops)], 1)
+    warps_s = best_time(lambda: crops.extend(quad_to_crop(frame, quad, crop_size) for _ in range(2)), 1, clock=clock)
+    writes_s = best_time(lambda: [write_png(workdir / f"floor{i}.png", c) for i, c in enumerate(crops)], 1,
+                         clock=clock)
     parts = {"decode": decode_s, "landmarks": landmarks_s, "2 warps": warps_s, "2 PNG writes": writes_s}
     return {"seconds": sum(parts.values()), "what": " + ".join(f"{k} {v:.2f}" for k, v in parts.items())}
 
 
-def network_floors(pipe: Pipeline, n_iters: int, n_outputs: int, tune_batch: int) -> dict[str, dict]:
-    """One encoder pass, one synthesis and one synthesis forward + backward, each timed alone (batch 1,
-    the tune step's batch for the backward), times the passes each stage needs."""
+def network_floors(pipe: Pipeline, n_iters: int, n_outputs: int, batches: dict[str, int], clock) -> dict[str, dict]:
+    """Per frame (tune: per step): the passes a stage needs, each pass timed alone at the stage's batch."""
     import torch
 
     G = pipe.generator()
     encoder, latent_avg = pipe.encoder()
     device = torch.device(pipe.device)
-    ws = latent_avg.reshape(1, 1, -1).expand(1, G.num_ws, -1).contiguous()
-    eye = torch.eye(3, device=device)[None]
-    x = torch.zeros(1, 6, 256, 256, device=device)  # the encoder's input: crop and feedback image at 256
+
+    def latents(batch: int):
+        return latent_avg.reshape(1, 1, -1).expand(batch, G.num_ws, -1).contiguous()
+
+    def identity(batch: int):
+        return torch.eye(3, device=device).expand(batch, 3, 3)
+
+    def per_frame(fn, batch: int) -> float:
+        return best_time(fn, 1, device=device, clock=clock) / batch
+
+    def synthesis_s(batch: int) -> float:
+        ws, eye = latents(batch), identity(batch)
+        with torch.inference_mode():
+            return per_frame(lambda: G.synthesis(ws, transform=eye), batch)
+
+    b = batches["encode"]
+    x = torch.zeros(b, 6, 256, 256, device=device)  # the encoder's input: crop and feedback image at 256
     with torch.inference_mode():
-        encoder_s = best_time(lambda: encoder(x), 1, device=device)
-        synthesis_s = best_time(lambda: G.synthesis(ws, transform=eye), 1, device=device)
+        encoder_s = per_frame(lambda: encoder(x), b)
+    encode_synthesis_s = synthesis_s(b)
+    render_synthesis_s = encode_synthesis_s if batches["render"] == b else synthesis_s(batches["render"])
+
     trained = copy.deepcopy(G).requires_grad_(True)  # tuning trains a copy, as run_tune does
     params = list(trained.synthesis.parameters())
-    ws_batch = ws.expand(tune_batch, -1, -1).contiguous()
-    eye_batch = eye.expand(tune_batch, 3, 3)
+    ws_step, eye_step = latents(batches["tune"]), identity(batches["tune"])
 
     def forward_backward():
-        torch.autograd.grad(trained.synthesis(ws_batch, transform=eye_batch).square().mean(), params,
-                            allow_unused=True)
+        image = trained.synthesis(ws_step, transform=eye_step)
+        torch.autograd.grad(image.square().mean(), params, allow_unused=True)
 
-    step_s = best_time(forward_backward, 1, device=device)
+    step_s = best_time(forward_backward, 1, device=device, clock=clock)
     return {
-        "encode": {"seconds": n_iters * encoder_s + (n_iters - 1) * synthesis_s,
-                   "what": f"{n_iters} x encoder {encoder_s:.2f} + {n_iters - 1} x synthesis {synthesis_s:.2f}"},
-        "tune": {"seconds": step_s, "what": f"synthesis fwd+bwd, batch {tune_batch}"},
-        "render": {"seconds": n_outputs * synthesis_s, "what": f"{n_outputs} x synthesis {synthesis_s:.2f}"},
+        "encode": {"seconds": n_iters * encoder_s + (n_iters - 1) * encode_synthesis_s,
+                   "what": f"{n_iters} x encoder {encoder_s:.2f} + {n_iters - 1} x synthesis {encode_synthesis_s:.2f} "
+                           f"(batch {b})"},
+        "tune": {"seconds": step_s, "what": f"synthesis fwd+bwd of the step's batch of {batches['tune']}"},
+        "render": {"seconds": n_outputs * render_synthesis_s,
+                   "what": f"{n_outputs} x synthesis {render_synthesis_s:.2f} (batch {batches['render']})"},
     }
 
 
@@ -213,12 +246,13 @@ def summarise(stages: dict[str, dict], floors: dict[str, dict], n_frames: int, p
     """Per stage: seconds per frame (tune: per step), the floor, their ratio, the 1-minute extrapolation."""
     rows = []
     for stage, measured in stages.items():
-        per_unit = measured["seconds"] / (tune_steps if stage == "tune" else n_frames)
+        units = tune_steps if stage == "tune" else n_frames
+        per_unit = measured["seconds"] / units
         floor = floors.get(stage)
         minute = per_unit * (preset_steps if stage == "tune" else MINUTE_FRAMES)
         rows.append(dict(measured, stage=stage, unit="step" if stage == "tune" else "frame", per_unit_s=per_unit,
                          floor_s=floor["seconds"] if floor else None, floor_what=floor["what"] if floor else "",
-                         over_floor=ratio(per_unit, floor["seconds"]) if floor else None, minute_s=minute))
+                         over_floor=ratio(measured["clock_seconds"] / units, floor["seconds"]) if floor else None, minute_s=minute))
     return rows
 
 
@@ -229,8 +263,9 @@ def format_table(rows: list[dict], cuda: bool, preset_steps: int) -> str:
     def duration(value: float) -> str:
         return f"{value / 60:.1f} min" if value < 3600 else f"{value / 3600:.1f} h"
 
+    clock = "s" if cuda else "CPU s"
     headers = ["stage", "s per frame", "peak RSS GB"] + (["peak CUDA GB"] if cuda else []) + [
-        "floor s", "floor is", "x floor", "1 min @ 30 fps"]
+        f"floor {clock}", f"floor is ({clock})", f"x floor ({clock})", "1 min @ 30 fps"]
     body = []
     for r in rows:
         unit = "" if r["unit"] == "frame" else " /step"
@@ -290,8 +325,11 @@ def main(argv: list[str]) -> int:
                   f"networks built in {load_s:.1f} s", file=sys.stderr, flush=True)
             stages = run_stages(pipe, clip, root / "run")
             print("pipeline bench: floors ...", file=sys.stderr, flush=True)
-            floors = network_floors(pipe, n_iters, n_outputs, tune_batch)
-            floors["align"] = align_floor(clip, settings["align"], pipe.device_request, root)
+            clock = ratio_clock(pipe.device)
+            batches = {"encode": min(int(settings["encode"]["batch_size"]), args.frames), "tune": tune_batch,
+                       "render": min(int(settings["render"]["batch_size"]), args.frames)}
+            floors = network_floors(pipe, n_iters, n_outputs, batches, clock)
+            floors["align"] = align_floor(clip, settings["align"], pipe.device_request, root, clock)
     except VideditError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
