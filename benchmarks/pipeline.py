@@ -21,7 +21,9 @@ the render has two outputs). Per stage it prints:
   on a machine shared with other jobs, whose load changes between the stage and its floor; on a GPU
   both are wall time;
 * what a 1-minute clip at 30 fps (1800 frames) would take on this machine: wall s/frame x 1800; tune:
-  s/step x the preset's steps (per video).
+  s/step x the preset's steps (per video). On the CPU also CPU s / threads x 1800: what the machine
+  would take with no other job on it if every part used all threads (a lower bound; the wall figure
+  includes the other jobs' load).
 
 Small clips overstate s/frame: per-video costs (landmark models, the average image, the render's
 generator load, video encoder start) are shared by few frames. The printed table is markdown
@@ -242,17 +244,19 @@ def network_floors(pipe: Pipeline, n_iters: int, n_outputs: int, batches: dict[s
 
 
 def summarise(stages: dict[str, dict], floors: dict[str, dict], n_frames: int, preset_steps: int,
-              tune_steps: int) -> list[dict]:
+              tune_steps: int, threads: int = 1) -> list[dict]:
     """Per stage: seconds per frame (tune: per step), the floor, their ratio, the 1-minute extrapolation."""
     rows = []
     for stage, measured in stages.items():
         units = tune_steps if stage == "tune" else n_frames
         per_unit = measured["seconds"] / units
         floor = floors.get(stage)
-        minute = per_unit * (preset_steps if stage == "tune" else MINUTE_FRAMES)
+        scale = preset_steps if stage == "tune" else MINUTE_FRAMES
+        minute = per_unit * scale
         rows.append(dict(measured, stage=stage, unit="step" if stage == "tune" else "frame", per_unit_s=per_unit,
                          floor_s=floor["seconds"] if floor else None, floor_what=floor["what"] if floor else "",
-                         over_floor=ratio(measured["clock_seconds"] / units, floor["seconds"]) if floor else None, minute_s=minute))
+                         over_floor=ratio(measured["clock_seconds"] / units, floor["seconds"]) if floor else None, minute_s=minute,
+                         minute_unloaded_s=measured["clock_seconds"] / units / threads * scale))
     return rows
 
 
@@ -265,7 +269,8 @@ def format_table(rows: list[dict], cuda: bool, preset_steps: int) -> str:
 
     clock = "s" if cuda else "CPU s"
     headers = ["stage", "s per frame", "peak RSS GB"] + (["peak CUDA GB"] if cuda else []) + [
-        f"floor {clock}", f"floor is ({clock})", f"x floor ({clock})", "1 min @ 30 fps"]
+        f"floor {clock}", f"floor is ({clock})", f"x floor ({clock})", "1 min @ 30 fps"] + (
+        [] if cuda else ["1 min, CPU s / threads"])
     body = []
     for r in rows:
         unit = "" if r["unit"] == "frame" else " /step"
@@ -275,9 +280,12 @@ def format_table(rows: list[dict], cuda: bool, preset_steps: int) -> str:
             cells.append(f"{r['peak_cuda_mb'] / 1024:.1f}")
         cells += [seconds(r["floor_s"]), r["floor_what"] or "-",
                   "-" if r["over_floor"] is None else f"{r['over_floor']:.2f}", minute]
+        if not cuda:
+            cells.append(duration(r["minute_unloaded_s"]))
         body.append(cells)
     total = sum(r["minute_s"] for r in rows)
-    body.append(["**total**", "", "", *([""] if cuda else []), "", "", "", f"**{duration(total)}**"])
+    last = [] if cuda else [f"**{duration(sum(r['minute_unloaded_s'] for r in rows))}**"]
+    body.append(["**total**", "", "", *([""] if cuda else []), "", "", "", f"**{duration(total)}**", *last])
     return markdown_table(headers, body)
 
 
@@ -333,7 +341,7 @@ def main(argv: list[str]) -> int:
     except VideditError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    rows = summarise(stages, floors, args.frames, preset_steps, args.tune_steps)
+    rows = summarise(stages, floors, args.frames, preset_steps, args.tune_steps, torch.get_num_threads())
     cuda = pipe.device.startswith("cuda")
     print(f"`python -m benchmarks pipeline --frames {args.frames} --size {width}x{height} --resolution {args.resolution} "
           f"--tune-steps {args.tune_steps}{f' --tune-batch {args.tune_batch}' if args.tune_batch else ''} "

@@ -122,15 +122,18 @@ def test_pipeline_rows_divide_by_frames_or_steps_and_extrapolate_a_minute():
               "tune": {"seconds": 10.0, "clock_seconds": 20.0, "peak_rss_mb": 2048.0, "peak_cuda_mb": None},
               "edit": {"seconds": 0.3, "clock_seconds": 0.3, "peak_rss_mb": 512.0, "peak_cuda_mb": None}}
     floors = {"align": {"seconds": 0.5, "what": "decode ..."}, "tune": {"seconds": 4.0, "what": "fwd+bwd"}}
-    rows = {r["stage"]: r for r in pipeline.summarise(stages, floors, n_frames=3, preset_steps=350, tune_steps=2)}
+    rows = {r["stage"]: r for r in pipeline.summarise(stages, floors, n_frames=3, preset_steps=350, tune_steps=2,
+                                                      threads=2)}
     assert rows["align"]["per_unit_s"] == pytest.approx(2.0)
     assert rows["align"]["over_floor"] == pytest.approx(8.0)
     assert rows["align"]["minute_s"] == pytest.approx(2.0 * 1800)
     assert rows["tune"]["unit"] == "step" and rows["tune"]["per_unit_s"] == pytest.approx(5.0)
     assert rows["tune"]["minute_s"] == pytest.approx(5.0 * 350)  # per video, not per frame
+    assert rows["tune"]["minute_unloaded_s"] == pytest.approx(20.0 / 2 / 2 * 350)  # CPU s / threads
     assert rows["edit"]["floor_s"] is None and rows["edit"]["over_floor"] is None
     table = pipeline.format_table(list(rows.values()), cuda=False, preset_steps=350).splitlines()
     assert table[0].startswith("| stage | s per frame | peak RSS GB | floor CPU s |")
-    assert "| tune | 5.00 /step | 2.0 | 4.00 | fwd+bwd | 2.50 | 29.2 min (350 steps) |" in table
+    assert "| tune | 5.00 /step | 2.0 | 4.00 | fwd+bwd | 2.50 | 29.2 min (350 steps) | 29.2 min |" in table
     total_s = 2.0 * 1800 + 5.0 * 350 + 0.1 * 1800
-    assert table[-1].endswith(f"**{total_s / 3600:.1f} h** |")
+    total_unloaded_s = 2.0 * 1800 + 5.0 * 350 + 0.05 * 1800
+    assert table[-1].endswith(f"**{total_s / 3600:.1f} h** | **{total_unloaded_s / 3600:.1f} h** |")
