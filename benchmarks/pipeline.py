@@ -195,7 +195,8 @@ def align_floor(clip: Path, align_settings: dict, device: str, workdir: Path, cl
     return {"seconds": sum(parts.values()), "what": " + ".join(f"{k} {v:.2f}" for k, v in parts.items())}
 
 
-def network_floors(pipe: Pipeline, n_iters: int, n_outputs: int, batches: dict[str, int], clock) -> dict[str, dict]:
+def network_floors(pipe: Pipeline, n_iters: int, input_size: int, n_outputs: int, batches: dict[str, int],
+                   clock) -> dict[str, dict]:
     """Per frame (tune: per step): the passes a stage needs, each pass timed alone at the stage's batch."""
     import torch
 
@@ -218,7 +219,7 @@ def network_floors(pipe: Pipeline, n_iters: int, n_outputs: int, batches: dict[s
             return per_frame(lambda: G.synthesis(ws, transform=eye), batch)
 
     b = batches["encode"]
-    x = torch.zeros(b, 6, 256, 256, device=device)  # the encoder's input: crop and feedback image at 256
+    x = torch.zeros(b, 6, input_size, input_size, device=device)  # the encoder's input: crop and feedback image
     with torch.inference_mode():
         encoder_s = per_frame(lambda: encoder(x), b)
     encode_synthesis_s = synthesis_s(b)
@@ -336,7 +337,8 @@ def main(argv: list[str]) -> int:
             clock = ratio_clock(pipe.device)
             batches = {"encode": min(int(settings["encode"]["batch_size"]), args.frames), "tune": tune_batch,
                        "render": min(int(settings["render"]["batch_size"]), args.frames)}
-            floors = network_floors(pipe, n_iters, n_outputs, batches, clock)
+            input_size = int(settings["encode"].get("input_size", 256))
+            floors = network_floors(pipe, n_iters, input_size, n_outputs, batches, clock)
             floors["align"] = align_floor(clip, settings["align"], pipe.device_request, root, clock)
     except VideditError as err:
         print(f"error: {err}", file=sys.stderr)
