@@ -137,3 +137,25 @@ def test_pipeline_rows_divide_by_frames_or_steps_and_extrapolate_a_minute():
     total_s = 2.0 * 1800 + 5.0 * 350 + 0.1 * 1800
     total_unloaded_s = 2.0 * 1800 + 5.0 * 350 + 0.05 * 1800
     assert table[-1].endswith(f"**{total_s / 3600:.1f} h** | **{total_unloaded_s / 3600:.1f} h** |")
+
+
+def test_pipeline_benchmark_measures_every_stage_and_its_floor_with_small_networks(tmp_path, one_torch_thread):
+    # The benchmark's own code paths end to end, with the stand-in networks (the real config is minutes).
+    from videdit.pipeline import STAGE_ORDER, Pipeline, StandInModels
+    from videdit.synthetic import make_clip
+
+    pipe = Pipeline.from_preset("default", device="cpu", quiet=True, models=StandInModels(64), overrides={
+        "align.crop_size": 64, "encode.input_size": 64, "edit.direction": "age", "tune.steps": 1,
+        "tune.batch_size": 1, "tune.lpips_random_backbone": True})
+    clip = make_clip(tmp_path / "clip.mp4", n_frames=2, size=(320, 256), audio=False).path
+    stages = pipeline.run_stages(pipe, clip, tmp_path / "run")
+    assert list(stages) == list(STAGE_ORDER)
+    assert all(s["seconds"] > 0 and s["clock_seconds"] > 0 and s["peak_rss_mb"] > 100 for s in stages.values())
+    clock = pipeline.ratio_clock(pipe.device)
+    floors = pipeline.network_floors(pipe, 3, 64, 2, {"encode": 2, "tune": 1, "render": 2}, clock)
+    floors["align"] = pipeline.align_floor(clip, pipe.settings["align"], "cpu", tmp_path, clock)
+    assert sorted(floors) == ["align", "encode", "render", "tune"]
+    assert all(f["seconds"] > 0 for f in floors.values())
+    rows = pipeline.summarise(stages, floors, n_frames=2, preset_steps=350, tune_steps=1, threads=1)
+    table = pipeline.format_table(rows, cuda=False, preset_steps=350).splitlines()
+    assert len(table) == 2 + len(STAGE_ORDER) + 1  # header, rule, one row per stage, total
