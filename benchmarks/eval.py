@@ -66,6 +66,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    if args.size < 161:  # the reference MS-SSIM's 4 downsamplings of an 11-px window
+        parser.error(f"--size must be at least 161 px, got {args.size}")
 
     import torch
 
