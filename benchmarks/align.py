@@ -1,4 +1,4 @@
-"""Benchmark of the align stage on CPU: `python -m videdit.bench align [options]`.
+"""Benchmark of the align stage on CPU: `python -m benchmarks align [options]`.
 
 For each input size (default 480p and 1080p) a short clip of a real portrait moving about
 (videdit.synthetic.make_clip, the face scaled with the frame) is written, then timed:
@@ -20,8 +20,13 @@ stage run by tracemalloc).
 """
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import from the repository root instead
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
-import resource
 import sys
 import tempfile
 import time
@@ -30,13 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import peak_rss_mb
+
 SIZES = {"480": (854, 480), "720": (1280, 720), "1080": (1920, 1080)}
-
-
-def _peak_rss_mb() -> float:
-    # ru_maxrss is in KiB on Linux, bytes on macOS
-    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def _landmarks_pass(path: Path, backend, tracked: bool) -> tuple[float, np.ndarray]:
@@ -82,7 +83,7 @@ def bench_size(label: str, size: tuple[int, int], frames: int, crop_size: int, w
         "label": label, "size": size, "frames": n_decoded, "decode_fps": n_decoded / decode_s,
         "naive_fps": frames / naive_s, "fast_fps": frames / fast_s, "stage_fps": frames / stage_s,
         "naive_found": int(np.isfinite(naive_points[:, 0, 0]).sum()), "fast_found": result.n_faces_found,
-        "landmark_diff_px": difference, "traced_peak_mb": traced_peak / 2**20, "rss_mb": _peak_rss_mb(),
+        "landmark_diff_px": difference, "traced_peak_mb": traced_peak / 2**20, "rss_mb": peak_rss_mb(),
     }
 
 
@@ -110,7 +111,7 @@ def bench_jitter(frames: int, workdir: Path, backend, windows=(0, 5)) -> list[di
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m videdit.bench align", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks align", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="480,1080", help="comma list of 480, 720, 1080")
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--crop-size", type=int, default=1024)
@@ -151,3 +152,7 @@ def main(argv: list[str] | None = None) -> int:
               f"naive_landmarks_fps={r['naive_fps']:.2f} speedup={r['fast_fps'] / r['naive_fps']:.2f} "
               f"decode_fps={r['decode_fps']:.1f} crop={args.crop_size}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,7 +1,7 @@
 """Checkpoint loading: the safe NVIDIA-pickle reader against an unrestricted C unpickler, and our
 safetensors / plain .pt paths against the bare cost of constructing the generator.
 
-    python -m videdit.bench checkpoints [--resolution 1024] [--config r|t] [--repeats 1]
+    python -m benchmarks checkpoints [--resolution 1024] [--config r|t] [--repeats 1]
 
 Writes an NVIDIA-structured snapshot (G, G_ema, D) of random networks to a temporary folder, plus the
 same generator as .safetensors and as a .pt state dict. Every case runs in a fresh process, so each
@@ -9,13 +9,20 @@ reports its own peak resident memory ("peak RSS"; "+load" is the rise above the 
 """
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import from the repository root instead
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import multiprocessing as mp
-import resource
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks.common import peak_rss_mb, set_threads
 
 CASES = ("construct", "pkl_unpickle_c", "pkl_unpickle_safe", "pkl_load_generator", "safetensors", "pt")
 DESCRIPTIONS = {
@@ -26,17 +33,6 @@ DESCRIPTIONS = {
     "safetensors": "load_generator(.safetensors)",
     "pt": "load_generator(.pt state dict, kwargs inferred)",
 }
-
-
-def _peak_rss_mb() -> float:
-    # VmHWM (Linux): this process's peak resident set. ru_maxrss would also count the pre-exec parent.
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return float(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _permissive_unpickle(path: Path) -> Any:
@@ -58,15 +54,13 @@ def _permissive_unpickle(path: Path) -> Any:
 
 
 def _run_case(case: str, folder: str, kwargs: dict, threads: int, queue: Any) -> None:
-    import torch
-
     from videdit.checkpoints import stylegan as ckpt
     from videdit.checkpoints.safe_pickle import load_pickle
     from videdit.networks.stylegan3 import Generator
 
-    torch.set_num_threads(threads)
+    set_threads(threads)
     root = Path(folder)
-    rss_before = _peak_rss_mb()
+    rss_before = peak_rss_mb()
     start = time.perf_counter()
     if case == "construct":
         Generator(**kwargs)
@@ -83,7 +77,7 @@ def _run_case(case: str, folder: str, kwargs: dict, threads: int, queue: Any) ->
     else:
         raise ValueError(case)
     seconds = time.perf_counter() - start
-    queue.put((seconds, rss_before, _peak_rss_mb()))
+    queue.put((seconds, rss_before, peak_rss_mb()))
 
 
 def _measure(case: str, folder: str, kwargs: dict, threads: int) -> tuple[float, float, float]:
@@ -97,7 +91,7 @@ def _measure(case: str, folder: str, kwargs: dict, threads: int) -> tuple[float,
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m videdit.bench checkpoints", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks checkpoints", description=__doc__.splitlines()[0])
     parser.add_argument("--resolution", type=int, default=1024)
     parser.add_argument("--config", choices=["r", "t"], default="r")
     parser.add_argument("--repeats", type=int, default=1, help="runs per case; the best time is reported")
@@ -111,7 +105,7 @@ def main(argv: list[str]) -> int:
     from videdit.networks.discriminator import Discriminator
     from videdit.networks.stylegan3 import Generator, r_config_kwargs, t_config_kwargs
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     g_kwargs = (r_config_kwargs if args.config == "r" else t_config_kwargs)(args.resolution)
     d_kwargs = dict(c_dim=0, img_resolution=args.resolution, img_channels=3, channel_base=32768, channel_max=512,
                     block_kwargs={"freeze_layers": 0}, epilogue_kwargs={"mbstd_group_size": 4})
@@ -145,3 +139,9 @@ def main(argv: list[str]) -> int:
         print(f"{case:20s} {seconds:8.2f} {seconds / construct:11.2f} {seconds / c_unpickle:12.2f} "
               f"{peak:12.0f} {peak - before:7.0f}   {DESCRIPTIONS[case]}")
     return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -1,6 +1,6 @@
 """Benchmark: fast vs literal reference ops on the real layer shapes of StyleGAN3 generators.
 
-    python -m videdit.bench ops [--config r1024,t256] [--layers L4,L8,L12 | all] [--threads N] [--repeat N]
+    python -m benchmarks ops [--config r1024,t256] [--layers L4,L8,L12 | all] [--threads N] [--repeat N]
 
 For each selected layer (batch 1, the layer's real channels, sizes, filters and padding) it times
 `modulated_conv2d` and `filtered_lrelu` with impl="fast" and impl="ref" in the same run, checks
@@ -12,57 +12,26 @@ interpreter excluded).
 """
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import from the repository root instead
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import json
 import os
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.common import current_rss_mb, peak_rss_mb, reset_peak_rss, run_json_child, set_threads
 
 CONFIGS = {
     # name: (generator kwargs factory name, resolution, default layers)
     "r1024": ("r_config_kwargs", 1024, "L4,L8,L12"),
     "t256": ("t_config_kwargs", 256, "L3,L8,L12"),
 }
-
-
-def current_rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
-
-
-def reset_peak_rss() -> None:
-    """Restart the peak-RSS high-water mark (Linux >= 4.0), so setup work is not counted."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size (VmHWM, resettable), else getrusage's maximum."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def run_worker(module: str, spec: dict, timeout: float = 3600) -> dict:
-    """Run `python -m videdit.bench <module> --worker SPEC` and return its JSON result."""
-    cmd = [sys.executable, "-m", "videdit.bench", module, "--worker", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["exit code %d" % proc.returncode])[-1]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def build_generator(config: str, seed: int = 0):
@@ -94,7 +63,7 @@ def _worker(spec: dict) -> dict:
 
     from videdit import ops
 
-    torch.set_num_threads(spec["threads"])
+    set_threads(spec["threads"])
     G = build_generator(spec["config"])
     layer = getattr(G.synthesis, spec["layer"])
     del G
@@ -154,9 +123,9 @@ def _compare(path_a: str, path_b: str) -> float:
 
 def main(argv: list[str]) -> int:
     # This benchmark measures the PyTorch path against the literal reference (workers inherit the
-    # setting); `python -m videdit.bench native` compares the native kernels.
+    # setting); `python -m benchmarks native` compares the native kernels.
     os.environ.setdefault("VIDEDIT_OPS", "torch")
-    parser = argparse.ArgumentParser(prog="python -m videdit.bench ops", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks ops", description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="r1024,t256", help="comma list of: " + ", ".join(CONFIGS))
     parser.add_argument("--layers", default=None, help="comma list (L4 or full names) or 'all'; default per config")
     parser.add_argument("--ops", default="modconv,filtered_lrelu")
@@ -189,7 +158,7 @@ def main(argv: list[str]) -> int:
                         save = str(Path(tmp) / f"{impl}.pt") if impl in ("fast", "ref") else None
                         spec = dict(config=config, layer=name, op=op, impl=impl, threads=args.threads,
                                     repeat=args.repeat, save=save)
-                        results[impl] = run_worker("ops", spec)
+                        results[impl] = run_json_child("ops", "--worker", spec, timeout=3600)
                     ref = results.get("ref", {})
                     err = None
                     if "fast" in results and "ref" in results and "error" not in ref and "error" not in results["fast"]:
@@ -209,3 +178,9 @@ def main(argv: list[str]) -> int:
                               f"{r['peak_mb']:9.1f} {speed:>9s} {cpu:>7s} {mem:>8s} {e:>9s}", flush=True)
     print("results identical (max err <= 1e-4 relative)" if ok else "MISMATCH between fast and ref")
     return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

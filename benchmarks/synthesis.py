@@ -1,6 +1,6 @@
 """Benchmark: whole StyleGAN3 synthesis, fast ops vs the literal reference ops, same run.
 
-    python -m videdit.bench synthesis [--cases r1024-fwd,t256-fwdbwd] [--threads N] [--batch N]
+    python -m benchmarks synthesis [--cases r1024-fwd,t256-fwdbwd] [--threads N] [--batch N]
 
 * r1024-fwd: StyleGAN3-R 1024 (the real kwargs: channel_base 65536, channel_max 1024, 1x1 convs,
   radial filters), one image, forward without autograd.
@@ -19,13 +19,19 @@ are compared: max |difference| relative to the largest reference value.
 """
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import from the repository root instead
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import json
 import tempfile
 import time
 from pathlib import Path
 
-from videdit.bench.ops import current_rss_mb, peak_rss_mb, reset_peak_rss, run_worker
+from benchmarks.common import current_rss_mb, peak_rss_mb, reset_peak_rss, run_json_child, set_threads
 
 CASES = {
     "r1024-fwd": ("r_config_kwargs", 1024, False),
@@ -38,7 +44,7 @@ def _worker(spec: dict) -> dict:
 
     from videdit.networks import stylegan3
 
-    torch.set_num_threads(spec["threads"])
+    set_threads(spec["threads"])
     factory, resolution, backward = CASES[spec["case"]]
     torch.manual_seed(0)
     G = stylegan3.Generator(**getattr(stylegan3, factory)(resolution))
@@ -96,8 +102,8 @@ def _compare(path_fast: str, path_ref: str) -> dict:
 
 def main(argv: list[str]) -> int:
     # Each impl sets its own ops mode in the worker: "fast" and "ref" the PyTorch path, "auto" the
-    # default mode; `python -m videdit.bench native` compares the native kernels op by op.
-    parser = argparse.ArgumentParser(prog="python -m videdit.bench synthesis", description=__doc__.split("\n")[0])
+    # default mode; `python -m benchmarks native` compares the native kernels op by op.
+    parser = argparse.ArgumentParser(prog="python -m benchmarks synthesis", description=__doc__.split("\n")[0])
     parser.add_argument("--cases", default="r1024-fwd,t256-fwdbwd", help="comma list of: " + ", ".join(CASES))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=1)
@@ -120,7 +126,7 @@ def main(argv: list[str]) -> int:
             for impl in args.impls.split(","):
                 spec = dict(case=case, impl=impl, threads=args.threads, batch=args.batch,
                             save=str(Path(tmp) / f"{case}-{impl}.pt"))
-                results[impl] = r = run_worker("synthesis", spec)
+                results[impl] = r = run_json_child("synthesis", "--worker", spec, timeout=3600)
                 if "error" in r:
                     print(f"{case:12s} {impl:5s} ERROR {r['error']}", flush=True)
                     ok = False
@@ -141,3 +147,9 @@ def main(argv: list[str]) -> int:
                       + ", ".join(f"{k} {v:.2e}" for k, v in cmp.items())
                       + ("  (identical up to float32 round-off)" if same else "  MISMATCH"), flush=True)
     return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

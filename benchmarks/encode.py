@@ -1,8 +1,8 @@
 """Benchmark of the encode stage: frames/s and peak memory against the batch size.
 
-    python -m videdit.bench encode [--frames 16] [--batch-sizes 1,4,16] [--n-iters 3]
-                                   [--backbone ir_se50] [--generator tiny|t|r] [--resolution 256]
-                                   [--device cpu] [--threads 2]
+    python -m benchmarks encode [--frames 16] [--batch-sizes 1,4,16] [--n-iters 3]
+                                [--backbone ir_se50] [--generator tiny|t|r] [--resolution 256]
+                                [--device cpu] [--threads 2]
 
 Runs `run_encode` on a synthetic align folder (random crops, random transforms) with a full-size
 ReStyle encoder (deterministic random weights) and a generator of the given resolution. The first
@@ -17,53 +17,21 @@ Generators: `tiny` = 16-channel StyleGAN3 at the given resolution (cheap, so the
 """
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import from the repository root instead
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import math
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-
-class _PeakRSS:
-    """Peak resident memory of this process while the block runs, above the level at its start."""
-
-    def __init__(self, interval: float = 0.005):
-        self.interval = interval
-        self.start = self.peak = self._rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    @staticmethod
-    def _rss() -> int:
-        try:
-            with open("/proc/self/statm") as handle:
-                import os
-
-                return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            return -1
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(self.interval)
-
-    def __enter__(self) -> "_PeakRSS":
-        self.start = self.peak = self._rss()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
-
-    @property
-    def increase_mib(self) -> float:
-        return float("nan") if self.start < 0 else (self.peak - self.start) / 2**20
+from benchmarks.common import RSSPoller, cuda_peak_mb, set_threads, sync
 
 
 def _write_align_folder(root: Path, n_frames: int, size: int, seed: int = 0) -> None:
@@ -94,15 +62,8 @@ def _build_generator(kind: str, resolution: int):
     return sg3.Generator(**kwargs).eval()
 
 
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m videdit.bench encode", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks encode", description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--batch-sizes", default="1,4,16", help="comma-separated; the first is the baseline")
     parser.add_argument("--n-iters", type=int, default=3)
@@ -119,7 +80,7 @@ def main(argv: list[str]) -> int:
     from videdit.networks.encoders import build_encoder_on_meta, reference_state_dict
     from videdit.stages.encode import EncodeSettings, run_encode
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     device = torch.device(args.device)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
 
@@ -147,13 +108,13 @@ def main(argv: list[str]) -> int:
             settings = EncodeSettings(n_iters=args.n_iters, batch_size=batch, device=str(device))
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            _sync(device)
-            with _PeakRSS() as memory:
+            sync(device)
+            with RSSPoller() as memory:
                 start = time.perf_counter()
                 run_encode(tmp / "align", tmp / f"out_b{batch}", encoder, generator, latent_avg, settings)
-                _sync(device)
+                sync(device)
                 seconds = time.perf_counter() - start
-            peak = (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else memory.increase_mib
+            peak = cuda_peak_mb(device) if device.type == "cuda" else memory.increase_mb
             row = {"batch": batch, "seconds": seconds, "fps": args.frames / seconds, "peak_mib": peak}
 
             if not args.skip_parts:
@@ -162,14 +123,14 @@ def main(argv: list[str]) -> int:
                 ws = latent_avg.expand(batch, generator.num_ws, -1).contiguous()
                 eye = torch.eye(3, device=device)
                 with torch.inference_mode():
-                    _sync(device)
+                    sync(device)
                     start = time.perf_counter()
                     encoder(x)
-                    _sync(device)
+                    sync(device)
                     row["encoder_s_per_frame"] = (time.perf_counter() - start) / batch
                     start = time.perf_counter()
                     generator.synthesis(ws, transform=eye)
-                    _sync(device)
+                    sync(device)
                     row["render_s_per_frame"] = (time.perf_counter() - start) / batch
             rows.append(row)
             same = np.allclose(np.load(tmp / f"out_b{batch}" / "latents.npy"), np.load(tmp / f"out_b{batch_sizes[0]}" / "latents.npy"), atol=1e-4)
@@ -183,3 +144,9 @@ def main(argv: list[str]) -> int:
               f"{row['peak_mib']:>15.0f} {row.get('encoder_s_per_frame', float('nan')):>12.3f} "
               f"{row.get('render_s_per_frame', float('nan')):>12.3f}  {row['same_latents']}")
     return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

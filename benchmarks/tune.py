@@ -1,4 +1,4 @@
-"""PTI tuning speed and memory: `python -m videdit.bench tune [--configs r256,r1024] [--steps 2] ...`.
+"""PTI tuning speed and memory: `python -m benchmarks tune [--configs r256,r1024] [--steps 2] ...`.
 
 Each configuration runs in its own child process (so peak memory is its own): a randomly initialised
 generator of that configuration, a synthetic clip of crops at its resolution, and `run_tune` with L2 +
@@ -10,14 +10,20 @@ the child's peak resident memory (and peak CUDA memory on a GPU).
 """
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import from the repository root instead
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.common import cuda_peak_mb, peak_rss_mb, run_json_child, set_threads, sync
 
 CONFIGS = ("tiny64", "tiny256", "t256", "r256", "t1024", "r1024")
 
@@ -31,18 +37,6 @@ def generator_kwargs(config: str) -> dict:
     if config[0] in "tr" and config[1:].isdigit():
         return (t_config_kwargs if config[0] == "t" else r_config_kwargs)(int(config[1:]))
     raise SystemExit(f"unknown config {config!r}; known: {', '.join(CONFIGS)}")
-
-
-def peak_rss_mb() -> float:
-    """This process's own peak resident memory (VmHWM; ru_maxrss can carry a parent's peak across exec)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 def warm_up_ops(device: str) -> None:
@@ -74,7 +68,7 @@ def child(spec: dict) -> dict:
     from videdit.tuning.data import inverse_transforms
     from videdit.tuning.pti import TuneSettings, run_tune
 
-    torch.set_num_threads(spec["threads"])
+    set_threads(spec["threads"])
     device = torch.device(spec["device"])
     warm_up_ops(spec["device"])
     torch.manual_seed(0)
@@ -89,15 +83,13 @@ def child(spec: dict) -> dict:
                 G.synthesis(ws, transform=inv)
             t0 = time.perf_counter()
             G.synthesis(ws, transform=inv)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            sync(device)
             forward_s = time.perf_counter() - t0
         step_times: list[float] = []
         last = [time.perf_counter()]
 
         def on_step(step: int, loss: float) -> None:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            sync(device)
             now = time.perf_counter()
             step_times.append(now - last[0])
             last[0] = now
@@ -117,21 +109,17 @@ def child(spec: dict) -> dict:
         "params_m": sum(p.numel() for p in G.parameters()) / 1e6,
         "step_s": sum(timed) / len(timed), "first_step_s": step_times[0], "forward_s": forward_s,
         "peak_rss_mb": peak_rss_mb(),
-        "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
+        "peak_cuda_mb": cuda_peak_mb(device),
     }
 
 
 def run_child(module: str, spec: dict) -> dict:
-    """Run `python -m videdit.bench <module> --child SPEC` and return its JSON line."""
-    proc = subprocess.run([sys.executable, "-m", "videdit.bench", module, "--child", json.dumps(spec)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {"config": spec.get("config"), "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """Run `python -m benchmarks <module> --child SPEC`: its JSON result, or the config and the error."""
+    return {"config": spec.get("config"), **run_json_child(module, "--child", spec)}
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m videdit.bench tune", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks tune", description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default="r256,r1024", help=f"comma list of {', '.join(CONFIGS)}")
     parser.add_argument("--steps", type=int, default=2, help="PTI steps per config (1024 configs: --steps-1024)")
     parser.add_argument("--steps-1024", type=int, default=1)
@@ -163,3 +151,7 @@ def main(argv: list[str]) -> int:
     if args.json:
         print(json.dumps(rows))
     return 0 if all("error" not in r for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

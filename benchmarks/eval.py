@@ -1,4 +1,4 @@
-"""Benchmark of `videdit eval` on CPU: `python -m videdit.bench eval [--size 512] [--frames 8]`.
+"""Benchmark of `videdit eval` on CPU: `python -m benchmarks eval [--size 512] [--frames 8]`.
 
 A synthetic run folder is written (the astronaut photo's face panning, crops of --size px, a blurred
 "reconstruction" and a noisy "edit"), then timed per frame:
@@ -14,30 +14,20 @@ Printed: milliseconds per call, the speed-up of MS-SSIM over the baseline, and p
 """
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import from the repository root instead
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
-import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-
-def _peak_rss_mb() -> float:
-    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-
-def _time(fn, repeats: int) -> float:
-    """Best-of-`repeats` milliseconds (the machine may be shared: the minimum is the cost)."""
-    fn()  # warm up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return 1000 * best
+from benchmarks.common import best_time, peak_rss_mb, set_threads
 
 
 def synthetic_video(frames: int, size: int) -> list[np.ndarray]:
@@ -70,16 +60,18 @@ def write_run(run: Path, video: list[np.ndarray]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m videdit.bench eval")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks eval")
     parser.add_argument("--size", type=int, default=512, help="crop size in pixels")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    if args.size < 161:  # the reference MS-SSIM's 4 downsamplings of an 11-px window
+        parser.error(f"--size must be at least 161 px, got {args.size}")
 
     import torch
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     from videdit.evaluate import metrics, temporal
     from videdit.evaluate.report import EvalSettings, evaluate_run, load_models
 
@@ -94,12 +86,12 @@ def main(argv: list[str]) -> int:
         reference_ms_ssim = None
     for size in (256, args.size):
         a, b = metrics.resize_square(first, size), metrics.resize_square(noisy, size)
-        ours_ms = _time(lambda: metrics.ms_ssim(a, b), args.repeats)
+        ours_ms = 1000 * best_time(lambda: metrics.ms_ssim(a, b), args.repeats, warmup=True)
         value = metrics.ms_ssim(a, b)
         if reference_ms_ssim is not None:
             x = torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].double() / 255
             y = torch.from_numpy(np.array(b)).permute(2, 0, 1)[None].double() / 255
-            ref_ms = _time(lambda: reference_ms_ssim(x, y, data_range=1.0), args.repeats)
+            ref_ms = 1000 * best_time(lambda: reference_ms_ssim(x, y, data_range=1.0), args.repeats, warmup=True)
             diff = abs(value - reference_ms_ssim(x, y, data_range=1.0).item())
             rows.append((f"ms-ssim ref @{size}", ref_ms, "baseline"))
             rows.append((f"ms-ssim @{size}", ours_ms, f"x{ref_ms / ours_ms:.1f} faster, |diff| {diff:.1e}"))
@@ -113,10 +105,10 @@ def main(argv: list[str]) -> int:
     scorer = metrics.ImageMetrics(models.lpips)
     for size in (256, args.size):
         a, b = metrics.resize_square(first, size), metrics.resize_square(noisy, size)
-        rows.append((f"lpips @{size}", _time(lambda: scorer.lpips(a, b), args.repeats), ""))
-    rows.append(("face", _time(lambda: models.analyzer.observe(first), args.repeats), "detect + 68 landmarks + descriptor"))
+        rows.append((f"lpips @{size}", 1000 * best_time(lambda: scorer.lpips(a, b), args.repeats, warmup=True), ""))
+    rows.append(("face", 1000 * best_time(lambda: models.analyzer.observe(first), args.repeats, warmup=True), "detect + 68 landmarks + descriptor"))
     small = [metrics.resize_square(f, 256) for f in (first, second)]
-    rows.append(("flow @256", _time(lambda: temporal.backward_flow(*small), args.repeats), "forward + backward"))
+    rows.append(("flow @256", 1000 * best_time(lambda: temporal.backward_flow(*small), args.repeats, warmup=True), "forward + backward"))
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "bench.videdit"
@@ -130,5 +122,11 @@ def main(argv: list[str]) -> int:
     width = max(len(r[0]) for r in rows)
     for name, ms, note in rows:
         print(f"  {name.ljust(width)}  {ms:10.1f} ms  {note}")
-    print(f"  peak RSS {_peak_rss_mb():.0f} MB")
+    print(f"  peak RSS {peak_rss_mb():.0f} MB")
     return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -1,4 +1,4 @@
-"""Render speed and memory: `python -m videdit.bench render [--configs r256,r1024] [--frames 4] ...`.
+"""Render speed and memory: `python -m benchmarks render [--configs r256,r1024] [--frames 4] ...`.
 
 Each measurement runs in its own child process. Per configuration: seconds per rendered frame of the
 whole stage (`run_render`: synthesis, PNG frames, H.264 videos with audio, side-by-side) against the
@@ -7,6 +7,12 @@ memory. The length check renders the same generator over a short and a long clip
 by default) and compares the peak memory of the two runs: it must not grow with the video's length.
 """
 from __future__ import annotations
+
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import from the repository root instead
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
 import json
@@ -17,7 +23,8 @@ import threading
 import time
 from pathlib import Path
 
-from videdit.bench.tune import CONFIGS, generator_kwargs, make_video_inputs, peak_rss_mb, run_child, warm_up_ops
+from benchmarks.common import current_rss_mb, peak_rss_mb, set_threads
+from benchmarks.tune import CONFIGS, generator_kwargs, make_video_inputs, run_child, warm_up_ops
 
 
 def child(spec: dict) -> dict:
@@ -29,7 +36,7 @@ def child(spec: dict) -> dict:
     from videdit.tuning.data import inverse_transforms
     from videdit.synthetic import make_clip
 
-    torch.set_num_threads(spec["threads"])
+    set_threads(spec["threads"])
     warm_up_ops(spec["device"])
     torch.manual_seed(0)
     G = Generator(**generator_kwargs(spec["config"])).eval().to(spec["device"])
@@ -84,14 +91,6 @@ def child(spec: dict) -> dict:
             "peak_rss_before_render_mb": rss_before, "rss_trace": _thin(trace)}
 
 
-def current_rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _thin(trace: list[tuple[int, float]], points: int = 12) -> list[tuple[int, float]]:
     """About `points` (frames written, RSS MB) samples spread over the run, plus the largest."""
     if len(trace) <= points:
@@ -102,7 +101,7 @@ def _thin(trace: list[tuple[int, float]], points: int = 12) -> list[tuple[int, f
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m videdit.bench render", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks render", description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default="r256,r1024", help=f"comma list of {', '.join(CONFIGS)} ('' to skip)")
     parser.add_argument("--frames", type=int, default=2, help="frames per config (1024 configs: --frames-1024)")
     parser.add_argument("--frames-1024", type=int, default=1)
@@ -151,3 +150,7 @@ def main(argv: list[str]) -> int:
     if args.json:
         print(json.dumps(rows))
     return 0 if all("error" not in r for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

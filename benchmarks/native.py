@@ -1,4 +1,4 @@
-"""Native ops vs the PyTorch path: `python -m videdit.bench native [options]`.
+"""Native ops vs the PyTorch path: `python -m benchmarks native [options]`.
 
 Per layer of the R-1024 / T-1024 generators (real filters, factors, padding and image sizes; the
 channel count capped by --channels): time of the PyTorch filtered_lrelu (the baseline) and of the
@@ -10,16 +10,22 @@ the GPU (and checked against it).
 """
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import from the repository root instead
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import math
 import os
-import threading
 import time
-from contextlib import contextmanager
+
+from benchmarks.common import RSSPoller, best_time, set_threads, sync
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="python -m videdit.bench native", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks native", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", choices=["r", "t", "both"], default="both")
     parser.add_argument("--resolution", type=int, default=1024)
     parser.add_argument("--channels", type=int, default=8, help="channels per layer, capped (default 8)")
@@ -38,58 +44,7 @@ def _parse(argv):
     return parser.parse_args(argv)
 
 
-class PeakRSS:
-    """Peak resident memory above the starting level while the block runs (polls /proc; Linux)."""
-
-    def __init__(self):
-        self.peak_bytes = None
-
-    @staticmethod
-    def _rss() -> int | None:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            return None
-
-    @contextmanager
-    def measure(self):
-        start = self._rss()
-        if start is None:
-            yield self
-            return
-        peak = [start]
-        stop = threading.Event()
-
-        def poll():
-            while not stop.is_set():
-                peak[0] = max(peak[0], self._rss() or 0)
-                time.sleep(0.001)
-
-        thread = threading.Thread(target=poll, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            stop.set()
-            thread.join()
-            peak[0] = max(peak[0], self._rss() or 0)
-            self.peak_bytes = peak[0] - start
-
-
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-
-
-def _best_time(fn, repeats: int, sync, clock=time.perf_counter) -> float:
-    fn()  # warm-up (thread pools, caches, kernel launch)
-    sync()
-    best = math.inf
-    for _ in range(repeats):
-        start = clock()
-        fn()
-        sync()
-        best = min(best, clock() - start)
-    return best
 
 
 def _peak_memory(fn, device, torch) -> str:
@@ -100,10 +55,9 @@ def _peak_memory(fn, device, torch) -> str:
         fn()
         torch.cuda.synchronize()
         return f"{(torch.cuda.max_memory_allocated() - base) / 2**20:.1f}"
-    meter = PeakRSS()
-    with meter.measure():
+    with RSSPoller(interval_s=0.001) as meter:
         fn()
-    return "n/a" if meter.peak_bytes is None else f"{max(meter.peak_bytes, 0) / 2**20:.1f}"
+    return "n/a" if math.isnan(meter.increase_mb) else f"{max(meter.increase_mb, 0):.1f}"
 
 
 def _layer_cases(args):
@@ -144,7 +98,6 @@ def _time_layers(args, torch, device: str) -> list[tuple[str, float]]:
     if device == "cuda" and native.cuda_module() is None:
         print("CUDA kernels unavailable (see the warning above); nothing to compare")
         return []
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     clock = CLOCKS[args.clock] if device == "cpu" else time.perf_counter
 
     def torch_fn(x, **kw):
@@ -164,8 +117,8 @@ def _time_layers(args, torch, device: str) -> list[tuple[str, float]]:
         kw = dict(kwargs, b=b, fu=None if kwargs["fu"] is None else kwargs["fu"].to(device),
                   fd=None if kwargs["fd"] is None else kwargs["fd"].to(device))
         with torch.no_grad():
-            t_torch = _best_time(lambda: torch_fn(x, **kw), args.repeats, sync, clock)
-            t_native = _best_time(lambda: native_fn(x, **kw), args.repeats, sync, clock)
+            t_torch = best_time(lambda: torch_fn(x, **kw), args.repeats, warmup=True, device=device, clock=clock)
+            t_native = best_time(lambda: native_fn(x, **kw), args.repeats, warmup=True, device=device, clock=clock)
             m_torch = _peak_memory(lambda: torch_fn(x, **kw), device, torch)
             m_native = _peak_memory(lambda: native_fn(x, **kw), device, torch)
             y_torch, y_native = torch_fn(x, **kw), native_fn(x, **kw)
@@ -182,8 +135,8 @@ def _time_layers(args, torch, device: str) -> list[tuple[str, float]]:
                     y.backward(torch.ones_like(y))
                 return run
 
-            tb_torch = _best_time(fwbw(torch_fn), args.repeats, sync, clock)
-            tb_native = _best_time(fwbw(native_fn), args.repeats, sync, clock)
+            tb_torch = best_time(fwbw(torch_fn), args.repeats, warmup=True, device=device, clock=clock)
+            tb_native = best_time(fwbw(native_fn), args.repeats, warmup=True, device=device, clock=clock)
             line += f" {tb_torch * 1e3:11.1f} {tb_native * 1e3:12.1f} {tb_torch / tb_native:6.2f}"
         print(line, flush=True)
     if ratios:
@@ -203,7 +156,6 @@ def _time_synthesis(args, torch, device: str):
         return fn(x, **kw) if fn is not None else torch_filtered_lrelu(x, **kw)
 
     res = args.synthesis_resolution or args.resolution
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     clock = CLOCKS[args.clock] if device == "cpu" else time.perf_counter
     for name in (["r", "t"] if args.config == "both" else [args.config]):
         kwargs = sg3.r_config_kwargs(res) if name == "r" else sg3.t_config_kwargs(res)
@@ -219,13 +171,8 @@ def _time_synthesis(args, torch, device: str):
                 for label in ("torch", mode):
                     with backend.use_ops(label):
                         image = G.synthesis(ws)  # warm-up, and the image to compare
-                        sync()
-                        best = math.inf
-                        for _ in range(max(1, args.repeats - 1)):
-                            start = clock()
-                            G.synthesis(ws)
-                            sync()
-                            best = min(best, clock() - start)
+                        sync(device)
+                        best = best_time(lambda: G.synthesis(ws), max(1, args.repeats - 1), device=device, clock=clock)
                         peak = _peak_memory(lambda: G.synthesis(ws), device, torch)  # a separate run: the
                         # memory poller's own CPU time must not count in the timing
                     results[label] = (best, peak, image)
@@ -242,7 +189,7 @@ def main(argv) -> int:
     args = _parse(argv)
     import torch
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     devices = ["cpu", "cuda"] if args.device == "both" else [args.device]
     print(f"torch {torch.__version__}, {args.threads} threads, CUDA available: {torch.cuda.is_available()}, "
           f"CPU timings: {args.clock} clock, best of {args.repeats}")
@@ -256,3 +203,9 @@ def main(argv) -> int:
             print()
             _time_synthesis(args, torch, device)
     return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -1,4 +1,4 @@
-"""PTI vs HyperStyle vs local tweak on one clip and one generator: `python -m videdit.bench tuners`.
+"""PTI vs HyperStyle vs local tweak on one clip and one generator: `python -m benchmarks tuners`.
 
 A synthetic clip (a photo moved by a known camera path, unaligned crops at the generator's resolution)
 and a randomly initialised generator of the chosen configuration; pivot latents are the generator's
@@ -18,30 +18,18 @@ and MS-SSIM (videdit.evaluate.metrics) against the crops, and the peak resident 
 """
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import from the repository root instead
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import tempfile
 import time
 from pathlib import Path
 
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux >= 4.0)
-        return True
-    except OSError:
-        return False
-
-
-def _peak_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from benchmarks.common import peak_rss_mb, reset_peak_rss, set_threads
 
 
 def _quality(G, align: Path, latents: Path, deltas=None) -> dict:
@@ -71,7 +59,7 @@ def _quality(G, align: Path, latents: Path, deltas=None) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m videdit.bench tuners", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks tuners", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="tiny64", help="generator: tiny64, tiny256, r256, r1024, ...")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--pti-steps", type=int, default=40)
@@ -87,7 +75,7 @@ def main(argv: list[str]) -> int:
     import numpy as np
     import torch
 
-    from videdit.bench.tune import generator_kwargs
+    from benchmarks.tune import generator_kwargs
     from videdit.checkpoints import load_generator
     from videdit.networks.discriminator import Discriminator
     from videdit.networks.encoders import ReStyleEncoder
@@ -99,7 +87,7 @@ def main(argv: list[str]) -> int:
     from videdit.synthetic import write_tune_inputs
     from videdit.tuning.train_hyperstyle import HyperStyleTrainSettings, train_hyperstyle
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     torch.manual_seed(args.seed)
     G = Generator(**generator_kwargs(args.config)).eval().requires_grad_(False)
     res = G.img_resolution
@@ -112,24 +100,24 @@ def main(argv: list[str]) -> int:
         n = args.frames
 
         # Baseline: the untuned generator, its render time per frame.
-        _reset_peak()
+        reset_peak_rss()
         ws = torch.from_numpy(np.load(latents))
         t0 = time.perf_counter()
         with torch.no_grad():
             for i in range(n):
                 G.synthesis(ws[i:i + 1])
         render_s = (time.perf_counter() - t0) / n
-        rows.append(("untuned (baseline)", render_s, _quality(G, align, latents), _peak_mb(), ""))
+        rows.append(("untuned (baseline)", render_s, _quality(G, align, latents), peak_rss_mb(), ""))
 
-        _reset_peak()
+        reset_peak_rss()
         t0 = time.perf_counter()
         pti = run_tune(align, latents, G, root / "pti", TuneSettings(steps=args.pti_steps, lpips_random_backbone=True,
                                                                      checkpoint_every=0, progress=False, device=args.device))
         seconds = time.perf_counter() - t0
-        rows.append(("pti", seconds / n, _quality(load_generator(pti.generator_path), align, latents), _peak_mb(),
+        rows.append(("pti", seconds / n, _quality(load_generator(pti.generator_path), align, latents), peak_rss_mb(),
                      f"{args.pti_steps} steps"))
 
-        _reset_peak()
+        reset_peak_rss()
         t0 = time.perf_counter()
         encoder = ReStyleEncoder("e4e", "resnet34", n_styles=G.num_ws).eval()
         # No trained encoder ships: a random one (residuals ~0.03) around the clip's mean latent, so the
@@ -142,26 +130,26 @@ def main(argv: list[str]) -> int:
                                                            input_size=args.hyper_input, checkpoint_every=0,
                                                            progress=False, device=args.device))
         train_s = time.perf_counter() - t0
-        _reset_peak()
+        reset_peak_rss()
         t0 = time.perf_counter()
         hyper = run_hyperstyle(align, latents, G, root / "hyper", HyperStyleSettings(
             hypernetwork=str(trained.hypernetwork_path), n_iters=args.hyper_iters, progress=False, device=args.device))
         seconds = time.perf_counter() - t0
         offsets = FrameOffsets.load(hyper.offsets_path)
         rows.append(("hyperstyle (per-frame offsets)", seconds / n, _quality(G, align, latents, offsets.deltas()),
-                     _peak_mb(), f"{args.hyper_iters} iters; training {train_s:.1f} s once, "
+                     peak_rss_mb(), f"{args.hyper_iters} iters; training {train_s:.1f} s once, "
                                  f"{trained.parameters:,} params"))
         rows.append(("hyperstyle (mean offsets)", float("nan"),
                      _quality(load_generator(hyper.generator_path), align, latents), float("nan"),
                      "generator.safetensors alone"))
 
-        _reset_peak()
+        reset_peak_rss()
         t0 = time.perf_counter()
         tweak = run_local_tweak(align, latents, G, root / "tweak", LocalTweakSettings(
             max_steps=args.tweak_steps, checkpoint_every=0, progress=False, device=args.device), discriminator=D)
         seconds = time.perf_counter() - t0
         rows.append(("local-tweak", seconds / n, _quality(load_generator(tweak.generator_path), align, latents),
-                     _peak_mb(), f"{tweak.steps_done} steps"))
+                     peak_rss_mb(), f"{tweak.steps_done} steps"))
 
     print(f"\ntuners on {args.config} ({res} px), {n} frames, {args.threads} thread(s), device {args.device}")
     print(f"{'method':32s} {'s/frame':>9s} {'x render':>9s} {'PSNR dB':>8s} {'MS-SSIM':>8s} {'peak MB':>8s}  notes")
@@ -169,3 +157,9 @@ def main(argv: list[str]) -> int:
         ratio = spf / render_s if spf == spf else float("nan")
         print(f"{name:32s} {spf:9.3f} {ratio:9.1f} {q['psnr']:8.2f} {q['ms_ssim']:8.4f} {peak:8.0f}  {note}")
     return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

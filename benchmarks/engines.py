@@ -1,4 +1,4 @@
-"""--engine local vs --engine ray on this machine: `python -m videdit.bench engines [--clips 4] [--frames 4] ...`.
+"""--engine local vs --engine ray on this machine: `python -m benchmarks engines [--clips 4] [--frames 4] ...`.
 
 Both engines process the same short synthetic clips with small stand-in networks, each in its own child
 process (local is the baseline). On one machine with as many CPUs as Ray is given, the two should take
@@ -14,6 +14,12 @@ about the same time: Ray's worth is many machines, this shows what it costs on o
 """
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import from the repository root instead
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import json
 import os
@@ -23,6 +29,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.common import child_command, peak_rss_mb
 
 
 def _overrides(args) -> dict:
@@ -39,14 +47,6 @@ def _overrides(args) -> dict:
         "edit.direction": "age",
         "edit.strengths": [3.0],
     }
-
-
-def _peak_rss_mb() -> float:
-    # VmHWM: this process's own peak (ru_maxrss would carry a parent's peak across exec).
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _tree_rss_mb(root_pid: int) -> float:
@@ -146,15 +146,15 @@ def _child(args) -> dict:
     report["per_video_s"] = [r.seconds for r in results]
     report["stage_s"] = [_stage_seconds(r.run_dir) for r in results]
     report["status"] = [r.status for r in results]
-    report["peak_rss_mb"] = _peak_rss_mb()
+    report["peak_rss_mb"] = peak_rss_mb()
     return report
 
 
 def _run_child(args, engine: str) -> dict:
-    cmd = [sys.executable, "-m", "videdit.bench", "engines", "--child", engine, "--workdir", args.workdir,
-           "--steps", str(args.steps), "--num-cpus", str(args.num_cpus), "--cpus-per-video", str(args.cpus_per_video),
-           "--local-threads", str(args.local_threads)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    cmd, env = child_command("engines", "--child", engine, "--workdir", args.workdir, "--steps", str(args.steps),
+                             "--num-cpus", str(args.num_cpus), "--cpus-per-video", str(args.cpus_per_video),
+                             "--local-threads", str(args.local_threads))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     peak_tree = 0.0
     while proc.poll() is None:
         peak_tree = max(peak_tree, _tree_rss_mb(proc.pid))
@@ -187,7 +187,7 @@ def _ray_overheads(report: dict) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m videdit.bench engines", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks engines", description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=4, help="number of clips")
     parser.add_argument("--frames", type=int, default=4, help="frames per clip")
     parser.add_argument("--steps", type=int, default=4, help="PTI steps per clip")
@@ -252,3 +252,7 @@ def main(argv: list[str]) -> int:
     print("expected wall time of N videos on K workers with these stage times, ceil(N/K) x (video + overhead):")
     print(cost_table(video_s, o["total_s"]))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,4 +1,4 @@
-"""Benchmark of the composite stage: `python -m videdit.bench composite [options]`.
+"""Benchmark of the composite stage: `python -m benchmarks composite [options]`.
 
 1. Cost per frame of compositing a 1024 px render into a 1080p frame (face box ~500 px), against a
    baseline that warps the render over the whole frame and pastes the box with a hard edge (what
@@ -13,10 +13,15 @@
 """
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import from the repository root instead
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -26,14 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _best_of(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+from benchmarks.common import best_time, child_env, peak_rss_mb, set_threads
 
 
 def _template_landmarks(geometry) -> np.ndarray:
@@ -96,11 +94,11 @@ def bench_speed(size=(1920, 1080), box_px=500.0, resolution=1024, repeats=3) -> 
             np.asarray(image.convert("RGB"))
 
     timings = {
-        "baseline_full_frame_paste": _best_of(baseline, repeats),
-        "landmarks_color_match": _best_of(ours("landmarks", True), repeats),
-        "landmarks_no_color_match": _best_of(ours("landmarks", False), repeats),
-        "box_color_match": _best_of(ours("box", True), repeats),
-        "png_decode_1024": _best_of(decode_png, repeats),
+        "baseline_full_frame_paste": best_time(baseline, repeats),
+        "landmarks_color_match": best_time(ours("landmarks", True), repeats),
+        "landmarks_no_color_match": best_time(ours("landmarks", False), repeats),
+        "box_color_match": best_time(ours("box", True), repeats),
+        "png_decode_1024": best_time(decode_png, repeats),
     }
     n_encode = 10
     video_path = png_path.with_suffix(".mp4")
@@ -180,23 +178,14 @@ _MEMORY_CHILD = """
 import sys, json
 from pathlib import Path
 
-
-def high_water_mb():
-    # VmHWM: this process's own peak RSS (ru_maxrss would carry the parent's peak across exec).
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-import torch
-torch.set_num_threads(2)
+from benchmarks.common import peak_rss_mb, set_threads
+set_threads(2)
 from videdit.stages.composite import CompositeSettings, run_composite
-base = high_water_mb()
+base = peak_rss_mb()
 folder = Path(sys.argv[1])
 run_composite(folder / "clip.mp4", folder / "align", folder / "render", ["recon", "drift"], folder / "mem_out",
               CompositeSettings())
-print(json.dumps({"rss_after_imports_mb": base, "peak_rss_mb": high_water_mb()}))
+print(json.dumps({"rss_after_imports_mb": base, "peak_rss_mb": peak_rss_mb()}))
 """
 
 
@@ -206,7 +195,7 @@ def bench_memory(folder: Path, lengths: tuple[int, int], crop_size: int) -> dict
         sub = folder / f"mem_{n}"
         sub.mkdir(parents=True, exist_ok=True)
         _prepare_run(sub, n, crop_size)
-        env = dict(os.environ, OMP_NUM_THREADS="2")
+        env = dict(child_env(), OMP_NUM_THREADS="2")  # the child imports benchmarks.common
         out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(sub)], capture_output=True, text=True, env=env,
                              check=True)
         report[n] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -214,7 +203,7 @@ def bench_memory(folder: Path, lengths: tuple[int, int], crop_size: int) -> dict
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m videdit.bench composite", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks composite", description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--frames", type=int, default=12, help="length of the demo clip for the quality part")
     parser.add_argument("--crop-size", type=int, default=256, help="crop / render size for the demo clip")
@@ -223,9 +212,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
 
+    set_threads(2)
     import torch
 
-    torch.set_num_threads(2)
     print(f"composite benchmark: torch {torch.__version__}, {os.cpu_count()} CPUs, 2 threads")
     if "speed" not in skip:
         timings = bench_speed(repeats=args.repeats)
@@ -247,5 +236,9 @@ def main(argv: list[str]) -> int:
                 print(f"  {n:4d} frames: peak {entry['peak_rss_mb']:7.1f} MB (after imports {entry['rss_after_imports_mb']:.1f} MB)")
             short, long = (report[n]["peak_rss_mb"] for n in lengths)
             print(f"  ratio long/short: {long / short:.3f}")
-    print(f"\nbench process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MB")
+    print(f"\nbench process peak RSS: {peak_rss_mb():.1f} MB")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
