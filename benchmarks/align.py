@@ -42,7 +42,7 @@ SIZES = {"480": (854, 480), "720": (1280, 720), "1080": (1920, 1080)}
 
 def _landmarks_pass(path: Path, backend, tracked: bool) -> tuple[float, np.ndarray]:
     """Seconds and landmarks [N, 68, 2] (NaN where none) of one pass over the clip."""
-    from videdit.align.landmarks import FaceTracker
+    from videdit.face.landmarks import FaceTracker
     from videdit.io import VideoReader
 
     tracker = FaceTracker()
@@ -89,7 +89,7 @@ def bench_size(label: str, size: tuple[int, int], frames: int, crop_size: int, w
 
 def bench_jitter(frames: int, workdir: Path, backend, windows=(0, 5)) -> list[dict]:
     """Spread of the transforms of a still 480p clip (truth: r = 0, t = 0 in every frame)."""
-    from videdit.align.alignment import ffhq_quad, frame_transform, smooth_quads
+    from videdit.face.alignment import ffhq_quad, frame_transform, smooth_quads
     from videdit.synthetic import CameraPath, make_clip
 
     size = SIZES["480"]
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (FAN only)")
     args = parser.parse_args(argv)
 
-    from videdit.align.landmarks import DlibBackend
+    from videdit.face.landmarks import DlibBackend
 
     start = time.perf_counter()
     backend = DlibBackend()

@@ -172,7 +172,7 @@ def run_stages(pipe: Pipeline, clip: Path, run_dir: Path) -> dict[str, dict]:
 
 def align_floor(clip: Path, align_settings: dict, device: str, workdir: Path, clock) -> dict:
     """Seconds of decoding one frame, finding its landmarks, cutting its two crops and writing them as PNG."""
-    from videdit.align import ffhq_quad, make_backend, quad_to_crop
+    from videdit.face import ffhq_quad, make_backend, quad_to_crop
     from videdit.io import VideoReader, write_png
 
     crop_size = int(align_settings["crop_size"])

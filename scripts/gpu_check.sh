@@ -12,7 +12,7 @@
 # Steps: nvidia-smi; `videdit doctor --build` (compiles the CUDA extension for the visible GPU's
 # architecture and self-checks a standard set of shape families); `pytest -m cuda` (every CUDA kernel
 # against the PyTorch reference, forward and backward, and the self-check in place);
-# `python -m videdit.ops.gpu_bench` (CUDA kernels vs the PyTorch path per op, fp16 vs fp32, whole
+# `python -m benchmarks gpu` (CUDA kernels vs the PyTorch path per op, fp16 vs fp32, whole
 # synthesis and whole pipeline seconds per frame). Everything printed is also saved under
 # $GPU_CHECK_OUT (default $TMPDIR/videdit-gpu-check-<date>/).
 #
@@ -59,7 +59,7 @@ echo; echo "== pytest -m cuda"
 
 echo; echo "== GPU benchmarks"
 # shellcheck disable=SC2086
-"$PYTHON" -m videdit.ops.gpu_bench ${GPU_BENCH_ARGS:-} | tee "$out/benchmarks.md"
+"$PYTHON" -m benchmarks gpu ${GPU_BENCH_ARGS:-} | tee "$out/benchmarks.md"
 [ "${PIPESTATUS[0]}" = 0 ] || failed+=("gpu_bench")
 
 echo

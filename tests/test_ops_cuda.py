@@ -19,7 +19,7 @@ import videdit.ops as ops
 from videdit.ops import backend, native, reference, selfcheck
 from videdit.ops.bias_act import bias_act_torch
 from videdit.ops.filtered_lrelu import filtered_lrelu_torch
-from videdit.ops.gpu_bench import sg3_layer_calls
+from benchmarks.gpu import sg3_layer_calls
 from videdit.ops.upfirdn2d import upfirdn2d_torch
 
 pytestmark = [pytest.mark.cuda,

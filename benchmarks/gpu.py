@@ -1,6 +1,6 @@
 """GPU benchmarks of the ops, as markdown tables for docs/benchmarks.md:
 
-    python -m videdit.ops.gpu_bench [--sections ops,fp16,synthesis,pipeline] [--repeats 20] [--device cuda]
+    python -m benchmarks gpu [--sections ops,fp16,synthesis,pipeline] [--repeats 20] [--device cuda]
 
 * ops:       each CUDA kernel against the PyTorch path on the same GPU (the 15 filtered_lrelu layers
              of StyleGAN3-T and -R at 1024 with their real channel counts, plus upfirdn2d and bias_act
@@ -17,6 +17,12 @@ faster). Times are medians of --repeats runs after two warm-up calls (the first 
 family builds and self-checks the kernels). Runs on CPU too (--device cpu), for a smoke test.
 """
 from __future__ import annotations
+
+if __package__ in (None, ""):  # run as `python benchmarks/gpu.py`: import from the repository root instead
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
 import inspect
@@ -289,7 +295,7 @@ def section_pipeline(args) -> str:
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="python -m videdit.ops.gpu_bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks gpu", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--repeats", type=int, default=20)
