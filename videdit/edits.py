@@ -16,9 +16,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from os import PathLike
 from typing import Sequence
 
-from videdit.errors import VideditError
+import numpy as np
+
+from videdit.errors import InputError, VideditError
 
 INTERFACEGAN_NAMES = ("age", "smile", "pose", "gender")
 
@@ -68,6 +71,28 @@ class EditSpec:
         if len(self.strengths) == 1:
             return [(self.label, self.strengths[0])]
         return [(f"{self.label}{s:+g}", s) for s in self.strengths]
+
+
+def edit_strings(edit: dict) -> list[str]:
+    """The edits of an [edit] section: `direction` (if set) first, then `edits`."""
+    direction = edit.get("direction") or ""
+    return ([direction] if direction else []) + [e for e in (edit.get("edits") or []) if e]
+
+
+def load_direction(path: str | PathLike, w_dim: int | None = None) -> np.ndarray:
+    """A direction file as float32 [w_dim]; accepts the published (1, 512) and plain (512,) shapes."""
+    try:
+        d = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot read edit direction {path}: {err}") from None
+    if d.ndim == 2 and d.shape[0] == 1:
+        d = d[0]
+    if d.ndim != 1 or (w_dim is not None and d.shape[0] != w_dim):
+        want = f"(1, {w_dim}) or ({w_dim},)" if w_dim else "(1, w_dim) or (w_dim,)"
+        raise InputError(f"edit direction {path} has shape {list(np.shape(d))}; expected {want}")
+    if not np.issubdtype(d.dtype, np.floating) or not np.all(np.isfinite(d)):
+        raise InputError(f"edit direction {path} must hold finite floating-point values")
+    return d.astype(np.float32)
 
 
 def slug(text: str, limit: int = 40) -> str:

@@ -20,163 +20,12 @@ from videdit import weights as W
 from videdit.errors import VideditError
 from videdit.fileio import atomic_path, atomic_write_text
 from videdit import records
+from videdit.edits import edit_strings
+from videdit.models import ModelSource, PretrainedModels, StandInModels  # noqa: F401  (part of the pipeline's API)
 from videdit.records import STAGE_ORDER, VideoResult
 from videdit.runner import Stage, StageLog, StageRunner
 
 
-
-
-# --------------------------------------------------------------------------------------------------
-# Where the networks come from
-
-
-class ModelSource:
-    """Provides the networks; `identity()` strings go into the stage cache keys."""
-
-    name = "abstract"
-
-    def required_weights(self, settings: dict[str, Any], stages: tuple[str, ...] = STAGE_ORDER) -> list[str]:
-        """Registry names of the files the given stages need."""
-        return []
-
-    def generator_identity(self) -> str: ...
-
-    def encoder_identity(self) -> str: ...
-
-    def load_generator(self, device: str): ...
-
-    def load_encoder(self, device: str):
-        """-> (encoder, latent_avg [512] tensor)"""
-
-    def edit_direction(self, name_or_path: str):
-        """-> (numpy float32 [512], identity string)"""
-
-
-class PretrainedModels(ModelSource):
-    """The released checkpoints: ReStyle encoder file (its decoder is the generator), boundaries, LPIPS."""
-
-    name = "pretrained"
-
-    def __init__(self, weights_dir: Path, settings: dict[str, Any]):
-        self.weights_dir = weights_dir
-        enc = settings.get("encode", {})
-        self.encoder_name = "restyle_psp" if enc.get("encoder", "e4e") == "psp" else "restyle_e4e"
-        self.generator_path = enc.get("generator") or None  # optional override: .pkl/.pt/.safetensors
-        self._ckpt = None
-
-    def required_weights(self, settings, stages=STAGE_ORDER):
-        names = []
-        if set(stages) & {"encode", "tune", "render"}:  # the generator comes from the encoder's checkpoint
-            names.append(self.encoder_name)
-        tune = settings.get("tune", {})
-        if ("tune" in stages and tune.get("tuner", "pti") == "pti" and tune.get("lpips_weight", 1.0) > 0
-                and not tune.get("allow_l2_only")):
-            names.append("lpips_alexnet" if tune.get("lpips_net", "alex") == "alex" else "lpips_vgg")
-        if "edit" in stages:
-            from videdit.edits import parse_edits
-
-            edit = settings.get("edit", {})
-            specs = parse_edits(edit_strings(edit))
-            names += [W.EDIT_DIRECTIONS[s.target] for s in specs if s.kind == "w" and s.target in W.EDIT_DIRECTIONS]
-            if any(s.kind == "text" for s in specs):  # StyleCLIP: CLIP, delta_i_c and s_stats, unless given by path
-                names += [name for name, key in (("clip_vit_b32", "clip"), ("styleclip_delta_i_c", "delta_i_c"),
-                                                 ("styleclip_s_stats", "s_stats")) if not edit.get(key)]
-        return names
-
-    def _path(self, name: str) -> Path:
-        return W.require([name], self.weights_dir)[name]
-
-    def _file_identity(self, path: Path) -> str:
-        st = path.stat()
-        return f"{path.name}:{st.st_size}:{st.st_mtime_ns}"
-
-    def encoder_identity(self):
-        return self._file_identity(self._path(self.encoder_name))
-
-    def generator_identity(self):
-        return self._file_identity(Path(self.generator_path)) if self.generator_path else self.encoder_identity()
-
-    def _checkpoint(self):
-        if self._ckpt is None:
-            from videdit.checkpoints.restyle import load_restyle_checkpoint
-
-            self._ckpt = load_restyle_checkpoint(self._path(self.encoder_name))
-        return self._ckpt
-
-    def load_encoder(self, device):
-        ckpt = self._checkpoint()
-        return ckpt.encoder.to(device).eval(), ckpt.latent_avg.to(device)
-
-    def load_generator(self, device):
-        if self.generator_path:
-            from videdit.checkpoints import load_generator
-
-            return load_generator(self.generator_path, device=device)
-        return self._checkpoint().generator.to(device)
-
-    def edit_direction(self, name_or_path):
-        path = Path(name_or_path)
-        if name_or_path in W.EDIT_DIRECTIONS:
-            path = self._path(W.EDIT_DIRECTIONS[name_or_path])
-        elif not path.is_file():
-            raise VideditError(f"unknown edit {name_or_path!r}: use one of {', '.join(W.EDIT_DIRECTIONS)} or a .npy file")
-        from videdit.stages.edit import load_direction
-
-        return load_direction(path, 512), self._file_identity(path)
-
-
-class StandInModels(ModelSource):
-    """Small randomly initialised networks for the demo and the tests: the pipeline runs for real, the faces are meaningless."""
-
-    name = "stand-in"
-
-    def __init__(self, resolution: int = 64, seed: int = 0, encoder_backbone: str = "resnet34"):
-        self.resolution = resolution
-        self.seed = seed
-        self.backbone = encoder_backbone
-
-    def generator_identity(self):
-        return f"standin-generator:{self.resolution}:{self.seed}"
-
-    def encoder_identity(self):
-        return f"standin-encoder:{self.backbone}:{self.seed}"
-
-    def load_generator(self, device):
-        import torch
-
-        from videdit.networks.stylegan3 import Generator, tiny_generator_kwargs
-
-        torch.manual_seed(self.seed)
-        return Generator(**tiny_generator_kwargs(self.resolution)).to(device).eval()
-
-    def load_encoder(self, device):
-        import torch
-
-        from videdit.networks.encoders import ReStyleEncoder
-
-        torch.manual_seed(self.seed + 1)
-        enc = ReStyleEncoder(kind="e4e", backbone=self.backbone)
-        # Shrink the random heads' outputs so the stand-in latents stay near the generator's average.
-        with torch.no_grad():
-            for name, p in enc.named_parameters():
-                if name.startswith("styles.") and ".linear." in name:
-                    p.mul_(0.05)
-        latent_avg = self.load_generator("cpu").mapping.w_avg.detach().clone()
-        return enc.to(device).eval(), latent_avg.to(device)
-
-    def edit_direction(self, name_or_path):
-        import numpy as np
-
-        path = Path(name_or_path)
-        if path.is_file():
-            from videdit.stages.edit import load_direction
-
-            return load_direction(path, 512), f"{path.name}:{path.stat().st_size}"
-        import zlib
-
-        rng = np.random.default_rng(zlib.crc32(name_or_path.encode()))
-        d = rng.standard_normal(512).astype(np.float32)
-        return d / np.linalg.norm(d), f"standin-direction:{name_or_path}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -221,12 +70,6 @@ class FacesOptions:
     min_track_frames: int = 10
     landmarks: str = "dlib"
     full_search_every: int = 1
-
-
-def edit_strings(edit: dict[str, Any]) -> list[str]:
-    """The edits of an [edit] section: `direction` (if set) first, then `edits`."""
-    direction = edit.get("direction") or ""
-    return ([direction] if direction else []) + [e for e in (edit.get("edits") or []) if e]
 
 
 # Preset section -> (module, settings class, keys the section may hold that the pipeline itself consumes).

@@ -22,6 +22,7 @@ import numpy as np
 
 from videdit.errors import InputError, MissingWeightsError
 from videdit import records
+from videdit.edits import load_direction
 from videdit.records import RECONSTRUCTION_KEY
 
 # Published default strengths per direction (stylegan3-editing's video defaults render the two ends).
@@ -96,22 +97,6 @@ def locate_direction(direction: str | PathLike, weights_dir: str | PathLike | No
         raise MissingWeightsError(
             f"edit {name!r} needs {entry.filename} in {wdir}; get it with `{weights.fetch_command(entry)}`")
     return found
-
-
-def load_direction(path: str | PathLike, w_dim: int | None = None) -> np.ndarray:
-    """A direction file as float32 [w_dim]; accepts the published (1, 512) and plain (512,) shapes."""
-    try:
-        d = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot read edit direction {path}: {err}") from None
-    if d.ndim == 2 and d.shape[0] == 1:
-        d = d[0]
-    if d.ndim != 1 or (w_dim is not None and d.shape[0] != w_dim):
-        want = f"(1, {w_dim}) or ({w_dim},)" if w_dim else "(1, w_dim) or (w_dim,)"
-        raise InputError(f"edit direction {path} has shape {list(np.shape(d))}; expected {want}")
-    if not np.issubdtype(d.dtype, np.floating) or not np.all(np.isfinite(d)):
-        raise InputError(f"edit direction {path} must hold finite floating-point values")
-    return d.astype(np.float32)
 
 
 def apply_direction(latents: np.ndarray, direction: np.ndarray, strength: float) -> np.ndarray:
