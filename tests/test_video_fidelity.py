@@ -453,3 +453,20 @@ def test_auto_settings_match_the_source(source, suffix, size, expected):
     assert encoder.encoded_size == size
     # untagged: the matrix players assume for the size, limited range
     assert encoder.color_space == ("bt709" if min(size) > 576 else "smpte170m") and encoder.color_range == "tv"
+
+
+def test_stopping_early_never_hangs_the_decoder(clips):
+    """A consumer that takes a few frames and stops (next(iter(reader)), a break) closes the reader's generator
+    mid-stream; freeing a frame-threaded decoder from a packet's destructor used to deadlock in FFmpeg (seen
+    within a few dozen tries). In a child process, so a hang is a timeout, not a stuck suite."""
+    import subprocess
+    import sys
+
+    code = ("import gc, sys; from videdit.io import VideoReader\n"
+            "for _ in range(150):\n"
+            "    for p in sys.argv[1:]:\n"
+            "        next(iter(VideoReader(p, rgb='source'))); gc.collect()\n"
+            "print('done')\n")
+    paths = [str(clips[n]) for n in ("hevc10_hlg_2020", "h264_444_601", "hevc10_full_709")]
+    proc = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert proc.stdout.strip() == "done", proc.stderr

@@ -499,41 +499,52 @@ class VideoReader:
                 stream.codec_context.thread_count = self.threads
             last_pts = None
             packet_end = last_size = 0  # how far into the file the video packets reached
-            for packet in container.demux(stream):
-                packet_time = float(packet.pts * packet.time_base) if packet.pts is not None else None
-                if packet.size and packet.pos is not None and packet.pos >= 0:
-                    packet_end, last_size = max(packet_end, packet.pos + packet.size), packet.size
+            packet = decoded_frames = decoded = None
+            try:
+                for packet in container.demux(stream):
+                    packet_time = float(packet.pts * packet.time_base) if packet.pts is not None else None
+                    if packet.size and packet.pos is not None and packet.pos >= 0:
+                        packet_end, last_size = max(packet_end, packet.pos + packet.size), packet.size
+                    try:
+                        decoded_frames = packet.decode()
+                    except (av.error.FFmpegError, OSError) as error:
+                        if index == 0:
+                            raise InputError(f"{self.path}: decoding failed at frame 0 ({type(error).__name__}); "
+                                             "the file is damaged or truncated") from None
+                        problems.append(DecodeProblem(index - 1, packet_time, f"packet not decodable ({type(error).__name__})"))
+                        continue
+                    if packet.is_corrupt:  # the container's checks (e.g. a broken .ts continuity counter)
+                        problems.append(DecodeProblem(index - 1, packet_time, "damaged packet"))
+                    for message in libav.new_messages():
+                        problems.append(DecodeProblem(index - 1, packet_time, message))
+                    for decoded in decoded_frames:
+                        if decoded.is_corrupt:
+                            problems.append(DecodeProblem(index - 1, packet_time, "the decoder marked the frame corrupt"))
+                        pts = decoded.pts
+                        if pts is None:
+                            pts = (last_pts + frame_step) if last_pts is not None else self.info.start_pts
+                            pts = int(round(pts))
+                        image = frame_to_rgb(decoded, self.dtype)
+                        if self.autorotate:
+                            turns = _rotation_of(decoded) // 90
+                            if turns:
+                                image = np.ascontiguousarray(np.rot90(image, turns))
+                        yield Frame(index=index, image=image, pts=int(pts), time_s=float(pts * time_base))
+                        last_pts = pts
+                        index += 1
+                if container.format.name in _STREAM_FORMATS:
+                    unread = self.path.stat().st_size - packet_end
+                    if unread > 4096 + last_size // 16:  # more than the last packet's container overhead
+                        problems.append(DecodeProblem(index - 1, None, f"the last {unread} bytes hold no readable video"))
+            finally:
+                # A consumer that stops early (next(iter(reader)), a break) closes this generator here: drop the
+                # packets and frames, then flush the threaded decoder, before the container goes. Freeing a
+                # frame-threaded decoder from a packet's destructor afterwards can deadlock inside FFmpeg.
+                packet = decoded_frames = decoded = None
                 try:
-                    decoded_frames = packet.decode()
-                except (av.error.FFmpegError, OSError) as error:
-                    if index == 0:
-                        raise InputError(f"{self.path}: decoding failed at frame 0 ({type(error).__name__}); "
-                                         "the file is damaged or truncated") from None
-                    problems.append(DecodeProblem(index - 1, packet_time, f"packet not decodable ({type(error).__name__})"))
-                    continue
-                if packet.is_corrupt:  # the container's checks (e.g. a broken .ts continuity counter)
-                    problems.append(DecodeProblem(index - 1, packet_time, "damaged packet"))
-                for message in libav.new_messages():
-                    problems.append(DecodeProblem(index - 1, packet_time, message))
-                for decoded in decoded_frames:
-                    if decoded.is_corrupt:
-                        problems.append(DecodeProblem(index - 1, packet_time, "the decoder marked the frame corrupt"))
-                    pts = decoded.pts
-                    if pts is None:
-                        pts = (last_pts + frame_step) if last_pts is not None else self.info.start_pts
-                        pts = int(round(pts))
-                    image = frame_to_rgb(decoded, self.dtype)
-                    if self.autorotate:
-                        turns = _rotation_of(decoded) // 90
-                        if turns:
-                            image = np.ascontiguousarray(np.rot90(image, turns))
-                    yield Frame(index=index, image=image, pts=int(pts), time_s=float(pts * time_base))
-                    last_pts = pts
-                    index += 1
-            if container.format.name in _STREAM_FORMATS:
-                unread = self.path.stat().st_size - packet_end
-                if unread > 4096 + last_size // 16:  # more than the last packet's container overhead
-                    problems.append(DecodeProblem(index - 1, None, f"the last {unread} bytes hold no readable video"))
+                    stream.codec_context.flush_buffers()
+                except Exception:  # noqa: BLE001 - a decoder in an error state still gets closed below
+                    pass
         if index == 0:
             raise InputError(f"{self.path}: no frame could be decoded; the file is damaged or truncated")
         self.n_frames_read = index
