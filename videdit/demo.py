@@ -26,7 +26,7 @@ def run_demo(out: Path | None = None, n_frames: int = 24, weights_dir: Path | No
     """The whole pipeline on a generated clip, or on the user's `video`, with the released checkpoints when they
     are all present and the stand-in networks otherwise (said plainly). Returns the run's exit code."""
     from videdit.engines import format_summary, run_many
-    from videdit.pipeline import Pipeline, PretrainedModels, StandInModels
+    from videdit.pipeline import Pipeline, StandInModels
     from videdit.synthetic import make_clip
 
     echo = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import sys
 import time
 from dataclasses import dataclass, field

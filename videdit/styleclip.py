@@ -235,11 +235,11 @@ def text_edit_direction(target: str, *, beta: float, synthesis=None, neutral: st
 # ---- making delta_i_c and s_stats for a generator --------------------------------------------------------------
 
 def _atomic_write(path: Path, write: Callable) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as handle:
+    """write(handle) fills the file; it lands at `path` complete or not at all."""
+    from videdit.fileio import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         write(handle)
-    os.replace(partial, path)
 
 
 def _z_batches(seed: int, count: int, z_dim: int, batch: int):

@@ -125,11 +125,9 @@ def save_styles(path: str | Path, styles: Mapping[str, torch.Tensor]) -> Path:
     path = Path(path)
     keys = list(styles)
     tensors = {key: styles[key].detach().to("cpu", torch.float32).contiguous() for key in keys}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    save_file(tensors, str(partial), metadata={_ORDER_KEY: json.dumps(keys)})
-    partial.replace(path)
-    return path
+    from videdit.fileio import atomic_save
+
+    return atomic_save(path, lambda tmp: save_file(tensors, str(tmp), metadata={_ORDER_KEY: json.dumps(keys)}))
 
 
 def load_styles(path: str | Path, widths: Mapping[str, int] | None = None) -> Styles:

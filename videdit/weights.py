@@ -317,9 +317,9 @@ def add(src: Path, weights_dir: Path, name: str | None = None) -> Path:
     dest = expected_path(w, weights_dir)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.resolve() != src.resolve():
-        tmp = dest.with_name(dest.name + ".part")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
+        from videdit.fileio import atomic_save
+
+        atomic_save(dest, lambda tmp: shutil.copyfile(src, tmp))
     return dest
 
 

@@ -24,7 +24,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -497,16 +496,9 @@ def save_safetensors_atomic(tensors: dict, path: Path, metadata: dict) -> Path:
     """Write a .safetensors file under a temporary name and rename it into place (complete or absent)."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp_name, metadata=metadata)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    from videdit.fileio import atomic_save
+
+    return atomic_save(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def save_generator(G: torch.nn.Module, path: str | os.PathLike) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from videdit.errors import CheckpointError, MissingWeightsError
+from videdit.errors import CheckpointError
 
 ARCFACE_FILES = ("model_ir_se50.pth", "CurricularFace_Backbone.pth")
 # dlib's own rule: descriptors of one person are closer than this (Euclidean).

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
-from typing import Sequence
+
 
 import torch
 import torch.nn.functional as F

@@ -344,8 +344,6 @@ class FrameOffsets:
 
     def save(self, path: str | PathLike) -> Path:
         import json
-        import os
-        import tempfile
 
         from safetensors.torch import save_file
 
@@ -357,15 +355,10 @@ class FrameOffsets:
             tensors[f"{name}.bias"] = self.bias[name].contiguous()
             if self.base is not None:
                 tensors[f"{name}.base"] = self.base[name].detach().float().cpu().contiguous()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"format": OFFSETS_FORMAT, "layers": json.dumps(self.layers),
-                                              "base": json.dumps(self.base is not None)})
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        from videdit.fileio import atomic_save
+
+        metadata = {"format": OFFSETS_FORMAT, "layers": json.dumps(self.layers), "base": json.dumps(self.base is not None)}
+        atomic_save(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
         return path
 
     @classmethod

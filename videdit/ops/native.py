@@ -29,7 +29,6 @@ import platform
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,10 +269,9 @@ def _kill_group(proc: subprocess.Popen):
 
 
 def _write_json_atomic(path: Path, data: dict):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    from videdit.fileio import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def import_module(spec: ExtensionSpec, path: Path):

@@ -17,8 +17,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -253,11 +251,10 @@ class KernelSelfCheck:
         families = saved.get("families", {})
         families[key] = asdict(verdict)
         try:
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.cache_path.parent, prefix=self.cache_path.name, suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump({"version": CHECK_VERSION, "families": families}, f, indent=1, sort_keys=True)
-            os.replace(tmp, self.cache_path)
+            from videdit.fileio import atomic_write_text
+
+            atomic_write_text(self.cache_path, json.dumps({"version": CHECK_VERSION, "families": families},
+                                                          indent=1, sort_keys=True))
         except OSError as exc:  # a read-only cache only costs a new check in the next process
             logger.info("could not save %s: %s", self.cache_path, exc)
 
