@@ -268,6 +268,9 @@ class Pipeline:
                     result.stages[stage.name] = outcome.status
             if until is None or STAGE_ORDER.index(until) >= STAGE_ORDER.index("composite"):
                 result.outputs = self._publish(video, run_dir)
+        align_record = records.RunFolder(run_dir).align / records.TRANSFORMS
+        if align_record.is_file():  # frames actually read (the probe's count is the container's estimate)
+            result.frames = records.AlignRecord.load(align_record).n_frames
         log.write("run", "done", ", ".join(f"{k} {v}" for k, v in result.stages.items()))
         if result.outputs:
             reporter.say("outputs:\n" + "\n".join(f"  {p}" for p in result.outputs)

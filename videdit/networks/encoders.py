@@ -12,7 +12,6 @@ import math
 import zlib
 from dataclasses import dataclass, field
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
