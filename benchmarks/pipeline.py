@@ -51,7 +51,7 @@ from benchmarks.common import (
     best_time, cuda_peak_mb, markdown_table, peak_rss_mb, ratio, reset_peak_rss, set_threads, sync,
 )
 from videdit.errors import VideditError
-from videdit.pipeline import STAGE_ORDER, ModelSource, Pipeline
+from videdit.pipeline import ModelSource, Pipeline
 
 MINUTE_FRAMES = 60 * 30  # a 1-minute clip at 30 fps
 EDIT_DIRECTION = "age"  # any named direction: recon + one edit, as `videdit run --edit age` renders
@@ -150,7 +150,7 @@ def run_stages(pipe: Pipeline, clip: Path, run_dir: Path) -> dict[str, dict]:
     cuda = pipe.device.startswith("cuda")
     clock = ratio_clock(pipe.device)
     rows = {}
-    for stage in STAGE_ORDER:
+    for stage in pipe.active_stages():  # the optional stitch stage only when the settings turn it on
         gc.collect()
         if cuda:
             torch.cuda.reset_peak_memory_stats(pipe.device)
