@@ -147,3 +147,30 @@ def test_run_stitch_writes_generators_that_render_a_folder_for_the_composite(tmp
     assert not (tmp_path / "composite" / "stitched" / "recon").exists()
     with pytest.raises(InputError, match="stitch"):
         run_composite(video, align_dir, render_dir, ["recon"], tmp_path / "c2", CompositeSettings(stitch=True))
+
+
+def test_the_pipeline_runs_stitch_as_its_own_stage(tmp_path):
+    """[stitch] enabled: stitch runs between smooth and render, render draws each W+ key with its stitched
+    generator, composite only composites; a second run finds every stage cached."""
+    from videdit.pipeline import Pipeline, StandInModels
+    from videdit.synthetic import make_clip
+
+    clip = make_clip(tmp_path / "face.mp4", n_frames=4, size=(192, 160), audio=False)
+    overrides = {"align.crop_size": 64, "encode.n_iters": 1, "tune.tuner": "none", "edit.direction": "age",
+                 "edit.strengths": [3.0], "stitch.enabled": True, "stitch.steps": 2, "stitch.batch_size": 2,
+                 "render.side_by_side": False}
+
+    def run(**more):
+        pipe = Pipeline.from_preset("default", overrides={**overrides, **more}, quiet=True,
+                                    models=StandInModels(resolution=64))
+        return pipe.run(clip.path, tmp_path / "run")
+
+    first = run()
+    assert first.status == "ok", first.error
+    assert list(first.stages) == ["align", "encode", "tune", "edit", "smooth", "stitch", "render", "composite"]
+    assert (first.run_dir / "stitch" / "generator_recon.safetensors").is_file()
+    assert (first.run_dir / "stitch" / "generator_age.safetensors").is_file()
+    assert set(run().stages.values()) == {"cached"}
+    # More stitching steps: stitch and what follows it rerun, nothing before it.
+    more = run(**{"stitch.steps": 3})
+    assert [s for s, v in more.stages.items() if v == "ran"] == ["stitch", "render", "composite"]
