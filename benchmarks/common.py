@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from videdit import memory  # noqa: E402  (the one reader of RSS and its peak)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,33 +29,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def current_rss_mb() -> float:
     """This process's resident size now (MiB); nan where /proc is absent."""
-    try:
-        with open("/proc/self/statm") as statm:
-            pages = int(statm.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    rss = memory.current_rss()
+    return rss / 2**20 if rss else float("nan")
 
 
-def reset_peak_rss() -> bool:
-    """Restart the peak-RSS high-water mark (Linux >= 4.0); False where the kernel does not allow it."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        return True
-    except OSError:
-        return False
+reset_peak_rss = memory.reset_peak_rss  # the library's: restart the peak-RSS high-water mark
 
 
 def peak_rss_mb() -> float:
     """This process's peak resident size (MiB) since start or the last `reset_peak_rss`."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
+    peak = memory.peak_rss()
+    if peak:
+        return peak / 2**20
     scale = 1 / 2**20 if sys.platform == "darwin" else 1 / 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
