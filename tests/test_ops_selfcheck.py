@@ -6,7 +6,6 @@ at CPU tensors (monkeypatched native.cuda_supports / cuda_module / CUDA_OPS).
 """
 from __future__ import annotations
 
-import ast
 import json
 import logging
 import math
@@ -21,6 +20,8 @@ from videdit.ops.bias_act import bias_act_torch
 from videdit.ops.filtered_lrelu import filtered_lrelu_torch
 from videdit.ops.upfirdn2d import upfirdn2d_torch
 
+from tests.test_architecture import find_cycles, import_graph  # noqa: E402
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 OPS_DIR = Path(ops.__file__).resolve().parent
@@ -31,64 +32,11 @@ FILTER = torch.tensor([0.1, 0.25, 0.3, 0.25, 0.1])
 # Import cycles
 
 
-def _imports(path: Path, package: str, modules: set[str]) -> set[str]:
-    """The modules of `modules` that the file imports, at module level or inside functions."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: from . import x / from .x import y
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(parts + ([node.module] if node.module else []))
-            # `from pkg import submodule` imports the submodule; `from module import name` the module.
-            for alias in node.names:
-                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
-    return found & modules
-
-
 def _import_graph() -> dict[str, set[str]]:
-    names = {p: "videdit.ops" if p.stem == "__init__" else f"videdit.ops.{p.stem}" for p in OPS_DIR.glob("*.py")}
-    modules = set(names.values())
-    return {name: _imports(path, "videdit.ops", modules) - {name} for path, name in names.items()}
-
-
-def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components with more than one module (Tarjan)."""
-    index, low, stack, on_stack, result = {}, {}, [], set(), []
-
-    def visit(v):
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in graph[v]:
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            if len(component) > 1:
-                result.append(sorted(component))
-
-    for v in sorted(graph):
-        if v not in index:
-            visit(v)
-    return result
-
-
-def test_cycle_finder_finds_a_planted_cycle():
-    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
-    assert _cycles(graph) == [["a", "b", "c"]]
-    assert _cycles({"a": {"b"}, "b": set()}) == []
+    """The ops modules' imports of each other (the package-wide reader of tests/test_architecture.py)."""
+    graph = import_graph()
+    return {name: {t for t in targets if t.startswith("videdit.ops")} for name, targets in graph.items()
+            if name == "videdit.ops" or name.startswith("videdit.ops.")}
 
 
 def test_ops_modules_import_each_other_without_cycles():
@@ -96,7 +44,7 @@ def test_ops_modules_import_each_other_without_cycles():
     assert "videdit.ops.native" in graph["videdit.ops.backend"]  # the scan sees function-level imports too
     assert "videdit.ops.backend" not in graph["videdit.ops.native"]
     assert graph["videdit.ops.mode"] == set(), "the mode switch must stay a leaf"
-    assert _cycles(graph) == []
+    assert find_cycles(graph) == []
 
 
 def test_backend_still_exports_the_mode_switch(monkeypatch):
