@@ -14,7 +14,7 @@ with different settings or inputs is ignored (and replaced).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from os import PathLike
 from pathlib import Path
 from typing import Callable
@@ -64,12 +64,13 @@ class TuneSettings:
     lpips_random_backbone: bool = False
     frame_cache_mb: int = 1024
     progress: bool = True
+    fit_memory: bool = True  # lower batch_size to what one probe sample says fits in free memory
 
 
 def _fingerprint(settings: TuneSettings, inputs: TuneInputs, crops: CropFrames, pool: np.ndarray) -> str:
     """What determines the tuning trajectory (not `steps`: a longer run continues a shorter one)."""
     h = settings_fingerprint(asdict(settings), ignore=("steps", "checkpoint_every", "device", "weights_dir",
-                                                       "frame_cache_mb", "progress"))
+                                                       "frame_cache_mb", "progress", "fit_memory"))
     update_with_module(h, inputs.generator)
     h.update(np.ascontiguousarray(inputs.latents).tobytes())
     h.update(inputs.inv_transforms.numpy().tobytes())
@@ -83,7 +84,7 @@ class PTI(Tuner):
     settings_class = TuneSettings
     section = "tune"
     record_name = "tune.json"
-    runtime_fields = ("device", "progress", "frame_cache_mb", "weights_dir")
+    runtime_fields = ("device", "progress", "frame_cache_mb", "weights_dir", "fit_memory")
 
     def check(self, settings: TuneSettings) -> None:
         if settings.steps < 0 or settings.batch_size < 1 or settings.checkpoint_every < 0 or settings.lr <= 0:
@@ -104,6 +105,18 @@ class PTI(Tuner):
         loss_fn = make_reconstruction_loss(s.l2_weight, s.lpips_weight, s.lpips_net, allow_l2_only=s.allow_l2_only,
                                            weights_dir=s.weights_dir, random_backbone=s.lpips_random_backbone).to(device)
         ws_all, inv_all = inputs.ws(), inputs.inv_transforms
+
+        if s.fit_memory and s.batch_size > 1:
+            from videdit.memory import fit_batch
+
+            def probe() -> None:  # one sample's forward and backward; no optimizer step, so nothing changes
+                idx = pool[:1]
+                image = G.synthesis(ws_all[idx].to(device), transform=inv_all[idx].to(device))
+                loss_fn(image, crops.batch(idx, device))[0].backward()
+                for p in params:
+                    p.grad = None
+
+            s = replace(s, batch_size=fit_batch(s.batch_size, probe, device=str(device), what="tune").batch_size)
 
         def step(index: int) -> StepOutput:
             idx = batch_indices(index, pool, s.batch_size, s.seed)
