@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from benchmarks import common, pipeline
@@ -23,13 +22,24 @@ def _child_env() -> dict[str, str]:
     return dict(env, OMP_NUM_THREADS="1")
 
 
+def _fresh_pages(mib: int):
+    """`mib` MiB of newly mapped, touched memory: resident pages the process did not hold before (an
+    allocation through malloc may reuse freed heap pages that are still resident after earlier tests)."""
+    import mmap
+
+    block = mmap.mmap(-1, mib * 2**20)
+    for offset in range(0, len(block), 4096):
+        block[offset] = 1
+    return block
+
+
 @pytest.mark.skipif(not common.reset_peak_rss(), reason="kernel without a resettable VmHWM")
 def test_peak_rss_sees_an_allocation_and_forgets_it_after_a_reset():
     common.reset_peak_rss()
     before = common.peak_rss_mb()
-    block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, touched
+    block = _fresh_pages(64)
     with_block = common.peak_rss_mb()
-    del block
+    block.close()
     common.reset_peak_rss()
     after_reset = common.peak_rss_mb()
     assert with_block - before >= 60
@@ -38,10 +48,9 @@ def test_peak_rss_sees_an_allocation_and_forgets_it_after_a_reset():
 
 def test_rss_poller_measures_the_increase_inside_the_block():
     with common.RSSPoller(interval_s=0.001) as meter:
-        block = np.ones(48 * 2**20, dtype=np.uint8)
-        block[::4096] = 2
+        block = _fresh_pages(48)
     assert meter.increase_mb >= 40
-    del block
+    block.close()
     with common.RSSPoller() as quiet:
         pass
     assert quiet.increase_mb < 40
