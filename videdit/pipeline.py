@@ -22,7 +22,7 @@ from videdit import records
 from videdit.edits import edit_strings
 from videdit.models import ModelSource, PretrainedModels, StandInModels  # noqa: F401  (part of the pipeline's API)
 from videdit.records import STAGE_ORDER, VideoResult
-from videdit.runner import Stage, StageLog, StageRunner
+from videdit.runner import MANIFEST, Stage, StageLog, StageRunner
 
 
 
@@ -253,7 +253,11 @@ class Pipeline:
         reporter.say(f"{video.name} -> {run_dir}")
         with log.capture(), reporting(reporter):
             stages = self.stages_for(video, run_dir, until)
-            estimates = self.estimate(result.frames or 0, [s.name for s in stages]) if self.estimate_time else {}
+            # Stages already complete in the folder are most likely cached: they cost nothing, and no network
+            # is loaded or probed for them (a rerun of a finished video stays quick).
+            pending = [s.name for s in stages if not (run_dir / s.name / MANIFEST).is_file()]
+            estimates = self.estimate(result.frames or 0, pending) if self.estimate_time and pending else {}
+            estimates = {s.name: estimates.get(s.name, 0.0) for s in stages} if estimates else {}
             reporter.plan([s.name for s in stages], estimates)
             if estimates:
                 total = sum(estimates.values())
