@@ -263,7 +263,9 @@ class Pipeline:
                 total = sum(estimates.values())
                 reporter.say(f"estimate ({self._estimate_note}): {result.frames} frames, "
                              + ", ".join(f"{k} ~{format_duration(v)}" for k, v in estimates.items() if v >= 1)
-                             + f"; about {format_duration(total)} if nothing is cached")
+                             + f"; about {format_duration(total)} if nothing is cached"
+                             + (f"; memory about {_size(self._sample_bytes)} per frame of a render batch, "
+                                f"PTI about 3x that per sample" if self._sample_bytes else ""))
             if self.sections["faces"].select:
                 self._run_tracks(video, run_dir, log, result, until, forced, reporter)
             else:
@@ -339,6 +341,7 @@ class Pipeline:
     # ---- estimate before long work
 
     _estimate_note = "rough, from one probe pass per network on this device"
+    _sample_bytes = 0  # peak memory of the probe synthesis pass (set by estimate)
 
     def estimate(self, n_frames: int, stages: list[str]) -> dict[str, float]:
         """Expected seconds per stage: passes per frame (or per step) times one pass timed here.
@@ -357,8 +360,10 @@ class Pipeline:
             ws = G.mapping.w_avg.detach().reshape(1, 1, -1).repeat(1, G.num_ws, 1).to(self.device)
             with torch.no_grad():
                 G.synthesis(ws)  # warm-up (first calls allocate and pick kernels)
+                from videdit.memory import measure_peak
+
                 t0 = time.perf_counter()
-                G.synthesis(ws)
+                self._sample_bytes = measure_peak(lambda: G.synthesis(ws), self.device)
                 t_syn = time.perf_counter() - t0
                 if "encode" in stages:
                     encoder, _ = self.encoder()
@@ -592,6 +597,10 @@ class _VideoContext:
 
         return Stage("composite", fn, dataclasses.asdict(settings),
                      {"render": self.render_dir, "align": self.align_dir, "video": self.video})
+
+
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.1f} GB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MB"
 
 
 def _drop(d: dict[str, Any], *keys: str) -> dict[str, Any]:
