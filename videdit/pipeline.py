@@ -250,8 +250,10 @@ class Pipeline:
         log.handler.echo = None if self.quiet else reporter.say
         log.write("run", "start", f"{video} -> {run_dir}; {environment_line(self.device)}; "
                                   f"settings {digest_text(canonical_json(settings))[:16]}")
-        reporter.say(f"{video.name} -> {run_dir}")
         with log.capture(), reporting(reporter):
+            # Whom to edit is settled first: a person who is not there is one line, before any estimate or work.
+            chosen = self.chosen_tracks(video, run_dir) if self.sections["faces"].select else None
+            reporter.say(f"{video.name} -> {run_dir}")
             stages = self.stages_for(video, run_dir, until)
             # Stages already complete in the folder are most likely cached: they cost nothing, and no network
             # is loaded or probed for them (a rerun of a finished video stays quick).
@@ -267,7 +269,7 @@ class Pipeline:
                              + (f"; memory about {_size(self._sample_bytes)} per frame of a render batch, "
                                 f"PTI about 3x that per sample" if self._sample_bytes else ""))
             if self.sections["faces"].select:
-                self._run_tracks(video, run_dir, log, result, until, forced, reporter)
+                self._run_tracks(video, run_dir, log, result, until, forced, reporter, chosen)
             else:
                 for stage in stages:
                     outcome = runner.run(stage)
@@ -303,11 +305,10 @@ class Pipeline:
         atomic_write_text(key_path, key)
         return FaceTracks.load(run_dir)  # what later runs will read, so their cache keys agree
 
-    def _run_tracks(self, video: Path, run_dir: Path, log: StageLog, result: VideoResult, until: str | None,
-                    forced: bool | set[str], reporter) -> None:
+    def chosen_tracks(self, video: Path, run_dir: Path) -> list:
+        """The face tracks `[faces] select` asks for (long enough to edit); one line when there are none."""
         from videdit.errors import InputError
         from videdit.face.tracks import select_people
-        from videdit.stages import composite as comp
 
         tracks = self.face_tracks(video, run_dir)
         people = select_people(tracks, self.sections["faces"].select)
@@ -315,6 +316,12 @@ class Pipeline:
         if not chosen:
             raise InputError(f"{video}: {', '.join(people)} {'has' if len(people) == 1 else 'have'} no track of at least "
                              f"{tracks.min_track_frames} frames; nothing to edit (see `videdit faces {video}`)")
+        return chosen
+
+    def _run_tracks(self, video: Path, run_dir: Path, log: StageLog, result: VideoResult, until: str | None,
+                    forced: bool | set[str], reporter, chosen: list) -> None:
+        from videdit.stages import composite as comp
+
         last = STAGE_ORDER.index(until) if until else len(STAGE_ORDER) - 1
         names = [n for n in self.active_stages() if n != "composite" and STAGE_ORDER.index(n) <= last]
         layers = []
