@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.clips import make_audio_clip
+from tests.test_video_fidelity import TIMES_MS, ClipSpec, write_source_clip
 
 av = pytest.importorskip("av")
-TIMES_MS = [0, 40, 80, 160, 200, 240, 320, 360]  # variable frame rate
 RAMP_ROWS = slice(0, 24)
 
 
@@ -62,47 +61,20 @@ def _yuv(rgb, pix_fmt, full, matrix):
     return [np.clip(np.rint(p), 0, top).astype(dtype) for p in planes]
 
 
-# name -> (codec, pix_fmt, size, range code, matrix, primaries, transfer)
+# name -> the clip's format (codec, pix_fmt, size, range, matrix, primaries, transfer as H.273 codes)
 FORMATS = {
-    "hevc10_full_709": ("libx265", "yuv420p10le", (256, 256), 2, 1, 1, 1),  # a phone's 10-bit clip
-    "hevc10_hlg_2020": ("libx265", "yuv420p10le", (256, 256), 1, 9, 9, 18),  # HDR: BT.2020, HLG transfer
-    "h264_444": ("libx264", "yuv444p", (256, 256), 1, 6, 6, 6),  # 4:4:4, BT.601 tags
-    "h264_odd": ("libx264", "yuv444p", (257, 255), 1, 1, 1, 1),  # odd size
+    "hevc10_full_709": ClipSpec("hevc10_full_709", "libx265", "yuv420p10le", (256, 256), 2, 1, 1, 1),  # a phone's clip
+    "hevc10_hlg_2020": ClipSpec("hevc10_hlg_2020", "libx265", "yuv420p10le", (256, 256), 1, 9, 9, 18),  # BT.2020, HLG
+    "h264_444": ClipSpec("h264_444", "libx264", "yuv444p", (256, 256), 1, 6, 6, 6),  # 4:4:4, BT.601 tags
+    "h264_odd": ClipSpec("h264_odd", "libx264", "yuv444p", (257, 255), 1, 1, 1, 1),  # odd size
 }
 
 
-def write_source_clip(folder: Path, name: str) -> Path:
-    """The face clip in the given format, tagged, VFR in a 1/1000 time base, with an AAC track."""
-    codec, pix_fmt, size, color_range, matrix, primaries, trc = FORMATS[name]
-    path = folder / f"{name}.mp4"
-    tone = make_audio_clip(folder / "tone.m4a", seconds=0.45)
-    with av.open(str(path), "w") as container, av.open(str(tone)) as audio_in:
-        stream = container.add_stream(codec, rate=25)
-        stream.width, stream.height = size
-        stream.pix_fmt = pix_fmt
-        stream.time_base = Fraction(1, 1000)
-        context = stream.codec_context
-        context.time_base = Fraction(1, 1000)
-        context.color_range, context.colorspace, context.color_primaries, context.color_trc = color_range, matrix, primaries, trc
-        stream.options = {"crf": "8", "x265-params": "log-level=error"} if codec == "libx265" else {"crf": "8"}
-        audio_out = container.add_stream_from_template(audio_in.streams.audio[0])
-        for ms, rgb in zip(TIMES_MS, _rgb_frames(size)):
-            frame = av.VideoFrame(size[0], size[1], pix_fmt)
-            for plane, values in zip(frame.planes, _yuv(rgb, pix_fmt, color_range == 2, matrix)):
-                padded = np.zeros((plane.height, plane.line_size // values.itemsize), values.dtype)
-                padded[:, :plane.width] = values
-                plane.update(padded)
-            frame.color_range, frame.colorspace, frame.color_primaries, frame.color_trc = color_range, matrix, primaries, trc
-            frame.pts, frame.time_base = ms, Fraction(1, 1000)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-        for packet in audio_in.demux(audio_in.streams.audio[0]):
-            if packet.dts is not None:
-                packet.stream = audio_out
-                container.mux(packet)
-    return path
+def write_face_clip(folder: Path, name: str) -> Path:
+    """The face clip in the given format, written by the fidelity tests' writer (tags, VFR times, AAC track)."""
+    spec = FORMATS[name]
+    frames = _rgb_frames(spec.size)
+    return write_source_clip(folder, spec, lambda i: _yuv(frames[i], spec.pix_fmt, spec.color_range == 2, spec.matrix))
 
 
 def describe(path: Path) -> dict:
@@ -121,7 +93,7 @@ def describe(path: Path) -> dict:
 
 @pytest.mark.parametrize("name", list(FORMATS))
 def test_demo_on_your_clip_keeps_the_video(tmp_path, name):
-    source = write_source_clip(tmp_path, name)
+    source = write_face_clip(tmp_path, name)
     env = dict(os.environ, VIDEDIT_WEIGHTS=str(tmp_path / "no-weights"))
     proc = subprocess.run([sys.executable, "-m", "videdit", "demo", str(source), "--out", str(tmp_path / "run"),
                            "--crf", "8", "-q"], capture_output=True, text=True, env=env, timeout=1200)
@@ -129,9 +101,10 @@ def test_demo_on_your_clip_keeps_the_video(tmp_path, name):
     out = tmp_path / "run" / f"{name}.recon.mp4"
     assert out.is_file() and (tmp_path / "run" / f"{name}.age.mp4").is_file(), proc.stdout
     src, got = describe(source), describe(out)
-    codec, pix_fmt, size, color_range, matrix, primaries, trc = FORMATS[name]
+    spec = FORMATS[name]
+    pix_fmt = spec.pix_fmt
     assert (got["size"], got["pix_fmt"], got["tags"]) == (src["size"], src["pix_fmt"], src["tags"]) == (
-        size, pix_fmt, (color_range, matrix, primaries, trc))
+        spec.size, pix_fmt, (spec.color_range, spec.matrix, spec.primaries, spec.trc))
     assert got["times"] == src["times"] and got["audio"] == src["audio"]
     if pix_fmt.endswith("10le"):  # away from the face, the 10-bit grey ramp keeps its code values
         worst = max(int(np.abs(a[RAMP_ROWS].astype(int) - b[RAMP_ROWS].astype(int)).max())
