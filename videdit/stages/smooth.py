@@ -109,8 +109,9 @@ def run_smooth(
         if sidecar.is_file():
             shutil.copyfile(sidecar, records.stylespace_sidecar(dst))
         result.latents_paths[key] = dst
-    for key in records.styles_keys(Path(latents_dir_of(latents_paths))):
-        result.latents_paths[key] = smooth_styles_file(Path(latents_dir_of(latents_paths)) / records.styles_name(key),
+    edit_dir = latents_dir_of(latents_paths)
+    for key in records.styles_keys(edit_dir):
+        result.latents_paths[key] = smooth_styles_file(edit_dir / records.styles_name(key),
                                                        out_dir / records.styles_name(key), num_frames, settings, segments)
     (out_dir / "smooth.json").write_text(json.dumps(
         {"num_frames": num_frames, "kernel": smoothing_kernel(settings).tolist(), "padding": settings.padding,
