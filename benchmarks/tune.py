@@ -95,7 +95,7 @@ def child(spec: dict) -> dict:
             last[0] = now
 
         settings = TuneSettings(steps=spec["steps"], batch_size=batch, checkpoint_every=0, lpips_random_backbone=True,
-                                progress=False, device=spec["device"])
+                                progress=False, device=spec["device"], micro_batch=spec.get("micro_batch", 0))
         # Import what run_tune imports lazily (lpips + torchvision; the optimizer pulls in torch._dynamo, tens
         # of seconds on a busy machine) so the first step's time holds only run_tune's own setup.
         import lpips  # noqa: F401
@@ -106,6 +106,7 @@ def child(spec: dict) -> dict:
     timed = step_times[1:] if len(step_times) > 1 else step_times
     return {
         "config": spec["config"], "resolution": G.img_resolution, "batch_size": batch, "steps": len(step_times),
+        "micro_batch": spec.get("micro_batch", 0),
         "params_m": sum(p.numel() for p in G.parameters()) / 1e6,
         "step_s": sum(timed) / len(timed), "first_step_s": step_times[0], "forward_s": forward_s,
         "peak_rss_mb": peak_rss_mb(),

@@ -341,11 +341,12 @@ def test_stage_files(aligned_clip):
     from videdit.io import VideoInfo, VideoReader
 
     truth, result, data = aligned_clip
-    for folder in (result.aligned_dir, result.unaligned_dir):
+    # aligned crops at the encoder's input size (AlignSettings.aligned_size), unaligned at crop_size
+    for folder, side in ((result.aligned_dir, 256), (result.unaligned_dir, 192)):
         files = sorted(folder.glob("*.png"))
         assert [f.name for f in files] == [f"{i:06d}.png" for i in range(truth.n_frames)]
         with Image.open(files[3]) as image:
-            assert image.size == (192, 192) and image.mode == "RGB"
+            assert image.size == (side, side) and image.mode == "RGB"
     preview = list(VideoReader(result.preview_path))
     assert len(preview) == truth.n_frames
     np.testing.assert_allclose([f.time_s for f in preview], truth.timestamps_s, atol=1e-3)
@@ -370,7 +371,7 @@ def test_unaligned_crop_is_aligned_crop_moved_by_the_transform(aligned_clip):
     size = int(data["crop_size"])
     i = 9
     with Image.open(result.aligned_dir / f"{i:06d}.png") as image:
-        aligned = image.copy()
+        aligned = image.resize((size, size), Image.BILINEAR)  # written at the encoder's size; t is in crop widths
     with Image.open(result.unaligned_dir / f"{i:06d}.png") as image:
         unaligned = np.asarray(image, dtype=float)
     # unaligned pixel p <- aligned pixel R^-1 (p - c - t*size) + c (PIL wants output -> input, edge coords)

@@ -42,7 +42,7 @@ def test_a_tiny_budget_lowers_the_batch_and_the_run_finishes(tmp_path, monkeypat
 
     clip = make_clip(tmp_path / "face.mp4", n_frames=5, size=(192, 160))
     overrides = {"align.crop_size": 64, "encode.n_iters": 1, "encode.batch_size": 4, "render.batch_size": 4,
-                 "tune.steps": 1, "tune.batch_size": 2, "tune.lpips_weight": 0.0, "tune.allow_l2_only": True,
+                 "tune.steps": 1, "tune.batch_size": 2, "tune.micro_batch": 2, "tune.lpips_weight": 0.0, "tune.allow_l2_only": True,
                  "tune.checkpoint_every": 0, "render.side_by_side": False}
 
     def run(name):
@@ -55,7 +55,7 @@ def test_a_tiny_budget_lowers_the_batch_and_the_run_finishes(tmp_path, monkeypat
     log = (small.run_dir / "log.txt").read_text()
     assert "encode warning encode: batch 4 would need" in log and "using batch 1" in log
     assert "render warning render: batch 4 would need" in log
-    assert "tune warning tune: batch 2 would need" in log
+    assert "tune warning tune (micro-batch): batch 2 would need" in log
     monkeypatch.delenv(memory.BUDGET_ENV)
     roomy = run("roomy")
     assert "would need" not in (roomy.run_dir / "log.txt").read_text()

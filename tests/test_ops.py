@@ -286,3 +286,23 @@ def test_modulated_conv2d_double_backward():
     w = torch.randn([4, 3, 3, 3], generator=gen, dtype=torch.float64, requires_grad=True)
     s = torch.randn([2, 3], generator=gen, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradgradcheck(lambda a, b, c: ops.modulated_conv2d(a, b, c, padding=2), (x, w, s))
+
+
+def test_filtered_lrelu_strips_keep_their_height_at_any_batch(monkeypatch):
+    """A batch is cut into the strips of one sample, sample by sample (not into B-times shorter strips with
+    B-times the recomputed halo): the per-image cost stays that of batch 1."""
+    monkeypatch.setattr(filtered_lrelu_module, "STRIP_BYTES", 40000)
+    fu = ops.design_lowpass_filter(12, 2.0, 6.0, 32)
+    settings = None
+    geometry = {}
+    for batch in (1, 4):
+        x = torch.zeros([batch, 4, 30, 30])
+        rs = filtered_lrelu_module.parse_resample(2, 2, [9, 8, 9, 8])
+        settings = filtered_lrelu_module._Settings(fu=fu, fd=fu, up=2, down=2, padx0=rs.padx0, padx1=rs.padx1,
+                                                   pady0=rs.pady0, pady1=rs.pady1, up_gain=4.0, post_gain=1.0,
+                                                   slope=0.2, clamp=None, flip_filter=False)
+        geometry[batch] = list(filtered_lrelu_module._strips(x, settings))
+    one = [strip[2:] for strip in geometry[1]]
+    assert len(one) > 1  # the map is really cut into strips
+    assert [strip[:2] for strip in geometry[4]] == [(n, n + 1) for n in range(4) for _ in one]
+    assert [strip[2:] for strip in geometry[4]] == one * 4

@@ -434,7 +434,10 @@ class _VideoContext:
     def stage_align(self) -> Stage:
         from videdit.stages import align as mod
 
-        settings = self._settings("align", {"device": self.pipe.device_request})
+        runtime = {"device": self.pipe.device_request}
+        if "aligned_size" not in self.s.get("align", {}):  # the aligned crops are the encoder's input
+            runtime["aligned_size"] = self._settings("encode").input_size
+        settings = self._settings("align", runtime)
 
         track = None
         if self.track is not None:

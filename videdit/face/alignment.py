@@ -163,12 +163,15 @@ def _pad_softly(region: np.ndarray, pad: tuple[int, int, int, int], quad_px: flo
     return np.clip(np.rint(padded), 0, 255).astype(np.uint8)
 
 
-def quad_to_crop(frame: np.ndarray, quad: np.ndarray, size: int) -> np.ndarray:
+def quad_to_crop(frame: np.ndarray, quad: np.ndarray, size: int, exact_shrink: bool = False) -> np.ndarray:
     """Crop the quad of a uint8 HWC frame to a size x size uint8 image (bilinear, antialiased).
 
     A quad much larger than the output is first shrunk by an integer factor with an area filter, as
-    the FFHQ script does, so the bilinear warp never skips source pixels. Parts of the quad outside
-    the frame are filled by mirroring the frame, fading to a blur (see _pad_softly).
+    the FFHQ script does, so the bilinear warp never skips source pixels. With exact_shrink, any quad
+    larger than the output is shrunk by the exact factor (PIL's antialiased bilinear resize) instead:
+    for crops far smaller than the face (the encoder's 256 px), where the integer rule would leave up to
+    2x to a plain bilinear warp. Parts of the quad outside the frame are filled by mirroring the frame,
+    fading to a blur (see _pad_softly).
     """
     from PIL import Image
 
@@ -191,11 +194,12 @@ def quad_to_crop(frame: np.ndarray, quad: np.ndarray, size: int) -> np.ndarray:
     quad_local = quad - np.array([x0 - pad[0], y0 - pad[1]], dtype=np.float64)
 
     image = Image.fromarray(np.ascontiguousarray(region))
-    shrink = int(math.floor(quad_side(quad) / size))
-    if shrink >= 2:
+    ratio = quad_side(quad) / size
+    shrink = ratio if exact_shrink and ratio > 1 else int(math.floor(ratio))
+    if shrink >= 2 or (exact_shrink and shrink > 1):
         small = (max(1, round(image.width / shrink)), max(1, round(image.height / shrink)))
         factors = np.array([small[0] / image.width, small[1] / image.height])
-        image = image.resize(small, Image.BOX)
+        image = image.resize(small, Image.BILINEAR if exact_shrink else Image.BOX)
         # Corner-based coordinates scale directly; convert the centre-based quad through them.
         quad_local = (quad_local + 0.5) * factors - 0.5
 

@@ -19,7 +19,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -467,14 +467,27 @@ class VideoReader:
         return np.dtype(np.uint16 if deep else np.uint8)
 
     def __iter__(self) -> Iterator[Frame]:
-        if self.info.is_image_folder:
-            return self._iter_images()
-        return self._iter_video()
+        return self.frames()
 
-    def _iter_images(self) -> Iterator[Frame]:
+    def frames(self, indices: Iterable[int] | None = None) -> Iterator[Frame]:
+        """The frames in order; with `indices`, only those (the others are decoded but not converted, and
+        reading stops after the last of them): a second pass that needs a few frames costs no conversions."""
+        wanted = None if indices is None else frozenset(int(i) for i in indices)
+        if wanted is not None and not wanted:
+            return iter(())
+        if self.info.is_image_folder:
+            return self._iter_images(wanted)
+        return self._iter_video(wanted)
+
+    def _iter_images(self, wanted: frozenset[int] | None = None) -> Iterator[Frame]:
         expected = (self.info.height, self.info.width)
+        last_wanted = max(wanted) if wanted is not None else None
         index = 0
         for index, file in enumerate(list_images(self.path)):
+            if wanted is not None and index not in wanted:
+                if index > last_wanted:
+                    return
+                continue
             image = read_image(file)
             if image.shape[:2] != expected:
                 raise InputError(
@@ -484,8 +497,9 @@ class VideoReader:
             index += 1
         self.n_frames_read = index
 
-    def _iter_video(self) -> Iterator[Frame]:
+    def _iter_video(self, wanted: frozenset[int] | None = None) -> Iterator[Frame]:
         av = _import_av()
+        last_wanted = max(wanted) if wanted is not None else None
         time_base = self.info.time_base
         frame_step = 1 / (self.info.fps * time_base)  # one frame duration in pts units
         problems: list[DecodeProblem] = []
@@ -524,6 +538,12 @@ class VideoReader:
                         if pts is None:
                             pts = (last_pts + frame_step) if last_pts is not None else self.info.start_pts
                             pts = int(round(pts))
+                        if wanted is not None and index not in wanted:
+                            last_pts = pts
+                            index += 1
+                            if index > last_wanted:
+                                return
+                            continue
                         image = frame_to_rgb(decoded, self.dtype)
                         if self.autorotate:
                             turns = _rotation_of(decoded) // 90

@@ -97,30 +97,37 @@ def _sizes(x, s: _Settings):
 
 
 def _strips(x, s: _Settings):
-    """Yield (c0, c1, r0, r1, i_lo, i_hi, pad0, pad1): output channels c0:c1, rows r0:r1 come from input
-    channels c0:c1, rows i_lo:i_hi with y padding pad0, pad1.
+    """Yield (n0, n1, c0, c1, r0, r1, i_lo, i_hi, pad0, pad1): samples n0:n1, output channels c0:c1, rows
+    r0:r1 come from input channels c0:c1, rows i_lo:i_hi with y padding pad0, pad1.
 
     The filters are per channel, so wide maps are also split into channel groups: that keeps each
-    strip tall enough for the recomputed filter halo (kd rows per strip) to stay small.
+    strip tall enough for the recomputed filter halo (kd rows per strip) to stay small. Samples are
+    grouped only while a whole group fits in one strip; larger maps go one sample at a time, so a batch
+    of B costs B single samples (grouping them would make strips B times shorter and the halo B times
+    larger: batch 4 measured slower per image than batch 1).
     """
     n, c, h, _ = x.shape
     tmp_h, tmp_w, out_h, _, ku, kd = _sizes(x, s)
-    row_bytes = n * tmp_w * x.element_size()  # one upsampled row of one channel
+    row_bytes = tmp_w * x.element_size()  # one upsampled row of one channel of one sample
+    samples = max(1, min(n, STRIP_BYTES // max(1, row_bytes * tmp_h * c)))
+    row_bytes *= samples
     want_rows = min(tmp_h, 8 * kd + s.down)
     group = max(1, min(c, STRIP_BYTES // max(1, row_bytes * want_rows)))
     tmp_rows = max(1, STRIP_BYTES // max(1, row_bytes * group))
     rows = max(1, (tmp_rows - kd) // s.down + 1)
-    for c0 in range(0, c, group):
-        c1 = min(c, c0 + group)
-        for r0 in range(0, out_h, rows):
-            r1 = min(out_h, r0 + rows)
-            j0, j1 = r0 * s.down, (r1 - 1) * s.down + kd  # upsampled rows this strip needs
-            # Upsampled row j reads padded rows j..j+ku-1, i.e. input rows (q - pady0) / up.
-            i_lo = min(max(0, (j0 - s.pady0) // s.up), h - 1)
-            i_hi = max(min(h, (j1 + ku - 2 - s.pady0) // s.up + 1), i_lo + 1)
-            pad0 = s.pady0 - j0 + i_lo * s.up
-            pad1 = (j1 - j0) - 1 + ku - (i_hi - i_lo) * s.up - pad0
-            yield c0, c1, r0, r1, i_lo, i_hi, pad0, pad1
+    for n0 in range(0, n, samples):
+        n1 = min(n, n0 + samples)
+        for c0 in range(0, c, group):
+            c1 = min(c, c0 + group)
+            for r0 in range(0, out_h, rows):
+                r1 = min(out_h, r0 + rows)
+                j0, j1 = r0 * s.down, (r1 - 1) * s.down + kd  # upsampled rows this strip needs
+                # Upsampled row j reads padded rows j..j+ku-1, i.e. input rows (q - pady0) / up.
+                i_lo = min(max(0, (j0 - s.pady0) // s.up), h - 1)
+                i_hi = max(min(h, (j1 + ku - 2 - s.pady0) // s.up + 1), i_lo + 1)
+                pad0 = s.pady0 - j0 + i_lo * s.up
+                pad1 = (j1 - j0) - 1 + ku - (i_hi - i_lo) * s.up - pad0
+                yield n0, n1, c0, c1, r0, r1, i_lo, i_hi, pad0, pad1
 
 
 def _forward_strips(x, b, s: _Settings):
@@ -128,15 +135,15 @@ def _forward_strips(x, b, s: _Settings):
     n, c, _, _ = x.shape
     _, _, out_h, out_w, _, _ = _sizes(x, s)
     out = None
-    for c0, c1, r0, r1, i_lo, i_hi, pad0, pad1 in _strips(x, s):
-        y = _forward(x[:, c0:c1, i_lo:i_hi], None if b is None else b[c0:c1], s, pad0, pad1)
-        if c1 - c0 == c and r1 - r0 == out_h:
+    for n0, n1, c0, c1, r0, r1, i_lo, i_hi, pad0, pad1 in _strips(x, s):
+        y = _forward(x[n0:n1, c0:c1, i_lo:i_hi], None if b is None else b[c0:c1], s, pad0, pad1)
+        if n1 - n0 == n and c1 - c0 == c and r1 - r0 == out_h:
             return y
         if out is None:
             # NCHW: the next modulated conv wants it, and transposing strip by strip (in cache) is far
             # cheaper than converting the whole channels-last map afterwards.
             out = torch.empty([n, c, out_h, out_w], dtype=y.dtype, device=y.device)
-        out[:, c0:c1, r0:r1] = y
+        out[n0:n1, c0:c1, r0:r1] = y
     return out
 
 
@@ -158,15 +165,15 @@ class _CheckpointedStrips(torch.autograd.Function):
         need_x, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = torch.zeros_like(x, memory_format=torch.channels_last) if need_x else None
         grad_b = torch.zeros_like(b) if need_b else None
-        for c0, c1, r0, r1, i_lo, i_hi, pad0, pad1 in _strips(x, s):
-            xs = x[:, c0:c1, i_lo:i_hi].detach().requires_grad_(need_x)
+        for n0, n1, c0, c1, r0, r1, i_lo, i_hi, pad0, pad1 in _strips(x, s):
+            xs = x[n0:n1, c0:c1, i_lo:i_hi].detach().requires_grad_(need_x)
             bs = None if b is None else b[c0:c1].detach().requires_grad_(need_b)
             with torch.enable_grad():
                 ys = _forward(xs, bs, s, pad0, pad1)
                 inputs = [t for t, need in ((xs, need_x), (bs, need_b)) if need]
-                grads = list(torch.autograd.grad(ys, inputs, grad_out[:, c0:c1, r0:r1]))
+                grads = list(torch.autograd.grad(ys, inputs, grad_out[n0:n1, c0:c1, r0:r1]))
             if need_x:
-                grad_x[:, c0:c1, i_lo:i_hi] += grads.pop(0)
+                grad_x[n0:n1, c0:c1, i_lo:i_hi] += grads.pop(0)
             if need_b:
                 grad_b[c0:c1] += grads.pop(0)
         return grad_x, grad_b, None

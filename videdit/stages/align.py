@@ -7,7 +7,7 @@ Output (inside `out_dir`, the public run-folder format, see docs/ARCHITECTURE.md
                      box_quad f[4,2], aligned_quads f[N,4,2], crop_size int,
                      pts int[N] and time_s f[N] (frame timestamps), multi_face bool[N] (several
                      faces seen; only known on frames searched whole: see full_search_every)
-    aligned/000000.png ...    FFHQ-style aligned crops, crop_size^2 RGB
+    aligned/000000.png ...    FFHQ-style aligned crops, aligned_size^2 RGB (the encoder's input size)
     unaligned/000000.png ...  crops of the one fixed box, crop_size^2 RGB
     preview.mp4               source frames (scaled down) with landmarks, eye line, quads drawn
     video.json                VideoInfo of the source
@@ -16,7 +16,14 @@ N is the number of frames decoded from the source, always. Frames where the face
 their place: their landmarks are interpolated from the nearest frames that have it (held at the
 ends), crops and transforms follow from those, and face_found says which.
 
-The video is read twice (landmarks, then crops) so memory does not grow with its length.
+The video is decoded once where it can be: with the published fixed box ("first") and no quad
+smoothing, a frame whose face was detected has final crops as soon as the first face is known, so they
+are written during the landmark pass (threads cut and compress them while the next frames decode). Only
+the frames left (no face detected, before the first face, or every frame with box "cover" or
+smooth_quads) are cut in a second pass, which converts no other frame and stops after the last of them.
+Memory does not grow with the video's length. The preview then shows what was detected (frames without
+a detection: the box only, with an orange border); in the two-pass case it shows the filled-in
+landmarks in orange.
 """
 from __future__ import annotations
 
@@ -54,7 +61,8 @@ QUAD_RULES = ("eyes", "ffhq")
 class AlignSettings:
     """Settings of the align stage (the [align] section of a preset)."""
 
-    crop_size: int = 1024  # side of the aligned and unaligned crops (the generator's resolution)
+    crop_size: int = 1024  # side of the unaligned crops (the generator's resolution: tuning's targets)
+    aligned_size: int = 256  # side of the aligned crops: the encoder's input (the pipeline sets encode.input_size)
     landmarks: str = "auto"  # auto | dlib | face-alignment (fan)
     device: str = "auto"  # where face-alignment runs (auto: CUDA when available); dlib is CPU only
     box: str = "first"  # fixed unaligned box: "first" (quad of the first frame with a face, as published)
@@ -99,7 +107,8 @@ class _Landmarks:
     time_s: np.ndarray  # [N] float
 
 
-def _detect_all(reader: VideoReader, backend, warn_multi: bool, full_search_every: int, shots=None) -> _Landmarks:
+def _detect_all(reader: VideoReader, backend, warn_multi: bool, full_search_every: int, shots=None,
+                first_pass: "_FirstPassCrops | None" = None) -> _Landmarks:
     tracker = FaceTracker()
     roll = 0.0  # eye-line angle of the followed face in the last frame it was found
     landmarks, found, multi, pts, times = [], [], [], [], []
@@ -116,17 +125,20 @@ def _detect_all(reader: VideoReader, backend, warn_multi: bool, full_search_ever
             # a strongly rolled face may be invisible to the whole-frame search: look upright near it too
             faces = _merge(faces, backend.faces_upright(frame.image, tracker.last_box, roll))
         chosen = tracker.choose(faces)
-        if chosen is not None:
-            roll = roll_deg(chosen.landmarks)
+        points = np.asarray(chosen.landmarks, dtype=np.float64) if chosen is not None else None
+        if points is not None:
+            roll = roll_deg(points)
         multi.append(len(faces) > 1)
         if len(faces) > 1 and warn_multi and not warned:
             log.warning("frame %d has %d faces; following one person (the largest at the start, then the "
                         "nearest to its last position)", frame.index, len(faces))
             warned = True
-        found.append(chosen is not None)
-        landmarks.append(chosen.landmarks if chosen is not None else np.full((N_LANDMARKS, 2), np.nan))
+        found.append(points is not None)
+        landmarks.append(points if points is not None else np.full((N_LANDMARKS, 2), np.nan))
         pts.append(frame.pts)
         times.append(frame.time_s)
+        if first_pass is not None:
+            first_pass.add(frame, points)
     if not found:
         raise InputError(f"{reader.path}: no frame could be decoded")
     return _Landmarks(np.asarray(landmarks, dtype=np.float64), np.asarray(found), np.asarray(multi),
@@ -147,8 +159,10 @@ def _preview_reduction(info: VideoInfo, height: int) -> int:
     return max(1, -(-info.height // max(1, height)))
 
 
-def _draw_preview(image: np.ndarray, reduction: int, landmarks: np.ndarray, aligned_quad: np.ndarray,
-                  box_quad: np.ndarray, found: bool) -> np.ndarray:
+def _draw_preview(image: np.ndarray, reduction: int, landmarks: np.ndarray | None, aligned_quad: np.ndarray | None,
+                  box_quad: np.ndarray | None, found: bool) -> np.ndarray:
+    """The frame reduced, with the fixed box (blue), the aligned quad, the eye line and the landmarks (green:
+    detected, orange: filled in). Without landmarks (no detection, first pass) only the box and an orange border."""
     from PIL import Image, ImageDraw
 
     picture = Image.fromarray(image)
@@ -161,7 +175,11 @@ def _draw_preview(image: np.ndarray, reduction: int, landmarks: np.ndarray, alig
 
     draw = ImageDraw.Draw(picture)
     point_colour = (40, 255, 40) if found else (255, 140, 0)  # orange: interpolated
-    draw.polygon(to_preview(box_quad), outline=(60, 120, 255))
+    if box_quad is not None:
+        draw.polygon(to_preview(box_quad), outline=(60, 120, 255))
+    if landmarks is None:
+        draw.rectangle((0, 0, picture.width - 1, picture.height - 1), outline=(255, 140, 0), width=3)
+        return np.asarray(picture)
     draw.polygon(to_preview(aligned_quad), outline=point_colour)
     left, right = eye_centres(landmarks)
     draw.line(to_preview([left, right]), fill=(255, 40, 40), width=2)
@@ -171,8 +189,48 @@ def _draw_preview(image: np.ndarray, reduction: int, landmarks: np.ndarray, alig
     return np.asarray(picture)
 
 
-def _save_crop(frame: np.ndarray, quad: np.ndarray, size: int, path: Path, compression: int) -> None:
-    write_png(path, quad_to_crop(frame, quad, size), level=int(compression))
+class _Preview:
+    """preview.mp4, drawn and encoded in a worker thread of its own (in frame order), opened at the first
+    frame (its size follows from the reduction)."""
+
+    def __init__(self, path: Path, info: VideoInfo, height: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.path = path
+        self._info = info
+        self._reduction = _preview_reduction(info, height)
+        self._writer = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="videdit-preview")
+        self._pending = []
+
+    def add(self, image: np.ndarray, pts: int, landmarks, aligned_quad, box_quad, found: bool) -> None:
+        self._pending.append(self._pool.submit(self._write, image, pts, landmarks, aligned_quad, box_quad, found))
+        while len(self._pending) > 4:
+            self._pending.pop(0).result()  # re-raises the worker's error here
+
+    def _write(self, image, pts, landmarks, aligned_quad, box_quad, found) -> None:
+        drawn = _draw_preview(image, self._reduction, landmarks, aligned_quad, box_quad, found)
+        if self._writer is None:
+            self._writer = VideoWriter(self.path, self._info.fps, (drawn.shape[1], drawn.shape[0]),
+                                       time_base=self._info.time_base, crf=28, preset="veryfast")
+        self._writer.write(drawn, pts=int(pts))
+
+    def close(self, discard: bool = False) -> None:
+        try:
+            for future in self._pending:
+                if discard:
+                    future.cancel()
+                else:
+                    future.result()
+        finally:
+            self._pool.shutdown(wait=True)
+            if self._writer is not None:
+                self._writer.close(discard=discard)
+                self._writer = None
+
+
+def _save_crop(frame: np.ndarray, quad: np.ndarray, size: int, path: Path, compression: int, exact_shrink: bool) -> None:
+    write_png(path, quad_to_crop(frame, quad, size, exact_shrink=exact_shrink), level=int(compression))
 
 
 class _CropWriter:
@@ -187,10 +245,18 @@ class _CropWriter:
         self._limit = 4 * max(1, threads)
         self._compression = compression
 
-    def submit(self, frame: np.ndarray, quad: np.ndarray, size: int, path: Path) -> None:
-        self._pending.append(self._pool.submit(_save_crop, frame, quad, size, path, self._compression))
+    def submit(self, frame: np.ndarray, quad: np.ndarray, size: int, path: Path, exact_shrink: bool = False) -> None:
+        self._pending.append(self._pool.submit(_save_crop, frame, quad, size, path, self._compression, exact_shrink))
         while len(self._pending) > self._limit:
             self._pending.pop(0).result()  # re-raises a worker's error here
+
+    def frame(self, image: np.ndarray, index: int, aligned_quad: np.ndarray, box_quad: np.ndarray,
+              settings: "AlignSettings", out_dir: Path) -> None:
+        """Both crops of one frame: the aligned one at the encoder's size, the fixed box's at crop_size."""
+        name = records.frame_name(index)
+        # A crop much smaller than the face is shrunk by the exact factor first (no aliasing).
+        self.submit(image, aligned_quad, int(settings.aligned_size), out_dir / records.ALIGNED / name, exact_shrink=True)
+        self.submit(image, box_quad, int(settings.crop_size), out_dir / records.UNALIGNED / name)
 
     def close(self, wait_for_all: bool = True) -> None:
         try:
@@ -201,6 +267,45 @@ class _CropWriter:
             for future in self._pending:
                 future.cancel()
             self._pool.shutdown(wait=True)
+
+
+class _FirstPassCrops:
+    """During the landmark pass: the crops of each frame that are final already (a detected face, once the
+    fixed box is known: the published "first" box is the first detected face's quad), and the preview of
+    what was detected. What it wrote is checked against the final geometry afterwards."""
+
+    def __init__(self, out_dir: Path, settings: "AlignSettings", crops: _CropWriter, preview: _Preview | None):
+        self._out_dir = out_dir
+        self._settings = settings
+        self._crops = crops
+        self._preview = preview
+        self.box_quad: np.ndarray | None = None
+        self.written: dict[int, np.ndarray] = {}  # frame -> the aligned quad its crops were cut with
+
+    def add(self, frame, landmarks: np.ndarray | None) -> None:
+        quad = None
+        if landmarks is not None:
+            quad = ffhq_quad(landmarks, self._settings.quad_rule)
+            if self.box_quad is None:
+                self.box_quad = quad
+            self._crops.frame(frame.image, frame.index, quad, self.box_quad, self._settings, self._out_dir)
+            self.written[frame.index] = quad
+        if self._preview is not None:
+            self._preview.add(frame.image, frame.pts, landmarks, quad, self.box_quad, landmarks is not None)
+
+    def left_over(self, quads: np.ndarray, box_quad: np.ndarray) -> list[int]:
+        """Frames whose crops are still to be cut: not written, or cut with other quads than the final ones."""
+        if self.box_quad is None or not np.array_equal(self.box_quad, box_quad):
+            return list(range(len(quads)))
+        return [i for i in range(len(quads)) if i not in self.written or not np.array_equal(self.written[i], quads[i])]
+
+
+def _prepare_crop_folders(out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (out_dir / records.ALIGNED, out_dir / records.UNALIGNED):
+        folder.mkdir(exist_ok=True)
+        for stale in folder.glob("*.png"):  # from an interrupted earlier run into the same folder
+            stale.unlink()
 
 
 @dataclass
@@ -229,8 +334,9 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
     settings = settings or AlignSettings()
     if settings.box not in BOX_CHOICES:
         raise InputError(f"unknown align box {settings.box!r}; choose one of {', '.join(BOX_CHOICES)}")
-    if settings.crop_size < 8:
-        raise InputError(f"align crop_size must be at least 8, got {settings.crop_size}")
+    for name in ("crop_size", "aligned_size"):
+        if int(getattr(settings, name)) < 8:
+            raise InputError(f"align {name} must be at least 8, got {getattr(settings, name)}")
     if settings.quad_rule not in QUAD_RULES:
         raise InputError(f"unknown align quad_rule {settings.quad_rule!r}; choose one of {', '.join(QUAD_RULES)}")
     try:
@@ -246,7 +352,6 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
         backend = make_backend(settings.landmarks, device=settings.device, detect_max_side=settings.detect_max_side)
     log.info("align: %s, landmarks by %s", source, backend.name if backend is not None else "the face track")
 
-    # Pass 1: landmarks of the followed face.
     if track is not None:
         return _align_track(reader, source, out_dir, settings, track)
     shot_detector = None
@@ -254,7 +359,23 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
         from videdit.face.shots import ShotDetector
 
         shot_detector = ShotDetector(info.fps)
-    found_landmarks = _detect_all(reader, backend, settings.max_faces_warning, settings.full_search_every, shot_detector)
+    # Pass 1: landmarks of the followed face, and the crops that are final already (see the module doc).
+    _prepare_crop_folders(out_dir)
+    streaming = settings.box == "first" and settings.smooth_quads <= 1
+    preview = _Preview(out_dir / records.PREVIEW, info, settings.preview_height) if settings.preview and streaming else None
+    crops = _CropWriter(settings.write_threads, settings.png_compression)
+    first_pass = _FirstPassCrops(out_dir, settings, crops, preview) if streaming else None
+    try:
+        found_landmarks = _detect_all(reader, backend, settings.max_faces_warning, settings.full_search_every,
+                                      shot_detector, first_pass)
+        crops.close()
+    except BaseException:
+        crops.close(wait_for_all=False)
+        if preview is not None:
+            preview.close(discard=True)
+        raise
+    if preview is not None:
+        preview.close()
     n_frames = len(found_landmarks.found)
     segments = ([(s.start, s.end) for s in shot_detector.shots()] if shot_detector is not None else [(0, n_frames)])
     if not info.n_frames_is_estimate and n_frames < info.n_frames:
@@ -271,7 +392,8 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
             landmarks[start:end] = fill_missing(found_landmarks.landmarks[start:end], found[start:end])
 
     return _write_alignment(reader, source, out_dir, settings, landmarks, found, found_landmarks.multi_face,
-                            segments, backend.name)
+                            segments, backend.name, first_pass=first_pass,
+                            timestamps=(found_landmarks.pts, found_landmarks.time_s))
 
 
 def _align_track(reader: VideoReader, source: Path, out_dir: Path, settings: AlignSettings, track: TrackInput) -> AlignResult:
@@ -284,15 +406,18 @@ def _align_track(reader: VideoReader, source: Path, out_dir: Path, settings: Ali
     if not found.any():
         raise NoFaceError(f"{source}: the face track {track.start}..{track.end} has no detected frame")
     landmarks = fill_missing(landmarks, found)
+    _prepare_crop_folders(out_dir)
     return _write_alignment(reader, source, out_dir, settings, landmarks, found, np.zeros(n_frames, bool),
-                            [(0, n_frames)], "face track", first_frame=int(track.start), part=True)
+                            [(0, n_frames)], "face track", first_frame=int(track.start))
 
 
 def _write_alignment(reader: VideoReader, source: Path, out_dir: Path, settings: AlignSettings, landmarks: np.ndarray,
                      found: np.ndarray, multi_face: np.ndarray, segments: list[tuple[int, int]], backend_name: str,
-                     first_frame: int = 0, part: bool = False) -> AlignResult:
-    """Pass 2 from known landmarks: quads, the fixed box, transforms, crops, preview and the record.
-    Output frame i is source frame first_frame + i; `part`: the frames are part of the video (a track)."""
+                     first_frame: int = 0, first_pass: _FirstPassCrops | None = None,
+                     timestamps: tuple[np.ndarray, np.ndarray] | None = None) -> AlignResult:
+    """From known landmarks: quads, the fixed box, transforms, the crops not cut yet (all of them without a
+    first pass), the preview (unless the first pass drew it) and the record. Output frame i is source frame
+    first_frame + i. `timestamps`: (pts, time_s) of the frames when a first pass has them."""
     info = reader.info
     n_frames = len(found)
     # Quads, the fixed box and the transforms, all from landmarks and geometry.
@@ -303,39 +428,26 @@ def _write_alignment(reader: VideoReader, source: Path, out_dir: Path, settings:
     size = int(settings.crop_size)
     transforms = [frame_transform(landmarks[i], quads[i], box_quad, size) for i in range(n_frames)]
 
-    # Pass 2: crops and preview.
-    out_dir.mkdir(parents=True, exist_ok=True)
-    aligned_dir, unaligned_dir = out_dir / records.ALIGNED, out_dir / records.UNALIGNED
-    for folder in (aligned_dir, unaligned_dir):
-        folder.mkdir(exist_ok=True)
-        for stale in folder.glob("*.png"):  # from an interrupted earlier run into the same folder
-            stale.unlink()
-    preview_path = out_dir / records.PREVIEW if settings.preview else None
-    preview = None
-    reduction = _preview_reduction(info, settings.preview_height)
-    count = 0
+    # Pass 2: the crops left (and the preview when no first pass drew it).
+    left = list(range(n_frames)) if first_pass is None else first_pass.left_over(quads, box_quad)
+    preview = _Preview(out_dir / records.PREVIEW, info, settings.preview_height) if settings.preview and first_pass is None else None
+    if first_pass is not None and left:
+        log.info("align: %d of %d frames cut in a second pass (no face detected in them, or the box changed)",
+                 len(left), n_frames)
     pts: list[int] = []
     times: list[float] = []
+    # The frames to read (the others are decoded, not converted, and reading stops after the last).
+    wanted = range(first_frame, first_frame + n_frames) if first_pass is None else [first_frame + i for i in left]
     crops = _CropWriter(settings.write_threads, settings.png_compression)
+    count = 0
     try:
-        for frame in progress.track(reader, n_frames, "align: crops", "frame"):
+        for frame in progress.track(reader.frames(wanted), len(wanted), "align: crops", "frame"):
             i = frame.index - first_frame
-            if i < 0:
-                continue
-            if i >= n_frames:
-                if part:
-                    break  # past the track
-                raise InputError(f"{source}: more frames on the second read than on the first")
             pts.append(frame.pts)
             times.append(frame.time_s)
-            crops.submit(frame.image, quads[i], size, aligned_dir / records.frame_name(i))
-            crops.submit(frame.image, box_quad, size, unaligned_dir / records.frame_name(i))
-            if preview_path is not None:
-                drawn = _draw_preview(frame.image, reduction, landmarks[i], quads[i], box_quad, bool(found[i]))
-                if preview is None:
-                    preview = VideoWriter(preview_path, info.fps, (drawn.shape[1], drawn.shape[0]),
-                                          time_base=info.time_base, crf=28, preset="veryfast")
-                preview.write(drawn, pts=int(frame.pts))
+            crops.frame(frame.image, i, quads[i], box_quad, settings, out_dir)
+            if preview is not None:
+                preview.add(frame.image, frame.pts, landmarks[i], quads[i], box_quad, bool(found[i]))
             count += 1
         crops.close()
     except BaseException:
@@ -345,8 +457,10 @@ def _write_alignment(reader: VideoReader, source: Path, out_dir: Path, settings:
         raise
     if preview is not None:
         preview.close()
-    if count != n_frames:
-        raise InputError(f"{source}: {count} frames on the second read, {n_frames} on the first")
+    if count != len(wanted):
+        raise InputError(f"{source}: {count} frames on the second read where {len(wanted)} were expected")
+    if timestamps is not None:
+        pts, times = list(timestamps[0]), list(timestamps[1])
 
     transforms_path = records.AlignRecord(
         rotation_deg=np.array([t.rotation_deg for t in transforms], dtype=np.float32),
@@ -368,8 +482,9 @@ def _write_alignment(reader: VideoReader, source: Path, out_dir: Path, settings:
     if n_found < n_frames:
         log.info("align: face missing in %d of %d frames; filled in from neighbours", n_frames - n_found, n_frames)
     return AlignResult(
-        out_dir=out_dir, transforms_path=transforms_path, aligned_dir=aligned_dir, unaligned_dir=unaligned_dir,
-        preview_path=preview_path, video_json=video_json, n_frames=n_frames, n_faces_found=n_found,
+        out_dir=out_dir, transforms_path=transforms_path, aligned_dir=out_dir / records.ALIGNED,
+        unaligned_dir=out_dir / records.UNALIGNED, preview_path=out_dir / records.PREVIEW if settings.preview else None,
+        video_json=video_json, n_frames=n_frames, n_faces_found=n_found,
         n_interpolated=n_frames - n_found, n_multi_face=int(np.sum(multi_face)),
         backend_used=backend_name, box_quad=box_quad,
     )

@@ -40,6 +40,34 @@ class StepOutput:
     objective: float | None = None
 
 
+def accumulate_gradients(indices: np.ndarray, micro_batch: int,
+                         loss_of: Callable[[np.ndarray], tuple[torch.Tensor, Mapping[str, torch.Tensor]]]
+                         ) -> tuple[float, dict[str, float]]:
+    """Backward of the batch's mean loss, `micro_batch` samples at a time.
+
+    loss_of(part) -> (the mean loss over those samples, its terms). Each part's loss is weighted by its
+    share of the batch, so the gradients add up to the whole batch's (the same maths up to float
+    round-off) while memory holds one micro-batch, and on a CPU, where per-image cost grows with the batch,
+    a batch of 4 costs 4 batches of 1. Returns the batch's mean loss and terms."""
+    micro_batch = max(1, int(micro_batch))
+    total, parts_total = 0.0, {}
+    for lo in range(0, len(indices), micro_batch):
+        part = indices[lo:lo + micro_batch]
+        share = len(part) / len(indices)
+        loss, parts = loss_of(part)
+        (loss * share).backward()
+        total += float(loss.detach()) * share
+        for key, value in parts.items():
+            parts_total[key] = parts_total.get(key, 0.0) + float(value) * share
+    return total, parts_total
+
+
+def default_micro_batch(device: torch.device, batch_size: int) -> int:
+    """Samples per forward/backward when not set: 1 on a CPU (bigger batches cost more per image there),
+    the whole batch on a GPU."""
+    return 1 if torch.device(device).type == "cpu" else max(1, int(batch_size))
+
+
 @dataclass
 class LoopConfig:
     """name: progress label, log and error prefix, and the checkpoint's "tuner" entry (a checkpoint written

@@ -14,7 +14,7 @@ with different settings or inputs is ignored (and replaced).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Callable
@@ -35,7 +35,7 @@ from videdit.tuning.data import (
     update_with_files,
     update_with_module,
 )
-from videdit.tuning.loop import LoopConfig, StepOutput, run_loop, should_stop
+from videdit.tuning.loop import LoopConfig, StepOutput, accumulate_gradients, default_micro_batch, run_loop, should_stop
 
 
 @dataclass
@@ -64,13 +64,15 @@ class TuneSettings:
     lpips_random_backbone: bool = False
     frame_cache_mb: int = 1024
     progress: bool = True
-    fit_memory: bool = True  # lower batch_size to what one probe sample says fits in free memory
+    fit_memory: bool = True  # lower micro_batch to what one probe sample says fits in free memory
+    micro_batch: int = 0  # samples per forward/backward of a step (gradients accumulated over the batch);
+    #                       0: 1 on a CPU, the whole batch on a GPU. Memory and speed only: same maths.
 
 
 def _fingerprint(settings: TuneSettings, inputs: TuneInputs, crops: CropFrames, pool: np.ndarray) -> str:
     """What determines the tuning trajectory (not `steps`: a longer run continues a shorter one)."""
     h = settings_fingerprint(asdict(settings), ignore=("steps", "checkpoint_every", "device", "weights_dir",
-                                                       "frame_cache_mb", "progress", "fit_memory"))
+                                                       "frame_cache_mb", "progress", "fit_memory", "micro_batch"))
     update_with_module(h, inputs.generator)
     h.update(np.ascontiguousarray(inputs.latents).tobytes())
     h.update(inputs.inv_transforms.numpy().tobytes())
@@ -84,7 +86,7 @@ class PTI(Tuner):
     settings_class = TuneSettings
     section = "tune"
     record_name = "tune.json"
-    runtime_fields = ("device", "progress", "frame_cache_mb", "weights_dir", "fit_memory")
+    runtime_fields = ("device", "progress", "frame_cache_mb", "weights_dir", "fit_memory", "micro_batch")
 
     def check(self, settings: TuneSettings) -> None:
         if settings.steps < 0 or settings.batch_size < 1 or settings.checkpoint_every < 0 or settings.lr <= 0:
@@ -106,7 +108,8 @@ class PTI(Tuner):
                                            weights_dir=s.weights_dir, random_backbone=s.lpips_random_backbone).to(device)
         ws_all, inv_all = inputs.ws(), inputs.inv_transforms
 
-        if s.fit_memory and s.batch_size > 1:
+        micro_batch = min(s.batch_size, s.micro_batch or default_micro_batch(device, s.batch_size))
+        if s.fit_memory and micro_batch > 1:
             from videdit.memory import fit_batch
 
             def probe() -> None:  # one sample's forward and backward; no optimizer step, so nothing changes
@@ -116,16 +119,18 @@ class PTI(Tuner):
                 for p in params:
                     p.grad = None
 
-            s = replace(s, batch_size=fit_batch(s.batch_size, probe, device=str(device), what="tune").batch_size)
+            micro_batch = fit_batch(micro_batch, probe, device=str(device), what="tune (micro-batch)").batch_size
+
+        def loss_of(idx: np.ndarray):
+            image = G.synthesis(ws_all[idx].to(device), transform=inv_all[idx].to(device))
+            return loss_fn(image, crops.batch(idx, device))
 
         def step(index: int) -> StepOutput:
             idx = batch_indices(index, pool, s.batch_size, s.seed)
-            image = G.synthesis(ws_all[idx].to(device), transform=inv_all[idx].to(device))
-            loss, parts = loss_fn(image, crops.batch(idx, device))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, parts = accumulate_gradients(idx, micro_batch, loss_of)
             optimizer.step()
-            return StepOutput(float(loss.detach()), {k: float(v) for k, v in parts.items()})
+            return StepOutput(loss, parts)
 
         window = max(s.early_stop_window, 1)
         config = LoopConfig("tune", s.steps, checkpoint_path(out_dir), s.checkpoint_every,
