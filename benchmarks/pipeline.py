@@ -15,8 +15,9 @@ the render has two outputs). Per stage it prints:
 * the floor, measured in the same run after the pipeline, with the same networks: for network stages
   the passes one frame needs times one pass timed alone at the stage's batch (encode: n_iters encoder
   passes + n_iters - 1 syntheses; render: one synthesis per output; tune: one synthesis forward +
-  backward of the step's batch, per step); for align: decoding one frame, its landmarks, its two crop
-  warps and two PNG writes, timed alone. edit, smooth and composite have no floor here;
+  backward of the step's batch, per step, in the micro-batches the tuner uses); for align: decoding one
+  frame, its landmarks, its two crop warps (unaligned at the generator's size, aligned at the encoder's)
+  and their two PNG writes, timed alone. edit, smooth and composite have no floor here;
 * the stage over its floor. On the CPU both are process CPU time (all threads), so the ratio holds
   on a machine shared with other jobs, whose load changes between the stage and its floor; on a GPU
   both are wall time;
@@ -176,6 +177,7 @@ def align_floor(clip: Path, align_settings: dict, device: str, workdir: Path, cl
     from videdit.io import VideoReader, write_png
 
     crop_size = int(align_settings["crop_size"])
+    aligned_size = int(align_settings.get("aligned_size", 256))  # the encoder's input, as the pipeline sets it
     backend = make_backend(align_settings["landmarks"], device=device,
                            detect_max_side=int(align_settings.get("detect_max_side", 640)))
     start = clock()
@@ -188,8 +190,9 @@ def align_floor(clip: Path, align_settings: dict, device: str, workdir: Path, cl
         raise VideditError(f"pipeline bench: no face in the first frame of {clip}")
     quad = ffhq_quad(faces[0][0].landmarks)
     crops = []
-    warps_s = best_time(lambda: crops.extend(quad_to_crop(frame, quad, crop_size) for _ in range(2)), 1, clock=clock)
-    writes_s = best_time(lambda: [write_png(workdir / f"floor{i}.png", c) for i, c in enumerate(crops)], 1,
+    warps_s = best_time(lambda: crops.extend([quad_to_crop(frame, quad, crop_size),
+                                              quad_to_crop(frame, quad, aligned_size, exact_shrink=True)]), 1, clock=clock)
+    writes_s = best_time(lambda: [write_png(workdir / f"floor{i}.png", c) for i, c in enumerate(crops[:2])], 1,
                          clock=clock)
     parts = {"decode": decode_s, "landmarks": landmarks_s, "2 warps": warps_s, "2 PNG writes": writes_s}
     return {"seconds": sum(parts.values()), "what": " + ".join(f"{k} {v:.2f}" for k, v in parts.items())}
@@ -225,20 +228,24 @@ def network_floors(pipe: Pipeline, n_iters: int, input_size: int, n_outputs: int
     encode_synthesis_s = synthesis_s(b)
     render_synthesis_s = encode_synthesis_s if batches["render"] == b else synthesis_s(batches["render"])
 
+    from videdit.tuning.loop import default_micro_batch
+
     trained = copy.deepcopy(G).requires_grad_(True)  # tuning trains a copy, as run_tune does
     params = list(trained.synthesis.parameters())
-    ws_step, eye_step = latents(batches["tune"]), identity(batches["tune"])
+    micro = min(batches["tune"], default_micro_batch(device, batches["tune"]))  # as PTI splits a step's batch
+    ws_step, eye_step = latents(micro), identity(micro)
 
     def forward_backward():
         image = trained.synthesis(ws_step, transform=eye_step)
         torch.autograd.grad(image.square().mean(), params, allow_unused=True)
 
-    step_s = best_time(forward_backward, 1, device=device, clock=clock)
+    step_s = best_time(forward_backward, 1, device=device, clock=clock) * -(-batches["tune"] // micro)
     return {
         "encode": {"seconds": n_iters * encoder_s + (n_iters - 1) * encode_synthesis_s,
                    "what": f"{n_iters} x encoder {encoder_s:.2f} + {n_iters - 1} x synthesis {encode_synthesis_s:.2f} "
                            f"(batch {b})"},
-        "tune": {"seconds": step_s, "what": f"synthesis fwd+bwd of the step's batch of {batches['tune']}"},
+        "tune": {"seconds": step_s, "what": f"synthesis fwd+bwd of the step's batch of {batches['tune']}"
+                                             f" (in micro-batches of {micro})"},
         "render": {"seconds": n_outputs * render_synthesis_s,
                    "what": f"{n_outputs} x synthesis {render_synthesis_s:.2f} (batch {batches['render']})"},
     }

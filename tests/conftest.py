@@ -7,6 +7,7 @@ import pytest
 # and switch to it once built; the suite pins the PyTorch path so results do not depend on whether a
 # build finished mid-run. The native-kernel tests select their kernels explicitly (use_ops).
 os.environ.setdefault("VIDEDIT_OPS", "torch")
+import videdit  # noqa: E402,F401 - before any test module loads torch: videdit fixes MKL's reproducibility mode first
 
 
 @pytest.fixture(scope="module")

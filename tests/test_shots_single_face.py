@@ -59,3 +59,30 @@ def test_without_shot_detection_the_window_crosses(cut_clip, tmp_path):
 
     run = _pipeline(**{"align.detect_shots": False}).run(cut_clip / "cut.mp4", tmp_path / "run", until="align")
     assert records.AlignRecord.load(run.run_dir / "align").segments() == [(0, 10)]
+
+
+def test_each_shot_has_its_own_box(cut_clip, tmp_path):
+    """No fixed crop box crosses the cut: each shot's box is its first face's quad, so the transform is the
+    identity at each shot's first frame, and the unaligned crops of each shot are cut with its own box."""
+    from PIL import Image
+
+    from videdit import records
+    from videdit.face.alignment import ffhq_quad, quad_to_crop
+    from videdit.io import VideoReader
+
+    run = _pipeline().run(cut_clip / "cut.mp4", tmp_path / "run", until="align")
+    assert run.status == "ok", run.error
+    align = records.AlignRecord.load(run.run_dir / "align")
+    assert align.segments() == [(0, 5), (5, 10)] and align.face_found.all()
+    boxes = align.frame_boxes()
+    for start, end in align.segments():
+        np.testing.assert_allclose(boxes[start:end], np.broadcast_to(ffhq_quad(align.landmarks[start].astype(np.float64)),
+                                                                     (end - start, 4, 2)), atol=1e-3)
+        assert abs(float(align.rotation_deg[start])) < 1e-3 and np.abs(align.translation[start]).max() < 1e-5
+    assert np.abs(boxes[5] - boxes[4]).max() > 5  # the two framings differ: one box for both would be wrong
+    np.testing.assert_allclose(align.box_quad, boxes[0])
+    frame = next(f for f in VideoReader(cut_clip / "cut.mp4") if f.index == 7)
+    crop = np.asarray(Image.open(run.run_dir / "align" / "unaligned" / "000007.png"), dtype=float)
+    size = crop.shape[0]
+    assert np.abs(crop - quad_to_crop(frame.image, boxes[7], size)).max() <= 1
+    assert np.abs(crop - quad_to_crop(frame.image, boxes[0], size)).mean() > 10

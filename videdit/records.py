@@ -156,18 +156,28 @@ class TransformsRecord:
 class AlignRecord(TransformsRecord):
     """align/transforms.npz: the transforms plus what align knows of each frame.
 
-    landmarks f32 [N,68,2] (source-frame pixels), box_quad f32 [4,2] (the fixed unaligned box),
-    aligned_quads f32 [N,4,2], crop_size, multi_face bool [N], pts int [N], time_s f64 [N].
+    landmarks f32 [N,68,2] (source-frame pixels), box_quads f32 [N,4,2] (each frame's fixed unaligned box:
+    one per shot), box_quad f32 [4,2] (the first shot's box), aligned_quads f32 [N,4,2], crop_size,
+    multi_face bool [N], pts int [N], time_s f64 [N], shot_starts int [S].
     """
 
     landmarks: np.ndarray | None = None
     box_quad: np.ndarray | None = None
+    box_quads: np.ndarray | None = None
     aligned_quads: np.ndarray | None = None
     crop_size: int | None = None
     multi_face: np.ndarray | None = None
     pts: np.ndarray | None = None
     time_s: np.ndarray | None = None
     shot_starts: np.ndarray | None = None  # int [S]: first frame of each shot (0 first); absent = one shot
+
+    def frame_boxes(self) -> np.ndarray:
+        """float64 [N,4,2]: the unaligned box of every frame (files without box_quads: box_quad for all)."""
+        if self.box_quads is not None:
+            return np.asarray(self.box_quads, np.float64)
+        if self.box_quad is None:
+            raise InputError(f"{getattr(self, 'path', 'transforms record')}: lacks box_quad; rerun align")
+        return np.broadcast_to(np.asarray(self.box_quad, np.float64), (self.n_frames, 4, 2)).copy()
 
     def segments(self) -> list[tuple[int, int]]:
         """Shots as half-open frame ranges tiling the video (one range when no shots were recorded)."""

@@ -101,6 +101,7 @@ class ShotDetector:
         self._long_scores: list[float] = []  # frame i vs i - dissolve_frames
         self._history: list[np.ndarray] = []  # the last dissolve_frames small frames
         self._cuts: list[int] = []
+        self._shot_start = 0  # first frame of the shot the last frame fed is in, as far as hard cuts tell
         self._count = 0
 
     def _small(self, image: np.ndarray) -> np.ndarray:
@@ -117,6 +118,8 @@ class ShotDetector:
         timecode = self._timecode(timecode=index, fps=self._fps)
         if self._cuts_detector.process_frame(timecode, small) and index > 0:
             self._cuts.append(index)
+            if index - self._shot_start >= self.settings.min_shot_frames:
+                self._shot_start = index
         self._scores.append(_last_score(self._cuts_detector))
         if self._dissolve:
             self._long_scores.append(self._long_score(small))
@@ -159,6 +162,12 @@ class ShotDetector:
             raise InputError("no frame to find shots in")
         cuts = sorted(set(self._cuts) | (set(self._dissolve_cuts()) if self._dissolve else set()))
         return shots_from_cuts(cuts, self._count, self.settings.min_shot_frames)
+
+    @property
+    def shot_start(self) -> int:
+        """The first frame of the shot of the frame fed last, as known so far (hard cuts only: dissolves are
+        found at the end, see `shots`)."""
+        return self._shot_start
 
     @property
     def frame_scores(self) -> np.ndarray:

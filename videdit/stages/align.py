@@ -4,11 +4,12 @@ Output (inside `out_dir`, the public run-folder format, see docs/ARCHITECTURE.md
 
     transforms.npz   rotation_deg f[N], translation f[N,2], matrix f[N,3,3] (= make_transform(t, r)),
                      face_found bool[N], landmarks f[N,68,2] (source pixels, pixel-centre coordinates),
-                     box_quad f[4,2], aligned_quads f[N,4,2], crop_size int,
+                     box_quads f[N,4,2] (the fixed box of each frame's shot: a cut is a wall, so each
+                     shot has its own), box_quad f[4,2] (the first shot's), aligned_quads f[N,4,2], crop_size int,
                      pts int[N] and time_s f[N] (frame timestamps), multi_face bool[N] (several
                      faces seen; only known on frames searched whole: see full_search_every)
     aligned/000000.png ...    FFHQ-style aligned crops, aligned_size^2 RGB (the encoder's input size)
-    unaligned/000000.png ...  crops of the one fixed box, crop_size^2 RGB
+    unaligned/000000.png ...  crops of the fixed box of the frame's shot, crop_size^2 RGB
     preview.mp4               source frames (scaled down) with landmarks, eye line, quads drawn
     video.json                VideoInfo of the source
 
@@ -93,7 +94,8 @@ class AlignResult:
     n_interpolated: int  # frames filled in from their neighbours
     n_multi_face: int  # frames with more than one face
     backend_used: str
-    box_quad: np.ndarray = field(repr=False)
+    box_quad: np.ndarray = field(repr=False)  # the first shot's box
+    box_quads: np.ndarray = field(repr=False)  # [N,4,2]: every frame's (one box per shot)
 
 
 @dataclass
@@ -138,7 +140,7 @@ def _detect_all(reader: VideoReader, backend, warn_multi: bool, full_search_ever
         pts.append(frame.pts)
         times.append(frame.time_s)
         if first_pass is not None:
-            first_pass.add(frame, points)
+            first_pass.add(frame, points, shots.shot_start if shots is not None else 0)
     if not found:
         raise InputError(f"{reader.path}: no frame could be decoded")
     return _Landmarks(np.asarray(landmarks, dtype=np.float64), np.asarray(found), np.asarray(multi),
@@ -270,34 +272,53 @@ class _CropWriter:
 
 
 class _FirstPassCrops:
-    """During the landmark pass: the crops of each frame that are final already (a detected face, once the
-    fixed box is known: the published "first" box is the first detected face's quad), and the preview of
-    what was detected. What it wrote is checked against the final geometry afterwards."""
+    """During the landmark pass: the crops of each frame that are final already (a detected face, once its
+    shot's fixed box is known: the published "first" box is the shot's first detected quad), and the
+    preview of what was detected. What it wrote is checked against the final geometry afterwards."""
 
     def __init__(self, out_dir: Path, settings: "AlignSettings", crops: _CropWriter, preview: _Preview | None):
         self._out_dir = out_dir
         self._settings = settings
         self._crops = crops
         self._preview = preview
-        self.box_quad: np.ndarray | None = None
-        self.written: dict[int, np.ndarray] = {}  # frame -> the aligned quad its crops were cut with
+        self._shot_start = 0
+        self._box: np.ndarray | None = None  # the box of the shot being read, once a face was seen in it
+        self.written: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # frame -> (aligned quad, box) its crops used
 
-    def add(self, frame, landmarks: np.ndarray | None) -> None:
+    def add(self, frame, landmarks: np.ndarray | None, shot_start: int) -> None:
+        if shot_start != self._shot_start:  # a cut: a new box from this shot's first face
+            self._shot_start, self._box = shot_start, None
         quad = None
         if landmarks is not None:
             quad = ffhq_quad(landmarks, self._settings.quad_rule)
-            if self.box_quad is None:
-                self.box_quad = quad
-            self._crops.frame(frame.image, frame.index, quad, self.box_quad, self._settings, self._out_dir)
-            self.written[frame.index] = quad
+            if self._box is None:
+                self._box = quad
+            self._crops.frame(frame.image, frame.index, quad, self._box, self._settings, self._out_dir)
+            self.written[frame.index] = (quad, self._box)
         if self._preview is not None:
-            self._preview.add(frame.image, frame.pts, landmarks, quad, self.box_quad, landmarks is not None)
+            self._preview.add(frame.image, frame.pts, landmarks, quad, self._box, landmarks is not None)
 
-    def left_over(self, quads: np.ndarray, box_quad: np.ndarray) -> list[int]:
-        """Frames whose crops are still to be cut: not written, or cut with other quads than the final ones."""
-        if self.box_quad is None or not np.array_equal(self.box_quad, box_quad):
-            return list(range(len(quads)))
-        return [i for i in range(len(quads)) if i not in self.written or not np.array_equal(self.written[i], quads[i])]
+    def left_over(self, quads: np.ndarray, boxes: np.ndarray) -> list[int]:
+        """Frames whose crops are still to be cut: not written, or cut with other quads or box than the final ones."""
+        return [i for i in range(len(quads)) if i not in self.written
+                or not (np.array_equal(self.written[i][0], quads[i]) and np.array_equal(self.written[i][1], boxes[i]))]
+
+
+def shot_boxes(quads: np.ndarray, found: np.ndarray, segments: list[tuple[int, int]], rule: str) -> np.ndarray:
+    """The fixed unaligned box of every frame [N,4,2]: one per shot (a cut is a wall), "first": the quad of
+    the shot's first frame with a face (as published, per shot), "cover": turned like it and large enough
+    for the face in all of the shot's frames. A shot without a face takes the box of the nearest shot
+    that has one (its frames pass through unedited anyway)."""
+    boxes = np.empty_like(quads)
+    with_face = [(start, end) for start, end in segments if found[start:end].any()]
+    if not with_face:
+        raise ValueError("no shot has a face")
+    for start, end in segments:
+        nearest = min(with_face, key=lambda seg: (abs(seg[0] - start), seg[0] > start))
+        lo, hi = nearest if not found[start:end].any() else (start, end)
+        first = lo + int(np.flatnonzero(found[lo:hi])[0])
+        boxes[start:end] = quads[first] if rule == "first" else covering_box(quads[lo:hi], quads[first])
+    return boxes
 
 
 def _prepare_crop_folders(out_dir: Path) -> None:
@@ -422,14 +443,14 @@ def _write_alignment(reader: VideoReader, source: Path, out_dir: Path, settings:
     n_frames = len(found)
     # Quads, the fixed box and the transforms, all from landmarks and geometry.
     quads = np.stack([ffhq_quad(lm, settings.quad_rule) for lm in landmarks])
-    quads = smooth_quads(quads, settings.smooth_quads)
-    first = int(np.flatnonzero(found)[0])
-    box_quad = quads[first] if settings.box == "first" else covering_box(quads, quads[first])
+    for start, end in segments:  # no smoothing window crosses a cut
+        quads[start:end] = smooth_quads(quads[start:end], settings.smooth_quads)
+    boxes = shot_boxes(quads, found, segments, settings.box)
     size = int(settings.crop_size)
-    transforms = [frame_transform(landmarks[i], quads[i], box_quad, size) for i in range(n_frames)]
+    transforms = [frame_transform(landmarks[i], quads[i], boxes[i], size) for i in range(n_frames)]
 
     # Pass 2: the crops left (and the preview when no first pass drew it).
-    left = list(range(n_frames)) if first_pass is None else first_pass.left_over(quads, box_quad)
+    left = list(range(n_frames)) if first_pass is None else first_pass.left_over(quads, boxes)
     preview = _Preview(out_dir / records.PREVIEW, info, settings.preview_height) if settings.preview and first_pass is None else None
     if first_pass is not None and left:
         log.info("align: %d of %d frames cut in a second pass (no face detected in them, or the box changed)",
@@ -445,9 +466,9 @@ def _write_alignment(reader: VideoReader, source: Path, out_dir: Path, settings:
             i = frame.index - first_frame
             pts.append(frame.pts)
             times.append(frame.time_s)
-            crops.frame(frame.image, i, quads[i], box_quad, settings, out_dir)
+            crops.frame(frame.image, i, quads[i], boxes[i], settings, out_dir)
             if preview is not None:
-                preview.add(frame.image, frame.pts, landmarks[i], quads[i], box_quad, bool(found[i]))
+                preview.add(frame.image, frame.pts, landmarks[i], quads[i], boxes[i], bool(found[i]))
             count += 1
         crops.close()
     except BaseException:
@@ -468,7 +489,8 @@ def _write_alignment(reader: VideoReader, source: Path, out_dir: Path, settings:
         matrix=np.stack([t.matrix for t in transforms]).astype(np.float32),
         face_found=found.astype(bool),
         landmarks=landmarks.astype(np.float32),
-        box_quad=box_quad.astype(np.float32),
+        box_quad=boxes[0].astype(np.float32),
+        box_quads=boxes.astype(np.float32),
         aligned_quads=quads.astype(np.float32),
         crop_size=np.int64(size),
         multi_face=np.asarray(multi_face, bool),
@@ -486,5 +508,5 @@ def _write_alignment(reader: VideoReader, source: Path, out_dir: Path, settings:
         unaligned_dir=out_dir / records.UNALIGNED, preview_path=out_dir / records.PREVIEW if settings.preview else None,
         video_json=video_json, n_frames=n_frames, n_faces_found=n_found,
         n_interpolated=n_frames - n_found, n_multi_face=int(np.sum(multi_face)),
-        backend_used=backend_name, box_quad=box_quad,
+        backend_used=backend_name, box_quad=boxes[0], box_quads=boxes,
     )

@@ -1,7 +1,7 @@
 """Composite (stage `composite`): the rendered face crops back in the whole source frames.
 
 For every frame with a face, the render of each key (RUN/render/<key>/%06d.png, expanded or not) is
-warped back through the inverse of the fixed unaligned box (align/transforms.npz `box_quad`) and blended
+warped back through the inverse of the frame's fixed unaligned box (align/transforms.npz `box_quads`) and blended
 into the source frame with a soft mask (`videdit.face.paste`): the landmark face region or the whole
 box, feathered; optionally the render's low frequencies are matched to the frame's around the mask
 border. Frames without a face are copied unchanged. Frames are read, composited, encoded and dropped one
@@ -195,7 +195,7 @@ class _Layer:
 
     render_dir: Path
     start: int
-    box_quad: np.ndarray
+    boxes: np.ndarray  # [n, 4, 2]: each frame's unaligned box (one per shot)
     face_found: np.ndarray
     landmarks: np.ndarray
     layout: RenderLayout
@@ -212,11 +212,11 @@ class _Layer:
 
 
 def _load_layer(layer: FaceLayer, settings: CompositeSettings) -> _Layer:
-    align = records.AlignRecord.load(layer.align_dir).require("box_quad", "landmarks")
+    align = records.AlignRecord.load(layer.align_dir).require("landmarks")
     landmarks = np.asarray(align.landmarks, np.float64)
     if settings.mask == "landmarks":
         landmarks = smooth_landmarks(landmarks, align.face_found, settings.mask_smoothing, layer.segments)
-    return _Layer(Path(layer.render_dir), int(layer.start), np.asarray(align.box_quad, np.float64), align.face_found,
+    return _Layer(Path(layer.render_dir), int(layer.start), align.frame_boxes(), align.face_found,
                   landmarks, read_render_layout(Path(layer.render_dir)))
 
 
@@ -313,7 +313,7 @@ def run_composite_layers(
                     continue
                 layout = layer.layout
                 blend_mask = C.make_blend_mask(
-                    image.shape[:2], layer.box_quad, layout.resolution, landmarks=layer.landmarks[local],
+                    image.shape[:2], layer.boxes[local], layout.resolution, landmarks=layer.landmarks[local],
                     expand=layout.expand, mask=settings.mask, feather_px=settings.feather_px,
                     grow_forehead=settings.grow_forehead)
                 masks.append(blend_mask)
@@ -329,7 +329,7 @@ def run_composite_layers(
                     if render.shape[:2] != expected_hw:
                         raise InputError(f"composite: {path} is {render.shape[1]}x{render.shape[0]}, expected "
                                          f"{expected_hw[1]}x{expected_hw[0]} (see {RENDER_INFO})")
-                    outs[key] = C.composite_frame(outs[key], render, layer.box_quad, layout.resolution, blend_mask,
+                    outs[key] = C.composite_frame(outs[key], render, layer.boxes[local], layout.resolution, blend_mask,
                                                   expand=layout.expand, color_match=settings.color_match)
                     if measure:
                         tally = tallies[key]

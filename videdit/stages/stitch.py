@@ -72,7 +72,7 @@ def run_stitch(
         if not generator.is_file():
             raise InputError(f"stitch: {generator} is missing (run the tune stage first)")
     device = resolve_device(settings.device)
-    align = AlignRecord.load(align_dir).require("landmarks", "box_quad")
+    align = AlignRecord.load(align_dir).require("landmarks")
     inv = inverse_transforms(TransformsRecord.load(smooth_dir).matrix)
     n = align.n_frames
     if len(inv) != n:
@@ -83,7 +83,7 @@ def run_stitch(
     G = private_generator(generator, device)
     resolution = int(G.img_resolution)
     crops = CropFrames(align_dir / UNALIGNED, n, resolution)
-    landmarks_crop = landmarks_in_crop(align.landmarks, align.box_quad, resolution)
+    landmarks_crop = landmarks_in_crop(align.landmarks, align.frame_boxes(), resolution)
     frames = np.flatnonzero(align.face_found)
     out_dir.mkdir(parents=True, exist_ok=True)
 

@@ -75,10 +75,18 @@ def stitch_masks(landmarks_crop: np.ndarray, resolution: int, band: float = 0.06
     return boundary, inside
 
 
-def landmarks_in_crop(landmarks: np.ndarray, box_quad: np.ndarray, resolution: int) -> np.ndarray:
-    """Landmarks [..., 68, 2] in source pixels -> pixel-centre coordinates of the box's crop at `resolution`."""
-    geometry = C.CropGeometry.from_quad(box_quad)
-    return geometry.to_crop(landmarks) * resolution - 0.5
+def landmarks_in_crop(landmarks: np.ndarray, boxes: np.ndarray, resolution: int) -> np.ndarray:
+    """Landmarks [N, 68, 2] in source pixels -> pixel-centre coordinates of each frame's box crop at
+    `resolution`. boxes: [4, 2] (one box) or [N, 4, 2] (each frame's)."""
+    landmarks = np.asarray(landmarks, np.float64)
+    boxes = np.asarray(boxes, np.float64)
+    if boxes.ndim == 2:
+        return C.CropGeometry.from_quad(boxes).to_crop(landmarks) * resolution - 0.5
+    out = np.empty_like(landmarks)
+    for box in np.unique(boxes.reshape(len(boxes), -1), axis=0):  # one geometry per shot
+        frames = np.all(boxes.reshape(len(boxes), -1) == box, axis=1)
+        out[frames] = C.CropGeometry.from_quad(box.reshape(4, 2)).to_crop(landmarks[frames]) * resolution - 0.5
+    return out
 
 
 def _masked_l2(pred: torch.Tensor, target: torch.Tensor):
