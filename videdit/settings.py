@@ -23,6 +23,7 @@ class SettingsError(VideditError):
 # A rule is (min, max) for numbers (None = open; "min" inclusive unless given as ("gt", value)),
 # or a tuple of allowed strings.
 RULES: dict[str, Any] = {
+    "precision": ("fp32", "tf32", "fp16"),  # run-wide (top of the preset, no section); see videdit.models
     "faces.min_track_frames": (1, None),
     "faces.landmarks": ("auto", "dlib", "face-alignment", "fan"),
     "faces.full_search_every": (1, None),
@@ -66,6 +67,7 @@ RULES: dict[str, Any] = {
 }
 # Element-wise rules for sequences.
 ELEMENT_RULES: dict[str, Any] = {
+    "precision": ("fp32", "tf32", "fp16"),  # run-wide (top of the preset, no section); see videdit.models
     "render.expand": (0, None),
 }
 
@@ -144,8 +146,8 @@ def _check_rule(where: str, value: Any, rule: Any) -> None:
 
 
 def check_value(section: str, key: str, value: Any, annotation: Any) -> Any:
-    """The value converted to its field's type, or one SettingsError line."""
-    where = f"{section}.{key}"
+    """The value converted to its field's type, or one SettingsError line. section "": a run-wide key."""
+    where = f"{section}.{key}" if section else key
     ok, converted = _coerce(value, annotation)
     if not ok:
         raise SettingsError(f"setting {where} = {value!r}: expected {_describe(annotation)}")
