@@ -14,6 +14,7 @@ import click
 from videdit import __version__
 from videdit.errors import MissingWeightsError, VideditError
 from videdit.layout import STAGE_ORDER
+from videdit.settings import PRECISIONS
 from videdit.tuning import TUNERS  # the registry's names only: no torch at import
 
 STAGES = STAGE_ORDER
@@ -91,7 +92,7 @@ def cli() -> None:
 @click.option("--verify", is_flag=True, help="Re-hash every cached output (frames too) before reusing it.")
 @click.option("--wait", is_flag=True, help="If another run holds the run folder, wait for it instead of failing.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "tf32", "fp16"]), default=None,
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="How the generator runs on CUDA: fp32 (default), tf32 (TF32 matmuls/convolutions) or fp16 "
                    "(NVIDIA's mixed precision: the highest-resolution layers in float16). CPU runs fp32.")
 @click.option("--batch-size", type=int, default=None, help="Frames per batch for encode and render, used as given (default: the preset's, lowered to fit free memory).")

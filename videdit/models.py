@@ -16,10 +16,9 @@ from videdit import weights as W
 from videdit.edits import edit_strings
 from videdit.errors import VideditError
 from videdit.layout import STAGE_ORDER
+from videdit.settings import PRECISIONS
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("fp32", "tf32", "fp16")
 
 
 def run_precision(requested: str, device: str) -> str:

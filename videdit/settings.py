@@ -19,11 +19,15 @@ class SettingsError(VideditError):
     """A setting of the wrong type, out of bounds or unknown."""
 
 
+# How the generator runs (videdit.models applies it): float32, float32 with TF32, NVIDIA's mixed precision.
+PRECISIONS = ("fp32", "tf32", "fp16")
+
+
 # Bounds and choices of settings whose type alone does not say what is allowed: "SECTION.KEY" -> rule.
 # A rule is (min, max) for numbers (None = open; "min" inclusive unless given as ("gt", value)),
 # or a tuple of allowed strings.
 RULES: dict[str, Any] = {
-    "precision": ("fp32", "tf32", "fp16"),  # run-wide (top of the preset, no section); see videdit.models
+    "precision": PRECISIONS,  # run-wide (the top of a preset, no section)
     "faces.min_track_frames": (1, None),
     "faces.landmarks": ("auto", "dlib", "face-alignment", "fan"),
     "faces.full_search_every": (1, None),
@@ -67,7 +71,6 @@ RULES: dict[str, Any] = {
 }
 # Element-wise rules for sequences.
 ELEMENT_RULES: dict[str, Any] = {
-    "precision": ("fp32", "tf32", "fp16"),  # run-wide (top of the preset, no section); see videdit.models
     "render.expand": (0, None),
 }
 
