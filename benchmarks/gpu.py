@@ -1,19 +1,21 @@
 """GPU benchmarks of the ops, as markdown tables for docs/benchmarks.md:
 
-    python -m benchmarks gpu [--sections ops,fp16,synthesis,pipeline] [--repeats 20] [--device cuda]
+    python -m benchmarks gpu [--sections ops,fp16,synthesis,precision,pipeline] [--repeats 20] [--device cuda]
 
 * ops:       each CUDA kernel against the PyTorch path on the same GPU (the 15 filtered_lrelu layers
              of StyleGAN3-T and -R at 1024 with their real channel counts, plus upfirdn2d and bias_act
              cases), forward and forward + backward, and the largest difference.
 * fp16:      the CUDA kernels in float16 against float32.
 * synthesis: the whole synthesis network (random weights) per frame, PyTorch path vs CUDA kernels,
-             forward and forward + backward (what a tuning step pays); fp16 vs fp32 when the network
-             has a precision switch, else a note saying it has none.
+             forward and forward + backward (what a tuning step pays).
+* precision: the whole synthesis network at `--precision` fp16 and tf32 against fp32 (R-1024 and
+             T-256, random weights, default ops): seconds per image, and how far the image moves
+             (mean and max absolute difference, PSNR over the image range [-1, 1]).
 * pipeline:  `videdit run` on a synthetic clip, seconds per frame, with the PyTorch ops and with
              the default ("auto") kernels (stand-in networks unless real weights are present).
 
-Every ratio compares two timings of the same run: PyTorch / CUDA, fp32 / fp16 (> 1: the second is
-faster). Times are medians of --repeats runs after two warm-up calls (the first call of a shape
+Every ratio compares two timings of the same run: PyTorch / CUDA, fp32 / fp16, fp32 / tf32 (> 1: the
+second is faster). Times are medians of --repeats runs after two warm-up calls (the first call of a shape
 family builds and self-checks the kernels). Runs on CPU too (--device cpu), for a smoke test.
 """
 from __future__ import annotations
@@ -25,7 +27,6 @@ if __package__ in (None, ""):  # run as `python benchmarks/gpu.py`: import from 
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
-import inspect
 import math
 import statistics
 import sys
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-SECTIONS = ("ops", "fp16", "synthesis", "pipeline")
+SECTIONS = ("ops", "fp16", "synthesis", "precision", "pipeline")
 LAYERS = 15  # 14 synthesis layers + ToRGB
 
 
@@ -213,14 +214,6 @@ def section_fp16(args, median_ms) -> str:
             + _table(["op / case", "input", "fp32", "fp16", "ratio", "max rel diff fp16"], rows))
 
 
-def _precision_switch():
-    """The synthesis network's precision keyword, if it has one (a named parameter, not swallowed)."""
-    from videdit.networks.stylegan3 import SynthesisNetwork
-
-    params = inspect.signature(SynthesisNetwork.forward).parameters
-    return next((name for name in ("force_fp32", "precision") if name in params), None)
-
-
 def section_synthesis(args, median_ms) -> str:
     import torch
 
@@ -254,14 +247,62 @@ def section_synthesis(args, median_ms) -> str:
                          f"{f_kernel:.4f}", f"{f_torch / f_kernel:.2f}", f"{b_torch:.4f}", f"{b_kernel:.4f}",
                          f"{b_torch / b_kernel:.2f}", f"{diff:.1e}"])
         del G
-    switch = _precision_switch()
-    note = ("fp16 vs fp32 synthesis: not measured; videdit.networks.stylegan3 has no precision switch (the "
-            "official force_fp32 keyword is accepted and ignored, layers run float32)."
-            if switch is None else f"fp16 vs fp32 synthesis: the network has a `{switch}` keyword; not yet timed here.")
     label = "CUDA" if kernel_mode == "cuda" else "fused C++"
-    return (f"### Whole synthesis, seconds per frame ({args.device}, random weights, median of {args.repeats})\n\n"
+    return (f"### Whole synthesis, seconds per frame ({args.device}, float32, random weights, median of {args.repeats})\n\n"
             + _table(["network", "batch", "PyTorch fw", f"{label} fw", "ratio", "PyTorch fw+bw", f"{label} fw+bw",
-                      "ratio", "max rel diff"], rows) + "\n\n" + note)
+                      "ratio", "max rel diff"], rows) + "\n\nfp16 and tf32 against fp32: the precision section.")
+
+
+def _image_difference(image, reference) -> tuple[float, float, float]:
+    """(mean abs, max abs, PSNR in dB over the image range [-1, 1], i.e. a peak-to-peak of 2)."""
+    diff = (image.double() - reference.double()).abs()
+    mse = diff.square().mean().item()
+    return diff.mean().item(), diff.max().item(), (math.inf if mse == 0 else 10 * math.log10(4 / mse))
+
+
+def section_precision(args, median_ms) -> str:
+    import videdit.networks.stylegan3 as sg3
+
+    if args.device != "cuda":
+        return "### Synthesis at fp16 and tf32 against fp32\n\nnot measured: fp16 and tf32 run on CUDA only"
+    return precision_table(args, median_ms, [("R-1024", sg3.r_config_kwargs(1024)), ("T-256", sg3.t_config_kwargs(256))])
+
+
+def precision_table(args, median_ms, networks: list[tuple[str, dict]]) -> str:
+    """Each network (label, Generator kwargs; random weights) at fp32, tf32 and fp16, set as the pipeline
+    sets them: seconds per image and the image's difference to fp32's."""
+    import torch
+
+    import videdit.networks.stylegan3 as sg3
+    from videdit.models import apply_precision, tf32_switches
+    from videdit.ops.mode import current_mode
+
+    rows = []
+    for label, kwargs in networks:
+        torch.manual_seed(0)
+        G = sg3.Generator(**kwargs).to(args.device).eval()
+        for batch in args.batches:
+            ws = G.mapping(torch.randn([batch, G.z_dim], device=args.device), truncation_psi=0.7).detach()
+            seconds, images = {}, {}
+            for precision in ("fp32", "tf32", "fp16"):
+                apply_precision(G, precision)
+                with tf32_switches(precision), torch.no_grad():
+                    seconds[precision] = median_ms(lambda: G.synthesis(ws), args.repeats) / batch / 1e3
+                    images[precision] = G.synthesis(ws)
+            for precision in ("fp16", "tf32"):
+                mean_abs, max_abs, psnr = _image_difference(images[precision], images["fp32"])
+                ratio = seconds["fp32"] / seconds[precision]
+                rows.append([label, str(batch), precision, f"{seconds['fp32']:.4f}", f"{seconds[precision]:.4f}",
+                             f"{ratio:.2f}", f"{mean_abs:.1e}", f"{max_abs:.1e}", f"{psnr:.1f}"])
+                print(f"  {label} batch {batch} {precision}: {ratio:.2f}x, PSNR {psnr:.1f} dB", file=sys.stderr, flush=True)
+        del G
+    return (f"### Synthesis at fp16 and tf32 against fp32 (seconds per image, {args.device}, ops {current_mode()}, "
+            f"random weights, median of {args.repeats})\n\n"
+            + _table(["network", "batch", "precision", "fp32 s", "s", "fp32 / this", "mean abs diff", "max abs diff",
+                      "PSNR dB"], rows)
+            + "\n\nfp16: NVIDIA's mixed precision (the num_fp16_res = 4 highest-resolution layers in float16, "
+              "conv_clamp 256); tf32: float32 with TF32 matmuls and convolutions. Differences are to the fp32 "
+              "image of the same network; PSNR over the image range [-1, 1].")
 
 
 def section_pipeline(args) -> str:
@@ -325,10 +366,11 @@ def main(argv=None) -> int:
         from videdit.ops import native
 
         if native.cuda_module() is None:  # the kernel columns would time the PyTorch path twice
-            kernel_sections = [s for s in args.sections if s != "pipeline"]
+            kept = ("pipeline", "precision")  # these time whatever ops run by default
+            kernel_sections = [s for s in args.sections if s not in kept]
             print(f"gpu_bench: the CUDA kernels are unavailable (see the warning above); skipping {kernel_sections}",
                   file=sys.stderr)
-            args.sections = [s for s in args.sections if s == "pipeline"]
+            args.sections = [s for s in args.sections if s in kept]
     median_ms = _timer(args.device)
     where = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     print(f"## GPU benchmarks: {where}, torch {torch.__version__} (CUDA {torch.version.cuda}), "
@@ -338,7 +380,8 @@ def main(argv=None) -> int:
         if section == "pipeline":
             text = section_pipeline(args)
         else:
-            text = {"ops": section_ops, "fp16": section_fp16, "synthesis": section_synthesis}[section](args, median_ms)
+            text = {"ops": section_ops, "fp16": section_fp16, "synthesis": section_synthesis,
+                    "precision": section_precision}[section](args, median_ms)
         print(text + "\n", flush=True)
     return 0
 

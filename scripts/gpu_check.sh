@@ -5,15 +5,18 @@
 #   scripts/gpu_check.sh                          # setup.sh, then everything below
 #   SKIP_SETUP=1 PYTHON=/path/to/python scripts/gpu_check.sh
 #   GPU_BENCH_ARGS="--sections ops,fp16 --repeats 5" scripts/gpu_check.sh
+#   GPU_BENCH_ARGS="--sections precision" scripts/gpu_check.sh   # only --precision fp16/tf32 vs fp32
 #
 # setup.sh needs PyPI; on a machine without internet use SKIP_SETUP=1 and PYTHON set to an environment
 # that already has videdit's dependencies (a CUDA build of torch). nvcc is needed for the kernels.
 #
 # Steps: nvidia-smi; `videdit doctor --build` (compiles the CUDA extension for the visible GPU's
 # architecture and self-checks a standard set of shape families); `pytest -m cuda` (every CUDA kernel
-# against the PyTorch reference, forward and backward, and the self-check in place);
-# `python -m benchmarks gpu` (CUDA kernels vs the PyTorch path per op, fp16 vs fp32, whole
-# synthesis and whole pipeline seconds per frame). Everything printed is also saved under
+# against the PyTorch reference, forward and backward, the self-check in place, and
+# tests/test_precision.py's fp16-vs-fp32 images with a hook confirming the float16 layers);
+# `python -m benchmarks gpu` (CUDA kernels vs the PyTorch path per op, fp16 vs fp32 kernels, whole
+# synthesis, `--precision` fp16 and tf32 against fp32 at R-1024 and T-256: seconds per image, ratio,
+# mean/max abs difference and PSNR; whole pipeline seconds per frame). Everything printed is also saved under
 # $GPU_CHECK_OUT (default $TMPDIR/videdit-gpu-check-<date>/).
 #
 # Exit status: 0 all passed; 1 a step failed (see its log); 2 no GPU here, nothing was checked.

@@ -14,6 +14,7 @@ import click
 from videdit import __version__
 from videdit.errors import MissingWeightsError, VideditError
 from videdit.layout import STAGE_ORDER
+from videdit.settings import PRECISIONS
 from videdit.tuning import TUNERS  # the registry's names only: no torch at import
 
 STAGES = STAGE_ORDER
@@ -91,6 +92,9 @@ def cli() -> None:
 @click.option("--verify", is_flag=True, help="Re-hash every cached output (frames too) before reusing it.")
 @click.option("--wait", is_flag=True, help="If another run holds the run folder, wait for it instead of failing.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help="How the generator runs on CUDA: fp32 (default), tf32 (TF32 matmuls/convolutions) or fp16 "
+                   "(NVIDIA's mixed precision: the highest-resolution layers in float16). CPU runs fp32.")
 @click.option("--batch-size", type=int, default=None, help="Frames per batch for encode and render, used as given (default: the preset's, lowered to fit free memory).")
 @click.option("--tuner", type=click.Choice(list(TUNERS)), default=None,
               help="How to fit the generator to the video (default pti; hyperstyle needs --set hyperstyle.hypernetwork=FILE).")
@@ -119,7 +123,7 @@ def cli() -> None:
 @click.option("--max-retries", type=int, default=None, help="With --engine ray: retries of a video whose worker or node was lost [2].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
-def run(input_path, edit, strength, alpha, beta, expand, preset, out, until, from_stage, force, verify, wait, device, batch_size, tuner, steps,
+def run(input_path, edit, strength, alpha, beta, expand, preset, out, until, from_stage, force, verify, wait, device, precision, batch_size, tuner, steps,
         allow_l2_only, save_masks, faces, codec, crf, encoder_preset, pix_fmt, recursive, sets, weights_dir, ops, engine, address, gpus_per_video, cpus_per_video,
         max_retries, quiet, as_json):
     """Run the pipeline on a video, or on every video in a folder."""
@@ -145,6 +149,7 @@ def run(input_path, edit, strength, alpha, beta, expand, preset, out, until, fro
         "composite.crf": (crf if crf in (None, "auto") else _int_value(crf, "--crf")),
         "composite.preset": encoder_preset,
         "composite.pix_fmt": pix_fmt,
+        "precision": precision,  # run-wide: the top of the preset, not a section
     }
     for s in sets:
         key, value = parse_set_option(s)

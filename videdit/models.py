@@ -1,7 +1,14 @@
 """Where the networks come from: the released checkpoints (PretrainedModels) or small random stand-ins
-(StandInModels, for the demo and the tests). `identity()` strings go into the stage cache keys."""
+(StandInModels, for the demo and the tests). `identity()` strings go into the stage cache keys.
+
+How the generator runs is the run's `precision` (see `run_precision`, `apply_precision`, `tf32_switches`):
+fp32 (default, as the published video code forces), tf32 (float32 with TF32 matmuls and convolutions),
+fp16 (NVIDIA's mixed precision: the num_fp16_res highest-resolution layers in float16, with conv_clamp).
+"""
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +16,42 @@ from videdit import weights as W
 from videdit.edits import edit_strings
 from videdit.errors import VideditError
 from videdit.layout import STAGE_ORDER
+from videdit.settings import PRECISIONS
+
+log = logging.getLogger(__name__)
+
+
+def run_precision(requested: str, device: str) -> str:
+    """The precision a run on `device` uses: tf32 and fp16 are CUDA features, so elsewhere fp32 (one warning)."""
+    if requested not in PRECISIONS:
+        raise VideditError(f"precision {requested!r}: use one of {', '.join(PRECISIONS)}")
+    if requested != "fp32" and not str(device).startswith("cuda"):
+        log.warning(f"{requested} runs on CUDA only; this run uses float32 on the {str(device).upper()}")
+        return "fp32"
+    return requested
+
+
+def apply_precision(G, precision: str):
+    """G with its synthesis network's default force_fp32 set for `precision` (fp16: the use_fp16 layers
+    run float16 on CUDA); returns G. An explicit force_fp32 keyword in a call still wins."""
+    G.synthesis.force_fp32 = precision != "fp16"
+    return G
+
+
+@contextmanager
+def tf32_switches(precision: str):
+    """torch's TF32 switches (matmul and cuDNN) ON for tf32 and explicitly OFF otherwise (cuDNN's default
+    is on, which would lower fp32's fidelity), put back as they were afterwards. No effect on the CPU."""
+    import torch
+
+    previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    allow = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = allow
+    torch.backends.cudnn.allow_tf32 = allow
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
 
 
 class ModelSource:

@@ -71,6 +71,19 @@ class FacesOptions:
     full_search_every: int = 1
 
 
+@dataclass
+class RunOptions:
+    """Run-wide keys, at the top of a preset (outside any section; `--set precision=fp16` or the flag).
+
+    precision: how the generator runs (videdit.models): fp32 (default), tf32 or fp16 (NVIDIA's mixed
+    precision); CUDA only, so on the CPU tf32 and fp16 run fp32 with one warning.
+    """
+
+    precision: str = "fp32"
+
+
+RUN_KEYS = tuple(f.name for f in dataclasses.fields(RunOptions))
+
 # Preset section -> (module, settings class, keys the section may hold that the pipeline itself consumes).
 # The tune section's class depends on the tuner (see Pipeline._tune_section).
 _SECTIONS: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -108,13 +121,23 @@ class Pipeline:
         self.quiet = quiet
         self.models = models or PretrainedModels(self.weights_dir, settings)
         # Every section checked now, whatever stages a run reaches: a bad value fails before any work.
+        from videdit.settings import resolve_section
+
+        self.run_options = resolve_section(RunOptions, {k: v for k, v in settings.items() if k in RUN_KEYS}, "")
         self.sections = self._resolve_sections()
         self.echo = echo or (lambda s: print(s, file=sys.stderr))
         self._loaded: dict[str, Any] = {}
 
     @classmethod
     def from_preset(cls, preset: str = "default", overrides: dict[str, Any] | None = None, **kwargs) -> "Pipeline":
-        settings = presets.apply_overrides(presets.load_preset(preset), overrides or {})
+        """overrides: 'SECTION.KEY' or a run-wide key ('precision') -> value; None values are ignored."""
+        overrides = dict(overrides or {})
+        run_wide = {k: overrides.pop(k) for k in list(overrides) if "." not in k}
+        unknown = sorted(set(run_wide) - set(RUN_KEYS))
+        if unknown:
+            raise VideditError(f"bad setting {unknown[0]!r}: expected SECTION.KEY or a run-wide key ({', '.join(RUN_KEYS)})")
+        settings = presets.apply_overrides(presets.load_preset(preset), overrides)
+        settings.update({k: v for k, v in run_wide.items() if v is not None})
         return cls(settings, **kwargs)
 
     # ---- checks before any work
@@ -135,6 +158,7 @@ class Pipeline:
         from videdit.settings import as_dict
 
         top = {k: v for k, v in self.settings.items() if not isinstance(v, dict)}
+        top.update(as_dict(self.run_options))  # the default too, when the preset leaves it out
         sections = {}
         for section, obj in self.sections.items():
             extra = {k: v for k, v in self.settings.get(section, {}).items()
@@ -164,9 +188,24 @@ class Pipeline:
             self._loaded["device"] = str(resolve_device(self.device_request))
         return self._loaded["device"]
 
+    @property
+    def precision(self) -> str:
+        """The precision this run uses: the setting, or fp32 where it cannot run (said once, as a warning)."""
+        if "precision" not in self._loaded:
+            from videdit.models import run_precision
+
+            self._loaded["precision"] = run_precision(self.run_options.precision, self.device)
+        return self._loaded["precision"]
+
+    def with_precision(self, G):
+        """G set to run at this run's precision: the one place the setting reaches a generator."""
+        from videdit.models import apply_precision
+
+        return apply_precision(G, self.precision)
+
     def generator(self):
         if "generator" not in self._loaded:
-            self._loaded["generator"] = self.models.load_generator(self.device)
+            self._loaded["generator"] = self.with_precision(self.models.load_generator(self.device))
         return self._loaded["generator"]
 
     def encoder(self):
@@ -233,6 +272,7 @@ class Pipeline:
 
     def _run_stages(self, video: Path, run_dir: Path, log: StageLog, result: VideoResult, until: str | None,
                     from_stage: str | None, force: bool | set[str]) -> None:
+        from videdit.models import tf32_switches
         from videdit.progress import Reporter, format_duration, reporting
         from videdit.runlog import environment_line
         from videdit.runner import canonical_json, digest_text
@@ -250,7 +290,7 @@ class Pipeline:
         log.handler.echo = None if self.quiet else reporter.say
         log.write("run", "start", f"{video} -> {run_dir}; {environment_line(self.device)}; "
                                   f"settings {digest_text(canonical_json(settings))[:16]}")
-        with log.capture(), reporting(reporter):
+        with log.capture(), reporting(reporter), tf32_switches(self.precision):
             # Whom to edit is settled first: a person who is not there is one line, before any estimate or work.
             chosen = self.chosen_tracks(video, run_dir) if self.sections["faces"].select else None
             reporter.say(f"{video.name} -> {run_dir}")
@@ -425,6 +465,21 @@ class _VideoContext:
         self.edit_dir, self.smooth_dir, self.render_dir = run_dir / "edit", run_dir / "smooth", run_dir / "render"
         self.keys = pipe.edit_keys()
 
+    def _with_precision(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A generator stage's cache params with the run's precision when it is not fp32 (fp32 keys stay as
+        they were before the setting existed, so earlier run folders remain valid)."""
+        precision = self.pipe.precision
+        return params if precision == "fp32" else dict(params, precision=precision)
+
+    def _render_generator(self, path: Path):
+        """What run_render gets for a tuned generator file: the path (render loads it; float32 layers), or for
+        an fp16 run the generator loaded here at the run's precision."""
+        if self.pipe.precision != "fp16":
+            return path
+        from videdit.checkpoints import load_generator
+
+        return self.pipe.with_precision(load_generator(path, device=self.pipe.device))
+
     def _settings(self, section: str, runtime: dict[str, Any] | None = None):
         """The section's resolved settings (checked when the pipeline was made), with runtime fields set."""
         obj = self.pipe.sections[section]
@@ -465,7 +520,7 @@ class _VideoContext:
             mod.run_encode(self.align_dir, work, enc, self.pipe.generator(), latent_avg, settings)
 
         models = self.pipe.models
-        return Stage("encode", fn, _drop(dataclasses.asdict(settings), "device", "batch_size", "fit_memory"),
+        return Stage("encode", fn, self._with_precision(_drop(dataclasses.asdict(settings), "device", "batch_size", "fit_memory")),
                      {"align": self.align_dir, "encoder": models.encoder_identity(), "generator": models.generator_identity()})
 
     def stage_tune(self) -> Stage:
@@ -485,6 +540,7 @@ class _VideoContext:
         # Settings that change speed or display, not the result, stay out of the cache key; files a
         # tuner reads (hypernetwork, discriminator) are digested by content.
         params, files = mod.tune_stage_params(tuner_name, settings)
+        params = self._with_precision(params)
         inputs = {"align": self.align_dir, "encode": self.encode_dir, "generator": self.pipe.models.generator_identity()}
         return Stage("tune", fn, params, dict(inputs, **files))
 
@@ -532,6 +588,8 @@ class _VideoContext:
             for name, key in (("clip_vit_b32", "clip"), ("styleclip_delta_i_c", "delta_i_c"), ("styleclip_s_stats", "s_stats")):
                 inputs[key] = text_files.get(key) or W.require([name], self.pipe.weights_dir)[name]
         params = {"edits": [dataclasses.asdict(s) for s in specs], "keys": self.keys}
+        if "generator" in inputs:  # StyleSpace and text edits run the generator
+            params = self._with_precision(params)
         return Stage("edit", fn, params, inputs)
 
     def stage_smooth(self) -> Stage:
@@ -577,7 +635,7 @@ class _VideoContext:
 
                 by_key = {k: self.run_dir / "stitch" / stitched_generator_name(k) for k in self._w_keys()}
                 for key in keys:
-                    generator = by_key.get(key, self.tune_dir / "generator.safetensors")
+                    generator = self._render_generator(by_key.get(key, self.tune_dir / "generator.safetensors"))
                     mod.run_render(generator, self.smooth_dir, [key], work,
                                    dataclasses.replace(settings, side_by_side=False), source_video=self.video,
                                    align_dir=self.align_dir, device=self.pipe.device)
@@ -586,15 +644,15 @@ class _VideoContext:
                 info.save(work)
                 return
             offsets = self.tune_dir / OFFSETS  # the HyperStyle tuner's per-frame offsets
-            mod.run_render(self.tune_dir / "generator.safetensors", self.smooth_dir, keys, work, settings,
+            mod.run_render(self._render_generator(self.tune_dir / "generator.safetensors"), self.smooth_dir, keys, work, settings,
                            source_video=self.video, align_dir=self.align_dir,
                            offsets=offsets if offsets.is_file() else None, device=self.pipe.device)
 
         inputs = {"tune": self.tune_dir, "smooth": self.smooth_dir, "video": self.video}
         if stitched:
             inputs["stitch"] = self.run_dir / "stitch"
-        return Stage("render", fn, dict(_drop(dataclasses.asdict(settings), "batch_size", "fit_memory"), stitched=stitched),
-                     inputs)
+        params = dict(_drop(dataclasses.asdict(settings), "batch_size", "fit_memory"), stitched=stitched)
+        return Stage("render", fn, self._with_precision(params), inputs)
 
     def stage_composite(self) -> Stage:
         from videdit.stages import composite as mod

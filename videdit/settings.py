@@ -19,10 +19,15 @@ class SettingsError(VideditError):
     """A setting of the wrong type, out of bounds or unknown."""
 
 
+# How the generator runs (videdit.models applies it): float32, float32 with TF32, NVIDIA's mixed precision.
+PRECISIONS = ("fp32", "tf32", "fp16")
+
+
 # Bounds and choices of settings whose type alone does not say what is allowed: "SECTION.KEY" -> rule.
 # A rule is (min, max) for numbers (None = open; "min" inclusive unless given as ("gt", value)),
 # or a tuple of allowed strings.
 RULES: dict[str, Any] = {
+    "precision": PRECISIONS,  # run-wide (the top of a preset, no section)
     "faces.min_track_frames": (1, None),
     "faces.landmarks": ("auto", "dlib", "face-alignment", "fan"),
     "faces.full_search_every": (1, None),
@@ -146,8 +151,8 @@ def _check_rule(where: str, value: Any, rule: Any) -> None:
 
 
 def check_value(section: str, key: str, value: Any, annotation: Any) -> Any:
-    """The value converted to its field's type, or one SettingsError line."""
-    where = f"{section}.{key}"
+    """The value converted to its field's type, or one SettingsError line. section "": a run-wide key."""
+    where = f"{section}.{key}" if section else key
     ok, converted = _coerce(value, annotation)
     if not ok:
         raise SettingsError(f"setting {where} = {value!r}: expected {_describe(annotation)}")

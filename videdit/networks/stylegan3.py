@@ -9,6 +9,9 @@ Differences from the official API, all additive:
 * `synthesis(ws, transform=...)` takes the inverse image transform as an argument ([3,3] or [B,3,3]);
   the `transform` buffer is only the default and is never written by a forward pass.
 * `impl="fast" | "ref"` picks the op implementation (same results).
+* `force_fp32` is honoured as in the official code (on CUDA, layers marked `use_fp16` run in float16
+  with their conv_clamp unless it is True), but its default is the synthesis network's `force_fp32`
+  attribute, True unless set (float32, as the published video code calls it); an explicit keyword wins.
 * StyleSpace as stylegan3-editing defines it: `synthesis.w_to_s(ws)` (its W2S) and `synthesis(None, styles=S)`
   (its `forward(ws, all_s=S)`).
 """
@@ -235,7 +238,7 @@ class SynthesisLayer(nn.Module):
         self.w_dim = w_dim
         self.is_torgb = is_torgb
         self.is_critically_sampled = is_critically_sampled
-        self.use_fp16 = use_fp16  # kept for parity; CPU runs float32
+        self.use_fp16 = use_fp16  # one of the num_fp16_res highest-resolution layers: float16 on CUDA unless force_fp32
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.in_size = np.broadcast_to(np.asarray(in_size), [2])
@@ -288,22 +291,30 @@ class SynthesisLayer(nn.Module):
             styles = styles * (1 / np.sqrt(self.in_channels * self.conv_kernel ** 2))
         return styles
 
+    def runs_half(self, device, force_fp32=True) -> bool:
+        """Whether this layer runs in float16 on `device`: NVIDIA's rule (a use_fp16 layer, not forced to fp32, on CUDA)."""
+        return self.use_fp16 and not force_fp32 and torch.device(device).type == "cuda"
+
     def forward(self, x, w, noise_mode="const", force_fp32=True, update_emas=False, impl="fast", styles=None):
         """x [N, in_channels, in_size, in_size], w [N, w_dim] -> [N, out_channels, out_size, out_size].
 
         styles: [N, in_channels] used instead of `style(w)` (w may then be None).
-        noise_mode and force_fp32 exist for the official signature and change nothing (no noise; float32).
+        force_fp32=False runs a use_fp16 layer in float16 on CUDA (output float16); noise_mode changes
+        nothing (no noise).
         """
+        dtype = torch.float16 if self.runs_half(x.device, force_fp32) else torch.float32
         if update_emas:
             magnitude = x.detach().to(torch.float32).square().mean()
             self.magnitude_ema.copy_(magnitude.lerp(self.magnitude_ema, self.magnitude_ema_beta))
         input_gain = self.magnitude_ema.rsqrt()
         if styles is None:
             styles = self.style(w, impl=impl)
-        x = modulated_conv2d(x.to(torch.float32), self.weight, styles, padding=self.conv_kernel - 1,
+        # The weights are modulated in float32 and only then cast to x's dtype (inside the op).
+        x = modulated_conv2d(x.to(dtype), self.weight, styles, padding=self.conv_kernel - 1,
                              demodulate=not self.is_torgb, input_gain=input_gain, impl=impl)
         gain = 1 if self.is_torgb else np.sqrt(2)
         slope = 1 if self.is_torgb else 0.2
+        # conv_clamp keeps float16 activations far from its overflow (it also applies in float32, as NVIDIA's).
         return filtered_lrelu(x, fu=self.up_filter, fd=self.down_filter, b=self.bias.to(x.dtype),
                               up=self.up_factor, down=self.down_factor, padding=self.padding, gain=gain,
                               slope=slope, clamp=self.conv_clamp, impl=impl)
@@ -350,6 +361,9 @@ class SynthesisNetwork(nn.Module):
         self.margin_size = margin_size
         self.output_scale = output_scale
         self.num_fp16_res = num_fp16_res
+        # The default of forward's force_fp32 (not a constructor argument, so checkpoints are unchanged):
+        # True runs every layer float32; the pipeline sets it once per run from its precision setting.
+        self.force_fp32 = True
 
         d = layer_design(img_resolution, channel_base, channel_max, num_layers, num_critical, first_cutoff,
                          first_stopband, last_stopband_rel, margin_size, img_channels)
@@ -389,18 +403,26 @@ class SynthesisNetwork(nn.Module):
             styles[name] = getattr(self, name).style(w, impl=impl)
         return styles
 
-    def forward(self, ws, transform=None, update_emas=False, impl="fast", styles=None, **ignored):
-        """ws [N, num_ws, w_dim] -> images [N, C, res, res] (about [-1, 1]); or ws None and StyleSpace `styles`.
+    def half_layers(self, device="cuda", force_fp32=None) -> list[str]:
+        """Names of the layers that run float16 on `device` with this force_fp32 (None: the attribute)."""
+        force_fp32 = self.force_fp32 if force_fp32 is None else bool(force_fp32)
+        return [name for name in self.layer_names if getattr(self, name).runs_half(device, force_fp32)]
+
+    def forward(self, ws, transform=None, update_emas=False, impl="fast", styles=None, force_fp32=None,
+                **ignored):
+        """ws [N, num_ws, w_dim] -> images [N, C, res, res] float32 (about [-1, 1]); or ws None and StyleSpace `styles`.
 
         transform: the inverse image transform, [3, 3] or [N, 3, 3] (None = the `transform` buffer).
         styles: a `w_to_s` dict (possibly edited), used as is in place of ws.
-        Other keyword arguments of the official API (noise_mode, force_fp32) are accepted and ignored.
+        force_fp32: as the official keyword (False: the use_fp16 layers run float16 on CUDA); None = the
+        `force_fp32` attribute. noise_mode, the other official keyword, is accepted and ignored (no noise).
         """
+        force_fp32 = self.force_fp32 if force_fp32 is None else bool(force_fp32)
         if styles is None:
             ws = self._check_ws(ws)
             x = self.input(ws[0], transform=transform, impl=impl)
             for name, w in zip(self.layer_names, ws[1:]):
-                x = getattr(self, name)(x, w, update_emas=update_emas, impl=impl)
+                x = getattr(self, name)(x, w, force_fp32=force_fp32, update_emas=update_emas, impl=impl)
         else:
             if ws is not None:
                 raise ValueError("pass ws or styles, not both")
@@ -408,7 +430,8 @@ class SynthesisNetwork(nn.Module):
             styles = {key: value.to(torch.float32) for key, value in styles.items()}
             x = self.input(None, transform=transform, impl=impl, t=styles["input"])
             for name in self.layer_names:
-                x = getattr(self, name)(x, None, update_emas=update_emas, impl=impl, styles=styles[name])
+                x = getattr(self, name)(x, None, force_fp32=force_fp32, update_emas=update_emas, impl=impl,
+                                        styles=styles[name])
         if self.output_scale != 1:
             x = x * self.output_scale
         return x.to(torch.float32)

@@ -66,6 +66,20 @@ def _conv2d(x, w, padding: int):
     return F.conv2d(x, w, padding=padding)
 
 
+def _grouped_modulated_conv(x, w, in_scale, out_scale, padding: int):
+    """A batch as one grouped convolution with per-sample weights (scales folded in, in their float32 or
+    float64 dtype, then cast to x's), as NVIDIA's op runs. Used for float16: the batched path's conv
+    output before demodulation is about sqrt(in_channels * k * k) times the result and can overflow it."""
+    n, in_ch, h, width = x.shape
+    out_ch, _, kh, kw = w.shape
+    wi = w.unsqueeze(0) * in_scale.reshape(n, 1, in_ch, 1, 1)
+    if out_scale is not None:
+        wi = wi * out_scale.reshape(n, out_ch, 1, 1, 1)
+    wi = wi.reshape(n * out_ch, in_ch, kh, kw).to(x.dtype)
+    y = F.conv2d(x.reshape(1, n * in_ch, h, width), wi, padding=padding, groups=n)
+    return y.reshape(n, out_ch, y.shape[2], y.shape[3])
+
+
 def modulated_conv2d(x, w, s, demodulate=True, padding=0, input_gain=None, impl="fast"):
     """StyleGAN3's modulated conv: per-sample weight w * s (demodulated), times input_gain.
 
@@ -99,6 +113,8 @@ def modulated_conv2d(x, w, s, demodulate=True, padding=0, input_gain=None, impl=
         if out_scale is not None:
             wi = wi * out_scale.reshape(out_ch, 1, 1, 1)
         return _conv2d(x.contiguous(), wi.to(x.dtype), padding)
+    if x.dtype == torch.float16:
+        return _grouped_modulated_conv(x, w, in_scale, out_scale, padding)
     x = x * in_scale.to(x.dtype).reshape(n, in_ch, 1, 1)
     y = _conv2d(x.contiguous(), w.to(x.dtype), padding)
     if out_scale is not None:
