@@ -154,15 +154,18 @@ def test_layer_outputs(net):
     hooks = []
     for tag in ["input"] + G.synthesis.layer_names:
         module = getattr(G.synthesis, tag)
-        hooks.append(module.register_forward_hook(lambda m, a, out, tag=tag: captured.__setitem__(tag, out)))
+        # CPU inference runs a batch sample by sample, so a hook fires once per sample: keep every call
+        hooks.append(module.register_forward_hook(lambda m, a, out, tag=tag: captured.setdefault(tag, []).append(out)))
         hooks.append(module.affine.register_forward_hook(
-            lambda m, a, out, tag=tag: captured.__setitem__(tag + ".affine", out)))
+            lambda m, a, out, tag=tag: captured.setdefault(tag + ".affine", []).append(out)))
     try:
         with torch.no_grad():
             G.synthesis(io["ws_psi0p7"])
     finally:
         for h in hooks:
             h.remove()
+    captured = {tag: torch.cat(outs) for tag, outs in captured.items()}
+    assert captured["input"].shape[0] == io["ws_psi0p7"].shape[0]
     err = {"affine_out": 0.0, "chmean": 0.0, "chrms": 0.0}
     for tag in ["input"] + G.synthesis.layer_names:
         out = captured[tag]

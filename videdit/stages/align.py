@@ -314,7 +314,8 @@ def shot_boxes(quads: np.ndarray, found: np.ndarray, segments: list[tuple[int, i
     if not with_face:
         raise ValueError("no shot has a face")
     for start, end in segments:
-        nearest = min(with_face, key=lambda seg: (abs(seg[0] - start), seg[0] > start))
+        # frames between this shot and that one; the earlier shot on a tie
+        nearest = min(with_face, key=lambda seg: (max(start - seg[1], seg[0] - end, 0), seg[0] > start))
         lo, hi = nearest if not found[start:end].any() else (start, end)
         first = lo + int(np.flatnonzero(found[lo:hi])[0])
         boxes[start:end] = quads[first] if rule == "first" else covering_box(quads[lo:hi], quads[first])
