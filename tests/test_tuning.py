@@ -219,7 +219,8 @@ def test_tune_stage_cache_params_and_files():
 
     pti = TuneSettings(steps=7, device="cuda", progress=False, frame_cache_mb=1, weights_dir="/w")
     params, files = tune_stage_params("pti", pti)
-    expected = {k: v for k, v in asdict(pti).items() if k not in ("device", "progress", "frame_cache_mb", "weights_dir", "fit_memory")}
+    expected = {k: v for k, v in asdict(pti).items() if k not in ("device", "progress", "frame_cache_mb", "weights_dir", "fit_memory",
+                                                              "micro_batch")}
     assert params == dict(expected, tuner="pti") and files == {}
     hyper = HyperStyleSettings(hypernetwork="/w/h.safetensors", device="cuda")
     params, files = tune_stage_params("hyperstyle", hyper)
