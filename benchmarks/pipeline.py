@@ -133,8 +133,9 @@ def build_pipeline(args) -> Pipeline:
     }
     if args.tune_batch:
         overrides["tune.batch_size"] = args.tune_batch
+    # No up-front estimate: its probe passes would count on the ratio clock of every stage run.
     return Pipeline.from_preset("default", overrides=overrides, device=args.device, quiet=True,
-                                models=RealConfigModels(args.resolution))
+                                models=RealConfigModels(args.resolution), estimate_time=False)
 
 
 def ratio_clock(device: str):

@@ -16,7 +16,9 @@
 # tests/test_precision.py's fp16-vs-fp32 images with a hook confirming the float16 layers);
 # `python -m benchmarks gpu` (CUDA kernels vs the PyTorch path per op, fp16 vs fp32 kernels, whole
 # synthesis, `--precision` fp16 and tf32 against fp32 at R-1024 and T-256: seconds per image, ratio,
-# mean/max abs difference and PSNR; whole pipeline seconds per frame). Everything printed is also saved under
+# mean/max abs difference and PSNR; whole pipeline seconds per frame); `python -m benchmarks pipeline --device
+# cuda` (every stage at the real configuration against its floor, and the 1-minute clip; PIPELINE_BENCH_ARGS
+# replaces its "--frames 30 --tune-steps 5"). Everything printed is also saved under
 # $GPU_CHECK_OUT (default $TMPDIR/videdit-gpu-check-<date>/).
 #
 # Exit status: 0 all passed; 1 a step failed (see its log); 2 no GPU here, nothing was checked.
@@ -64,6 +66,12 @@ echo; echo "== GPU benchmarks"
 # shellcheck disable=SC2086
 "$PYTHON" -m benchmarks gpu ${GPU_BENCH_ARGS:-} | tee "$out/benchmarks.md"
 [ "${PIPESTATUS[0]}" = 0 ] || failed+=("gpu_bench")
+
+echo; echo "== whole pipeline at the real configuration (R-1024, IR-SE50 ReStyle-e4e, LPIPS-Alex; random weights)"
+# The same table as docs/benchmarks.md's CPU one: seconds per frame per stage, its floor, the 1-minute clip.
+# shellcheck disable=SC2086
+"$PYTHON" -m benchmarks pipeline --device cuda ${PIPELINE_BENCH_ARGS:---frames 30 --tune-steps 5} | tee "$out/pipeline.md"
+[ "${PIPESTATUS[0]}" = 0 ] || failed+=("pipeline bench")
 
 echo
 if [ ${#failed[@]} -gt 0 ]; then
