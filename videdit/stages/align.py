@@ -20,7 +20,7 @@ ends), crops and transforms follow from those, and face_found says which.
 The video is decoded once where it can be: with the published fixed box ("first") and no quad
 smoothing, a frame whose face was detected has final crops as soon as the first face is known, so they
 are written during the landmark pass (threads cut and compress them while the next frames decode). Only
-the frames left (no face detected, before the first face, or every frame with box "cover" or
+the frames left (no face detected, before their shot's first face, or every frame with box "cover" or
 smooth_quads) are cut in a second pass, which converts no other frame and stops after the last of them.
 Memory does not grow with the video's length. The preview then shows what was detected (frames without
 a detection: the box only, with an orange border); in the two-pass case it shows the filled-in
@@ -29,6 +29,7 @@ landmarks in orange.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -322,6 +323,23 @@ def shot_boxes(quads: np.ndarray, found: np.ndarray, segments: list[tuple[int, i
     return boxes
 
 
+@contextmanager
+def _writers(settings: "AlignSettings", out_dir: Path, info: VideoInfo, preview: bool):
+    """(crop writer, preview or None): both finished when the block ends, abandoned if it raises."""
+    crops = _CropWriter(settings.write_threads, settings.png_compression)
+    view = _Preview(out_dir / records.PREVIEW, info, settings.preview_height) if preview else None
+    try:
+        yield crops, view
+        crops.close()
+    except BaseException:
+        crops.close(wait_for_all=False)
+        if view is not None:
+            view.close(discard=True)
+        raise
+    if view is not None:
+        view.close()
+
+
 def _prepare_crop_folders(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for folder in (out_dir / records.ALIGNED, out_dir / records.UNALIGNED):
@@ -384,20 +402,10 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
     # Pass 1: landmarks of the followed face, and the crops that are final already (see the module doc).
     _prepare_crop_folders(out_dir)
     streaming = settings.box == "first" and settings.smooth_quads <= 1
-    preview = _Preview(out_dir / records.PREVIEW, info, settings.preview_height) if settings.preview and streaming else None
-    crops = _CropWriter(settings.write_threads, settings.png_compression)
-    first_pass = _FirstPassCrops(out_dir, settings, crops, preview) if streaming else None
-    try:
+    with _writers(settings, out_dir, info, preview=settings.preview and streaming) as (crops, preview):
+        first_pass = _FirstPassCrops(out_dir, settings, crops, preview) if streaming else None
         found_landmarks = _detect_all(reader, backend, settings.max_faces_warning, settings.full_search_every,
                                       shot_detector, first_pass)
-        crops.close()
-    except BaseException:
-        crops.close(wait_for_all=False)
-        if preview is not None:
-            preview.close(discard=True)
-        raise
-    if preview is not None:
-        preview.close()
     n_frames = len(found_landmarks.found)
     segments = ([(s.start, s.end) for s in shot_detector.shots()] if shot_detector is not None else [(0, n_frames)])
     if not info.n_frames_is_estimate and n_frames < info.n_frames:
@@ -452,7 +460,6 @@ def _write_alignment(reader: VideoReader, source: Path, out_dir: Path, settings:
 
     # Pass 2: the crops left (and the preview when no first pass drew it).
     left = list(range(n_frames)) if first_pass is None else first_pass.left_over(quads, boxes)
-    preview = _Preview(out_dir / records.PREVIEW, info, settings.preview_height) if settings.preview and first_pass is None else None
     if first_pass is not None and left:
         log.info("align: %d of %d frames cut in a second pass (no face detected in them, or the box changed)",
                  len(left), n_frames)
@@ -460,9 +467,8 @@ def _write_alignment(reader: VideoReader, source: Path, out_dir: Path, settings:
     times: list[float] = []
     # The frames to read (the others are decoded, not converted, and reading stops after the last).
     wanted = range(first_frame, first_frame + n_frames) if first_pass is None else [first_frame + i for i in left]
-    crops = _CropWriter(settings.write_threads, settings.png_compression)
     count = 0
-    try:
+    with _writers(settings, out_dir, info, preview=settings.preview and first_pass is None) as (crops, preview):
         for frame in progress.track(reader.frames(wanted), len(wanted), "align: crops", "frame"):
             i = frame.index - first_frame
             pts.append(frame.pts)
@@ -471,14 +477,6 @@ def _write_alignment(reader: VideoReader, source: Path, out_dir: Path, settings:
             if preview is not None:
                 preview.add(frame.image, frame.pts, landmarks[i], quads[i], boxes[i], bool(found[i]))
             count += 1
-        crops.close()
-    except BaseException:
-        crops.close(wait_for_all=False)
-        if preview is not None:
-            preview.close(discard=True)
-        raise
-    if preview is not None:
-        preview.close()
     if count != len(wanted):
         raise InputError(f"{source}: {count} frames on the second read where {len(wanted)} were expected")
     if timestamps is not None:
