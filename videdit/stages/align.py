@@ -18,7 +18,7 @@ their place: their landmarks are interpolated from the nearest frames that have 
 ends), crops and transforms follow from those, and face_found says which.
 
 The video is decoded once where it can be: with the published fixed box ("first") and no quad
-smoothing, a frame whose face was detected has final crops as soon as the first face is known, so they
+smoothing, a frame whose face was detected has final crops as soon as its shot's first face is known (the box), so they
 are written during the landmark pass (threads cut and compress them while the next frames decode). Only
 the frames left (no face detected, before their shot's first face, or every frame with box "cover" or
 smooth_quads) are cut in a second pass, which converts no other frame and stops after the last of them.
