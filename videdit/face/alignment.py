@@ -195,8 +195,8 @@ def quad_to_crop(frame: np.ndarray, quad: np.ndarray, size: int, exact_shrink: b
 
     image = Image.fromarray(np.ascontiguousarray(region))
     ratio = quad_side(quad) / size
-    shrink = ratio if exact_shrink and ratio > 1 else int(math.floor(ratio))
-    if shrink >= 2 or (exact_shrink and shrink > 1):
+    shrink = ratio if exact_shrink else math.floor(ratio)
+    if shrink > 1:
         small = (max(1, round(image.width / shrink)), max(1, round(image.height / shrink)))
         factors = np.array([small[0] / image.width, small[1] / image.height])
         image = image.resize(small, Image.BILINEAR if exact_shrink else Image.BOX)

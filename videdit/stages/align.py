@@ -463,24 +463,19 @@ def _write_alignment(reader: VideoReader, source: Path, out_dir: Path, settings:
     if first_pass is not None and left:
         log.info("align: %d of %d frames cut in a second pass (no face detected in them, or the box changed)",
                  len(left), n_frames)
-    pts: list[int] = []
-    times: list[float] = []
     # The frames to read (the others are decoded, not converted, and reading stops after the last).
     wanted = range(first_frame, first_frame + n_frames) if first_pass is None else [first_frame + i for i in left]
-    count = 0
+    read: list[tuple[int, float]] = []  # (pts, time_s) of each frame read here
     with _writers(settings, out_dir, info, preview=settings.preview and first_pass is None) as (crops, preview):
         for frame in progress.track(reader.frames(wanted), len(wanted), "align: crops", "frame"):
             i = frame.index - first_frame
-            pts.append(frame.pts)
-            times.append(frame.time_s)
+            read.append((frame.pts, frame.time_s))
             crops.frame(frame.image, i, quads[i], boxes[i], settings, out_dir)
             if preview is not None:
                 preview.add(frame.image, frame.pts, landmarks[i], quads[i], boxes[i], bool(found[i]))
-            count += 1
-    if count != len(wanted):
-        raise InputError(f"{source}: {count} frames on the second read where {len(wanted)} were expected")
-    if timestamps is not None:
-        pts, times = list(timestamps[0]), list(timestamps[1])
+    if len(read) != len(wanted):
+        raise InputError(f"{source}: {len(read)} frames on the second read where {len(wanted)} were expected")
+    pts, times = timestamps if timestamps is not None else zip(*read)
 
     transforms_path = records.AlignRecord(
         rotation_deg=np.array([t.rotation_deg for t in transforms], dtype=np.float32),
