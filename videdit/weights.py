@@ -5,7 +5,6 @@ imports torch, so `videdit weights list` and the up-front check of `videdit run`
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
@@ -198,19 +197,13 @@ def find(w: WeightFile, weights_dir: Path) -> Path | None:
     return None
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify(w: WeightFile, path: Path) -> str:
     """'ok', 'mismatch' or 'unknown' (no digest on record)."""
     if not (w.sha256 or w.sha256_prefix):
         return "unknown"
-    digest = sha256_of(path)
+    from videdit.fileio import file_sha256
+
+    digest = file_sha256(path)
     if w.sha256:
         return "ok" if digest == w.sha256 else "mismatch"
     return "ok" if digest.startswith(w.sha256_prefix) else "mismatch"
