@@ -136,7 +136,8 @@ def _body_range(response, have: int) -> tuple[int, int | None]:
         match = re.match(r"bytes (\d+)-(\d+)/(\d+|\*)", response.headers.get("Content-Range", ""))
         if match and int(match[1]) == have:
             return have, int(match[3]) if match[3] != "*" else (have + length if length is not None else None)
-        raise _Interrupted(f"the server resumed at the wrong place ({response.headers.get('Content-Range')!r})")
+        raise DownloadError(f"the server resumed at the wrong place ({response.headers.get('Content-Range')!r}); "
+                            "delete the .part file to start over")
     return 0, length
 
 
@@ -145,20 +146,22 @@ def _is_html(response) -> bool:
 
 
 def _through_confirmation(opener, response, have: int, timeout: float):
-    """The response carrying the file itself: follows at most two confirmation pages."""
-    for _ in range(3):
-        if not _is_html(response):
-            return response
+    """The response carrying the file itself, past at most two confirmation pages (None: see _open)."""
+    pages = 0
+    while _is_html(response):
         with response:
             page = response.read(_MAX_PAGE).decode("utf-8", "replace")
             page_url = response.geturl()
         target = _confirmed_url(page, page_url, opener)
         if target is None:
             raise DownloadError(f"Google Drive did not serve the file: {_refusal(page)}")
+        if pages == 2:
+            raise DownloadError("Google Drive kept answering with a confirmation page")
+        pages += 1
         response = _open(opener, target, have, timeout)
         if response is None:
             return None
-    raise DownloadError("Google Drive kept answering with a confirmation page")
+    return response
 
 
 class _PageParts(HTMLParser):
