@@ -472,6 +472,8 @@ def test_every_entry_has_an_address_and_a_manual_step(tmp_path):
         assert W.fetch_command(w) == f"videdit weights fetch {w.name}"
         step = W.manual_step(w, tmp_path)
         assert (f"open {w.page} in a browser" if w.drive_id else "download that address") in step, step
+    message = W.missing_message([W.get("restyle_e4e"), W.get("edit_age")], tmp_path)  # what `videdit run` says
+    assert message.splitlines()[-1] == "  all at once: videdit weights fetch restyle_e4e edit_age"
     assert [w.name for w in W.select(["fan_*"])] == ["fan_detector", "fan_2d"]
     assert [w.name for w in W.select(["edit_smile", "restyle_e4e"])] == ["restyle_e4e", "edit_smile"]
     with pytest.raises(VideditError, match="unknown weights 'nope'"):

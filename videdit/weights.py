@@ -265,6 +265,8 @@ def missing_message(missing: list[WeightFile], weights_dir: Path) -> str:
     lines = [f"{len(missing)} weight file(s) missing:"]
     for w in missing:
         lines.append(f"  - {w.filename} ({w.purpose}) -> {expected_path(w, weights_dir)}; get it: {fetch_command(w)}")
+    if len(missing) > 1:
+        lines.append(f"  all at once: videdit weights fetch {' '.join(w.name for w in missing)}")
     return "\n".join(lines)
 
 
