@@ -87,11 +87,8 @@ class FixtureServer:
                 query = dict(urllib.parse.parse_qsl(split.query))
                 if split.path == "/uc":
                     self.drive_uc(query)
-                elif split.path == "/download":  # where the current page's form points
-                    if query.get("confirm") == "t" and query.get("uuid") == UUID and query.get("id") in server.drive:
-                        self.send_file(server.drive[query["id"]], query["id"])
-                    else:
-                        self.send_page(403, "<html><body>bad confirmation</body></html>")
+                elif split.path == "/download":  # Drive's file host: /uc redirects here, the page's form points here
+                    self.drive_download(query)
                 elif split.path in server.files:
                     self.send_file(server.files[split.path], split.path)
                 else:
@@ -104,17 +101,13 @@ class FixtureServer:
                 body = server.drive[file_id]
                 if server.drive_layout == "quota":
                     return self.send_page(200, QUOTA_PAGE)
+                if server.drive_layout == "form":  # today's Drive sends every download to its file host
+                    self.send_response(303)
+                    self.send_header("Location", f"{server.url}/download?id={file_id}&export=download")
+                    self.send_header("Content-Length", "0")
+                    return self.end_headers()
                 if len(body) <= server.scan_limit:
                     return self.send_file(body, file_id)
-                if server.drive_layout == "form":
-                    return self.send_page(200, (
-                        "<html><head><title>Google Drive - Virus scan warning</title></head><body>"
-                        "<p>Google Drive can't scan this file for viruses.</p>"
-                        f'<form id="download-form" action="{server.url}/download" method="get">'
-                        '<input type="submit" id="uc-download-link" value="Download anyway"/>'
-                        f'<input type="hidden" name="id" value="{file_id}"><input type="hidden" name="export" value="download">'
-                        f'<input type="hidden" name="confirm" value="t"><input type="hidden" name="uuid" value="{UUID}">'
-                        "</form></body></html>"))
                 cookie = f"download_warning_13058876669334088843_{file_id}={TOKEN}"
                 if query.get("confirm") == TOKEN and cookie in (self.headers.get("Cookie") or ""):
                     return self.send_file(body, file_id)
@@ -122,6 +115,22 @@ class FixtureServer:
                     "<html><body><p>Google Drive can't scan this file for viruses.</p>"
                     f'<a id="uc-download-link" href="/uc?export=download&amp;confirm={TOKEN}&amp;id={file_id}">'
                     "Download anyway</a></body></html>"), cookie=cookie)
+
+            def drive_download(self, query):
+                file_id = query.get("id", "")
+                if file_id not in server.drive:
+                    return self.send_page(404, "<html><body>not found</body></html>")
+                body = server.drive[file_id]
+                if len(body) <= server.scan_limit or (query.get("confirm") == "t" and query.get("uuid") == UUID):
+                    return self.send_file(body, file_id)
+                return self.send_page(200, (
+                    "<html><head><title>Google Drive - Virus scan warning</title></head><body>"
+                    "<p>Google Drive can't scan this file for viruses.</p>"
+                    f'<form id="download-form" action="{server.url}/download" method="get">'
+                    '<input type="submit" id="uc-download-link" value="Download anyway"/>'
+                    f'<input type="hidden" name="id" value="{file_id}"><input type="hidden" name="export" value="download">'
+                    f'<input type="hidden" name="confirm" value="t"><input type="hidden" name="uuid" value="{UUID}">'
+                    "</form></body></html>"))
 
             def send_page(self, code, page, cookie=None):
                 data = page.encode()
@@ -212,23 +221,27 @@ def local(name: str, server: FixtureServer, **changes) -> W.WeightFile:
 # Google Drive
 
 
-@pytest.mark.parametrize("layout", ["form", "cookie"])
-def test_large_drive_file_behind_the_confirmation_page(server, wdir, restyle_bytes, layout):
+@pytest.mark.parametrize("layout", ["form", "cookie", "no page"])
+def test_drive_file_with_and_without_the_confirmation_page(server, wdir, restyle_bytes, layout):
     w = W.get("restyle_e4e")  # the real entry: its real Drive id, asked of the local "Drive"
     server.drive[w.drive_id] = restyle_bytes
-    server.drive_layout = layout
+    server.drive_layout = "cookie" if layout == "cookie" else "form"
+    if layout == "no page":  # a file small enough to be scanned comes without a confirmation page
+        server.scan_limit = len(restyle_bytes)
     stream = io.StringIO()
     with reporting(Reporter(stream, tty=False, interval=0)):
         path = W.fetch(w, wdir, drive_base=f"{server.url}/uc")
 
     assert path == wdir / "restyle_e4e_ffhq.pt" and path.read_bytes() == restyle_bytes
     assert not path.with_name(path.name + ".part").exists()
-    first, second = [p for p, _ in server.requests]
-    assert first == f"/uc?export=download&id={w.drive_id}"
-    if layout == "form":  # the form's action with its hidden inputs as the query
-        assert second == f"/download?id={w.drive_id}&export=download&confirm=t&uuid={UUID}"
+    asked = [p for p, _ in server.requests]
+    if layout == "no page":
+        assert asked == [f"/uc?export=download&id={w.drive_id}", f"/download?id={w.drive_id}&export=download"]
+    elif layout == "form":  # redirected to the file host's page, then its form's action with the hidden inputs as the query
+        assert asked == [f"/uc?export=download&id={w.drive_id}", f"/download?id={w.drive_id}&export=download",
+                         f"/download?id={w.drive_id}&export=download&confirm=t&uuid={UUID}"]
     else:  # the page's link, sent with the download_warning cookie (the server checks it)
-        assert second == f"/uc?export=download&confirm={TOKEN}&id={w.drive_id}"
+        assert asked == [f"/uc?export=download&id={w.drive_id}", f"/uc?export=download&confirm={TOKEN}&id={w.drive_id}"]
     megabytes = -(-len(restyle_bytes) // (1 << 20))
     assert f"restyle_e4e_ffhq.pt: {megabytes}/{megabytes} MiB" in stream.getvalue()  # the progress reached the end
     record = W.recorded_digests(wdir)["restyle_e4e"]  # no digest is published: the first fetch records one
