@@ -23,5 +23,5 @@ class CheckpointError(VideditError):
 
 
 class DownloadError(VideditError):
-    """A file could not be downloaded (offline, blocked, refused, cut off). The message names the URL and
-    the manual step; the CLI exits with status 4."""
+    """A file could not be downloaded (offline, blocked, refused, cut off). From `videdit.weights.fetch` the
+    message names the address and the manual step; `videdit weights fetch` then exits with status 4."""
