@@ -2,7 +2,7 @@
 # Build a wheel from the tree, install it into a fresh virtual environment that reuses .venv's
 # dependencies (so torch is not downloaded twice), and from outside the checkout run `videdit presets`
 # and a short `videdit run CLIP --until align` from the installed wheel. Proves the wheel carries what
-# the package reads at run time (presets, kernel sources).
+# the package reads at run time (presets, kernel sources) and the LICENSE.
 #
 #   scripts/check_wheel.sh            # uses .venv/bin/python; exit 0 when all of it works
 set -euo pipefail
@@ -17,13 +17,21 @@ wheel=$(ls "$work"/dist/videdit-*.whl)
 echo "wheel: $(basename "$wheel")"
 "$PYTHON" - "$wheel" <<'PY'
 import sys, zipfile
-names = zipfile.ZipFile(sys.argv[1]).namelist()
+wheel = zipfile.ZipFile(sys.argv[1])
+names = wheel.namelist()
 need = ["videdit/presets/default.toml", "videdit/ops/csrc/filtered_lrelu_cpu.cpp", "videdit/ops/csrc/cuda_ops.cpp"]
 missing = [n for n in need if n not in names]
 leaked = [n for n in names if n.startswith(("tests/", "benchmarks/"))]
 if missing or leaked:
     sys.exit(f"wheel check: missing {missing}, should not ship {leaked[:3]}")
-print(f"wheel holds {len(names)} files, presets and kernel sources included, no tests or benchmarks")
+# The licence: the file itself, the same text as the repository's, and named by the metadata.
+licenses = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+metadata = next((wheel.read(n).decode() for n in names if n.endswith(".dist-info/METADATA")), "")
+if len(licenses) != 1 or wheel.read(licenses[0]) != open("LICENSE", "rb").read():
+    sys.exit(f"wheel check: LICENSE missing or not the repository's ({licenses})")
+if "License-Expression: MIT" not in metadata or "License-File: LICENSE" not in metadata:
+    sys.exit("wheel check: METADATA does not name the MIT licence and its file")
+print(f"wheel holds {len(names)} files, presets, kernel sources and LICENSE included, no tests or benchmarks")
 PY
 
 # A fresh environment whose only extra path is .venv's site-packages (dependencies), not the checkout.

@@ -235,7 +235,7 @@ def test_backend_choice_and_missing_models(tmp_path, monkeypatch):
     with pytest.raises(MissingWeightsError) as caught:
         landmarks.make_backend("face-alignment")
     message = str(caught.value)
-    assert "\n" not in message and "s3fd-619a316812.pth" in message and "https://" in message
+    assert "\n" not in message and "s3fd-619a316812.pth" in message and "videdit weights fetch fan_detector" in message
     assert not (tmp_path / "torch").exists()  # nothing was downloaded or created
     with pytest.raises(InputError):
         landmarks.make_backend("mediapipe")

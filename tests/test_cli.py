@@ -1,12 +1,9 @@
 """The command line: fast help, one-line errors for bad input, weights management."""
 from __future__ import annotations
 
-import hashlib
-import http.server
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -80,58 +77,3 @@ def test_weights_add_rejects_a_wrong_file(tmp_path):
     f.write_bytes(b"not alexnet")
     with pytest.raises(VideditError, match="text file"):
         W.add(f, tmp_path / "w", "lpips_alexnet")
-
-
-class _RangeHandler(http.server.BaseHTTPRequestHandler):
-    payload = b""
-    fail_after: int | None = None
-
-    def do_GET(self):  # noqa: N802 - http.server's name
-        start = 0
-        if self.headers.get("Range"):
-            start = int(self.headers["Range"].split("=")[1].split("-")[0])
-            self.send_response(206)
-        else:
-            self.send_response(200)
-        body = self.payload[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        limit = self.fail_after
-        if limit is not None and start == 0:
-            self.wfile.write(body[:limit])  # connection drops midway
-            type(self).fail_after = None
-            return
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-def test_fetch_resumes_and_verifies(tmp_path):
-    payload = os.urandom(300_000)
-    _RangeHandler.payload = payload
-    _RangeHandler.fail_after = 100_000
-    server = http.server.HTTPServer(("127.0.0.1", 0), _RangeHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/f.bin"
-        w = W.WeightFile("test", "f.bin", "test file", url, "local", sha256=hashlib.sha256(payload).hexdigest())
-        with pytest.raises(Exception):
-            W.fetch(w, tmp_path, quiet=True)  # first attempt is cut off
-        part = tmp_path / "f.bin.part"
-        assert part.exists() and 0 < part.stat().st_size < len(payload)
-        dest = W.fetch(w, tmp_path, quiet=True)  # resumes from the .part with a Range request
-        assert dest.read_bytes() == payload and not part.exists()
-        bad = W.WeightFile("bad", "g.bin", "test", url, "local", sha256="0" * 64)
-        with pytest.raises(VideditError, match="sha256"):
-            W.fetch(bad, tmp_path, quiet=True)
-        assert not (tmp_path / "g.bin").exists()
-    finally:
-        server.shutdown()
-
-
-def test_fetch_offline_is_one_line(tmp_path):
-    w = W.WeightFile("x", "x.bin", "test", "http://127.0.0.1:9/x.bin", "nowhere")
-    with pytest.raises(VideditError) as err:
-        W.fetch(w, tmp_path, quiet=True, timeout=2)
-    assert "\n" not in str(err.value) and "x.bin" in str(err.value)

@@ -1,11 +1,10 @@
-"""`videdit weights add` / `fetch` accept a file only when it is what its registry entry says."""
+"""`videdit weights add` / `fetch` accept a file only when it is what its registry entry says
+(the downloads themselves: tests/test_weights_fetch.py)."""
 from __future__ import annotations
 
-import http.server
 import os
 import pickle
 import re
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -190,7 +189,7 @@ def test_boundaries(tmp_path, env):
 
 
 # ----------------------------------------------------------------------------------------------
-# The registry and fetch
+# The registry
 
 
 def test_every_entry_names_a_content_check_and_fixed_urls_are_pinned():
@@ -198,30 +197,3 @@ def test_every_entry_names_a_content_check_and_fixed_urls_are_pinned():
         assert w.content in CONTENT_KINDS, w.name
         if w.content == "boundary":
             assert re.search(r"/stylegan3-editing/[0-9a-f]{40}/", w.url), w.url
-
-
-class _PageHandler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - http.server's name
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(DRIVE_QUOTA_PAGE)))
-        self.end_headers()
-        self.wfile.write(DRIVE_QUOTA_PAGE)
-
-    def log_message(self, *args):
-        pass
-
-
-def test_fetch_checks_before_renaming_into_place(tmp_path):
-    server = http.server.HTTPServer(("127.0.0.1", 0), _PageHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/age_boundary.npy"
-        w = W.WeightFile("edit_age", "age_boundary.npy", "test", url, "local", content="boundary")
-        with pytest.raises(CheckpointError) as err:
-            W.fetch(w, tmp_path, quiet=True)
-    finally:
-        server.shutdown()
-    message = str(err.value)
-    assert "\n" not in message and "HTML page" in message and url in message and "deleted" in message
-    assert list(tmp_path.iterdir()) == []  # neither the file nor its .part is left

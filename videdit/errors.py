@@ -20,3 +20,8 @@ class MissingWeightsError(VideditError):
 
 class CheckpointError(VideditError):
     """A checkpoint file exists but is not what it should be (wrong layout, missing or misshaped key, unsafe pickle)."""
+
+
+class DownloadError(VideditError):
+    """A file could not be downloaded (offline, blocked, refused, cut off). From `videdit.weights.fetch` the
+    message names the address and the manual step; `videdit weights fetch` then exits with status 4."""

@@ -30,10 +30,7 @@ BACKEND_NAMES = ("auto", "face-alignment", "fan", "dlib")  # "fan" is short for 
 
 DLIB_SHAPE_MODEL = "shape_predictor_68_face_landmarks.dat"
 DLIB_RECOGNITION_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
-FAN_MODEL_URLS = {
-    "s3fd": "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth",
-    "2DFAN-4": "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar",
-}
+FAN_WEIGHTS = {"s3fd": "fan_detector", "2DFAN-4": "fan_2d"}  # face-alignment's model -> videdit.weights entry
 
 
 @dataclass
@@ -267,15 +264,17 @@ def torch_hub_checkpoint_dir() -> Path:
 
 
 def fan_model_paths(checkpoint_dir: Path | None = None) -> dict[str, Path]:
+    from videdit import weights
+
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else torch_hub_checkpoint_dir()
-    return {key: folder / url.rsplit("/", 1)[1] for key, url in FAN_MODEL_URLS.items()}
+    return {key: folder / weights.get(name).filename for key, name in FAN_WEIGHTS.items()}
 
 
 def fan_missing_models(checkpoint_dir: Path | None = None) -> list[str]:
     """One line per face-alignment model file that is not in the cache (empty: FAN can run)."""
     if importlib.util.find_spec("face_alignment") is None:
         return ["the face-alignment package is not installed: pip install face-alignment"]
-    return [f"face-alignment model {path.name} not in {path.parent}; download {FAN_MODEL_URLS[key]} there"
+    return [f"face-alignment model {path.name} not in {path.parent}; get it with `videdit weights fetch {FAN_WEIGHTS[key]}`"
             for key, path in fan_model_paths(checkpoint_dir).items() if not path.is_file()]
 
 
