@@ -448,6 +448,24 @@ def test_cache_folder_follows_xdg_and_versions(broken_sources, tmp_path):
     assert folder.name.startswith("videdit_broken_test-")
 
 
+def test_a_changed_source_or_header_is_a_new_build(broken_sources):
+    """The cache key hashes the sources and every header beside them: editing either gives a new build
+    folder, so a new build; an unrelated file in the folder does not."""
+    folder = extensions.build_dir(broken_sources)
+    source_dir = broken_sources.source_dir
+    (source_dir / "notes.txt").write_text("not a source")
+    extensions._spec_digest.cache_clear()  # cached per process: sources do not change while a run goes
+    assert extensions.build_dir(broken_sources) == folder
+    (source_dir / "broken.cpp").write_text("int videdit_broken( {\n// edited\n")
+    extensions._spec_digest.cache_clear()
+    edited = extensions.build_dir(broken_sources)
+    assert edited != folder and edited.parent == folder.parent
+    (source_dir / "shared.h").write_text("#pragma once\n")
+    extensions._spec_digest.cache_clear()
+    assert extensions.build_dir(broken_sources) not in (folder, edited)
+    extensions._spec_digest.cache_clear()
+
+
 def test_failed_build_warns_once_with_compiler_lines_and_is_remembered(broken_sources, caplog):
     if shutil.which(os.environ.get("CXX", "c++")) is None:
         pytest.skip("no C++ compiler on this machine")
