@@ -3,7 +3,8 @@
 - no module in videdit/stages/ imports another stage;
 - nothing but videdit.pipeline and videdit.engines imports a stage;
 - no import cycle among videdit's modules;
-- networks know nothing of videos: videdit.networks imports no stage, pipeline, records or io.
+- networks know nothing of videos: videdit.networks imports no stage, pipeline, records or io;
+- nothing in videdit imports the compatibility re-exports of split modules (videdit.ops.native, videdit.io.video).
 """
 from __future__ import annotations
 
@@ -126,6 +127,15 @@ def test_networks_know_nothing_of_videos(graph):
             bad = [t for t in targets if t.startswith(("videdit.stages", "videdit.pipeline", "videdit.records",
                                                        "videdit.io", "videdit.engines"))]
             assert bad == [], f"{module} imports {bad}"
+
+
+# Modules that only re-export the names of a module split by job, for code outside videdit.
+COMPATIBILITY_MODULES = ("videdit.ops.native", "videdit.io.video")
+
+
+def test_videdit_imports_split_modules_from_their_homes(graph):
+    assert sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets
+                  if t in COMPATIBILITY_MODULES) == []
 
 
 def test_the_checker_sees_violations(tmp_path):

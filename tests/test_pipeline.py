@@ -53,7 +53,7 @@ def reference(clip, tmp_path_factory):
 
 
 def test_end_to_end_outputs(clip, reference):
-    from videdit.io.video import probe_video
+    from videdit.io.probe import probe_video
 
     result, run_dir = reference, reference.run_dir
     for sub in ["align/transforms.npz", "encode/latents.npy", "tune/generator.safetensors", "smooth/transforms.npz"]:

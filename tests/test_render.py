@@ -74,7 +74,8 @@ def plain_render(scene):
 
 
 def test_outputs_frames_fps_audio(scene, plain_render):
-    from videdit.io.video import VideoReader, probe_video
+    from videdit.io.probe import probe_video
+    from videdit.io.reader import VideoReader
 
     result, out = plain_render
     assert set(result.frames_dirs) == {"recon", "age_+0.0", "age_+3.0"}

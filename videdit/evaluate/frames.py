@@ -10,7 +10,7 @@ import numpy as np
 
 from videdit import records
 from videdit.errors import InputError
-from videdit.io.video import list_images, read_image
+from videdit.io.images import list_images, read_image
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 # The unedited output: the pipeline's latents key is "recon" (render/recon/, render/reconstruction.mp4).
@@ -50,7 +50,7 @@ class FrameSource:
 
 def decode_video(path: Path) -> Iterator[np.ndarray]:
     """RGB frames of the first video stream, upright (rotation metadata applied, as the pipeline reads)."""
-    from videdit.io.video import VideoReader
+    from videdit.io.reader import VideoReader
 
     for frame in VideoReader(path):
         yield frame.image

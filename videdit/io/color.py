@@ -60,6 +60,13 @@ def assumed_matrix(height: int) -> str:
     return "bt709" if height > 576 else "smpte170m"
 
 
+def conversion_matrix(tagged: str, width: int, height: int) -> str:
+    """The matrix a width x height video is converted with: its tagged one, else what players assume."""
+    if tagged in SUPPORTED_MATRICES:
+        return tagged
+    return assumed_matrix(min(width, height))
+
+
 @dataclass(frozen=True)
 class YuvLayout:
     """A planar Y'CbCr pixel format: bit depth and chroma subsampling shifts (log2)."""

@@ -255,7 +255,8 @@ def run_composite_layers(
     whole_video: the (single) layer covers every frame of the video, which is checked.
     """
     from videdit.face import paste as C
-    from videdit.io.video import VideoReader, VideoWriter
+    from videdit.io.reader import VideoReader
+    from videdit.io.writer import VideoWriter
 
     settings = settings or CompositeSettings()
     source_video, out_dir = Path(source_video), Path(out_dir)

@@ -59,7 +59,7 @@ def load_aligned_batch(paths: list[Path], size: int):
     import torch
     import torch.nn.functional as F
 
-    from videdit.io.video import read_image
+    from videdit.io.images import read_image
 
     images = []
     for path in paths:
@@ -141,7 +141,7 @@ def run_encode(align_dir: Path, out_dir: Path, encoder, generator, latent_avg, s
     preview_path = out_dir / "preview.mp4" if settings.save_preview else None
     writer = None
     if preview_path is not None:
-        from videdit.io.video import VideoWriter
+        from videdit.io.writer import VideoWriter
 
         panels = 1 + settings.n_iters + (1 if unaligned else 0)
         writer = VideoWriter(preview_path, _preview_fps(align_dir), (size * panels, size))
