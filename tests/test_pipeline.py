@@ -186,7 +186,7 @@ def test_hyperstyle_tuner_renders_per_frame_offsets(clip, reference, tmp_path):
     from videdit.checkpoints import load_generator, save_network
     from videdit.networks.hyperstyle import FrameOffsets, HyperNetwork, synthesize
     from videdit.pipeline import StandInModels
-    from videdit.stages.render import to_uint8
+    from videdit.io.color import to_uint8
     from videdit.tuning.data import inverse_transforms
 
     G0 = StandInModels(resolution=64).load_generator("cpu")

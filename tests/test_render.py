@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from videdit.errors import InputError
-from videdit.stages.render import RenderSettings, canvas_tiles, render_expanded, run_render, to_uint8
+from videdit.io.color import to_uint8
+from videdit.stages.render import RenderSettings, canvas_tiles, render_expanded, run_render
 
 N_FRAMES = 5
 RES = 32

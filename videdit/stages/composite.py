@@ -272,7 +272,8 @@ def run_composite_layers(
             if not (layer.render_dir / key).is_dir():
                 raise InputError(f"composite: no rendered frames for {key!r} in {layer.render_dir}")
 
-    from videdit.io import EncoderSettings, to_uint8
+    from videdit.io.color import to_uint8
+    from videdit.io.encoding import EncoderSettings
 
     reader = VideoReader(source_video, rgb="source")
     info = reader.info

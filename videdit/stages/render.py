@@ -35,6 +35,7 @@ import torch
 
 from videdit.errors import InputError
 from videdit import progress, records
+from videdit.io.color import to_uint8
 from videdit.records import RECONSTRUCTION_KEY
 
 log = logging.getLogger("videdit")
@@ -163,11 +164,6 @@ def render_expanded(G, ws: torch.Tensor, inv_transforms: torch.Tensor, tiles: li
         else:
             region.copy_(alpha * image + (1 - alpha) * region)
     return canvas
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[-1, 1] NCHW float -> uint8 NHWC (rounded, clipped)."""
-    return (images * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 # --------------------------------------------------------------------------------------------------
