@@ -23,9 +23,14 @@ from videdit.io.color import (
 )
 from videdit.io.images import IMAGE_SUFFIXES, list_images, read_image
 
-# What `videdit run` and `videdit eval` take as a video when they look through a folder.
+# The file names `videdit run` (a folder of videos) and `videdit eval --against` take for videos.
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".gif")
 DEFAULT_IMAGE_FOLDER_FPS = Fraction(25)
+
+
+def is_video_name(path: Path) -> bool:
+    """Whether the file's name says video (VIDEO_SUFFIXES, any case); the content is probe_video's job."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
 @dataclass(frozen=True)
