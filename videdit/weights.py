@@ -5,14 +5,15 @@ imports torch, so `videdit weights list` and the up-front check of `videdit run`
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from videdit.cachedirs import torch_hub_checkpoints_dir, user_cache_dir
 from videdit.errors import CheckpointError, MissingWeightsError, VideditError
+from videdit.fileio import file_sha256
 
 STYLEGAN3_EDITING = "https://github.com/yuval-alaluf/stylegan3-editing"
 # Pinned to a commit rather than `main`, so a fetch always gets the files these entries describe:
@@ -157,11 +158,6 @@ def get(name: str) -> WeightFile:
     return reg[name]
 
 
-def user_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "videdit"
-
-
 def resolve_weights_dir(explicit: str | os.PathLike | None = None) -> Path:
     """--weights-dir, else $VIDEDIT_WEIGHTS, else ./weights when it exists, else the user cache folder."""
     if explicit:
@@ -173,14 +169,6 @@ def resolve_weights_dir(explicit: str | os.PathLike | None = None) -> Path:
     if local.is_dir():
         return local
     return user_cache_dir() / "weights"
-
-
-def torch_hub_checkpoints_dir() -> Path:
-    """torch.hub's checkpoint folder, computed without importing torch (same rule as torch.hub.get_dir)."""
-    if os.environ.get("TORCH_HOME"):
-        return Path(os.environ["TORCH_HOME"]).expanduser() / "hub" / "checkpoints"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "torch" / "hub" / "checkpoints"
 
 
 def expected_path(w: WeightFile, weights_dir: Path) -> Path:
@@ -198,19 +186,11 @@ def find(w: WeightFile, weights_dir: Path) -> Path | None:
     return None
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify(w: WeightFile, path: Path) -> str:
     """'ok', 'mismatch' or 'unknown' (no digest on record)."""
     if not (w.sha256 or w.sha256_prefix):
         return "unknown"
-    digest = sha256_of(path)
+    digest = file_sha256(path)
     if w.sha256:
         return "ok" if digest == w.sha256 else "mismatch"
     return "ok" if digest.startswith(w.sha256_prefix) else "mismatch"
