@@ -65,6 +65,26 @@ def parse_resample(up=1, down=1, padding=0) -> Resample2d:
     return Resample2d(upx, upy, downx, downy, px0, px1, py0, py1)
 
 
+def conv2d_resample_padding(f, up, down, padding) -> tuple[int, int, int, int]:
+    """(x0, x1, y0, y1): conv2d_resample's padding for the conv plus what the filter f needs around the
+    up- or downsampling, as NVIDIA's op adds it."""
+    if not (isinstance(up, int) and isinstance(down, int)):
+        raise ValueError("conv2d_resample takes integer up and down factors")
+    fw, fh = filter_taps(f)
+    px0, px1, py0, py1 = parse_padding(padding)
+    if up > 1:
+        px0 += (fw + up - 1) // 2
+        px1 += (fw - up) // 2
+        py0 += (fh + up - 1) // 2
+        py1 += (fh - up) // 2
+    if down > 1:
+        px0 += (fw - down + 1) // 2
+        px1 += (fw - down) // 2
+        py0 += (fh - down + 1) // 2
+        py1 += (fh - down) // 2
+    return px0, px1, py0, py1
+
+
 def filter_taps(f) -> tuple[int, int]:
     """(taps along x, taps along y) of a 1-D (separable) or 2-D filter; None is a single tap."""
     if f is None:
