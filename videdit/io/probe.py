@@ -127,7 +127,6 @@ class VideoInfo:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-
 # ----------------------------------------------------------------------------------------------
 # PyAV, shared with the reader and the writer
 
@@ -138,15 +137,7 @@ def import_av():
     return av
 
 
-def check_file(path: Path) -> None:
-    """One InputError line for a path that does not exist or is an empty file."""
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
-    if path.is_file() and path.stat().st_size == 0:
-        raise InputError(f"{path}: the file is empty (0 bytes)")
-
-
-def unreadable(path: Path, error: Exception) -> InputError:
+def _unreadable(path: Path, error: Exception) -> InputError:
     """The one-line error for a file PyAV cannot open or decode."""
     # FFmpeg's own message repeats the path; its strerror is the short reason.
     reason = getattr(error, "strerror", None) or type(error).__name__
@@ -156,12 +147,15 @@ def unreadable(path: Path, error: Exception) -> InputError:
 
 def open_media(path: Path):
     """A PyAV container of the file, for reading; one InputError line when it is missing, empty or not media."""
-    check_file(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty (0 bytes)")
     av = import_av()
     try:
         return av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError, OSError) as error:
-        raise unreadable(path, error) from None
+        raise _unreadable(path, error) from None
 
 
 def rotation_of(frame) -> int:
@@ -200,16 +194,15 @@ def pixel_description(frame) -> dict:
                 color_trc=name_of(TRC_NAMES, frame.color_trc))
 
 
+# ----------------------------------------------------------------------------------------------
+# probing
+
+
 def _frame_rate(stream) -> Fraction:
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate is not None and rate > 0:
             return Fraction(rate)
     return DEFAULT_IMAGE_FOLDER_FPS
-
-
-
-# ----------------------------------------------------------------------------------------------
-# probing
 
 
 def probe_video(path: str | Path, *, image_folder_fps: Fraction = DEFAULT_IMAGE_FOLDER_FPS) -> VideoInfo:
@@ -236,7 +229,7 @@ def probe_video(path: str | Path, *, image_folder_fps: Fraction = DEFAULT_IMAGE_
             for first in container.decode(stream):
                 break
         except (av.error.FFmpegError, OSError) as error:
-            raise unreadable(path, error) from None
+            raise _unreadable(path, error) from None
         if first is None:
             raise InputError(f"{path}: the video stream has no decodable frame (truncated file?)")
         rotation = rotation_of(first)
@@ -279,7 +272,6 @@ def probe_video(path: str | Path, *, image_folder_fps: Fraction = DEFAULT_IMAGE_
             audio=audio,
             **pixel_description(first),
         )
-
 
 
 def _probe_image_folder(folder: Path, fps: Fraction) -> VideoInfo:

@@ -44,7 +44,6 @@ class Frame:
     time_s: float
 
 
-
 @dataclass(frozen=True)
 class DecodeProblem:
     """Something in the file that did not decode, found while reading: after which frame, where, what."""
