@@ -305,6 +305,44 @@ def test_cuda_upfirdn2d_code_and_gradient_plan(cpu_ext, case, kind):
     torch.testing.assert_close(emulate(dy, kernels.flipped(taps), transposed), dx_ref, atol=1e-12, rtol=1e-10)
 
 
+@pytest.fixture
+def cuda_wrappers_on_cpu(cpu_ext, monkeypatch):
+    """The CUDA wrappers of videdit.ops.kernels (plans, autograd) driving the CPU extension: its emulated
+    upfirdn2d kernel and its fused filtered_lrelu, which take the CUDA entry points' arguments."""
+    from types import SimpleNamespace
+
+    fake = SimpleNamespace(upfirdn2d=cpu_ext.emulate_upfirdn2d, filtered_lrelu=cpu_ext.filtered_lrelu_forward,
+                           filtered_lrelu_backward=cpu_ext.filtered_lrelu_backward)
+    monkeypatch.setattr(kernels, "cuda_supports", lambda x: x.dtype == torch.float64)
+    monkeypatch.setattr(kernels, "cuda_module", lambda: fake)
+
+
+@pytest.mark.parametrize("case", [1, 3, 4, 6])
+def test_cuda_upfirdn2d_wrapper_is_differentiable_twice(cuda_wrappers_on_cpu, case):
+    """upfirdn2d_cuda's autograd: the gradient is an upfirdn2d with the transposed Resample2d, itself
+    differentiable (gradgradcheck), and the forward is the reference's."""
+    kwargs = UPFIRDN_CASES[case]
+    gen = torch.Generator().manual_seed(case)
+    f = torch.rand([4], generator=gen, dtype=torch.float64)
+    x = torch.randn([1, 2, 7, 9], generator=gen, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(kernels.upfirdn2d_cuda(x, f, **kwargs), reference.upfirdn2d(x, f, **kwargs),
+                               atol=1e-12, rtol=1e-10)
+    assert torch.autograd.gradgradcheck(lambda t: kernels.upfirdn2d_cuda(t, f, **kwargs), [x])
+
+
+def test_cuda_filtered_lrelu_wrapper_matches_reference(cuda_wrappers_on_cpu):
+    op = LAYERS["T"][4]
+    x, b = layer_inputs(op, small_size(op, 11), channels=2, dtype=torch.float64, seed=4)
+    xk, bk = x.clone().requires_grad_(), b.clone().requires_grad_()
+    xr, br = x.clone().requires_grad_(), b.clone().requires_grad_()
+    y = run_layer(kernels.filtered_lrelu_cuda, op, xk, bk, clamp=1.5)
+    y_ref = run_layer(reference.filtered_lrelu, op, xr, br, clamp=1.5)
+    torch.testing.assert_close(y, y_ref, atol=1e-12, rtol=1e-10)
+    dy = torch.randn_like(y_ref)
+    for got, want in zip(torch.autograd.grad(y, [xk, bk], dy), torch.autograd.grad(y_ref, [xr, br], dy)):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+
+
 @pytest.mark.parametrize("act", sorted(kernels.ACTIVATION_IDS))
 def test_cuda_bias_act_code(cpu_ext, act):
     """bias_act.cu's per-element value and gradient factor, for every activation, with a clamp."""
