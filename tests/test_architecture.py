@@ -138,6 +138,27 @@ def test_videdit_imports_split_modules_from_their_homes(graph):
                   if t in COMPATIBILITY_MODULES) == []
 
 
+def test_split_modules_still_export_the_names_they_held():
+    """Code outside videdit keeps working: every public name of io/video.py and ops/native.py before the
+    split (but UpfirdnPlan, plan_upfirdn2d and taps_xy, merged into _params.Resample2d / filter_taps)."""
+    import importlib
+
+    held = {
+        "videdit.io.video": "AudioInfo DEFAULT_IMAGE_FOLDER_FPS DecodeProblem EncoderSettings Frame IMAGE_SUFFIXES "
+                            "ResolvedEncoder VideoInfo VideoReader VideoWriter X264_FRAME_THREADS frame_to_rgb "
+                            "list_images probe_video read_frames read_image resolve_encoder",
+        "videdit.ops.native": "ACTIVATION_IDS BuildError CPU_EXTENSION CUDA_EXTENSION CUDA_OPS CpuAutoSelect "
+                              "DEFAULT_BUILD_TIMEOUT_S DEFAULT_CUDA_ARCHS ExtensionSpec FusedPlan LOG_TAIL_LINES "
+                              "SOURCE_DIR bias_act_cuda build build_dir build_state build_timeout_s cache_root "
+                              "correlation_taps cpu_auto_selector cpu_module cpu_module_if_built cpu_supports "
+                              "cuda_arch_list cuda_module cuda_self_check cuda_supports device_name "
+                              "filtered_lrelu_cpu filtered_lrelu_cuda flipped import_module load plan_filtered_lrelu "
+                              "prepare_fused self_check_path upfirdn2d_cuda",
+    }
+    for module, names in held.items():
+        assert [n for n in names.split() if not hasattr(importlib.import_module(module), n)] == [], module
+
+
 def test_the_checker_sees_violations(tmp_path):
     """The checks above can fail: a fake package with a stage importing a stage (inside a function),
     a library importing a stage, and a two-module cycle."""
