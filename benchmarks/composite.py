@@ -54,7 +54,7 @@ def bench_speed(size=(1920, 1080), box_px=500.0, resolution=1024, repeats=3) -> 
     from PIL import Image
 
     from videdit import compositing as C
-    from videdit.io.video import VideoWriter
+    from videdit.io.writer import VideoWriter
 
     width, height = size
     rng = np.random.default_rng(0)
@@ -135,13 +135,14 @@ def _prepare_run(folder: Path, n_frames: int, crop_size: int, drift=(30.0, -20.0
 
 
 def _frames(path: Path) -> np.ndarray:
-    from videdit.io.video import VideoReader
+    from videdit.io.reader import VideoReader
 
     return np.stack([f.image for f in VideoReader(path)]).astype(np.float64)
 
 
 def bench_quality(folder: Path, n_frames: int, crop_size: int) -> dict:
-    from videdit.io.video import VideoWriter, probe_video
+    from videdit.io.probe import probe_video
+    from videdit.io.writer import VideoWriter
     from videdit.stages.composite import CompositeSettings, run_composite
 
     run = _prepare_run(folder, n_frames, crop_size)

@@ -46,7 +46,7 @@ def make_clip(path: Path, size: tuple[int, int], frames: int):
 def baseline_pass(path: Path, backend, full_search_every: int = 25) -> int:
     """Today's single-face landmarks as the align stage finds them; returns the frames with a face."""
     from videdit.face.landmarks import FaceTracker, roll_deg
-    from videdit.io.video import VideoReader
+    from videdit.io.reader import VideoReader
 
     tracker = FaceTracker()
     roll = 0.0
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from videdit.face.landmarks import make_backend
     from videdit.face.shots import detect_shots
     from videdit.face.tracks import TrackSettings, track_faces
-    from videdit.io.video import VideoReader
+    from videdit.io.reader import VideoReader
 
     class TimedEmbedder(FaceEmbedder):
         """dlib's embedding, with the time spent in it added up (its share of the tracking pass)."""

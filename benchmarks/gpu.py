@@ -151,11 +151,11 @@ def _rel_diff(a, b) -> float:
 def _failed_families(device: str) -> list[str]:
     import torch
 
-    from videdit.ops import native
+    from videdit.ops import selfcheck
 
     if device != "cuda":
         return []
-    return sorted(k for k, v in native.cuda_self_check(torch.device("cuda")).verdicts.items() if not v.ok)
+    return sorted(k for k, v in selfcheck.cuda_self_check(torch.device("cuda")).verdicts.items() if not v.ok)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -363,9 +363,9 @@ def main(argv=None) -> int:
         print("gpu_bench: no CUDA GPU visible (use --device cpu for a smoke test)", file=sys.stderr)
         return 2
     if args.device == "cuda":
-        from videdit.ops import native
+        from videdit.ops import kernels
 
-        if native.cuda_module() is None:  # the kernel columns would time the PyTorch path twice
+        if kernels.cuda_module() is None:  # the kernel columns would time the PyTorch path twice
             kept = ("pipeline", "precision")  # these time whatever ops run by default
             kernel_sections = [s for s in args.sections if s not in kept]
             print(f"gpu_bench: the CUDA kernels are unavailable (see the warning above); skipping {kernel_sections}",

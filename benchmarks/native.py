@@ -88,14 +88,14 @@ def _layer_cases(args):
 
 
 def _time_layers(args, torch, device: str) -> list[tuple[str, float]]:
-    from videdit.ops import backend, native
+    from videdit.ops import backend, kernels
     import videdit.ops as ops
 
-    native_fn = native.filtered_lrelu_cpu if device == "cpu" else native.filtered_lrelu_cuda
-    if device == "cpu" and native.cpu_module() is None:
+    native_fn = kernels.filtered_lrelu_cpu if device == "cpu" else kernels.filtered_lrelu_cuda
+    if device == "cpu" and kernels.cpu_module() is None:
         print("fused CPU kernel unavailable (see the warning above); nothing to compare")
         return []
-    if device == "cuda" and native.cuda_module() is None:
+    if device == "cuda" and kernels.cuda_module() is None:
         print("CUDA kernels unavailable (see the warning above); nothing to compare")
         return []
     clock = CLOCKS[args.clock] if device == "cpu" else time.perf_counter

@@ -38,8 +38,8 @@ def _quality(G, align: Path, latents: Path, deltas=None) -> dict:
     import torch
 
     from videdit.evaluate.metrics import ms_ssim, ms_ssim_scales, psnr
+    from videdit.io.color import to_uint8
     from videdit.networks.hyperstyle import synthesize
-    from videdit.stages.render import to_uint8
     from videdit.tuning.data import CropFrames, inverse_transforms
 
     ws = torch.from_numpy(np.load(latents))

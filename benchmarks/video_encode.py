@@ -35,7 +35,7 @@ def _frames(n: int, size: tuple[int, int]) -> list[np.ndarray]:
 
 
 def _encode(path: Path, frames: list[np.ndarray], source_like, **kwargs) -> float:
-    from videdit.io.video import VideoWriter
+    from videdit.io.writer import VideoWriter
 
     size = (frames[0].shape[1], frames[0].shape[0])
     start = time.perf_counter()
@@ -46,7 +46,7 @@ def _encode(path: Path, frames: list[np.ndarray], source_like, **kwargs) -> floa
 
 
 def _decode(path: Path) -> float:
-    from videdit.io.video import VideoReader
+    from videdit.io.reader import VideoReader
 
     reader = VideoReader(path, rgb="source")
     start = time.perf_counter()
@@ -79,7 +79,7 @@ def _mbtree_size_ratio(frames: list[np.ndarray]) -> float:
 
 def main(argv=None) -> None:
     from videdit.io.color import rgb_to_yuv, to_uint16, yuv_layout
-    from videdit.io.video import VideoInfo
+    from videdit.io.probe import VideoInfo
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=8)

@@ -37,14 +37,15 @@ echo "archs: $TORCH_CUDA_ARCH_LIST"
 start=$(date +%s)
 XDG_CACHE_HOME="$cache" VIDEDIT_OPS_BUILD_TIMEOUT="${VIDEDIT_OPS_BUILD_TIMEOUT:-1800}" "$PYTHON" - <<'PY'
 import sys
-from videdit.ops import native
+from videdit.ops.extensions import BuildError, build, import_module
+from videdit.ops.kernels import CUDA_EXTENSION
 
 try:
-    path = native.build(native.CUDA_EXTENSION)
-except native.BuildError as exc:
+    path = build(CUDA_EXTENSION)
+except BuildError as exc:
     print(f"CUDA extension: BUILD FAILED\n{exc}", file=sys.stderr)
     sys.exit(1)
-module = native.import_module(native.CUDA_EXTENSION, path)  # resolves every symbol; runs no kernel
+module = import_module(CUDA_EXTENSION, path)  # resolves every symbol; runs no kernel
 missing = [n for n in ("upfirdn2d", "bias_act", "bias_act_backward", "filtered_lrelu", "filtered_lrelu_backward")
            if not hasattr(module, n)]
 if missing:

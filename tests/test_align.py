@@ -570,17 +570,17 @@ def test_fan_backend_loads_from_the_cache_only(tmp_path, monkeypatch):
 def test_stage_converts_each_frame_once_when_faces_are_found(tmp_path, dlib_backend, monkeypatch):
     """Crops are cut in the landmark pass: a clip with a face in every frame is converted to RGB once per
     frame; frames without a detection are converted again, and only they, in a second pass."""
-    import videdit.io.video as video_module
+    import videdit.io.reader as reader_module
     from videdit.stages.align import AlignSettings, run_align
 
     conversions = []
-    real = video_module.frame_to_rgb
+    real = reader_module.frame_to_rgb
 
     def counting(frame, *args, **kwargs):
         conversions.append(frame)
         return real(frame, *args, **kwargs)
 
-    monkeypatch.setattr(video_module, "frame_to_rgb", counting)
+    monkeypatch.setattr(reader_module, "frame_to_rgb", counting)
     settings = AlignSettings(crop_size=64, preview=False, detect_shots=False)
     truth = make_photo_clip(tmp_path / "all.mp4", n_frames=6, rotations_deg=np.linspace(0, 5, 6), shifts_px=(0, 0))
     result = run_align(truth.path, tmp_path / "all", settings, backend=dlib_backend)

@@ -3,7 +3,8 @@
 - no module in videdit/stages/ imports another stage;
 - nothing but videdit.pipeline and videdit.engines imports a stage;
 - no import cycle among videdit's modules;
-- networks know nothing of videos: videdit.networks imports no stage, pipeline, records or io.
+- networks know nothing of videos: videdit.networks imports no stage, pipeline, records or io;
+- nothing in videdit imports the compatibility re-exports of split modules (videdit.ops.native, videdit.io.video).
 """
 from __future__ import annotations
 
@@ -126,6 +127,36 @@ def test_networks_know_nothing_of_videos(graph):
             bad = [t for t in targets if t.startswith(("videdit.stages", "videdit.pipeline", "videdit.records",
                                                        "videdit.io", "videdit.engines"))]
             assert bad == [], f"{module} imports {bad}"
+
+
+# Modules that only re-export the names of a module split by job, for code outside videdit.
+COMPATIBILITY_MODULES = ("videdit.ops.native", "videdit.io.video")
+
+
+def test_videdit_imports_split_modules_from_their_homes(graph):
+    assert sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets
+                  if t in COMPATIBILITY_MODULES) == []
+
+
+def test_split_modules_still_export_the_names_they_held():
+    """Code outside videdit keeps working: every public name of io/video.py and ops/native.py before the
+    split (but UpfirdnPlan, plan_upfirdn2d and taps_xy, merged into _params.Resample2d / filter_taps)."""
+    import importlib
+
+    held = {
+        "videdit.io.video": "AudioInfo DEFAULT_IMAGE_FOLDER_FPS DecodeProblem EncoderSettings Frame IMAGE_SUFFIXES "
+                            "ResolvedEncoder VideoInfo VideoReader VideoWriter X264_FRAME_THREADS frame_to_rgb "
+                            "list_images probe_video read_frames read_image resolve_encoder",
+        "videdit.ops.native": "ACTIVATION_IDS BuildError CPU_EXTENSION CUDA_EXTENSION CUDA_OPS CpuAutoSelect "
+                              "DEFAULT_BUILD_TIMEOUT_S DEFAULT_CUDA_ARCHS ExtensionSpec FusedPlan LOG_TAIL_LINES "
+                              "SOURCE_DIR bias_act_cuda build build_dir build_state build_timeout_s cache_root "
+                              "correlation_taps cpu_auto_selector cpu_module cpu_module_if_built cpu_supports "
+                              "cuda_arch_list cuda_module cuda_self_check cuda_supports device_name "
+                              "filtered_lrelu_cpu filtered_lrelu_cuda flipped import_module load plan_filtered_lrelu "
+                              "prepare_fused self_check_path upfirdn2d_cuda",
+    }
+    for module, names in held.items():
+        assert [n for n in names.split() if not hasattr(importlib.import_module(module), n)] == [], module
 
 
 def test_the_checker_sees_violations(tmp_path):

@@ -328,7 +328,7 @@ def clip_run(tmp_path_factory):
     pytest.importorskip("av")
     from tests.clips import make_photo_clip
     from videdit.face.alignment import ffhq_quad
-    from videdit.io.video import VideoReader
+    from videdit.io.reader import VideoReader
 
     root = tmp_path_factory.mktemp("composite")
     truth = make_photo_clip(root / "clip.mp4", n_frames=6, size=(240, 200), rotations_deg=[0, 3, 6, 0, 9, 12],
@@ -363,7 +363,8 @@ def clip_run(tmp_path_factory):
 
 
 def test_stage_writes_full_frame_videos(clip_run):
-    from videdit.io.video import VideoReader, probe_video
+    from videdit.io.probe import probe_video
+    from videdit.io.reader import VideoReader
     from videdit.stages.composite import CompositeSettings, run_composite
 
     out_dir = clip_run["root"] / "composite"
@@ -387,7 +388,7 @@ def test_stage_writes_full_frame_videos(clip_run):
     assert len(recon) == len(edit) == len(masks) == 6
     # Identity render: the source back, up to H.264 and resampling. The codec's share: the source
     # frames encoded alone with the same settings.
-    from videdit.io.video import VideoWriter
+    from videdit.io.writer import VideoWriter
 
     reencoded_path = clip_run["root"] / "reencoded.mp4"
     with VideoWriter(reencoded_path, source_info.fps, source_info.size, crf=10) as writer:

@@ -14,7 +14,7 @@ import torch
 
 from videdit import doctor
 from videdit.cli import main
-from videdit.ops import native, selfcheck
+from videdit.ops import extensions, selfcheck
 from videdit.ops.upfirdn2d import upfirdn2d_torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 def no_build(tmp_path, monkeypatch):
     """An empty ops cache, and any attempt to compile fails the test."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(native, "build", lambda *a, **k: pytest.fail("doctor built a kernel without --build"))
-    monkeypatch.setattr(native, "_start_background_build", lambda *a: pytest.fail("doctor started a build"))
+    monkeypatch.setattr(extensions, "build", lambda *a, **k: pytest.fail("doctor built a kernel without --build"))
+    monkeypatch.setattr(extensions, "start_background_build", lambda *a: pytest.fail("doctor started a build"))
 
 
 def test_json_report_describes_this_environment(no_build, tmp_path, monkeypatch, capsys):
@@ -69,7 +69,7 @@ def test_a_broken_component_is_reported_not_raised(no_build, monkeypatch):
 def test_self_check_verdicts_are_read_from_the_cache(no_build, caplog):
     """What doctor lists per GPU is what the self-check saved (here on CPU, with one wrong kernel)."""
     device = torch.device("cpu")
-    check = selfcheck.KernelSelfCheck(native.self_check_path(device))
+    check = selfcheck.KernelSelfCheck(selfcheck.self_check_path(device))
     x = torch.randn([1, 2, 20, 20])
     f = torch.tensor([1.0, 2.0, 1.0])
     with caplog.at_level(logging.ERROR, logger="videdit.ops"):

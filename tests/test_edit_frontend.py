@@ -76,7 +76,7 @@ def _frames(run_dir, key):
 
 
 def test_text_edit_end_to_end(files, tmp_path):
-    from videdit.io.video import probe_video
+    from videdit.io.probe import probe_video
 
     run_dir = tmp_path / "run"
     result = _run(files, run_dir, **{"edit.edits": ["text:a smiling face"], "edit.alpha": [0.0, 40.0]})

@@ -492,3 +492,26 @@ def test_identity_model_choice(tmp_path):
     chosen = identity_embedder(EvalSettings(identity_model="auto", weights_dir=tmp_path), skipped)
     assert chosen.name == "arcface:model_ir_se50.pth" and not skipped
     assert identity_embedder(EvalSettings(identity_model="dlib", weights_dir=tmp_path), {}) is None
+
+
+def test_eval_takes_as_a_video_every_file_a_run_takes(tmp_path):
+    """`videdit run FOLDER` and `videdit eval RUN --against FILE` agree on what a video is: every file the run
+    lists (any case of every suffix, .ts and .gif among them) is one eval compares against, and nothing else."""
+    from videdit.engines import list_videos
+    from videdit.evaluate.frames import reference_source
+    from videdit.io.probe import VIDEO_SUFFIXES
+
+    assert {".ts", ".gif", ".mpg"} <= set(VIDEO_SUFFIXES)  # what eval's own list used to miss
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    names = [f"clip{i}{suffix}" for i, suffix in enumerate(VIDEO_SUFFIXES)]
+    names += ["upper.MP4", "Mixed.Ts", "notes.txt", "frame.png", "clip.mp4.json"]
+    for name in names:
+        (folder / name).write_bytes(b"not decoded here")
+    found = list_videos(folder)
+    assert [p.name for p in found] == sorted(names[:-3])
+    for path in found:
+        assert reference_source(tmp_path, path).video == path
+    for name in names[-3:]:
+        with pytest.raises(InputError, match="neither"):
+            reference_source(tmp_path, folder / name)

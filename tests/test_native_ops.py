@@ -1,5 +1,5 @@
-"""Native ops (videdit.ops.native / backend): the fused C++ CPU kernel, the CUDA kernels' per-sample
-code run on the CPU, the build cache (locks, failures, timeouts) and the op selection.
+"""Native ops (videdit.ops.kernels, extensions, cpu_autoselect, backend): the fused C++ CPU kernel, the CUDA
+kernels' per-sample code run on the CPU, the build cache (locks, failures, timeouts) and the op selection.
 
 The CPU extension is compiled on first use (a minute or two, once; cached in the user cache folder).
 The CUDA extension cannot run here; `scripts/check_cuda_build.sh` compiles and links it (slow test
@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from videdit.ops import backend, native, reference
+from videdit.ops import backend, cpu_autoselect, extensions, kernels, reference
+from videdit.ops._params import filter_taps, parse_resample
 from videdit.ops.filtered_lrelu import filtered_lrelu_torch
 from videdit.ops.filters import design_lowpass_filter
 
@@ -128,7 +129,7 @@ def run_layer(fn, op: LayerOp, x, b, **overrides):
 def cpu_ext():
     if shutil.which(os.environ.get("CXX", "c++")) is None:
         pytest.skip("no C++ compiler on this machine: the native CPU kernel cannot be built")
-    module = native.cpu_module()
+    module = kernels.cpu_module()
     assert module is not None, "the CPU extension failed to build: see the warning above"
     return module
 
@@ -150,7 +151,7 @@ def test_cpu_forward_and_backward_match_reference(cpu_ext, cfg, idx):
     x_ref, b_ref = x.clone().requires_grad_(), b.clone().requires_grad_()
     y_ref = run_layer(reference.filtered_lrelu, op, x_ref, b_ref, clamp=clamp)
     x_nat, b_nat = x.clone().requires_grad_(), b.clone().requires_grad_()
-    y_nat = run_layer(native.filtered_lrelu_cpu, op, x_nat, b_nat, clamp=clamp)
+    y_nat = run_layer(kernels.filtered_lrelu_cpu, op, x_nat, b_nat, clamp=clamp)
     assert y_nat.shape == y_ref.shape
     scale = y_ref.abs().max().item()
     torch.testing.assert_close(y_nat, y_ref, atol=2e-6 * scale, rtol=1e-5)
@@ -170,7 +171,7 @@ def test_cpu_forward_full_size_layers(cpu_ext, cfg, idx):
     x, b = layer_inputs(op, op.in_size, channels=1, batch=1)
     with backend.use_ops("torch"):
         y_fast = run_layer(ops.filtered_lrelu, op, x, b)
-    y_nat = run_layer(native.filtered_lrelu_cpu, op, x, b)
+    y_nat = run_layer(kernels.filtered_lrelu_cpu, op, x, b)
     torch.testing.assert_close(y_nat, y_fast, atol=2e-5 * y_fast.abs().max().item(), rtol=1e-4)
 
 
@@ -188,7 +189,7 @@ def test_cpu_gradcheck_float64(cpu_ext, cfg, idx, fast):
     b.requires_grad_()
 
     def fn(x_, b_):
-        return run_layer(native.filtered_lrelu_cpu, op, x_, b_, clamp=2.0)
+        return run_layer(kernels.filtered_lrelu_cpu, op, x_, b_, clamp=2.0)
 
     assert torch.autograd.gradcheck(fn, (x, b), eps=1e-6, atol=1e-6, fast_mode=fast)
 
@@ -206,9 +207,9 @@ def test_cpu_kernel_matches_nvidia_goldens(cpu_ext):
         fu = tensors.get(case["fu"]) if case["fu"] != "None" else None
         fd = tensors.get(case["fd"]) if case["fd"] != "None" else None
         b = tensors[case["b"]] if case["b"] else None
-        y = native.filtered_lrelu_cpu(tensors[f"{name}.x"], fu, fd, b, up=case["up"], down=case["down"],
-                                      padding=case["padding"], gain=case["gain"], slope=case["slope"],
-                                      clamp=case["clamp"])
+        y = kernels.filtered_lrelu_cpu(tensors[f"{name}.x"], fu, fd, b, up=case["up"], down=case["down"],
+                                       padding=case["padding"], gain=case["gain"], slope=case["slope"],
+                                       clamp=case["clamp"])
         expected = tensors[f"{name}.y"]
         torch.testing.assert_close(y, expected, atol=1e-5 * expected.abs().max().item(), rtol=1e-5, msg=name)
         checked += 1
@@ -223,15 +224,15 @@ def test_cpu_kernel_argument_forms(cpu_ext):
     for kwargs in (dict(flip_filter=True), dict(b=None, clamp=None), dict(padding=[9, 8]), dict(padding=9)):
         bias = kwargs.pop("b", b)
         ref = run_layer(reference.filtered_lrelu, op, x, bias, **kwargs)
-        nat = run_layer(native.filtered_lrelu_cpu, op, x, bias, **kwargs)
+        nat = run_layer(kernels.filtered_lrelu_cpu, op, x, bias, **kwargs)
         torch.testing.assert_close(nat, ref, atol=2e-6 * ref.abs().max().item(), rtol=1e-5)
     one_thread = two_threads = None
     try:
         torch.set_num_threads(1)
-        one_thread = run_layer(native.filtered_lrelu_cpu, op, x, b)
+        one_thread = run_layer(kernels.filtered_lrelu_cpu, op, x, b)
     finally:
         torch.set_num_threads(2)
-    two_threads = run_layer(native.filtered_lrelu_cpu, op, x, b)
+    two_threads = run_layer(kernels.filtered_lrelu_cpu, op, x, b)
     assert torch.equal(one_thread, two_threads)  # work split must not change the arithmetic
 
 
@@ -239,11 +240,11 @@ def test_cpu_kernel_falls_back_and_rejects_like_the_op(cpu_ext):
     op = LAYERS["T"][0]
     x, b = layer_inputs(op, 20)
     ref = run_layer(reference.filtered_lrelu, op, x, b)
-    torch.testing.assert_close(run_layer(native.filtered_lrelu_cpu, op, x, b, impl="ref"), ref)
+    torch.testing.assert_close(run_layer(kernels.filtered_lrelu_cpu, op, x, b, impl="ref"), ref)
     with pytest.raises(ValueError):
-        run_layer(native.filtered_lrelu_cpu, op, x, b, up=[2, 1])
+        run_layer(kernels.filtered_lrelu_cpu, op, x, b, up=[2, 1])
     with pytest.raises(ValueError):
-        run_layer(native.filtered_lrelu_cpu, op, x[:, :, :2, :2], b, padding=-20)
+        run_layer(kernels.filtered_lrelu_cpu, op, x[:, :, :2, :2], b, padding=-20)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -256,8 +257,8 @@ def test_cuda_tile_code_matches_reference(cpu_ext, cfg, idx):
     op = LAYERS[cfg][idx]
     x, b = layer_inputs(op, small_size(op, 11), channels=2, dtype=torch.float64, seed=idx)
     clamp = 1.5
-    args = native.prepare_fused(x, op.fu, op.fd, b, op.up, op.down, list(op.padding), op.gain, op.slope, clamp,
-                                False, torch.float64)
+    args = kernels.prepare_fused(x, op.fu, op.fd, b, op.up, op.down, list(op.padding), op.gain, op.slope, clamp,
+                                 False, torch.float64)
     xc, bc, fu, fd, plan = args
     common = (plan.up, plan.down, plan.padx0, plan.pady0, plan.mid_h, plan.mid_w)
     act = (plan.gain, plan.slope, plan.clamp)
@@ -268,7 +269,7 @@ def test_cuda_tile_code_matches_reference(cpu_ext, cfg, idx):
     for tile in (4, 7):  # several tiles, partial edge tiles
         y = cpu_ext.emulate_filtered_lrelu(xc, bc, fu, fd, *common, plan.out_h, plan.out_w, *act, tile)
         torch.testing.assert_close(y, y_ref.detach(), atol=1e-12, rtol=1e-10)
-        dx = cpu_ext.emulate_filtered_lrelu_backward(dy, xc, bc, fu, fd, native.flipped(fu), native.flipped(fd),
+        dx = cpu_ext.emulate_filtered_lrelu_backward(dy, xc, bc, fu, fd, kernels.flipped(fu), kernels.flipped(fd),
                                                      *common, *act, tile)
         torch.testing.assert_close(dx, dx_ref, atol=1e-12, rtol=1e-10)
 
@@ -289,22 +290,60 @@ def test_cuda_upfirdn2d_code_and_gradient_plan(cpu_ext, case, kind):
     f = torch.rand([7] if kind == "1d" else [5, 3], generator=gen, dtype=torch.float64)
     x = torch.randn([2, 3, 11, 13], generator=gen, dtype=torch.float64, requires_grad=True)
     y_ref = reference.upfirdn2d(x, f, **kwargs)
-    taps = native.correlation_taps(f, kwargs.get("flip_filter", False), kwargs.get("gain", 1), torch.float64, "cpu")
-    plan = native.plan_upfirdn2d(x, taps, kwargs.get("up", 1), kwargs.get("down", 1), kwargs.get("padding", 0))
+    taps = kernels.correlation_taps(f, kwargs.get("flip_filter", False), kwargs.get("gain", 1), torch.float64, "cpu")
+    rs = parse_resample(kwargs.get("up", 1), kwargs.get("down", 1), kwargs.get("padding", 0))
 
-    def emulate(inp, t, p):
-        return cpu_ext.emulate_upfirdn2d(inp.detach().contiguous(), t, p.upx, p.upy, p.downx, p.downy, p.padx0,
-                                         p.pady0, p.out_h, p.out_w)
+    def emulate(inp, t, r):
+        out_w, out_h = kernels.upfirdn2d_out_size(inp, t, r)
+        return cpu_ext.emulate_upfirdn2d(inp.detach().contiguous(), t, r.upx, r.upy, r.downx, r.downy, r.padx0,
+                                         r.pady0, out_h, out_w)
 
-    torch.testing.assert_close(emulate(x, taps, plan), y_ref.detach(), atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(emulate(x, taps, rs), y_ref.detach(), atol=1e-12, rtol=1e-10)
     dy = torch.randn_like(y_ref)
     (dx_ref,) = torch.autograd.grad(y_ref, [x], dy)
-    tx, ty = native.taps_xy(taps)
-    torch.testing.assert_close(emulate(dy, native.flipped(taps), plan.transposed(tx, ty)), dx_ref, atol=1e-12,
-                               rtol=1e-10)
+    transposed = rs.transposed(x.shape[3], x.shape[2], *filter_taps(taps))
+    torch.testing.assert_close(emulate(dy, kernels.flipped(taps), transposed), dx_ref, atol=1e-12, rtol=1e-10)
 
 
-@pytest.mark.parametrize("act", sorted(native.ACTIVATION_IDS))
+@pytest.fixture
+def cuda_wrappers_on_cpu(cpu_ext, monkeypatch):
+    """The CUDA wrappers of videdit.ops.kernels (plans, autograd) driving the CPU extension: its emulated
+    upfirdn2d kernel and its fused filtered_lrelu, which take the CUDA entry points' arguments."""
+    from types import SimpleNamespace
+
+    fake = SimpleNamespace(upfirdn2d=cpu_ext.emulate_upfirdn2d, filtered_lrelu=cpu_ext.filtered_lrelu_forward,
+                           filtered_lrelu_backward=cpu_ext.filtered_lrelu_backward)
+    monkeypatch.setattr(kernels, "cuda_supports", lambda x: x.dtype == torch.float64)
+    monkeypatch.setattr(kernels, "cuda_module", lambda: fake)
+
+
+@pytest.mark.parametrize("case", [1, 3, 4, 6])
+def test_cuda_upfirdn2d_wrapper_is_differentiable_twice(cuda_wrappers_on_cpu, case):
+    """upfirdn2d_cuda's autograd: the gradient is an upfirdn2d with the transposed Resample2d, itself
+    differentiable (gradgradcheck), and the forward is the reference's."""
+    kwargs = UPFIRDN_CASES[case]
+    gen = torch.Generator().manual_seed(case)
+    f = torch.rand([4], generator=gen, dtype=torch.float64)
+    x = torch.randn([1, 2, 7, 9], generator=gen, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(kernels.upfirdn2d_cuda(x, f, **kwargs), reference.upfirdn2d(x, f, **kwargs),
+                               atol=1e-12, rtol=1e-10)
+    assert torch.autograd.gradgradcheck(lambda t: kernels.upfirdn2d_cuda(t, f, **kwargs), [x])
+
+
+def test_cuda_filtered_lrelu_wrapper_matches_reference(cuda_wrappers_on_cpu):
+    op = LAYERS["T"][4]
+    x, b = layer_inputs(op, small_size(op, 11), channels=2, dtype=torch.float64, seed=4)
+    xk, bk = x.clone().requires_grad_(), b.clone().requires_grad_()
+    xr, br = x.clone().requires_grad_(), b.clone().requires_grad_()
+    y = run_layer(kernels.filtered_lrelu_cuda, op, xk, bk, clamp=1.5)
+    y_ref = run_layer(reference.filtered_lrelu, op, xr, br, clamp=1.5)
+    torch.testing.assert_close(y, y_ref, atol=1e-12, rtol=1e-10)
+    dy = torch.randn_like(y_ref)
+    for got, want in zip(torch.autograd.grad(y, [xk, bk], dy), torch.autograd.grad(y_ref, [xr, br], dy)):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("act", sorted(kernels.ACTIVATION_IDS))
 def test_cuda_bias_act_code(cpu_ext, act):
     """bias_act.cu's per-element value and gradient factor, for every activation, with a clamp."""
     from videdit.ops.reference import resolve_activation
@@ -316,7 +355,7 @@ def test_cuda_bias_act_code(cpu_ext, act):
         y_ref = reference.bias_act(z, None, act=act, clamp=None if clamp < 0 else clamp)
         dy = torch.randn_like(y_ref)
         (dz_ref,) = torch.autograd.grad(y_ref, [z], dy)
-        y, dz = cpu_ext.emulate_bias_act(z.detach(), dy, native.ACTIVATION_IDS[act], alpha, gain, clamp)
+        y, dz = cpu_ext.emulate_bias_act(z.detach(), dy, kernels.ACTIVATION_IDS[act], alpha, gain, clamp)
         torch.testing.assert_close(y, y_ref.detach(), atol=1e-12, rtol=1e-10)
         torch.testing.assert_close(dz, dz_ref, atol=1e-12, rtol=1e-10)
 
@@ -348,7 +387,7 @@ def test_lookup_per_mode(cpu_ext):
     with backend.use_ops("torch"):
         assert backend.lookup("filtered_lrelu", x) is None
     with backend.use_ops("cpp"):
-        assert backend.lookup("filtered_lrelu", x) is native.filtered_lrelu_cpu
+        assert backend.lookup("filtered_lrelu", x) is kernels.filtered_lrelu_cpu
         assert backend.lookup("filtered_lrelu", x.half()) is None  # the kernel takes float32/64
         assert backend.lookup("upfirdn2d", x) is None  # no CPU kernel for the other ops
     with backend.use_ops("cuda"):
@@ -356,26 +395,26 @@ def test_lookup_per_mode(cpu_ext):
     with backend.use_ops("auto"):
         assert backend.lookup("filtered_lrelu", x) is None  # auto compares against the caller's PyTorch path
         fn = backend.lookup("filtered_lrelu", x, torch_path=filtered_lrelu_torch)
-        assert fn is not None and fn.__self__ is native.cpu_auto_selector(filtered_lrelu_torch)
+        assert fn is not None and fn.__self__ is cpu_autoselect.cpu_auto_selector(filtered_lrelu_torch)
 
 
 def test_auto_never_waits_for_the_cpu_build(tmp_path, monkeypatch):
     """With no built CPU extension, 'auto' starts a background build and uses PyTorch meanwhile."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     started = []
-    monkeypatch.setattr(native, "_start_background_build", started.append)
+    monkeypatch.setattr(extensions, "start_background_build", started.append)
     x = torch.zeros([1, 2, 8, 8])
     with backend.use_ops("auto"):
         assert backend.lookup("filtered_lrelu", x, torch_path=filtered_lrelu_torch) is None
-    assert started == [native.CPU_EXTENSION]
-    assert native.build_state(native.CPU_EXTENSION) == "missing"
+    assert started == [kernels.CPU_EXTENSION]
+    assert extensions.build_state(kernels.CPU_EXTENSION) == "missing"
 
 
 def test_auto_selector_measures_once_and_remembers(cpu_ext, tmp_path, caplog):
     op = LAYERS["T"][2]
     x, b = layer_inputs(op, 20)
     path = tmp_path / "decisions.json"
-    selector = native.CpuAutoSelect(path, filtered_lrelu_torch)
+    selector = cpu_autoselect.CpuAutoSelect(path, filtered_lrelu_torch)
     ref = run_layer(reference.filtered_lrelu, op, x, b)
     with caplog.at_level(logging.INFO, logger="videdit.ops"):
         y = run_layer(selector.filtered_lrelu, op, x, b)
@@ -387,7 +426,8 @@ def test_auto_selector_measures_once_and_remembers(cpu_ext, tmp_path, caplog):
     assert decision["native"] == (decision["native_s"] < decision["torch_s"])
     assert any("ops auto" in r.getMessage() for r in caplog.records)
 
-    again = native.CpuAutoSelect(path, filtered_lrelu_torch)  # a new process reads the decision instead of measuring
+    # a new process reads the decision instead of measuring
+    again = cpu_autoselect.CpuAutoSelect(path, filtered_lrelu_torch)
     again.measure = lambda *a, **k: pytest.fail("measured a family that was already decided")
     torch.testing.assert_close(run_layer(again.filtered_lrelu, op, x, b), y)
 
@@ -397,11 +437,11 @@ def test_auto_selector_decides_differentiated_calls_apart(cpu_ext, tmp_path):
     backward too), and its gradients equal the reference's whichever path wins."""
     op = LAYERS["T"][2]
     x, b = layer_inputs(op, 20)
-    selector = native.CpuAutoSelect(tmp_path / "decisions.json", filtered_lrelu_torch)
+    selector = cpu_autoselect.CpuAutoSelect(tmp_path / "decisions.json", filtered_lrelu_torch)
     with torch.no_grad():
         run_layer(selector.filtered_lrelu, op, x, b)
     timed = []
-    real_time_call = native._time_call
+    real_time_call = cpu_autoselect._time_call
 
     def counting_time_call(fn):
         timed.append(torch.is_grad_enabled())
@@ -409,10 +449,10 @@ def test_auto_selector_decides_differentiated_calls_apart(cpu_ext, tmp_path):
 
     xg, bg = x.clone().requires_grad_(True), b.clone().requires_grad_(True)
     try:
-        native._time_call = counting_time_call
+        cpu_autoselect._time_call = counting_time_call
         y = run_layer(selector.filtered_lrelu, op, xg, bg)
     finally:
-        native._time_call = real_time_call
+        cpu_autoselect._time_call = real_time_call
     keys = sorted(json.loads((tmp_path / "decisions.json").read_text()))
     assert len(keys) == 2 and keys[1] == keys[0] + "|grad", keys
     assert timed and all(timed)  # measured with autograd on
@@ -435,41 +475,56 @@ def broken_sources(tmp_path, monkeypatch):
     src = tmp_path / "csrc"
     src.mkdir()
     (src / "broken.cpp").write_text("int videdit_broken( {\n")
-    monkeypatch.setattr(native, "SOURCE_DIR", src)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    native._spec_digest.cache_clear()
-    yield native.ExtensionSpec("videdit_broken_test", ("broken.cpp",), cuda=False)
-    native._spec_digest.cache_clear()
+    return extensions.ExtensionSpec("videdit_broken_test", ("broken.cpp",), cuda=False, source_dir=src)
 
 
 def test_cache_folder_follows_xdg_and_versions(broken_sources, tmp_path):
-    folder = native.build_dir(broken_sources)
+    folder = extensions.build_dir(broken_sources)
     assert folder.is_relative_to(tmp_path / "cache" / "videdit" / "ops")
     assert torch.__version__.replace("+", "_") in str(folder)
     assert folder.name.startswith("videdit_broken_test-")
+
+
+def test_a_changed_source_or_header_is_a_new_build(broken_sources):
+    """The cache key hashes the sources and every header beside them: editing either gives a new build
+    folder, so a new build; an unrelated file in the folder does not."""
+    folder = extensions.build_dir(broken_sources)
+    source_dir = broken_sources.source_dir
+    (source_dir / "notes.txt").write_text("not a source")
+    extensions._spec_digest.cache_clear()  # cached per process: sources do not change while a run goes
+    assert extensions.build_dir(broken_sources) == folder
+    (source_dir / "broken.cpp").write_text("int videdit_broken( {\n// edited\n")
+    extensions._spec_digest.cache_clear()
+    edited = extensions.build_dir(broken_sources)
+    assert edited != folder and edited.parent == folder.parent
+    (source_dir / "shared.h").write_text("#pragma once\n")
+    extensions._spec_digest.cache_clear()
+    assert extensions.build_dir(broken_sources) not in (folder, edited)
+    extensions._spec_digest.cache_clear()
 
 
 def test_failed_build_warns_once_with_compiler_lines_and_is_remembered(broken_sources, caplog):
     if shutil.which(os.environ.get("CXX", "c++")) is None:
         pytest.skip("no C++ compiler on this machine")
     with caplog.at_level(logging.WARNING, logger="videdit.ops"):
-        assert native._load_or_none(broken_sources) is None
-        assert native._load_or_none(broken_sources) is None  # cached: no second warning
+        assert extensions.load_or_none(broken_sources) is None
+        assert extensions.load_or_none(broken_sources) is None  # cached: no second warning
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "broken.cpp" in warnings[0].getMessage() and "error" in warnings[0].getMessage()
     assert "Traceback" not in warnings[0].getMessage()
-    assert native.build_state(broken_sources) == "failed"
+    assert extensions.build_state(broken_sources) == "failed"
     started = time.monotonic()
-    with pytest.raises(native.BuildError, match="earlier build failed"):
-        native.build(broken_sources)  # a new process does not recompile
+    with pytest.raises(extensions.BuildError, match="earlier build failed"):
+        extensions.build(broken_sources)  # a new process does not recompile
     assert time.monotonic() - started < 1.0
 
 
 def test_build_timeout_is_a_build_error(broken_sources):
-    with pytest.raises(native.BuildError, match="timed out"):
-        native.build(broken_sources, timeout_s=0.05)
-    assert not (native.build_dir(broken_sources) / "videdit.lock").exists()
+    with pytest.raises(extensions.BuildError, match="timed out"):
+        extensions.build(broken_sources, timeout_s=0.05)
+    assert not (extensions.build_dir(broken_sources) / "videdit.lock").exists()
 
 
 def test_stale_lock_is_broken_and_live_lock_waited_for(tmp_path):
@@ -477,7 +532,7 @@ def test_stale_lock_is_broken_and_live_lock_waited_for(tmp_path):
     lock_path.write_text("12345 0\n")
     old = time.time() - 3600
     os.utime(lock_path, (old, old))
-    lock = native._BuildLock(lock_path, stale_after_s=60, done=done)
+    lock = extensions._BuildLock(lock_path, stale_after_s=60, done=done)
     started = time.monotonic()
     assert lock.acquire() is True  # an hour-old lock: broken at once
     assert time.monotonic() - started < 1.0
@@ -486,10 +541,10 @@ def test_stale_lock_is_broken_and_live_lock_waited_for(tmp_path):
 
     lock_path.write_text("live\n")  # a fresh lock: wait until the other build reports done
     done.write_text("{}")
-    assert native._BuildLock(lock_path, stale_after_s=60, done=done).acquire() is False
+    assert extensions._BuildLock(lock_path, stale_after_s=60, done=done).acquire() is False
     done.unlink()
     started = time.monotonic()  # ... or until the lock grows older than the timeout
-    assert native._BuildLock(lock_path, stale_after_s=1.0, done=done).acquire() is True
+    assert extensions._BuildLock(lock_path, stale_after_s=1.0, done=done).acquire() is True
     assert 0.9 < time.monotonic() - started < 10
 
 
@@ -514,26 +569,25 @@ def test_unusable_cache_folder_is_one_warning_not_a_crash(tmp_path, monkeypatch,
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # mkdir under a file fails
-    spec = native.ExtensionSpec("videdit_unusable_cache_test", ("filtered_lrelu_cpu.cpp",), cuda=False)
+    spec = extensions.ExtensionSpec("videdit_unusable_cache_test", ("filtered_lrelu_cpu.cpp",), cuda=False)
     with caplog.at_level(logging.WARNING, logger="videdit.ops"):
-        assert native._load_or_none(spec) is None
+        assert extensions.load_or_none(spec) is None
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
 
 
 def test_public_op_routes_through_the_selected_kernel(cpu_ext, monkeypatch):
     """The public filtered_lrelu asks the backend: under use_ops('cpp') the fused kernel runs, under 'torch' it does not."""
     import videdit.ops as ops
-    from videdit.ops import native
     from videdit.ops.backend import use_ops
 
     calls = []
-    real = native.filtered_lrelu_cpu
+    real = kernels.filtered_lrelu_cpu
 
     def spy(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(native, "filtered_lrelu_cpu", spy)
+    monkeypatch.setattr(kernels, "filtered_lrelu_cpu", spy)
     x = torch.randn(1, 4, 20, 20)
     fu = fd = torch.tensor([0.25, 0.5, 0.25])
     with use_ops("torch"):

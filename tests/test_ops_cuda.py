@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import videdit.ops as ops
-from videdit.ops import backend, native, reference, selfcheck
+from videdit.ops import backend, kernels, reference, selfcheck
 from videdit.ops.bias_act import bias_act_torch
 from videdit.ops.filtered_lrelu import filtered_lrelu_torch
 from benchmarks.gpu import sg3_layer_calls
@@ -40,7 +40,7 @@ def cuda_ext():
     cuda_home = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))
     if shutil.which("nvcc") is None and not (cuda_home / "bin" / "nvcc").exists():
         pytest.skip(f"no nvcc on PATH or under {cuda_home}: the CUDA extension cannot be built")
-    module = native.cuda_module()
+    module = kernels.cuda_module()
     assert module is not None, "the CUDA extension failed to build or load: see the warning above"
     return module
 
@@ -83,18 +83,18 @@ def test_filtered_lrelu_kernel_matches_reference(cuda_ext, call, dtype):
     kw = {k: (v.to(DEVICE) if isinstance(v, torch.Tensor) else v) for k, v in call.kwargs.items()}
     kw64 = {k: _wide(v) for k, v in kw.items()}
     if dtype == torch.float64:
-        got = forward_backward(native.filtered_lrelu_cuda, x, b, kw)
+        got = forward_backward(kernels.filtered_lrelu_cuda, x, b, kw)
         want = forward_backward(reference.filtered_lrelu, x, b, kw)
         for name, g, w in zip(("forward", "grad x", "grad b"), got, want):
             assert_close_rel(g, w, dtype, f"{call.name} {name}")
         return
     with torch.no_grad():
-        assert_close_rel(native.filtered_lrelu_cuda(x, b=b, **kw),
+        assert_close_rel(kernels.filtered_lrelu_cuda(x, b=b, **kw),
                          reference.filtered_lrelu(x.double(), b=b.double(), **kw64), dtype, f"{call.name} forward")
     a = selfcheck.call_arguments("filtered_lrelu", x, (), dict(kw, b=b))
     case = selfcheck.small_case("filtered_lrelu", a, torch.Generator().manual_seed(2))
     small = {k: v for k, v in case.items() if k not in ("x", "b")}
-    got = forward_backward(native.filtered_lrelu_cuda, case["x"], case["b"], small)
+    got = forward_backward(kernels.filtered_lrelu_cuda, case["x"], case["b"], small)
     want = forward_backward(reference.filtered_lrelu, case["x"].double(), case["b"].double(),
                             {k: _wide(v) for k, v in small.items()})
     for name, g, w in zip(("small forward", "small grad x", "small grad b"), got, want):
@@ -107,13 +107,13 @@ def test_filtered_lrelu_clamp_and_gradcheck(cuda_ext):
     x = (torch.randn([1, 2, 20, 20], generator=gen, dtype=torch.float64) * 300).to(DEVICE)  # clamp bites
     b = torch.randn([2], generator=gen, dtype=torch.float64).to(DEVICE)
     kw = {k: (_wide(v).to(DEVICE) if isinstance(v, torch.Tensor) else v) for k, v in call.kwargs.items()}
-    got = forward_backward(native.filtered_lrelu_cuda, x, b, kw)
+    got = forward_backward(kernels.filtered_lrelu_cuda, x, b, kw)
     want = forward_backward(reference.filtered_lrelu, x, b, kw)
     for g, w in zip(got, want):
         assert_close_rel(g, w, torch.float64, "clamped layer")
     small = dict(kw, clamp=2.0)
     xs = torch.randn([1, 2, 12, 12], generator=gen, dtype=torch.float64).to(DEVICE).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda t: native.filtered_lrelu_cuda(t, **small), [xs], eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(lambda t: kernels.filtered_lrelu_cuda(t, **small), [xs], eps=1e-6, atol=1e-5)
 
 
 UPFIRDN_CASES = {
@@ -133,7 +133,7 @@ def test_upfirdn2d_kernel_matches_reference(cuda_ext, case, dtype):
     kw = {k: (v.to(DEVICE) if isinstance(v, torch.Tensor) else v) for k, v in UPFIRDN_CASES[case].items()}
     x = torch.randn([2, 3, 37, 41], generator=torch.Generator().manual_seed(5)).to(DEVICE, dtype)
     f = kw.pop("f")
-    got = forward_backward(lambda t, b=None, **k: native.upfirdn2d_cuda(t, f, **k), x, None, kw)
+    got = forward_backward(lambda t, b=None, **k: kernels.upfirdn2d_cuda(t, f, **k), x, None, kw)
     want = forward_backward(lambda t, b=None, **k: reference.upfirdn2d(t, _wide(f), **k), x.double(), None, kw)
     for name, g, w in zip(("forward", "grad x"), got, want):
         assert_close_rel(g, w, dtype, f"{case} {name}")
@@ -143,18 +143,18 @@ def test_upfirdn2d_kernel_second_order(cuda_ext):
     """The CUDA upfirdn2d is differentiable any number of times (R1 penalties of the discriminator)."""
     f = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=torch.float64, device=DEVICE)
     x = torch.randn([1, 2, 9, 11], dtype=torch.float64, device=DEVICE, requires_grad=True)
-    assert torch.autograd.gradgradcheck(lambda t: native.upfirdn2d_cuda(t, f, up=2, down=1, padding=2), [x])
+    assert torch.autograd.gradgradcheck(lambda t: kernels.upfirdn2d_cuda(t, f, up=2, down=1, padding=2), [x])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("act", sorted(native.ACTIVATION_IDS))
+@pytest.mark.parametrize("act", sorted(kernels.ACTIVATION_IDS))
 def test_bias_act_kernel_matches_reference(cuda_ext, act, dtype):
     gen = torch.Generator().manual_seed(6)
     for shape, dim, clamp in (([2, 8, 5, 7], 1, None), ([16, 24], 1, 0.7), ([3, 4, 6], 2, 2.0)):
         x = (torch.randn(shape, generator=gen) * 2).to(DEVICE, dtype)
         b = torch.randn(shape[dim], generator=gen).to(DEVICE, dtype)
         kw = dict(dim=dim, act=act, clamp=clamp)
-        got = forward_backward(native.bias_act_cuda, x, b, kw)
+        got = forward_backward(kernels.bias_act_cuda, x, b, kw)
         want = forward_backward(reference.bias_act, x.double(), b.double(), kw)
         for name, g, w in zip(("forward", "grad x", "grad b"), got, want):
             assert_close_rel(g, w, dtype, f"{act} {shape} dim {dim} clamp {clamp} {name}")
@@ -169,7 +169,7 @@ def fresh_verdicts(tmp_path, monkeypatch):
     """Verdicts in a fresh file (the built extension stays where it is: no rebuild)."""
     path = tmp_path / "selfcheck.json"
     check = selfcheck.KernelSelfCheck(path)
-    monkeypatch.setattr(native, "cuda_self_check", lambda device: check)
+    monkeypatch.setattr(selfcheck, "cuda_self_check", lambda device: check)
     return path
 
 
@@ -184,7 +184,7 @@ def test_real_kernels_pass_their_self_check_and_serve_the_calls(cuda_ext, fresh_
                 assert isinstance(backend.lookup("filtered_lrelu", x, torch_path=filtered_lrelu_torch),
                                   selfcheck.CheckedKernel)
                 y = ops.filtered_lrelu(x, b=b, **kw)
-            assert torch.equal(y, native.filtered_lrelu_cuda(x, b=b, **kw)), "the kernel did not serve the call"
+            assert torch.equal(y, kernels.filtered_lrelu_cuda(x, b=b, **kw)), "the kernel did not serve the call"
         with backend.use_ops("cuda"):
             ops.upfirdn2d(x, torch.tensor([1.0, 3.0, 3.0, 1.0], device=DEVICE), down=2, padding=1)
             ops.bias_act(x, b, act="lrelu")
@@ -198,9 +198,9 @@ def test_real_kernels_pass_their_self_check_and_serve_the_calls(cuda_ext, fresh_
 
 def test_wrong_kernel_on_the_gpu_falls_back_with_one_warning(cuda_ext, fresh_verdicts, monkeypatch, caplog):
     def off_by_one_percent(x, b=None, **kw):
-        return native.bias_act_cuda(x, b, **kw) * 1.01
+        return kernels.bias_act_cuda(x, b, **kw) * 1.01
 
-    monkeypatch.setitem(native.CUDA_OPS, "bias_act", off_by_one_percent)
+    monkeypatch.setitem(kernels.CUDA_OPS, "bias_act", off_by_one_percent)
     x = torch.randn([4, 32, 8, 8], device=DEVICE)
     b = torch.randn(32, device=DEVICE)
     with caplog.at_level(logging.WARNING, logger="videdit.ops"), backend.use_ops("cuda"):
@@ -217,4 +217,4 @@ def test_upfirdn2d_torch_path_on_gpu_is_what_a_failed_family_runs(cuda_ext):
     f = torch.tensor([1.0, 3.0, 3.0, 1.0], device=DEVICE)
     y = upfirdn2d_torch(x, f, down=2, padding=1)
     assert y.is_cuda
-    assert_close_rel(native.upfirdn2d_cuda(x, f, down=2, padding=1), y, torch.float32, "upfirdn2d")
+    assert_close_rel(kernels.upfirdn2d_cuda(x, f, down=2, padding=1), y, torch.float32, "upfirdn2d")

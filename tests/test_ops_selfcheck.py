@@ -2,7 +2,7 @@
 
 No GPU is needed: the self-check is device-agnostic, so these tests hand it deliberately wrong
 "kernels" on CPU tensors, either directly or through backend.lookup with the CUDA branch pointed
-at CPU tensors (monkeypatched native.cuda_supports / cuda_module / CUDA_OPS).
+at CPU tensors (monkeypatched kernels.cuda_supports / cuda_module / CUDA_OPS).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import videdit.ops as ops
-from videdit.ops import backend, native, reference, selfcheck
+from videdit.ops import backend, kernels, reference, selfcheck
 from videdit.ops.bias_act import bias_act_torch
 from videdit.ops.filtered_lrelu import filtered_lrelu_torch
 from videdit.ops.upfirdn2d import upfirdn2d_torch
@@ -41,8 +41,8 @@ def _import_graph() -> dict[str, set[str]]:
 
 def test_ops_modules_import_each_other_without_cycles():
     graph = _import_graph()
-    assert "videdit.ops.native" in graph["videdit.ops.backend"]  # the scan sees function-level imports too
-    assert "videdit.ops.backend" not in graph["videdit.ops.native"]
+    assert "videdit.ops.kernels" in graph["videdit.ops.backend"]  # the scan sees function-level imports too
+    assert "videdit.ops.backend" not in graph["videdit.ops.kernels"]
     assert graph["videdit.ops.mode"] == set(), "the mode switch must stay a leaf"
     assert find_cycles(graph) == []
 
@@ -188,13 +188,13 @@ def test_invalid_call_is_the_callers_error_not_a_kernel_failure(tmp_path, caplog
 
 @pytest.fixture
 def fake_cuda(tmp_path, monkeypatch):
-    """native's CUDA branch serving CPU float tensors with the given kernels (correct ones by default)."""
+    """The CUDA branch serving CPU float tensors with the given kernels (correct ones by default)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(native, "cuda_supports", lambda x: x.dtype in (torch.float32, torch.float64))
-    monkeypatch.setattr(native, "cuda_module", lambda: object())
-    kernels = {"upfirdn2d": upfirdn2d_torch, "bias_act": bias_act_torch, "filtered_lrelu": filtered_lrelu_torch}
-    monkeypatch.setattr(native, "CUDA_OPS", kernels)
-    return kernels
+    monkeypatch.setattr(kernels, "cuda_supports", lambda x: x.dtype in (torch.float32, torch.float64))
+    monkeypatch.setattr(kernels, "cuda_module", lambda: object())
+    fakes = {"upfirdn2d": upfirdn2d_torch, "bias_act": bias_act_torch, "filtered_lrelu": filtered_lrelu_torch}
+    monkeypatch.setattr(kernels, "CUDA_OPS", fakes)
+    return fakes
 
 
 def _lrelu_kwargs():
@@ -223,7 +223,7 @@ def test_wrong_cuda_kernel_falls_back_warns_once_and_caches(fake_cuda, caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "filtered_lrelu kernel failed its self-check" in warnings[0], warnings
 
-    path = native.self_check_path(x.device)
+    path = selfcheck.self_check_path(x.device)
     families = json.loads(path.read_text())["families"]
     failed = {k: v for k, v in families.items() if not v["ok"]}
     assert list(failed) == [selfcheck.family("filtered_lrelu", selfcheck.call_arguments("filtered_lrelu", x, (),

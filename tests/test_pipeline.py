@@ -53,7 +53,7 @@ def reference(clip, tmp_path_factory):
 
 
 def test_end_to_end_outputs(clip, reference):
-    from videdit.io.video import probe_video
+    from videdit.io.probe import probe_video
 
     result, run_dir = reference, reference.run_dir
     for sub in ["align/transforms.npz", "encode/latents.npy", "tune/generator.safetensors", "smooth/transforms.npz"]:
@@ -186,7 +186,7 @@ def test_hyperstyle_tuner_renders_per_frame_offsets(clip, reference, tmp_path):
     from videdit.checkpoints import load_generator, save_network
     from videdit.networks.hyperstyle import FrameOffsets, HyperNetwork, synthesize
     from videdit.pipeline import StandInModels
-    from videdit.stages.render import to_uint8
+    from videdit.io.color import to_uint8
     from videdit.tuning.data import inverse_transforms
 
     G0 = StandInModels(resolution=64).load_generator("cpu")

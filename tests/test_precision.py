@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from videdit.networks.stylegan3 import Generator, SynthesisLayer, layer_design, tiny_generator_kwargs
-from videdit.ops import backend, filtered_lrelu, modulated_conv2d, native, reference
+from videdit.ops import backend, filtered_lrelu, kernels, modulated_conv2d, reference
 from videdit.ops.mode import use_ops
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -157,7 +157,7 @@ def test_the_cpu_kernel_is_never_chosen_for_float16():
     for mode in ("auto", "cpp", "torch"):
         with use_ops(mode):
             assert backend.lookup("filtered_lrelu", x) is None, mode
-    assert native.cpu_supports(x.float()) and not native.cpu_supports(x)
+    assert kernels.cpu_supports(x.float()) and not kernels.cpu_supports(x)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ def layer_impl(request):
     if mode == "cpp":
         if shutil.which(os.environ.get("CXX", "c++")) is None:
             pytest.skip("no C++ compiler on this machine: the native CPU kernel cannot be built")
-        assert native.cpu_module() is not None, "the CPU extension failed to build: see the warning above"
+        assert kernels.cpu_module() is not None, "the CPU extension failed to build: see the warning above"
     return impl, mode
 
 

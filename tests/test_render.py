@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from videdit.errors import InputError
-from videdit.stages.render import RenderSettings, canvas_tiles, render_expanded, run_render, to_uint8
+from videdit.io.color import to_uint8
+from videdit.stages.render import RenderSettings, canvas_tiles, render_expanded, run_render
 
 N_FRAMES = 5
 RES = 32
@@ -74,7 +75,8 @@ def plain_render(scene):
 
 
 def test_outputs_frames_fps_audio(scene, plain_render):
-    from videdit.io.video import VideoReader, probe_video
+    from videdit.io.probe import probe_video
+    from videdit.io.reader import VideoReader
 
     result, out = plain_render
     assert set(result.frames_dirs) == {"recon", "age_+0.0", "age_+3.0"}

@@ -132,7 +132,8 @@ def test_run_stitch_writes_generators_that_render_a_folder_for_the_composite(tmp
     assert layout.resolution == resolution and layout.keys == ("recon",)
     assert sorted(p.name for p in (tmp_path / "stitched_render" / "recon").glob("*.png")) == [f"{i:06d}.png" for i in range(n)]
     # The same through the composite stage's own stitch option, into a full-frame video.
-    from videdit.io.video import VideoReader, VideoWriter
+    from videdit.io.reader import VideoReader
+    from videdit.io.writer import VideoWriter
     from videdit.stages.composite import CompositeSettings, run_composite
 
     video = tmp_path / "source.mp4"

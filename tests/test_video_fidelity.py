@@ -23,7 +23,8 @@ from tests.clips import make_audio_clip
 from videdit.errors import VideditError
 from videdit.io import VideoReader, VideoWriter, probe_video
 from videdit.io.color import to_uint8
-from videdit.io.video import EncoderSettings, VideoInfo
+from videdit.io.encoding import EncoderSettings
+from videdit.io.probe import VideoInfo
 
 av = pytest.importorskip("av")
 
@@ -303,7 +304,7 @@ _ENCODE_SCRIPT = textwrap.dedent("""
     from pathlib import Path
     import numpy as np
     from videdit.synthetic import make_clip
-    from videdit.io.video import VideoWriter
+    from videdit.io.writer import VideoWriter
     out, threads = Path(sys.argv[1]), int(sys.argv[2])
     digests = []
     # make_clip: the astronaut moving, H.264 with an AAC tone (the case measured to differ before)
@@ -379,7 +380,7 @@ def test_garbage_after_good_frames_is_reported(tmp_path, caplog):
     damaged = tmp_path / "damaged.ts"
     damaged.write_bytes(good + np.random.default_rng(1).integers(0, 255, len(good), dtype=np.uint8).tobytes())
     reader = VideoReader(damaged)
-    with caplog.at_level(logging.WARNING, logger="videdit.io.video"):
+    with caplog.at_level(logging.WARNING, logger="videdit.io.reader"):
         frames = list(reader)
     assert len(frames) == 5 and reader.n_frames_read == 5
     assert len(reader.decode_problems) == 1
@@ -447,7 +448,7 @@ def _info(codec, pix_fmt, depth, chroma, size=(1280, 720)):
     (("hevc", "yuv420p12le", 12, "4:2:0"), ".mp4", (321, 257), ("libx265", "yuv444p12le")),
 ])
 def test_auto_settings_match_the_source(source, suffix, size, expected):
-    from videdit.io.video import resolve_encoder
+    from videdit.io.encoding import resolve_encoder
 
     info = _info(*source, size=size)
     encoder = resolve_encoder(EncoderSettings(), size, info, suffix)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 
+from videdit.lazy import lazy_attributes
+
 __version__ = "0.1.0"
 
 # MKL picks how it splits a matrix product among threads at run time unless told not to: small products
@@ -23,12 +25,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'videdit' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = ["__version__", *_LAZY]

@@ -54,9 +54,9 @@ def _verdicts(device) -> dict:
     """Self-check verdicts of the current CUDA build on `device`, read from the cache (no check runs)."""
     import json
 
-    from videdit.ops import native, selfcheck
+    from videdit.ops import selfcheck
 
-    path = native.self_check_path(device)
+    path = selfcheck.self_check_path(device)
     try:
         saved = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -99,21 +99,21 @@ def verify_standard_families(device) -> None:
 def _native_info(build: bool, gpus: list[dict]) -> dict:
     import torch
 
-    from videdit.ops import native
+    from videdit.ops import extensions, kernels
 
     cuda_home = os.environ.get("CUDA_HOME") or "/usr/local/cuda"
     nvcc = shutil.which("nvcc") or (str(Path(cuda_home) / "bin" / "nvcc")
                                     if (Path(cuda_home) / "bin" / "nvcc").exists() else None)
-    info = {"cache": str(native.cache_root()), "compiler": shutil.which(os.environ.get("CXX", "c++")), "nvcc": nvcc}
+    info = {"cache": str(extensions.cache_root()), "compiler": shutil.which(os.environ.get("CXX", "c++")), "nvcc": nvcc}
     if build:
-        native.cpu_module()
-    info["cpu_extension"] = native.build_state(native.CPU_EXTENSION)
+        kernels.cpu_module()
+    info["cpu_extension"] = extensions.build_state(kernels.CPU_EXTENSION)
     if torch.version.cuda is None:
         info["cuda_extension"] = "not possible: torch is not a CUDA build"
         return info
     if build and nvcc is not None:
-        native.cuda_module()
-    info["cuda_extension"] = native.build_state(native.CUDA_EXTENSION)
+        kernels.cuda_module()
+    info["cuda_extension"] = extensions.build_state(kernels.CUDA_EXTENSION)
     if build and info["cuda_extension"] == "built":
         for gpu in gpus:
             verify_standard_families(torch.device("cuda", gpu["index"]))

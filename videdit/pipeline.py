@@ -245,7 +245,7 @@ class Pipeline:
         t0 = time.perf_counter()
         log = StageLog(run_dir / "log.txt")
         try:
-            from videdit.io.video import probe_video
+            from videdit.io.probe import probe_video
 
             info = probe_video(video)  # fails fast on a bad file, before any work
             result.frames = info.n_frames

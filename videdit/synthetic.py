@@ -109,7 +109,7 @@ def make_clip(path: str | Path, photo: np.ndarray | None = None, n_frames: int =
               fps: Fraction | int = 25, camera: CameraPath | None = None, face_centre: tuple[float, float] = (255.0, 110.0),
               scale: float = 1.0, audio: bool = True, blank_frames: tuple[int, ...] = ()) -> SyntheticClip:
     """Write an H.264 clip of the photo moving along `camera` (default: a gentle sway about the face)."""
-    from videdit.io.video import VideoWriter
+    from videdit.io.writer import VideoWriter
 
     path = Path(path)
     photo = astronaut() if photo is None else photo
@@ -277,7 +277,7 @@ def make_scene_clip(path: str | Path, shots: list[ShotSpec], size: tuple[int, in
     Each person is a patch of its photo scaled and moved (no rotation) to a known place, so the truth
     of every face in every frame is known exactly: SceneClip.placements.
     """
-    from videdit.io.video import VideoWriter
+    from videdit.io.writer import VideoWriter
 
     if not shots or any(shot.n_frames < 1 for shot in shots):
         raise VideditError("a scene clip needs at least one shot, each of at least one frame")

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from videdit.cachedirs import torch_hub_checkpoints_dir, user_cache_dir
 from videdit.errors import CheckpointError, DownloadError, MissingWeightsError, VideditError
+from videdit.fileio import file_sha256
 
 STYLEGAN3_EDITING = "https://github.com/yuval-alaluf/stylegan3-editing"
 # Pinned to a commit rather than `main`, so a fetch always gets the files these entries describe:
@@ -174,11 +176,6 @@ def get(name: str) -> WeightFile:
     return reg[name]
 
 
-def user_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "videdit"
-
-
 def resolve_weights_dir(explicit: str | os.PathLike | None = None) -> Path:
     """--weights-dir, else $VIDEDIT_WEIGHTS, else ./weights when it exists, else the user cache folder."""
     if explicit:
@@ -190,14 +187,6 @@ def resolve_weights_dir(explicit: str | os.PathLike | None = None) -> Path:
     if local.is_dir():
         return local
     return user_cache_dir() / "weights"
-
-
-def torch_hub_checkpoints_dir() -> Path:
-    """torch.hub's checkpoint folder, computed without importing torch (same rule as torch.hub.get_dir)."""
-    if os.environ.get("TORCH_HOME"):
-        return Path(os.environ["TORCH_HOME"]).expanduser() / "hub" / "checkpoints"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "torch" / "hub" / "checkpoints"
 
 
 def expected_path(w: WeightFile, weights_dir: Path) -> Path:
@@ -249,8 +238,6 @@ def compare_digest(w: WeightFile, digest: str, weights_dir: Path | None) -> tupl
 
 def verify(w: WeightFile, path: Path, weights_dir: Path | None = None) -> str:
     """'ok (pinned)', 'ok (recorded)', 'mismatch (pinned)', 'mismatch (recorded)' or 'unknown'."""
-    from videdit.fileio import file_sha256
-
     state, against = compare_digest(w, file_sha256(path), weights_dir)
     return f"{state} ({against})" if against else state
 
@@ -347,8 +334,6 @@ def fetch(w: WeightFile, weights_dir: Path, *, timeout: float = 30.0, drive_base
 def check_present(w: WeightFile, path: Path, weights_dir: Path) -> str:
     """What `fetch` says of a file already in place, after comparing it with its pinned or recorded
     digest; a file with neither is checked by content and its digest recorded."""
-    from videdit.fileio import file_sha256
-
     state, against = compare_digest(w, file_sha256(path), weights_dir)
     if state == "mismatch":
         raise CheckpointError(f"{path} does not match the sha256 {against} for {w.filename}: damaged or replaced? "

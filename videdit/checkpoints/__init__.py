@@ -5,7 +5,7 @@ Names are resolved lazily so that importing the package does not import torch.
 """
 from __future__ import annotations
 
-import importlib
+from videdit.lazy import lazy_attributes
 
 _LAZY = {
     "load_generator": "videdit.checkpoints.stylegan",
@@ -28,10 +28,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'videdit.checkpoints' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = list(_LAZY)

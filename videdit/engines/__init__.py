@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from videdit.engines.jobs import VideoJob, format_duration, make_jobs  # noqa: F401  (the engines' shared parts)
 from videdit.errors import InputError, VideditError
+from videdit.io.probe import VIDEO_SUFFIXES, is_video_name
 from videdit.records import VideoResult
 
 if TYPE_CHECKING:
     from videdit.pipeline import Pipeline
 
 ENGINES = ("local", "ray")
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".gif"}
 
 
 def run_videos(pipeline: "Pipeline", videos: Sequence[Path], out: Path | None = None, *, engine: str = "local",
@@ -42,7 +42,7 @@ def list_videos(folder: Path, recursive: bool = False) -> list[Path]:
     pattern = "**/*" if recursive else "*"
     folder = Path(folder)
     return sorted(p for p in folder.glob(pattern)
-                  if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
+                  if p.is_file() and is_video_name(p)
                   and not any(part.endswith(".videdit") for part in p.relative_to(folder).parts[:-1]))
 
 

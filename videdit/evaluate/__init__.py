@@ -4,6 +4,8 @@ Heavy modules load lazily: importing this package costs nothing until a function
 """
 from __future__ import annotations
 
+from videdit.lazy import lazy_attributes
+
 _LAZY = {
     "EvalSettings": "videdit.evaluate.report",
     "evaluate_run": "videdit.evaluate.report",
@@ -15,12 +17,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'videdit.evaluate' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = list(_LAZY)

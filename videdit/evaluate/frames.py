@@ -10,9 +10,9 @@ import numpy as np
 
 from videdit import records
 from videdit.errors import InputError
-from videdit.io.video import list_images, read_image
+from videdit.io.images import list_images, read_image
+from videdit.io.probe import is_video_name
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 # The unedited output: the pipeline's latents key is "recon" (render/recon/, render/reconstruction.mp4).
 RECONSTRUCTION_KEYS = ("recon", "reconstruction")
 # Render outputs that are not one video of crops.
@@ -50,7 +50,7 @@ class FrameSource:
 
 def decode_video(path: Path) -> Iterator[np.ndarray]:
     """RGB frames of the first video stream, upright (rotation metadata applied, as the pipeline reads)."""
-    from videdit.io.video import VideoReader
+    from videdit.io.reader import VideoReader
 
     for frame in VideoReader(path):
         yield frame.image
@@ -84,7 +84,7 @@ def reference_source(run: Path, against: Path | None) -> FrameSource:
         if not files:
             raise InputError(f"{folder} holds no images to compare against")
         return FrameSource(str(folder), images=files)
-    if against.suffix.lower() in VIDEO_SUFFIXES:
+    if is_video_name(against):
         return FrameSource(str(against), video=against)
     raise InputError(f"{against} is neither a folder of frames, a run folder nor a video file")
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from videdit.cachedirs import torch_hub_checkpoints_dir
 from videdit.errors import InputError, MissingWeightsError
 
 log = logging.getLogger(__name__)
@@ -252,21 +252,10 @@ class DlibBackend(LandmarkBackend):
 # face-alignment (FAN)
 
 
-def torch_hub_checkpoint_dir() -> Path:
-    """torch.hub's checkpoint folder (where face-alignment caches its models), computed the way
-    torch does without importing torch: $TORCH_HOME/hub/checkpoints, TORCH_HOME defaulting to
-    $XDG_CACHE_HOME/torch, then ~/.cache/torch."""
-    torch_home = os.environ.get("TORCH_HOME")
-    if not torch_home:
-        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        torch_home = os.path.join(cache, "torch")
-    return Path(torch_home) / "hub" / "checkpoints"
-
-
 def fan_model_paths(checkpoint_dir: Path | None = None) -> dict[str, Path]:
     from videdit import weights
 
-    folder = Path(checkpoint_dir) if checkpoint_dir is not None else torch_hub_checkpoint_dir()
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else torch_hub_checkpoints_dir()
     return {key: folder / weights.get(name).filename for key, name in FAN_WEIGHTS.items()}
 
 

@@ -190,7 +190,7 @@ def shots_from_cuts(cuts: Iterable[int], n_frames: int, min_shot_frames: int = 1
 
 def detect_shots(video, settings: ShotSettings | None = None) -> list[Shot]:
     """Shots of a video file or image folder (path or VideoReader): one decoding pass."""
-    from videdit.io.video import VideoReader
+    from videdit.io.reader import VideoReader
 
     reader = video if isinstance(video, VideoReader) else VideoReader(Path(video))
     detector = ShotDetector(reader.info.fps, settings)

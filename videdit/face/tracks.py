@@ -433,7 +433,7 @@ def track_faces(video, shots: Sequence[Shot], backend: LandmarkBackend, settings
     embedder: the identity model (default: dlib's face-recognition ResNet). require_face: raise
     NoFaceError (one line) when no frame of any shot holds a face.
     """
-    from videdit.io.video import VideoReader
+    from videdit.io.reader import VideoReader
 
     settings = (settings or TrackSettings()).check()
     reader = video if isinstance(video, VideoReader) else VideoReader(Path(video))

@@ -6,8 +6,8 @@ the maths is the standard's, in float32 element-wise numpy (no BLAS, no threads)
 gives the same bytes everywhere and a grey ramp survives the round trip exactly.
 
 RGB pixels are uint8 (0..255) or uint16 scaled to the full 0..65535 (like a 16-bit PNG), whatever the
-video's bit depth; `to_uint8` turns either into the uint8 the networks take. Transfer functions
-(BT.709, PQ, HLG) are not applied: R'G'B' stays the non-linear signal the video carries.
+video's bit depth; `to_uint8` turns either (and the generator's float images) into uint8, rounded.
+Transfer functions (BT.709, PQ, HLG) are not applied: R'G'B' stays the non-linear signal the video carries.
 
 Chroma siting follows the H.264/HEVC default (chroma_sample_loc_type 0): horizontally co-sited with
 the even luma columns, vertically between two luma rows. Upsampling is linear across (the odd column
@@ -58,6 +58,13 @@ def name_of(names: dict[int, str], code) -> str:
 def assumed_matrix(height: int) -> str:
     """The matrix players assume for an untagged video: BT.709 for HD, BT.601 (smpte170m) up to 576 lines."""
     return "bt709" if height > 576 else "smpte170m"
+
+
+def conversion_matrix(tagged: str, width: int, height: int) -> str:
+    """The matrix a width x height video is converted with: its tagged one, else what players assume."""
+    if tagged in SUPPORTED_MATRICES:
+        return tagged
+    return assumed_matrix(min(width, height))
 
 
 @dataclass(frozen=True)
@@ -230,13 +237,30 @@ def rgb_to_yuv(rgb: np.ndarray, layout: YuvLayout, matrix: str, full_range: bool
     return quantise(ey, y_off, y_scale), quantise(pb, c_off, c_scale), quantise(pr, c_off, c_scale)
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """uint8 RGB for the networks: uint16 (0..65535) is rounded to 8 bits, uint8 is returned as it is."""
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype != np.uint16:
-        raise ValueError(f"expected uint8 or uint16 pixels, got {image.dtype}")
-    return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+def to_uint8(pixels) -> np.ndarray:
+    """8-bit RGB from pixels in any form videdit holds them, each value rounded to the nearest of the 256
+    levels (halves up) and clamped:
+
+    * uint8 (numpy): returned as it is;
+    * uint16 (numpy, 0..65535: deep video frames): value / 257, in exact integer arithmetic;
+    * a float torch tensor [N, 3, H, W] in the generator's [-1, 1] scale: (value + 1) * 127.5, converted
+      on the tensor's device and returned as numpy [N, H, W, 3] (the layout of frames and files).
+
+    NVIDIA's `(x * 127.5 + 128).clamp(0, 255).to(uint8)` for the float case: the +128 is +127.5 plus the
+    half that makes the truncation a rounding (stylegan3-editing truncates instead: 0.5 level darker).
+    """
+    if isinstance(pixels, np.ndarray):
+        if pixels.dtype == np.uint8:
+            return pixels
+        if pixels.dtype != np.uint16:
+            raise ValueError(f"expected uint8 or uint16 pixels, got {pixels.dtype}")
+        return ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    import torch  # only reached with a tensor, so torch is loaded already
+
+    if not torch.is_floating_point(pixels) or pixels.ndim != 4:
+        raise ValueError(f"expected a float tensor [N, 3, H, W], got {pixels.dtype} {tuple(pixels.shape)}")
+    levels = (pixels.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return levels.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def to_uint16(image: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ Names are resolved lazily so importing the package does not import every network
 """
 from __future__ import annotations
 
-import importlib
+from videdit.lazy import lazy_attributes
 
 _LAZY = {
     "Generator": "videdit.networks.stylegan3",
@@ -17,10 +17,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'videdit.networks' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = list(_LAZY)

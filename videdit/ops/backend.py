@@ -1,4 +1,4 @@
-"""Which implementation runs an op: the native kernels (videdit.ops.native) or the PyTorch path.
+"""Which implementation runs an op: the native kernels (videdit.ops.kernels) or the PyTorch path.
 
     with use_ops("torch"):          # "auto" (default) | "cuda" | "cpp" | "torch"
         img = G.synthesis(ws)
@@ -13,7 +13,7 @@ signature, or None for the PyTorch path:
 * "cpp":   the fused C++ kernel for filtered_lrelu on CPU tensors (float32/64); None otherwise.
 * "auto":  the CUDA kernels as in "cuda"; on CPU tensors the fused C++ filtered_lrelu, but only for
   the shape families where it measured faster than `torch_path` on this machine (see
-  `native.CpuAutoSelect`). The first such call starts the CPU build in the background and uses
+  `videdit.ops.cpu_autoselect`). The first such call starts the CPU build in the background and uses
   the PyTorch path until the build is done, so "auto" never waits for a compiler on CPU.
 
 `torch_path` is the op's own PyTorch implementation, handed in by the caller (the public ops pass
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from videdit.ops import native, selfcheck
+from videdit.ops import cpu_autoselect, kernels, selfcheck
 from videdit.ops.mode import ENV_VAR, MODES, check_mode, current_mode, use_ops
 
 __all__ = ["OPS", "MODES", "ENV_VAR", "check_mode", "current_mode", "use_ops", "lookup"]
@@ -45,17 +45,18 @@ def lookup(op_name: str, x, torch_path: Optional[Callable] = None) -> Optional[C
     mode = current_mode()
     if mode == "torch":
         return None
-    if mode in ("auto", "cuda") and native.cuda_supports(x):
+    if mode in ("auto", "cuda") and kernels.cuda_supports(x):
         if op_name in IMAGE_OPS and x.ndim != 4:
             return None
-        if native.cuda_module() is None:
+        if kernels.cuda_module() is None:
             return None
         fallback = torch_path if torch_path is not None else selfcheck.REFERENCES[op_name]
-        return selfcheck.CheckedKernel(op_name, native.CUDA_OPS[op_name], fallback, native.cuda_self_check(x.device))
-    if op_name == "filtered_lrelu" and mode in ("auto", "cpp") and native.cpu_supports(x):
+        return selfcheck.CheckedKernel(op_name, kernels.CUDA_OPS[op_name], fallback,
+                                       selfcheck.cuda_self_check(x.device))
+    if op_name == "filtered_lrelu" and mode in ("auto", "cpp") and kernels.cpu_supports(x):
         if mode == "cpp":
-            return native.filtered_lrelu_cpu if native.cpu_module() is not None else None
-        if native.cpu_module_if_built() is None or torch_path is None:
+            return kernels.filtered_lrelu_cpu if kernels.cpu_module() is not None else None
+        if kernels.cpu_module_if_built() is None or torch_path is None:
             return None
-        return native.cpu_auto_selector(torch_path).filtered_lrelu
+        return cpu_autoselect.cpu_auto_selector(torch_path).filtered_lrelu
     return None

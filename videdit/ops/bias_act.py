@@ -19,10 +19,8 @@ def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None, 
     if check_impl(impl) == "ref":
         return reference.bias_act(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
     # CUDA kernel for CUDA tensors, per the --ops mode; it falls back to bias_act_torch where it failed its self-check.
-    native = backend.lookup("bias_act", x, torch_path=bias_act_torch)
-    if native is not None:
-        return native(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
-    return bias_act_torch(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+    run = backend.lookup("bias_act", x, torch_path=bias_act_torch) or bias_act_torch
+    return run(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
 
 
 def bias_act_torch(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):

@@ -192,12 +192,9 @@ def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=ma
                                         slope=slope, clamp=clamp, flip_filter=flip_filter)
     # Fused C++ (CPU) or CUDA kernel, per the --ops mode. filtered_lrelu_torch is what "auto" times the
     # CPU kernel against, and what a CUDA kernel that failed its self-check falls back to.
-    native = backend.lookup("filtered_lrelu", x, torch_path=filtered_lrelu_torch)
-    if native is not None:
-        return native(x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp,
-                      flip_filter=flip_filter)
-    return filtered_lrelu_torch(x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain, slope=slope,
-                                clamp=clamp, flip_filter=flip_filter)
+    run = backend.lookup("filtered_lrelu", x, torch_path=filtered_lrelu_torch) or filtered_lrelu_torch
+    return run(x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp,
+               flip_filter=flip_filter)
 
 
 def filtered_lrelu_torch(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=math.sqrt(2), slope=0.2,

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from videdit.ops import reference
-from videdit.ops._params import check_impl, filter_taps, parse_padding
+from videdit.ops._params import check_impl, conv2d_resample_padding
 from videdit.ops.upfirdn2d import upfirdn2d
 
 
@@ -133,21 +133,8 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
     if check_impl(impl) == "ref":
         return reference.conv2d_resample(x, w, f=f, up=up, down=down, padding=padding, groups=groups,
                                          flip_weight=flip_weight, flip_filter=flip_filter)
-    if not (isinstance(up, int) and isinstance(down, int)):
-        raise ValueError("conv2d_resample takes integer up and down factors")
+    px0, px1, py0, py1 = conv2d_resample_padding(f, up, down, padding)
     kh, kw = w.shape[2], w.shape[3]
-    fw, fh = filter_taps(f)
-    px0, px1, py0, py1 = parse_padding(padding)
-    if up > 1:
-        px0 += (fw + up - 1) // 2
-        px1 += (fw - up) // 2
-        py0 += (fh + up - 1) // 2
-        py1 += (fh - up) // 2
-    if down > 1:
-        px0 += (fw - down + 1) // 2
-        px1 += (fw - down) // 2
-        py0 += (fh - down + 1) // 2
-        py1 += (fh - down) // 2
     if not flip_weight:
         w = w.flip([2, 3])
     w = w.to(x.dtype)

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from videdit.ops._params import filter_taps, parse_padding, parse_resample
+from videdit.ops._params import conv2d_resample_padding, parse_resample
 
 
 @dataclass(frozen=True)
@@ -153,22 +153,7 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
 
     The padding is the conv's own padding; the filters' extra padding is added as NVIDIA's op does.
     """
-    if not (isinstance(up, int) and isinstance(down, int)):
-        raise ValueError("conv2d_resample takes integer up and down factors")
-    kh, kw = w.shape[2], w.shape[3]
-    fw, fh = filter_taps(f)
-    px0, px1, py0, py1 = parse_padding(padding)
-    if up > 1:
-        px0 += (fw + up - 1) // 2
-        px1 += (fw - up) // 2
-        py0 += (fh + up - 1) // 2
-        py1 += (fh - up) // 2
-    if down > 1:
-        px0 += (fw - down + 1) // 2
-        px1 += (fw - down) // 2
-        py0 += (fh - down + 1) // 2
-        py1 += (fh - down) // 2
-    del kh, kw
+    px0, px1, py0, py1 = conv2d_resample_padding(f, up, down, padding)
     x = upfirdn2d(x, f if up > 1 else None, up=up, padding=[px0, px1, py0, py1], gain=up ** 2,
                   flip_filter=flip_filter)
     x = conv2d(x, w, groups=groups, flip_weight=flip_weight)

@@ -11,12 +11,15 @@ so each family is checked once per GPU model and kernel build, not once per proc
 
 The check is device-agnostic: it takes the candidate kernel, the reference callables and the
 device of the call's own tensor, so the tests exercise it on CPU with deliberately wrong kernels.
+`cuda_self_check(device)` is the one the CUDA kernels use: its verdicts live in their build's folder.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -25,6 +28,8 @@ import torch
 
 from videdit.ops import reference
 from videdit.ops._params import filter_taps, parse_resample
+from videdit.ops.extensions import build_dir
+from videdit.ops.kernels import CUDA_EXTENSION
 
 logger = logging.getLogger("videdit.ops")
 
@@ -117,13 +122,13 @@ def small_case(op: str, a: dict, generator: torch.Generator) -> dict:
 
     rs = parse_resample(a["up"], a["down"], a["padding"])
     if op == "upfirdn2d":
-        taps_x, taps_y = filter_taps(a["f"])
+        taps = filter_taps(a["f"])
 
         def out_w(n):
-            return (n * rs.upx + rs.padx0 + rs.padx1 - taps_x) // rs.downx + 1
+            return rs.out_size(n, n, *taps)[0]
 
         def out_h(n):
-            return (n * rs.upy + rs.pady0 + rs.pady1 - taps_y) // rs.downy + 1
+            return rs.out_size(n, n, *taps)[1]
     else:
         fu_x, fu_y = filter_taps(a["fu"])
         fd_x, fd_y = filter_taps(a["fd"])
@@ -277,3 +282,38 @@ class CheckedKernel:
         a = call_arguments(self.op, x, args, kwargs)
         fn = self.kernel if self.check.verdict(self.op, self.kernel, a).ok else self.fallback
         return fn(**a)
+
+
+# ----------------------------------------------------------------------------------------------
+# The CUDA kernels' verdicts: one file per GPU model, in the folder of the build they were checked with
+
+
+def device_name(device) -> str:
+    """A file-name-safe name of the device model: GPU name and compute capability, or 'cpu'."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return device.type
+    major, minor = torch.cuda.get_device_capability(device)
+    name = f"{torch.cuda.get_device_name(device)}-sm{major}{minor}"
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def self_check_path(device) -> Path:
+    """Where the verdicts of the current CUDA build on this device model are kept: in the build's folder,
+    so a new build (other sources, flags, archs, torch) starts with no verdicts."""
+    return build_dir(CUDA_EXTENSION) / f"selfcheck-{device_name(device)}.json"
+
+
+# The environment variables the verdict file's location depends on (cache folder, build archs).
+_SELF_CHECK_ENV = ("XDG_CACHE_HOME", "HOME", "TORCH_CUDA_ARCH_LIST")
+
+
+def cuda_self_check(device) -> KernelSelfCheck:
+    """The self-check of the CUDA kernels on `device`: one per device and process (asked at every op
+    call, so the verdict file's path, which hashes the sources, is not recomputed each time)."""
+    return _self_check_for(str(torch.device(device)), tuple(os.environ.get(k) for k in _SELF_CHECK_ENV))
+
+
+@functools.lru_cache(maxsize=None)
+def _self_check_for(device: str, env: tuple) -> KernelSelfCheck:
+    return KernelSelfCheck(self_check_path(device))

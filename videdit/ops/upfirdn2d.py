@@ -107,10 +107,8 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl="fa
     if check_impl(impl) == "ref":
         return reference.upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
     # CUDA kernel for CUDA tensors, per the --ops mode; it falls back to upfirdn2d_torch where it failed its self-check.
-    native = backend.lookup("upfirdn2d", x, torch_path=upfirdn2d_torch)
-    if native is not None:
-        return native(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
-    return upfirdn2d_torch(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+    run = backend.lookup("upfirdn2d", x, torch_path=upfirdn2d_torch) or upfirdn2d_torch
+    return run(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
 
 
 def upfirdn2d_torch(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):

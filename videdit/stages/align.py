@@ -49,7 +49,9 @@ from videdit.face.landmarks import N_LANDMARKS, FaceTracker, LandmarkBackend, ma
 from videdit import progress, records
 from videdit.errors import InputError, NoFaceError
 from videdit.io.png import write_png
-from videdit.io.video import VideoInfo, VideoReader, VideoWriter, probe_video
+from videdit.io.probe import VideoInfo, probe_video
+from videdit.io.reader import VideoReader
+from videdit.io.writer import VideoWriter
 
 log = logging.getLogger(__name__)
 

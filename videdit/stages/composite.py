@@ -255,7 +255,8 @@ def run_composite_layers(
     whole_video: the (single) layer covers every frame of the video, which is checked.
     """
     from videdit.face import paste as C
-    from videdit.io.video import VideoReader, VideoWriter
+    from videdit.io.reader import VideoReader
+    from videdit.io.writer import VideoWriter
 
     settings = settings or CompositeSettings()
     source_video, out_dir = Path(source_video), Path(out_dir)
@@ -271,7 +272,8 @@ def run_composite_layers(
             if not (layer.render_dir / key).is_dir():
                 raise InputError(f"composite: no rendered frames for {key!r} in {layer.render_dir}")
 
-    from videdit.io import EncoderSettings, to_uint8
+    from videdit.io.color import to_uint8
+    from videdit.io.encoding import EncoderSettings
 
     reader = VideoReader(source_video, rgb="source")
     info = reader.info

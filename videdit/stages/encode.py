@@ -24,6 +24,7 @@ import numpy as np
 from videdit import progress, records
 from videdit.device import resolve_device
 from videdit.errors import InputError, VideditError
+from videdit.io.color import to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def load_aligned_batch(paths: list[Path], size: int):
     import torch
     import torch.nn.functional as F
 
-    from videdit.io.video import read_image
+    from videdit.io.images import read_image
 
     images = []
     for path in paths:
@@ -80,11 +81,6 @@ def _preview_fps(align_dir: Path) -> Fraction:
         except (ValueError, ZeroDivisionError, AttributeError):
             pass
     return DEFAULT_PREVIEW_FPS
-
-
-def _to_uint8(images) -> np.ndarray:
-    """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3]."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to("cpu").byte().permute(0, 2, 3, 1).numpy()
 
 
 def run_encode(align_dir: Path, out_dir: Path, encoder, generator, latent_avg, settings: EncodeSettings | None = None) -> EncodeResult:
@@ -141,7 +137,7 @@ def run_encode(align_dir: Path, out_dir: Path, encoder, generator, latent_avg, s
     preview_path = out_dir / "preview.mp4" if settings.save_preview else None
     writer = None
     if preview_path is not None:
-        from videdit.io.video import VideoWriter
+        from videdit.io.writer import VideoWriter
 
         panels = 1 + settings.n_iters + (1 if unaligned else 0)
         writer = VideoWriter(preview_path, _preview_fps(align_dir), (size * panels, size))
@@ -169,7 +165,7 @@ def run_encode(align_dir: Path, out_dir: Path, encoder, generator, latent_avg, s
                     rows = [images] + [p.to("cpu") for p in out.pooled_per_iter]
                     if unaligned_images is not None:
                         rows.append(unaligned_images)
-                    for frame in _to_uint8(torch.cat(rows, dim=3)):
+                    for frame in to_uint8(torch.cat(rows, dim=3)):
                         writer.write(frame)
                 del out
                 bar.update(len(batch))

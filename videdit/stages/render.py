@@ -35,6 +35,7 @@ import torch
 
 from videdit.errors import InputError
 from videdit import progress, records
+from videdit.io.color import to_uint8
 from videdit.records import RECONSTRUCTION_KEY
 
 log = logging.getLogger("videdit")
@@ -165,11 +166,6 @@ def render_expanded(G, ws: torch.Tensor, inv_transforms: torch.Tensor, tiles: li
     return canvas
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[-1, 1] NCHW float -> uint8 NHWC (rounded, clipped)."""
-    return (images * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 # --------------------------------------------------------------------------------------------------
 # StyleSpace offsets (see stages/edit.py)
 
@@ -221,7 +217,7 @@ def _video_timing(source_video, align_dir: Path | None):
     """(fps, audio source, VideoInfo or None) of the source video; fps from align/video.json when no source
     is given. The crop videos follow the source's bit depth and colour tags through its VideoInfo."""
     if source_video is not None:
-        from videdit.io.video import probe_video
+        from videdit.io.probe import probe_video
 
         info = probe_video(source_video)
         return info.fps, (Path(source_video) if getattr(info, "audio", None) is not None else None), info
@@ -267,7 +263,7 @@ def run_render(
     layers get back their stored original weights and frame i is rendered with W (1 + Delta_i), every
     output (reconstruction and edits) with the frame's own offsets, as HyperStyle edits.
     """
-    from videdit.io.video import VideoWriter
+    from videdit.io.writer import VideoWriter
 
     settings = settings or RenderSettings()
     smooth_dir, out_dir = Path(smooth_dir), Path(out_dir)

@@ -89,7 +89,7 @@ class HyperStyleTrainResult:
 
 def training_images(folder: Path) -> list[Path]:
     """The images of the training folder (the one image lister, natural order); one line when there are none."""
-    from videdit.io.video import IMAGE_SUFFIXES, list_images
+    from videdit.io.images import IMAGE_SUFFIXES, list_images
 
     if not folder.is_dir():
         raise InputError(f"train hyperstyle: no such folder {folder}")
