@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from videdit.errors import VideditError
-from videdit.networks.stylegan3 import Generator, tiny_generator_kwargs
+from videdit.networks.stylegan3 import Generator, make_transform, tiny_generator_kwargs
 from videdit.stylespace import (
     ChannelRef, apply_channel_edit, apply_styleclip, check_styles, load_styles, parse_channel, save_styles,
     stack_styles, unstack_styles,
@@ -87,6 +87,23 @@ def test_render_from_styles_equals_render_from_ws(case):
     e = worst(crop(from_ref_s), ref["img_from_styles.c32"])
     print(f"\nrender from reference styles worst abs: {e:.2e}")
     assert e <= 1e-4
+
+
+def test_render_from_ws_is_the_render_of_its_styles_bit_for_bit(tiny):
+    """Exact by construction: forward renders ws through w_to_s on the whole batch, so both calls run the same
+    operations on the same values, on the CPU's sample-by-sample inference path and on the batched path that
+    a backward pass takes."""
+    ws = tiny.mapping(torch.randn(3, tiny.z_dim, generator=torch.Generator().manual_seed(1))).detach()
+    inverses = torch.linalg.inv(make_transform(torch.tensor([[0.0, 0.0], [0.1, -0.05], [-0.07, 0.12]]),
+                                               torch.tensor([0.0, 12.0, -20.0]))).float()
+    with torch.no_grad():
+        assert torch.equal(tiny.synthesis(ws, transform=inverses),
+                           tiny.synthesis(None, transform=inverses, styles=tiny.synthesis.w_to_s(ws)))
+    with torch.enable_grad():
+        ws = ws.clone().requires_grad_(True)
+        from_ws = tiny.synthesis(ws, transform=inverses)
+        from_s = tiny.synthesis(None, transform=inverses, styles=tiny.synthesis.w_to_s(ws))
+    assert torch.equal(from_ws, from_s)
 
 
 def test_render_from_styles_is_differentiable(case):
