@@ -138,10 +138,10 @@ def test_batched_transform_equals_single_calls(net):
     with torch.no_grad():
         batched = G.synthesis(ws, transform=inverses)
         singles = torch.cat([G.synthesis(ws[i:i + 1], transform=inverses[i]) for i in range(3)])
-    err = worst(batched, singles)
-    print(f"\n{name} batched vs single transforms worst abs: {err:.2e}")
-    assert err <= 1e-5
-    assert worst(batched[1:2], G.synthesis(ws[1:2], transform=inverses[1:2])) <= 1e-5
+        # Exact by construction on the CPU: inference there computes each sample's styles alone and renders it
+        # alone, with its own [1, 3, 3] transform (a [3, 3] one is the same values unsqueezed).
+        assert torch.equal(batched, singles)
+        assert torch.equal(batched[1:2], G.synthesis(ws[1:2], transform=inverses[1:2]))
     with pytest.raises(ValueError):
         G.synthesis(ws, transform=inverses[:2])
 

@@ -89,16 +89,33 @@ def test_render_from_styles_equals_render_from_ws(case):
     assert e <= 1e-4
 
 
+def affine_rounding_bound(affine, x: torch.Tensor) -> torch.Tensor:
+    """Bound on |a - b| for two float32 evaluations of affine(x) that differ only in summation order: each is
+    within (K+2)*u*(sum_i |x_i*w_ji| + |b_j|) of the exact value (K-term dot product, the bias, the gains;
+    u = 2^-24; Higham's gamma_K), so their difference within twice that."""
+    terms = x.abs() @ (affine.weight.abs() * affine.weight_gain).t() + affine.bias.abs() * affine.bias_gain
+    return 2 * (affine.in_features + 2) * 2.0 ** -24 * terms
+
+
 def test_render_from_ws_is_the_render_of_its_styles_bit_for_bit(tiny):
-    """Exact by construction: forward renders ws through w_to_s on the whole batch, so both calls run the same
-    operations on the same values, on the CPU's sample-by-sample inference path and on the batched path that
-    a backward pass takes."""
+    """Exact by construction: forward renders ws through w_to_s, so both calls run the same operations on the same
+    values, on the CPU's sample-by-sample inference path and on the batched path that a backward pass takes. On
+    the first, each sample's styles and render are also those of the sample alone, whatever batch it is in."""
     ws = tiny.mapping(torch.randn(3, tiny.z_dim, generator=torch.Generator().manual_seed(1))).detach()
     inverses = torch.linalg.inv(make_transform(torch.tensor([[0.0, 0.0], [0.1, -0.05], [-0.07, 0.12]]),
                                                torch.tensor([0.0, 12.0, -20.0]))).float()
     with torch.no_grad():
-        assert torch.equal(tiny.synthesis(ws, transform=inverses),
-                           tiny.synthesis(None, transform=inverses, styles=tiny.synthesis.w_to_s(ws)))
+        images = tiny.synthesis(ws, transform=inverses)
+        S = tiny.synthesis.w_to_s(ws)
+        assert torch.equal(images, tiny.synthesis(None, transform=inverses, styles=S))
+        alone = tiny.synthesis.w_to_s(ws[1:2])
+        assert all(torch.equal(S[key][1:2], alone[key]) for key in S)
+        assert torch.equal(images[1:2], tiny.synthesis(ws[1:2], transform=inverses[1:2]))
+        batched = tiny.synthesis.w_to_s(ws, per_sample=False)  # one matrix product per layer (statistics)
+    for index, name in enumerate(tiny.synthesis.layer_names, start=1):  # the same sums, rounded in another order
+        layer = getattr(tiny.synthesis, name)
+        gain = 1 / layer.in_channels ** 0.5 if layer.is_torgb else 1.0
+        assert ((batched[name] - S[name]).abs() <= gain * affine_rounding_bound(layer.affine, ws[:, index])).all(), name
     with torch.enable_grad():
         ws = ws.clone().requires_grad_(True)
         from_ws = tiny.synthesis(ws, transform=inverses)
@@ -238,7 +255,7 @@ def test_stack_unstack_round_trip_and_checks(tiny):
     with torch.no_grad():
         batched = tiny.synthesis(None, styles=S)
         single = tiny.synthesis(None, styles=frames[2])
-    assert (batched[2:] - single).abs().max() <= 1e-5
+    assert torch.equal(batched[2:], single)  # exact by construction: CPU inference renders each sample alone
     widths = tiny.synthesis.style_widths()
     check_styles(S, widths)
     bad = dict(S)

@@ -395,11 +395,25 @@ class SynthesisNetwork(nn.Module):
         """StyleSpace layout: key -> channel count, `input` (4) first, then the layers in order."""
         return {"input": 4, **{name: getattr(self, name).in_channels for name in self.layer_names}}
 
-    def w_to_s(self, ws, impl="fast"):
-        """ws [N, num_ws, w_dim] -> StyleSpace dict (key order of `style_widths`), as the published W2S."""
-        ws = self._check_ws(ws)
-        styles = {"input": self.input.style(ws[0], impl=impl)}
-        for name, w in zip(self.layer_names, ws[1:]):
+    @staticmethod
+    def _sample_by_sample(batch: torch.Tensor, update_emas=False) -> bool:
+        """Whether a batch runs one sample at a time: inference on a CPU (see forward)."""
+        return batch.shape[0] > 1 and batch.device.type == "cpu" and not torch.is_grad_enabled() and not update_emas
+
+    def w_to_s(self, ws, impl="fast", per_sample=None):
+        """ws [N, num_ws, w_dim] -> StyleSpace dict (key order of `style_widths`), as the published W2S.
+
+        per_sample: compute each sample's styles alone (None: when forward renders sample by sample, i.e. CPU
+        inference). A matrix product rounds a row differently with the number of rows (BLAS picks kernels by
+        shape), so this keeps a frame's styles, and its render, the same bits whatever batch it is in. Statistics
+        over many samples pass False (a row at a time is many times slower than one matrix product).
+        """
+        per_layer = self._check_ws(ws)
+        if per_sample or (per_sample is None and self._sample_by_sample(ws)):
+            rows = [self.w_to_s(ws[i:i + 1], impl=impl, per_sample=False) for i in range(ws.shape[0])]
+            return {key: torch.cat([row[key] for row in rows]) for key in rows[0]}
+        styles = {"input": self.input.style(per_layer[0], impl=impl)}
+        for name, w in zip(self.layer_names, per_layer[1:]):
             styles[name] = getattr(self, name).style(w, impl=impl)
         return styles
 
@@ -422,13 +436,12 @@ class SynthesisNetwork(nn.Module):
         if ws is not None:
             if styles is not None:
                 raise ValueError("pass ws or styles, not both")
-            # One rendering path: W+ becomes its StyleSpace on the whole batch (exactly `w_to_s`), so a render
-            # from ws and one from w_to_s(ws) are the same computation, bit for bit on any CPU. (A sample's
-            # affine computed alone rounds differently from the batched one: BLAS picks kernels by shape.)
+            # One rendering path: ws is rendered as its StyleSpace, computed exactly as `w_to_s` computes it, so a
+            # render from ws and one from w_to_s(ws) are the same operations on the same values, bit for bit.
             styles = self.w_to_s(ws, impl=impl)
         check_styles(styles, self.style_widths())
         count = styles["input"].shape[0]
-        if count > 1 and styles["input"].device.type == "cpu" and not torch.is_grad_enabled() and not update_emas:
+        if self._sample_by_sample(styles["input"], update_emas):
             # Inference on a CPU: sample by sample. A batch at once costs more per image there (the input
             # and output scaling of the batched modulated conv, larger working sets), measured 5-13 % at 256 px.
             def one(i):
