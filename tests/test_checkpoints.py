@@ -22,6 +22,8 @@ from videdit.errors import CheckpointError, MissingWeightsError
 from videdit.networks.discriminator import Discriminator
 from videdit.networks.stylegan3 import Generator, tiny_generator_kwargs
 
+pytestmark = pytest.mark.numeric
+
 torch.set_num_threads(2)
 
 D_DATA = Path(__file__).resolve().parent / "data" / "golden_d"

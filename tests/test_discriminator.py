@@ -11,6 +11,8 @@ from safetensors.torch import load_file
 
 from videdit.networks.discriminator import Discriminator, MinibatchStdLayer
 
+pytestmark = pytest.mark.numeric
+
 torch.set_num_threads(2)
 
 DATA = Path(__file__).resolve().parent / "data" / "golden_d"

@@ -14,6 +14,8 @@ import torch
 from videdit.edits import parse_edit, parse_edits
 from videdit.errors import VideditError
 
+pytestmark = pytest.mark.numeric
+
 BASE = {"align.crop_size": 64, "encode.n_iters": 1, "encode.batch_size": 4, "tune.tuner": "none",
         "render.side_by_side": False}
 

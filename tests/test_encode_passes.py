@@ -3,9 +3,12 @@ passes per frame, no unaligned render), against the published per-frame loop's 2
 unaligned at every iteration); the latents are the same."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from videdit.networks.encoders import average_image, restyle_invert
+
+pytestmark = pytest.mark.numeric
 
 
 class CountingSynthesis(torch.nn.Module):

@@ -14,6 +14,8 @@ from videdit.errors import InputError, VideditError
 from videdit.networks.encoders import average_image, restyle_invert
 from videdit.stages.encode import EncodeSettings, load_aligned_batch, run_encode
 
+pytestmark = pytest.mark.numeric
+
 torch.set_num_threads(2)
 
 N_FRAMES, CROP, SIZE = 3, 48, 32

@@ -28,6 +28,8 @@ from videdit.networks.encoders import (
     reference_state_dict,
 )
 
+pytestmark = pytest.mark.numeric
+
 torch.set_num_threads(2)
 
 TRIMMED = Path(__file__).resolve().parent / "data" / "golden_encoders"

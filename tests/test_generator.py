@@ -23,7 +23,7 @@ needs_full = pytest.mark.skipif(not HAVE_FULL, reason="full reference set (../sh
 NETS = ["sg3t_64", "sg3r_64"]
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.numeric, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def load(path: Path) -> dict:

@@ -22,7 +22,7 @@ TRAIN = dict(steps=42, batch_size=2, lr=2e-3, n_iters=1, lpips_weight=0.0, encod
              progress=False, layers=[0, 1, 2, 3], **SMALL)
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.numeric, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ def tensors(path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.numeric, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,8 @@ from videdit.ops import backend, native, reference
 from videdit.ops.filtered_lrelu import filtered_lrelu_torch
 from videdit.ops.filters import design_lowpass_filter
 
+pytestmark = pytest.mark.numeric
+
 torch.set_num_threads(2)
 
 DATA = Path(__file__).resolve().parent / "data" / "native_ops"

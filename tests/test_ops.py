@@ -19,7 +19,7 @@ DATA = Path(__file__).resolve().parent / "data" / "golden"
 CASES = json.loads((DATA / "ops.json").read_text())["cases"]
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.numeric, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")

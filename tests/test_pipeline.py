@@ -15,6 +15,8 @@ import pytest
 from videdit.runner import read_log_events
 from videdit.engines import run_many
 
+pytestmark = pytest.mark.numeric
+
 REPO = Path(__file__).resolve().parents[1]
 FAST = {  # small enough for a 2-core CPU: 64 px stand-in generator, short clip
     "align.crop_size": 64,

@@ -17,7 +17,7 @@ from videdit.networks.stylegan3 import Generator, SynthesisLayer, layer_design, 
 from videdit.ops import backend, filtered_lrelu, modulated_conv2d, native, reference
 from videdit.ops.mode import use_ops
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.numeric, pytest.mark.usefixtures("one_torch_thread")]
 
 CPU_FALLBACK = "runs on CUDA only; this run uses float32 on the CPU"
 

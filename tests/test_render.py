@@ -13,6 +13,8 @@ from PIL import Image
 from videdit.errors import InputError
 from videdit.stages.render import RenderSettings, canvas_tiles, render_expanded, run_render, to_uint8
 
+pytestmark = pytest.mark.numeric
+
 N_FRAMES = 5
 RES = 32
 FPS = Fraction(24)

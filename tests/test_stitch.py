@@ -15,6 +15,9 @@ from videdit.errors import InputError
 
 from test_composite import _square_quad, _write_png
 
+pytestmark = pytest.mark.numeric
+
+
 def _template_face(resolution: int) -> np.ndarray:
     """68 landmarks of a face filling a crop, in its pixel-centre coordinates."""
     uv = np.zeros((68, 2))

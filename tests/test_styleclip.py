@@ -22,7 +22,7 @@ from videdit.styleclip import (
     text_edit_direction,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.numeric, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def one_line(err) -> str:

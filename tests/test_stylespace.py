@@ -27,7 +27,7 @@ FULL = Path(os.environ.get("VIDEDIT_GOLDEN", Path(__file__).resolve().parents[2]
 HAVE_FULL = (FULL / "sg3t_64_styles.safetensors").exists()
 needs_full = pytest.mark.skipif(not HAVE_FULL, reason="full reference set (../shared/golden or $VIDEDIT_GOLDEN) not present")
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.numeric, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def load(path: Path) -> dict:

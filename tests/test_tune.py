@@ -22,6 +22,8 @@ from videdit.errors import CheckpointError, MissingWeightsError
 from videdit.tuning.data import batch_indices
 from videdit.tuning.pti import TuneSettings, reconstruction_psnr, run_tune
 
+pytestmark = pytest.mark.numeric
+
 N_FRAMES = 6
 RES = 32
 # A fast, deliberately high learning rate so a dozen steps show a clear improvement.

@@ -12,7 +12,7 @@ from videdit.errors import VideditError
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.numeric, pytest.mark.usefixtures("one_torch_thread")]
 
 
 # --------------------------------------------------------------------------------------------------
