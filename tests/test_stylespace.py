@@ -89,12 +89,37 @@ def test_render_from_styles_equals_render_from_ws(case):
     assert e <= 1e-4
 
 
+U = 2.0 ** -24  # float32 unit roundoff
+
+
 def affine_rounding_bound(affine, x: torch.Tensor) -> torch.Tensor:
     """Bound on |a - b| for two float32 evaluations of affine(x) that differ only in summation order: each is
     within (K+2)*u*(sum_i |x_i*w_ji| + |b_j|) of the exact value (K-term dot product, the bias, the gains;
-    u = 2^-24; Higham's gamma_K), so their difference within twice that."""
+    Higham's gamma_K), so their difference within twice that."""
     terms = x.abs() @ (affine.weight.abs() * affine.weight_gain).t() + affine.bias.abs() * affine.bias_gain
-    return 2 * (affine.in_features + 2) * 2.0 ** -24 * terms
+    return 2 * (affine.in_features + 2) * U * terms
+
+
+@torch.no_grad()
+def styles_rounding_bound(synthesis, ws: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-entry bound on |S_a - S_b| for two float32 evaluations of w_to_s(ws) that differ only in summation order
+    (say one matrix product per layer against a row at a time). The layers: the affine's bound (ToRGB's times its
+    gain, plus that product's rounding). `input`, t / |t[:2]|: with dt the affine's bound and n = |t[:2]|,
+    |d(t/n)| <= dt/n + |t| |dn| / n^2 where |dn| <= |dt[:2]| (+ the norm's rounding), plus the division's rounding."""
+    w = ws.to(torch.float32)
+    t = synthesis.input.affine(w[:, 0])
+    dt = affine_rounding_bound(synthesis.input.affine, w[:, 0])
+    n = t[:, :2].norm(dim=1, keepdim=True)
+    dn = dt[:, :2].norm(dim=1, keepdim=True) + 4 * U * n
+    bounds = {"input": dt / n + t.abs() * dn / n ** 2 + 2 * U * t.abs() / n}
+    for index, name in enumerate(synthesis.layer_names, start=1):
+        layer = getattr(synthesis, name)
+        bound = affine_rounding_bound(layer.affine, w[:, index])
+        if layer.is_torgb:
+            gain = 1 / layer.in_channels ** 0.5
+            bound = gain * bound + 2 * U * gain * layer.affine(w[:, index]).abs()
+        bounds[name] = bound
+    return bounds
 
 
 def test_render_from_ws_is_the_render_of_its_styles_bit_for_bit(tiny):
@@ -112,10 +137,8 @@ def test_render_from_ws_is_the_render_of_its_styles_bit_for_bit(tiny):
         assert all(torch.equal(S[key][1:2], alone[key]) for key in S)
         assert torch.equal(images[1:2], tiny.synthesis(ws[1:2], transform=inverses[1:2]))
         batched = tiny.synthesis.w_to_s(ws, per_sample=False)  # one matrix product per layer (statistics)
-    for index, name in enumerate(tiny.synthesis.layer_names, start=1):  # the same sums, rounded in another order
-        layer = getattr(tiny.synthesis, name)
-        gain = 1 / layer.in_channels ** 0.5 if layer.is_torgb else 1.0
-        assert ((batched[name] - S[name]).abs() <= gain * affine_rounding_bound(layer.affine, ws[:, index])).all(), name
+    bounds = styles_rounding_bound(tiny.synthesis, ws)  # the same sums, rounded in another order
+    assert all(((batched[key] - S[key]).abs() <= bounds[key]).all() for key in S)
     with torch.enable_grad():
         ws = ws.clone().requires_grad_(True)
         from_ws = tiny.synthesis(ws, transform=inverses)
