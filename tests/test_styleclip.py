@@ -188,7 +188,7 @@ def test_channel_deltas_follow_the_formula_and_do_not_leak(tiny_G, tiny_clip):
     d = (d / d.norm(dim=1, keepdim=True)).mean(0)
     # Round-off only: the module encodes minus and plus pushes in one CLIP batch (another batch shape, so sums in
     # another order), and the difference of two close unit vectors magnifies that: measured up to 2.3e-5 over the
-    # kernel settings of .ci/run, so 1e-4 (4x); another channel's or a one-sided push gives O(0.1-1).
+    # kernel settings of .ci/run, so 1e-4 leaves 4x.
     error = np.abs(rows[2] - (d / d.norm()).numpy()).max()
     print(f"\ndelta_i_c row against the published preprocessing: worst abs {error:.2e}")
     assert error <= 1e-4
