@@ -39,6 +39,7 @@ def _published_loop(encoder, G, images, latent_avg, avg, n_iters, transforms):
     return codes
 
 
+@pytest.mark.slow
 def test_encode_renders_only_what_the_next_iteration_reads():
     from videdit.pipeline import StandInModels
 

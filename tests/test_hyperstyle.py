@@ -168,6 +168,7 @@ def test_frame_offsets_round_trip_and_filter(tmp_path):
 # Training and the tuner
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_saves_a_loadable_network(trained):
     from videdit.checkpoints import load_network
     from videdit.networks.hyperstyle import HyperNetwork

@@ -152,6 +152,7 @@ def test_run_stitch_writes_generators_that_render_a_folder_for_the_composite(tmp
         run_composite(video, align_dir, render_dir, ["recon"], tmp_path / "c2", CompositeSettings(stitch=True))
 
 
+@pytest.mark.slow
 def test_the_pipeline_runs_stitch_as_its_own_stage(tmp_path):
     """[stitch] enabled: stitch runs between smooth and render, render draws each W+ key with its stitched
     generator, composite only composites; a second run finds every stage cached."""

@@ -329,6 +329,7 @@ def videdit(*args, env=None):
                           env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
 
 
+@pytest.mark.slow
 def test_cli_directions_styleclip(tiny_G, clip_file, tmp_path):
     from videdit.checkpoints import save_generator
 
