@@ -145,6 +145,7 @@ print(r.status, r.error)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_during", ["align", "encode", "tune"])
 def test_killed_run_resumes_to_identical_outputs(clip, reference, tmp_path, kill_during):
     """SIGKILL during a stage, rerun, compare with an uninterrupted run."""
