@@ -34,6 +34,8 @@ from videdit.face.alignment import (
 from videdit.face.landmarks import FaceDetection, FaceTracker
 from videdit.errors import InputError, MissingWeightsError, NoFaceError
 
+pytestmark = pytest.mark.numeric
+
 REPO = Path(__file__).resolve().parents[1]
 
 

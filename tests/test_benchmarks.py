@@ -150,6 +150,7 @@ def test_pipeline_rows_divide_by_frames_or_steps_and_extrapolate_a_minute():
     assert table[-1].endswith(f"**{total_s / 3600:.1f} h** | **{total_unloaded_s / 3600:.1f} h** |")
 
 
+@pytest.mark.slow
 def test_pipeline_benchmark_measures_every_stage_and_its_floor_with_small_networks(tmp_path, one_torch_thread):
     # The benchmark's own code paths end to end, with the stand-in networks (the real config is minutes).
     from videdit.pipeline import STAGE_ORDER, Pipeline, StandInModels

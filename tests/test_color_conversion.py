@@ -4,6 +4,8 @@ import pytest
 
 from videdit.io.color import _kr_kb, _levels, _rgb_scale, _upsample, to_uint8, yuv_layout, yuv_to_rgb
 
+pytestmark = pytest.mark.numeric
+
 
 def _per_pixel(planes, layout, matrix, full_range, out_dtype):
     """The conversion written out on whole frames, as the module documents it (the reference)."""

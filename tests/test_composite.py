@@ -14,6 +14,8 @@ import pytest
 from videdit.face import paste as C
 from videdit.errors import InputError
 
+pytestmark = pytest.mark.numeric
+
 DATA = Path(__file__).resolve().parent / "data" / "composite"
 
 

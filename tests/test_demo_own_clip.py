@@ -1,7 +1,11 @@
 """`videdit demo VIDEO`: the whole pipeline on the user's clip with stand-in networks, and the same video out for a
 10-bit full-range BT.709 HEVC clip, a BT.2020/HLG one, a 4:4:4 one and an odd-sized one: size, bit depth, colour
 tags, frame times and audio packets equal the source's; a 10-bit grey ramp away from the face keeps its values
-within one code value."""
+within one code value.
+
+Each run is the whole demo in a subprocess (about 35 s on a quiet 2-core machine), so the four formats run with
+`-m slow`; the default run keeps one: the phone's 10-bit clip, cut to three frames (still variable frame rate).
+"""
 from __future__ import annotations
 
 import os
@@ -70,11 +74,15 @@ FORMATS = {
 }
 
 
-def write_face_clip(folder: Path, name: str) -> Path:
+SHORT_TIMES_MS = [0, 40, 160]  # three frames, two frame durations: still a variable frame rate
+
+
+def write_face_clip(folder: Path, name: str, times_ms=TIMES_MS) -> Path:
     """The face clip in the given format, written by the fidelity tests' writer (tags, VFR times, AAC track)."""
     spec = FORMATS[name]
     frames = _rgb_frames(spec.size)
-    return write_source_clip(folder, spec, lambda i: _yuv(frames[i], spec.pix_fmt, spec.color_range == 2, spec.matrix))
+    return write_source_clip(folder, spec, lambda i: _yuv(frames[i], spec.pix_fmt, spec.color_range == 2, spec.matrix),
+                             times_ms=times_ms)
 
 
 def describe(path: Path) -> dict:
@@ -91,9 +99,8 @@ def describe(path: Path) -> dict:
                 tags=(int(first.color_range), int(first.colorspace), int(first.color_primaries), int(first.color_trc)))
 
 
-@pytest.mark.parametrize("name", list(FORMATS))
-def test_demo_on_your_clip_keeps_the_video(tmp_path, name):
-    source = write_face_clip(tmp_path, name)
+def check_demo_keeps_the_video(tmp_path, name, times_ms):
+    source = write_face_clip(tmp_path, name, times_ms)
     env = dict(os.environ, VIDEDIT_WEIGHTS=str(tmp_path / "no-weights"))
     proc = subprocess.run([sys.executable, "-m", "videdit", "demo", str(source), "--out", str(tmp_path / "run"),
                            "--crf", "8", "-q"], capture_output=True, text=True, env=env, timeout=1200)
@@ -110,3 +117,13 @@ def test_demo_on_your_clip_keeps_the_video(tmp_path, name):
         worst = max(int(np.abs(a[RAMP_ROWS].astype(int) - b[RAMP_ROWS].astype(int)).max())
                     for a, b in zip(src["luma"], got["luma"]))
         assert worst <= 1, f"the ramp moved by {worst} 10-bit code values"
+
+
+def test_demo_on_a_short_clip_keeps_the_video(tmp_path):
+    check_demo_keeps_the_video(tmp_path, "hevc10_full_709", SHORT_TIMES_MS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_demo_on_your_clip_keeps_the_video(tmp_path, name):
+    check_demo_keeps_the_video(tmp_path, name, TIMES_MS)

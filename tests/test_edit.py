@@ -17,6 +17,8 @@ from videdit.stages.edit import (
     strength_label,
 )
 
+pytestmark = pytest.mark.numeric
+
 
 @pytest.fixture
 def latents_file(tmp_path):

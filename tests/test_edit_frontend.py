@@ -14,6 +14,8 @@ import torch
 from videdit.edits import parse_edit, parse_edits
 from videdit.errors import VideditError
 
+pytestmark = pytest.mark.numeric
+
 BASE = {"align.crop_size": 64, "encode.n_iters": 1, "encode.batch_size": 4, "tune.tuner": "none",
         "render.side_by_side": False}
 
@@ -75,6 +77,7 @@ def _frames(run_dir, key):
     return [np.asarray(Image.open(p)) for p in sorted((run_dir / "render" / key).glob("*.png"))]
 
 
+@pytest.mark.slow
 def test_text_edit_end_to_end(files, tmp_path):
     from videdit.io.probe import probe_video
 
@@ -114,6 +117,7 @@ def test_channel_edit_moves_only_with_strength(files, tmp_path):
     ({"edit.edits": ["text:a face"], "edit.delta_i_c": "SHORT"}, "style channels"),
     ({"edit.edits": ["text:a face"], "edit.clip": "/nonexistent/ViT-B-32.pt"}, "ViT-B-32.pt"),
 ])
+@pytest.mark.slow
 def test_bad_edits_are_one_line(files, tmp_path, overrides, words):
     if overrides.get("edit.delta_i_c") == "SHORT":
         overrides = dict(overrides, **{"edit.delta_i_c": str(files["root"] / "delta_i_c_short.npy")})
@@ -124,6 +128,7 @@ def test_bad_edits_are_one_line(files, tmp_path, overrides, words):
     assert result.status == "failed" and "\n" not in result.error and words in result.error, result.error
 
 
+@pytest.mark.slow
 def test_a_malicious_s_stats_is_refused(files, tmp_path):
     marker = tmp_path / "ran"
 

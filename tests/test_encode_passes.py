@@ -3,9 +3,12 @@ passes per frame, no unaligned render), against the published per-frame loop's 2
 unaligned at every iteration); the latents are the same."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from videdit.networks.encoders import average_image, restyle_invert
+
+pytestmark = pytest.mark.numeric
 
 
 class CountingSynthesis(torch.nn.Module):
@@ -36,6 +39,7 @@ def _published_loop(encoder, G, images, latent_avg, avg, n_iters, transforms):
     return codes
 
 
+@pytest.mark.slow
 def test_encode_renders_only_what_the_next_iteration_reads():
     from videdit.pipeline import StandInModels
 

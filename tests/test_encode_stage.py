@@ -10,9 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.test_encoders import SCALE_TOL
 from videdit.errors import InputError, VideditError
 from videdit.networks.encoders import average_image, restyle_invert
 from videdit.stages.encode import EncodeSettings, load_aligned_batch, run_encode
+
+pytestmark = pytest.mark.numeric
 
 torch.set_num_threads(2)
 
@@ -95,13 +98,20 @@ def test_encode_stage_writes_every_frame(models, align_dir, tmp_path):
                           for i in range(N_FRAMES)]).float() / 127.5 - 1
     expected = restyle_invert(encoder, G, frames, latent_avg, n_iters=2, input_size=SIZE,
                               avg_image=average_image(G, latent_avg, SIZE), render_final=False).codes
-    # The generator couples the samples of a batch at the rounding level, hence not bit-exact.
-    np.testing.assert_allclose(latents, expected.numpy(), rtol=0, atol=1e-4)
-    assert np.abs(latents - latent_avg.numpy()).max() > 1e-3  # the encoder's residuals were added
+    # Batches of 2 and 1 against one of 5: the generator renders each frame alone on the CPU (the same bits), but
+    # the encoder's convolutions see other batch shapes, so the residuals are two float32 evaluations of the same
+    # network: within the encoders' tolerance of their scale (SCALE_TOL, test_encoders), plus the rounding of
+    # adding them to latent_avg (<= 2u of the latents).
+    residual_scale = np.abs(latents - latent_avg.numpy()).max()
+    assert residual_scale > 1e-3  # the encoder's residuals were added
+    bound = SCALE_TOL * residual_scale + 2 * 2.0 ** -24 * np.abs(latents).max()
+    print(f"\nencode stage against the loop in one batch: max difference {np.abs(latents - expected.numpy()).max():.3g}"
+          f" (bound {bound:.3g})")
+    assert np.abs(latents - expected.numpy()).max() <= bound
 
     again = run_encode(align_dir, tmp_path / "encode_b3", encoder, G, latent_avg,
                        EncodeSettings(n_iters=2, batch_size=3, input_size=SIZE))
-    np.testing.assert_allclose(np.load(again.latents_path), latents, rtol=0, atol=1e-4)
+    assert np.abs(np.load(again.latents_path) - latents).max() <= bound
 
 
 def test_encode_stage_preview(models, align_dir, tmp_path):

@@ -28,6 +28,8 @@ from videdit.evaluate.report import (  # noqa: E402
     load_models,
 )
 
+pytestmark = pytest.mark.numeric
+
 # The astronaut's face in skimage's 512x512 photo is around (220, 121).
 ASTRONAUT_FACE_CENTRE = (220, 135)
 

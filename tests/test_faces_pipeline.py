@@ -42,6 +42,7 @@ def _decode(path):
     return [f.image.astype(np.int16) for f in VideoReader(path)]
 
 
+@pytest.mark.slow
 def test_all_faces_are_edited_and_the_background_is_untouched(two_people, tmp_path):
     from videdit import records
 

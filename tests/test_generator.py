@@ -1,7 +1,11 @@
 """StyleGAN3 generator against NVIDIA's reference outputs (tests/data/golden, trimmed; full set optional).
 
-Tolerances are the ones recommended in the reference set's README (about 10-20x its own float32
-round-off). The worst errors are printed (`pytest -s`) so they can be reported.
+Tolerances: the reference README reran NVIDIA's code in float64, which measures the float32 rounding inside the
+goldens (ws <= 8.8e-7, images <= 4.6e-6, one layer <= 5.4e-6); an independent float32 implementation carries
+rounding of the same size, so the two differ by about twice that. Its criteria (ws 1e-5, images and layer outputs
+1e-4) leave >= 4x over the worst measured over the kernel settings of .ci/run (ws 2.2e-6, images 8e-6, outputs
+2e-5), and the subtlest semantic slip the set records (the pre-update magnitude_ema) moves images by 2.2e-3.
+Channel statistics and gradients scale with their tensors (see there). The worst errors are printed (`pytest -s`).
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ needs_full = pytest.mark.skipif(not HAVE_FULL, reason="full reference set (../sh
 NETS = ["sg3t_64", "sg3r_64"]
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.numeric, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def load(path: Path) -> dict:
@@ -138,10 +142,10 @@ def test_batched_transform_equals_single_calls(net):
     with torch.no_grad():
         batched = G.synthesis(ws, transform=inverses)
         singles = torch.cat([G.synthesis(ws[i:i + 1], transform=inverses[i]) for i in range(3)])
-    err = worst(batched, singles)
-    print(f"\n{name} batched vs single transforms worst abs: {err:.2e}")
-    assert err <= 1e-5
-    assert worst(batched[1:2], G.synthesis(ws[1:2], transform=inverses[1:2])) <= 1e-5
+        # Exact by construction on the CPU: inference there computes each sample's styles alone and renders it
+        # alone, with its own [1, 3, 3] transform (a [3, 3] one is the same values unsqueezed).
+        assert torch.equal(batched, singles)
+        assert torch.equal(batched[1:2], G.synthesis(ws[1:2], transform=inverses[1:2]))
     with pytest.raises(ValueError):
         G.synthesis(ws, transform=inverses[:2])
 
@@ -166,12 +170,16 @@ def test_layer_outputs(net):
             h.remove()
     captured = {tag: torch.cat(outs) for tag, outs in captured.items()}
     assert captured["input"].shape[0] == io["ws_psi0p7"].shape[0]
+    # Channel statistics: a layer's rounding scales with the magnitudes it sums, so with its outputs' scale (values
+    # up to 12 here): within 3e-6 of the layer's max |output|. Worst measured over the kernel settings of .ci/run:
+    # 6.1e-7 of it (the absolute 1e-5 of the reference README was at 8.6e-6 under ATEN_CPU_CAPABILITY=default).
     err = {"affine_out": 0.0, "chmean": 0.0, "chrms": 0.0}
     for tag in ["input"] + G.synthesis.layer_names:
         out = captured[tag]
+        scale = out.abs().max().item()
         err["affine_out"] = max(err["affine_out"], worst(captured[tag + ".affine"], ref[f"{tag}.affine_out"]))
-        err["chmean"] = max(err["chmean"], worst(out.mean(dim=[2, 3]), ref[f"{tag}.chmean"]))
-        err["chrms"] = max(err["chrms"], worst(out.square().mean(dim=[2, 3]).sqrt(), ref[f"{tag}.chrms"]))
+        err["chmean"] = max(err["chmean"], worst(out.mean(dim=[2, 3]), ref[f"{tag}.chmean"]) / scale)
+        err["chrms"] = max(err["chrms"], worst(out.square().mean(dim=[2, 3]).sqrt(), ref[f"{tag}.chrms"]) / scale)
     with torch.no_grad():
         for key, transform in [("identity", None), ("rot12", io["transform_rot12_buffer"]),
                                ("affine", io["transform_affine_buffer"])]:
@@ -185,8 +193,9 @@ def test_layer_outputs(net):
                 worst(G.synthesis.input(io["ws_psi0p7"][0:1, 0], transform=tr), full[f"input.full_out_s0_{k}"])
                 for k, tr in [("identity", None), ("rot12", io["transform_rot12_buffer"]),
                               ("affine", io["transform_affine_buffer"])])
-    print(f"\n{name} layer worst abs: " + ", ".join(f"{k} {v:.2e}" for k, v in err.items()))
-    assert err["affine_out"] <= 1e-5 and err["chmean"] <= 1e-5 and err["chrms"] <= 1e-5
+    print(f"\n{name} layer worst abs (chmean, chrms: relative to the layer's max |output|): "
+          + ", ".join(f"{k} {v:.2e}" for k, v in err.items()))
+    assert err["affine_out"] <= 1e-5 and err["chmean"] <= 3e-6 and err["chrms"] <= 3e-6
     assert max(v for k, v in err.items() if k.startswith(("input_", "out_"))) <= 1e-4
 
 

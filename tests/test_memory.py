@@ -36,6 +36,7 @@ def test_parse_size():
         memory.parse_size("lots")
 
 
+@pytest.mark.slow
 def test_a_tiny_budget_lowers_the_batch_and_the_run_finishes(tmp_path, monkeypatch):
     from videdit.pipeline import Pipeline, StandInModels
     from videdit.synthetic import make_clip

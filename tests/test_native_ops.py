@@ -27,6 +27,8 @@ from videdit.ops._params import filter_taps, parse_resample
 from videdit.ops.filtered_lrelu import filtered_lrelu_torch
 from videdit.ops.filters import design_lowpass_filter
 
+pytestmark = pytest.mark.numeric
+
 torch.set_num_threads(2)
 
 DATA = Path(__file__).resolve().parent / "data" / "native_ops"
@@ -141,6 +143,13 @@ def layer_inputs(op, size, channels=3, batch=2, dtype=torch.float32, seed=0):
     return x, b
 
 
+# Tolerances. The fused kernel and the reference sum the same filter taps in another order (separable passes of
+# up to 24 and 12 taps, each output a sum of K <= 36 products); float32 rounding of that is ~sqrt(K)*u ~ 4e-7 of
+# the output's scale (u = 2^-24), worst case K*u ~ 2e-6. Forward: atol 2e-6 * scale (the worst case), and rtol
+# 1e-5; backward sums over the same taps twice: 1e-5 * scale. Full-size layers against the fast PyTorch op, which
+# takes other shortcuts (strips, fused gains): 2e-5 * scale. float64 (the CUDA tile code run on the CPU):
+# atol 1e-12 and rtol 1e-10 on values O(10), u = 1.1e-16: rounding ~1e-14. A wrong tap or padding moves a
+# filtered value by O(1e-2) of the scale.
 @pytest.mark.parametrize("cfg,idx", LAYER_IDS, ids=[f"{c}-L{i}" for c, i in LAYER_IDS])
 def test_cpu_forward_and_backward_match_reference(cpu_ext, cfg, idx):
     """Every R-1024 / T-1024 layer configuration (real filters, factors, padding; small images)."""
@@ -233,7 +242,9 @@ def test_cpu_kernel_argument_forms(cpu_ext):
     finally:
         torch.set_num_threads(2)
     two_threads = run_layer(kernels.filtered_lrelu_cpu, op, x, b)
-    assert torch.equal(one_thread, two_threads)  # work split must not change the arithmetic
+    # Exact by construction: work items are bands of output rows, and an output's arithmetic (the same loops over
+    # the same recomputed intermediate rows) does not depend on which band or thread computes it.
+    assert torch.equal(one_thread, two_threads)
 
 
 def test_cpu_kernel_falls_back_and_rejects_like_the_op(cpu_ext):

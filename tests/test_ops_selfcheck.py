@@ -22,7 +22,7 @@ from videdit.ops.upfirdn2d import upfirdn2d_torch
 
 from tests.test_architecture import find_cycles, import_graph  # noqa: E402
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.numeric, pytest.mark.usefixtures("one_torch_thread")]
 
 OPS_DIR = Path(ops.__file__).resolve().parent
 FILTER = torch.tensor([0.1, 0.25, 0.3, 0.25, 0.1])

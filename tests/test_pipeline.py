@@ -15,6 +15,8 @@ import pytest
 from videdit.runner import read_log_events
 from videdit.engines import run_many
 
+pytestmark = pytest.mark.numeric
+
 REPO = Path(__file__).resolve().parents[1]
 FAST = {  # small enough for a 2-core CPU: 64 px stand-in generator, short clip
     "align.crop_size": 64,
@@ -143,6 +145,7 @@ print(r.status, r.error)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_during", ["align", "encode", "tune"])
 def test_killed_run_resumes_to_identical_outputs(clip, reference, tmp_path, kill_during):
     """SIGKILL during a stage, rerun, compare with an uninterrupted run."""

@@ -17,7 +17,7 @@ from videdit.networks.stylegan3 import Generator, SynthesisLayer, layer_design, 
 from videdit.ops import backend, filtered_lrelu, kernels, modulated_conv2d, reference
 from videdit.ops.mode import use_ops
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.numeric, pytest.mark.usefixtures("one_torch_thread")]
 
 CPU_FALLBACK = "runs on CUDA only; this run uses float32 on the CPU"
 
@@ -132,6 +132,10 @@ def test_modulated_conv_float16_batch_matches_float32(case):
     """A float16 batch runs one grouped conv with per-sample weights (as NVIDIA's): float16 out, close to float32."""
     _, x, w, s, gain = case
     want = reference.modulated_conv2d(x.double(), w, s, padding=2, input_gain=gain)
+    # float16's unit roundoff u16 = 2^-11: inputs and modulated weights rounded to float16 (<= u16 each), sums in
+    # float32, the output rounded (<= u16): |error| <= 2 u16 sum|x w| + u16 |y|. Aligned inputs (sum|x w| = |y|)
+    # give <= 3 u16 = 1.5e-3 of the scale; the random batch's mixed signs ~2 u16 of it. A wrong style or a skipped
+    # demodulation moves the output by O(1) of its scale.
     for impl in ("fast", "ref"):
         got = modulated_conv2d(x.half(), w, s, padding=2, input_gain=gain, impl=impl)
         assert got.dtype == torch.float16
@@ -145,6 +149,8 @@ def test_filtered_lrelu_float16_keeps_its_dtype_and_matches_float32():
     f = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 8
     kwargs = dict(fu=f, fd=f, up=2, down=2, padding=1, clamp=40)
     want = reference.filtered_lrelu(x.double(), b=b.double(), **kwargs)
+    # About ten float16 roundings between input and output (the input, bias, each filter pass's products and sums
+    # of 4 taps, gains, activation, clamp), each <= u16 = 4.9e-4 of the values it touches: 5e-3 of the scale.
     for impl in ("fast", "ref"):
         got = filtered_lrelu(x.half(), b=b.half(), impl=impl, **kwargs)
         assert got.dtype == torch.float16

@@ -264,6 +264,7 @@ def _assert_same_outputs(result, reference):
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 @needs_ray
 def test_ray_outputs_equal_local(ray_cluster, clips, local_results, tmp_path):
     from videdit.engines.ray_engine import run_videos_ray
@@ -285,6 +286,7 @@ def test_ray_outputs_equal_local(ray_cluster, clips, local_results, tmp_path):
     assert format_summary(results).endswith("3 done, 1 failed")
 
 
+@pytest.mark.slow
 @needs_ray
 def test_killed_worker_resumes_from_cached_stages(ray_cluster, clips, local_results, tmp_path):
     from videdit.engines.ray_engine import TaskStatus, run_videos_ray

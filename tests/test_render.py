@@ -14,6 +14,8 @@ from videdit.errors import InputError
 from videdit.io.color import to_uint8
 from videdit.stages.render import RenderSettings, canvas_tiles, render_expanded, run_render
 
+pytestmark = pytest.mark.numeric
+
 N_FRAMES = 5
 RES = 32
 FPS = Fraction(24)

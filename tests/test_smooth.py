@@ -15,6 +15,8 @@ from videdit.stages.smooth import (
     temporal_filter,
 )
 
+pytestmark = pytest.mark.numeric
+
 RAMP = np.arange(6) * 12.0  # 0, 12, ..., 60: kernel sums below are small integers
 
 

@@ -15,6 +15,9 @@ from videdit.errors import InputError
 
 from test_composite import _square_quad, _write_png
 
+pytestmark = pytest.mark.numeric
+
+
 def _template_face(resolution: int) -> np.ndarray:
     """68 landmarks of a face filling a crop, in its pixel-centre coordinates."""
     uv = np.zeros((68, 2))
@@ -150,6 +153,7 @@ def test_run_stitch_writes_generators_that_render_a_folder_for_the_composite(tmp
         run_composite(video, align_dir, render_dir, ["recon"], tmp_path / "c2", CompositeSettings(stitch=True))
 
 
+@pytest.mark.slow
 def test_the_pipeline_runs_stitch_as_its_own_stage(tmp_path):
     """[stitch] enabled: stitch runs between smooth and render, render draws each W+ key with its stitched
     generator, composite only composites; a second run finds every stage cached."""

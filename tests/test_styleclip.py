@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.test_stylespace import U, styles_rounding_bound
 from videdit.errors import CheckpointError, MissingWeightsError, VideditError
 from videdit.networks.stylegan3 import Generator, tiny_generator_kwargs
 from videdit.styleclip import (
@@ -22,7 +23,7 @@ from videdit.styleclip import (
     text_edit_direction,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.numeric, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def one_line(err) -> str:
@@ -185,9 +186,12 @@ def test_channel_deltas_follow_the_formula_and_do_not_leak(tiny_G, tiny_clip):
     mean, std = float(stats.mean[key][2]), float(stats.std[key][2])
     d = embed(mean + 5 * std) - embed(mean - 5 * std)
     d = (d / d.norm(dim=1, keepdim=True)).mean(0)
-    # Round-off only: the module renders minus and plus pushes in one batch (styles are RMS-normalised over the
-    # batch before demodulation cancels it), and the difference of two close unit vectors magnifies that.
-    assert np.abs(rows[2] - (d / d.norm()).numpy()).max() <= 1e-4
+    # Round-off only: the module encodes minus and plus pushes in one CLIP batch (another batch shape, so sums in
+    # another order), and the difference of two close unit vectors magnifies that: measured up to 2.3e-5 over the
+    # kernel settings of .ci/run, so 1e-4 leaves 4x.
+    error = np.abs(rows[2] - (d / d.norm()).numpy()).max()
+    print(f"\ndelta_i_c row against the published preprocessing: worst abs {error:.2e}")
+    assert error <= 1e-4
 
 
 def test_s_stats_match_plain_statistics(tiny_G):
@@ -196,11 +200,22 @@ def test_s_stats_match_plain_statistics(tiny_G):
     z = torch.from_numpy(np.random.RandomState(3).randn(50, tiny_G.z_dim).astype(np.float32))
     with torch.no_grad():
         S = tiny_G.synthesis.w_to_s(tiny_G.mapping(z, None, truncation_psi=0.7))
+    # The same latents, but the statistics take one matrix product per layer and w_to_s here a row at a time (CPU
+    # inference): each entry within the bound for two summation orders (test_stylespace), so are the means and,
+    # std being a seminorm, the standard deviations (|std a - std b| <= max |a - b|); the statistics are then
+    # stored as float32 (one more rounding).
+    bounds = styles_rounding_bound(tiny_G.synthesis, tiny_G.mapping(z, None, truncation_psi=0.7))
+    print(f"\nS of the statistics against w_to_s: worst abs {max((samples[k] - S[k][:5]).abs().max().item() for k in S):.2e}, "
+          f"worst share of the bound {max(((samples[k] - S[k][:5]).abs() / bounds[k][:5]).max().item() for k in S):.2f}")
     for key, value in S.items():
-        assert np.allclose(stats.mean[key], value.double().mean(0).numpy(), atol=1e-6)
-        assert np.allclose(stats.std[key], value.double().std(0, unbiased=False).numpy(), atol=1e-5)
-        assert (samples[key] - value[:5]).abs().max() <= 1e-5  # the same latents (batch size changes round-off)
-    assert abs(stats.transform["theta"] - torch.arccos(S["input"][:, 0].double()).mean().item()) < 1e-6
+        assert ((samples[key] - value[:5]).abs() <= bounds[key][:5]).all(), key
+        atol = bounds[key].max().item() + 2 * U * value.abs().max().item()
+        assert np.allclose(stats.mean[key], value.double().mean(0).numpy(), rtol=0, atol=atol), key
+        assert np.allclose(stats.std[key], value.double().std(0, unbiased=False).numpy(), rtol=0, atol=atol), key
+    # theta = mean arccos(input[:, 0]): each term moves by at most its bound / sqrt(1 - x^2).
+    x = S["input"][:, 0].double()
+    theta_bound = (bounds["input"][:, 0].double() / (1 - x.square()).sqrt()).mean().item() + 1e-12
+    assert abs(stats.transform["theta"] - torch.arccos(x).mean().item()) <= theta_bound
 
 
 def test_compute_directions_resumes_to_the_same_bytes(tiny_G, tiny_clip, tmp_path):
@@ -314,6 +329,7 @@ def videdit(*args, env=None):
                           env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
 
 
+@pytest.mark.slow
 def test_cli_directions_styleclip(tiny_G, clip_file, tmp_path):
     from videdit.checkpoints import save_generator
 

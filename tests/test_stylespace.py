@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from videdit.errors import VideditError
-from videdit.networks.stylegan3 import Generator, tiny_generator_kwargs
+from videdit.networks.stylegan3 import Generator, make_transform, tiny_generator_kwargs
 from videdit.stylespace import (
     ChannelRef, apply_channel_edit, apply_styleclip, check_styles, load_styles, parse_channel, save_styles,
     stack_styles, unstack_styles,
@@ -27,7 +27,7 @@ FULL = Path(os.environ.get("VIDEDIT_GOLDEN", Path(__file__).resolve().parents[2]
 HAVE_FULL = (FULL / "sg3t_64_styles.safetensors").exists()
 needs_full = pytest.mark.skipif(not HAVE_FULL, reason="full reference set (../shared/golden or $VIDEDIT_GOLDEN) not present")
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.numeric, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def load(path: Path) -> dict:
@@ -87,6 +87,63 @@ def test_render_from_styles_equals_render_from_ws(case):
     e = worst(crop(from_ref_s), ref["img_from_styles.c32"])
     print(f"\nrender from reference styles worst abs: {e:.2e}")
     assert e <= 1e-4
+
+
+U = 2.0 ** -24  # float32 unit roundoff
+
+
+def affine_rounding_bound(affine, x: torch.Tensor) -> torch.Tensor:
+    """Bound on |a - b| for two float32 evaluations of affine(x) that differ only in summation order: each is
+    within (K+2)*u*(sum_i |x_i*w_ji| + |b_j|) of the exact value (K-term dot product, the bias, the gains;
+    Higham's gamma_K), so their difference within twice that."""
+    terms = x.abs() @ (affine.weight.abs() * affine.weight_gain).t() + affine.bias.abs() * affine.bias_gain
+    return 2 * (affine.in_features + 2) * U * terms
+
+
+@torch.no_grad()
+def styles_rounding_bound(synthesis, ws: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-entry bound on |S_a - S_b| for two float32 evaluations of w_to_s(ws) that differ only in summation order
+    (say one matrix product per layer against a row at a time). The layers: the affine's bound (ToRGB's times its
+    gain, plus that product's rounding). `input`, t / |t[:2]|: with dt the affine's bound and n = |t[:2]|,
+    |d(t/n)| <= dt/n + |t| |dn| / n^2 where |dn| <= |dt[:2]| (+ the norm's rounding), plus the division's rounding."""
+    w = ws.to(torch.float32)
+    t = synthesis.input.affine(w[:, 0])
+    dt = affine_rounding_bound(synthesis.input.affine, w[:, 0])
+    n = t[:, :2].norm(dim=1, keepdim=True)
+    dn = dt[:, :2].norm(dim=1, keepdim=True) + 4 * U * n
+    bounds = {"input": dt / n + t.abs() * dn / n ** 2 + 2 * U * t.abs() / n}
+    for index, name in enumerate(synthesis.layer_names, start=1):
+        layer = getattr(synthesis, name)
+        bound = affine_rounding_bound(layer.affine, w[:, index])
+        if layer.is_torgb:
+            gain = 1 / layer.in_channels ** 0.5
+            bound = gain * bound + 2 * U * gain * layer.affine(w[:, index]).abs()
+        bounds[name] = bound
+    return bounds
+
+
+def test_render_from_ws_is_the_render_of_its_styles_bit_for_bit(tiny):
+    """Exact by construction: forward renders ws through w_to_s, so both calls run the same operations on the same
+    values, on the CPU's sample-by-sample inference path and on the batched path that a backward pass takes. On
+    the first, each sample's styles and render are also those of the sample alone, whatever batch it is in."""
+    ws = tiny.mapping(torch.randn(3, tiny.z_dim, generator=torch.Generator().manual_seed(1))).detach()
+    inverses = torch.linalg.inv(make_transform(torch.tensor([[0.0, 0.0], [0.1, -0.05], [-0.07, 0.12]]),
+                                               torch.tensor([0.0, 12.0, -20.0]))).float()
+    with torch.no_grad():
+        images = tiny.synthesis(ws, transform=inverses)
+        S = tiny.synthesis.w_to_s(ws)
+        assert torch.equal(images, tiny.synthesis(None, transform=inverses, styles=S))
+        alone = tiny.synthesis.w_to_s(ws[1:2])
+        assert all(torch.equal(S[key][1:2], alone[key]) for key in S)
+        assert torch.equal(images[1:2], tiny.synthesis(ws[1:2], transform=inverses[1:2]))
+        batched = tiny.synthesis.w_to_s(ws, per_sample=False)  # one matrix product per layer (statistics)
+    bounds = styles_rounding_bound(tiny.synthesis, ws)  # the same sums, rounded in another order
+    assert all(((batched[key] - S[key]).abs() <= bounds[key]).all() for key in S)
+    with torch.enable_grad():
+        ws = ws.clone().requires_grad_(True)
+        from_ws = tiny.synthesis(ws, transform=inverses)
+        from_s = tiny.synthesis(None, transform=inverses, styles=tiny.synthesis.w_to_s(ws))
+    assert torch.equal(from_ws, from_s)
 
 
 def test_render_from_styles_is_differentiable(case):
@@ -221,7 +278,7 @@ def test_stack_unstack_round_trip_and_checks(tiny):
     with torch.no_grad():
         batched = tiny.synthesis(None, styles=S)
         single = tiny.synthesis(None, styles=frames[2])
-    assert (batched[2:] - single).abs().max() <= 1e-5
+    assert torch.equal(batched[2:], single)  # exact by construction: CPU inference renders each sample alone
     widths = tiny.synthesis.style_widths()
     check_styles(S, widths)
     bad = dict(S)

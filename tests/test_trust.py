@@ -103,6 +103,7 @@ def test_verify_rehashes_frames_whose_mtime_was_kept(clip, encoded, tmp_path):
     assert verified.stages["align"] == "ran"
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_folder_one_is_refused(clip, encoded, tmp_path):
     run_dir = tmp_path / "run"
     # The second run only needs align (no weights), so it gets as far as the folder's lock.

@@ -22,6 +22,8 @@ from videdit.errors import CheckpointError, MissingWeightsError
 from videdit.tuning.data import batch_indices
 from videdit.tuning.pti import TuneSettings, reconstruction_psnr, run_tune
 
+pytestmark = pytest.mark.numeric
+
 N_FRAMES = 6
 RES = 32
 # A fast, deliberately high learning rate so a dozen steps show a clear improvement.
@@ -96,6 +98,7 @@ def test_loss_goes_down_and_psnr_goes_up(video_inputs, tuned):
     assert after > before + 0.4, (before, after)
 
 
+@pytest.mark.slow
 def test_kill_and_resume_matches_uninterrupted(video_inputs, tuned, tmp_path):
     align, latents, gen_path = video_inputs
     reference, _ = tuned
@@ -236,6 +239,7 @@ def test_settings_match_preset_keys():
     assert set(preset["tune"]) - {"tuner"} <= fields
 
 
+@pytest.mark.slow
 def test_micro_batches_give_the_batch_gradient(video_inputs, tuned, tmp_path):
     """A step over a batch of 4 in micro-batches of 1 (the CPU default: the `tuned` run) or 3 (4 = 3 + 1)
     optimises what the whole batch at once does: the tuned weights and the losses agree to float round-off

@@ -101,9 +101,9 @@ def _video_frame(spec: ClipSpec, planes: list[np.ndarray]):
     return frame
 
 
-def write_source_clip(folder: Path, spec: ClipSpec, planes=None) -> Path:
-    """The test clip: 8 VFR frames in a 1/1000 time base, tagged, with an AAC track. planes(i) gives frame i's
-    code planes (default: the grey ramp and the moving patch)."""
+def write_source_clip(folder: Path, spec: ClipSpec, planes=None, times_ms=TIMES_MS) -> Path:
+    """The test clip: VFR frames at times_ms (default 8) in a 1/1000 time base, tagged, with an AAC track.
+    planes(i) gives frame i's code planes (default: the grey ramp and the moving patch)."""
     planes = planes or (lambda i: _planes(spec, i))
     path = folder / (spec.name + spec.suffix)
     tone = make_audio_clip(folder / (spec.name + ".tone.m4a"), seconds=0.45)
@@ -121,7 +121,7 @@ def write_source_clip(folder: Path, spec: ClipSpec, planes=None) -> Path:
         elif spec.codec == "libx264":
             stream.options = {"crf": "8"}
         audio_out = container.add_stream_from_template(audio_in.streams.audio[0])
-        for i, ms in enumerate(TIMES_MS):
+        for i, ms in enumerate(times_ms):
             frame = _video_frame(spec, planes(i))
             frame.pts = ms
             frame.time_base = Fraction(1, 1000)

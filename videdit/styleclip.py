@@ -254,7 +254,7 @@ def sample_styles(G, count: int, *, truncation_psi: float = 0.7, seed: int = 0, 
     """S codes of the first `count` latents of the seed's stream, batch by batch: {key: [count, C]} (CPU)."""
     device = next(G.parameters()).device
     for z in _z_batches(seed, count, G.z_dim, batch_size):
-        yield G.synthesis.w_to_s(G.mapping(z.to(device), None, truncation_psi=truncation_psi))
+        yield G.synthesis.w_to_s(G.mapping(z.to(device), None, truncation_psi=truncation_psi), per_sample=False)
 
 
 @torch.no_grad()

@@ -395,11 +395,25 @@ class SynthesisNetwork(nn.Module):
         """StyleSpace layout: key -> channel count, `input` (4) first, then the layers in order."""
         return {"input": 4, **{name: getattr(self, name).in_channels for name in self.layer_names}}
 
-    def w_to_s(self, ws, impl="fast"):
-        """ws [N, num_ws, w_dim] -> StyleSpace dict (key order of `style_widths`), as the published W2S."""
-        ws = self._check_ws(ws)
-        styles = {"input": self.input.style(ws[0], impl=impl)}
-        for name, w in zip(self.layer_names, ws[1:]):
+    @staticmethod
+    def _sample_by_sample(batch: torch.Tensor, update_emas=False) -> bool:
+        """Whether a batch runs one sample at a time: inference on a CPU (see forward)."""
+        return batch.shape[0] > 1 and batch.device.type == "cpu" and not torch.is_grad_enabled() and not update_emas
+
+    def w_to_s(self, ws, impl="fast", per_sample=None):
+        """ws [N, num_ws, w_dim] -> StyleSpace dict (key order of `style_widths`), as the published W2S.
+
+        per_sample: compute each sample's styles alone (None: when forward renders sample by sample, i.e. CPU
+        inference). A matrix product rounds a row differently with the number of rows (BLAS picks kernels by
+        shape), so this keeps a frame's styles, and its render, the same bits whatever batch it is in. Statistics
+        over many samples pass False (a row at a time is many times slower than one matrix product).
+        """
+        per_layer = self._check_ws(ws)
+        if per_sample or (per_sample is None and self._sample_by_sample(ws)):
+            rows = [self.w_to_s(ws[i:i + 1], impl=impl, per_sample=False) for i in range(ws.shape[0])]
+            return {key: torch.cat([row[key] for row in rows]) for key in rows[0]}
+        styles = {"input": self.input.style(per_layer[0], impl=impl)}
+        for name, w in zip(self.layer_names, per_layer[1:]):
             styles[name] = getattr(self, name).style(w, impl=impl)
         return styles
 
@@ -413,38 +427,34 @@ class SynthesisNetwork(nn.Module):
         """ws [N, num_ws, w_dim] -> images [N, C, res, res] float32 (about [-1, 1]); or ws None and StyleSpace `styles`.
 
         transform: the inverse image transform, [3, 3] or [N, 3, 3] (None = the `transform` buffer).
-        styles: a `w_to_s` dict (possibly edited), used as is in place of ws.
+        styles: a `w_to_s` dict (possibly edited), used as is in place of ws. ws is rendered as its `w_to_s`,
+        so `synthesis(ws)` and `synthesis(None, styles=synthesis.w_to_s(ws))` give the same bits.
         force_fp32: as the official keyword (False: the use_fp16 layers run float16 on CUDA); None = the
         `force_fp32` attribute. noise_mode, the other official keyword, is accepted and ignored (no noise).
         """
         force_fp32 = self.force_fp32 if force_fp32 is None else bool(force_fp32)
-        first = ws if styles is None else styles.get("input") if isinstance(styles, dict) else None
-        if (isinstance(first, torch.Tensor) and first.ndim >= 2 and first.shape[0] > 1 and first.device.type == "cpu"
-                and not torch.is_grad_enabled() and not update_emas):
+        if ws is not None:
+            if styles is not None:
+                raise ValueError("pass ws or styles, not both")
+            # One rendering path: ws is rendered as its StyleSpace, computed exactly as `w_to_s` computes it, so a
+            # render from ws and one from w_to_s(ws) are the same operations on the same values, bit for bit.
+            styles = self.w_to_s(ws, impl=impl)
+        check_styles(styles, self.style_widths())
+        count = styles["input"].shape[0]
+        if self._sample_by_sample(styles["input"], update_emas):
             # Inference on a CPU: sample by sample. A batch at once costs more per image there (the input
             # and output scaling of the batched modulated conv, larger working sets), measured 5-13 % at 256 px.
             def one(i):
                 t = transform[i:i + 1] if isinstance(transform, torch.Tensor) and transform.ndim == 3 else transform
-                if styles is None:
-                    return self.forward(ws[i:i + 1], transform=t, impl=impl, force_fp32=force_fp32)
                 return self.forward(None, transform=t, impl=impl, force_fp32=force_fp32,
                                     styles={key: value[i:i + 1] for key, value in styles.items()})
 
-            return torch.cat([one(i) for i in range(first.shape[0])])
-        if styles is None:
-            ws = self._check_ws(ws)
-            x = self.input(ws[0], transform=transform, impl=impl)
-            for name, w in zip(self.layer_names, ws[1:]):
-                x = getattr(self, name)(x, w, force_fp32=force_fp32, update_emas=update_emas, impl=impl)
-        else:
-            if ws is not None:
-                raise ValueError("pass ws or styles, not both")
-            check_styles(styles, self.style_widths())
-            styles = {key: value.to(torch.float32) for key, value in styles.items()}
-            x = self.input(None, transform=transform, impl=impl, t=styles["input"])
-            for name in self.layer_names:
-                x = getattr(self, name)(x, None, force_fp32=force_fp32, update_emas=update_emas, impl=impl,
-                                        styles=styles[name])
+            return torch.cat([one(i) for i in range(count)])
+        styles = {key: value.to(torch.float32) for key, value in styles.items()}
+        x = self.input(None, transform=transform, impl=impl, t=styles["input"])
+        for name in self.layer_names:
+            x = getattr(self, name)(x, None, force_fp32=force_fp32, update_emas=update_emas, impl=impl,
+                                    styles=styles[name])
         if self.output_scale != 1:
             x = x * self.output_scale
         return x.to(torch.float32)
