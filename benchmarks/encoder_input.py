@@ -1,4 +1,4 @@
-"""The encoder's 256 px input cut three ways, against the published path (stylegan3-editing).
+"""The encoder's 256 px input cut several ways, against the published path (stylegan3-editing).
 
     python -m benchmarks encoder_input [--photos astronaut,grace_hopper] [--scales 1,2,4] [--n-iters 3]
                                        [--backbone ir_se50] [--repeats 5] [--threads 2]
@@ -8,8 +8,8 @@ QUAD warp that align_face runs, for a quad inside the frame, tests/test_align.py
 transform `Resize((256, 256))`, `ToTensor`, `Normalize(0.5, 0.5)` from torchvision on the PIL image. Against
 it, for each shipped photo (scikit-image's astronaut, matplotlib's Grace Hopper; the face found by dlib):
 
-- `direct`: videdit's default, the crop cut at 256 (`align.encoder_input = "direct"`);
-- `published`: the setting that reproduces the published path (`align.encoder_input = "published"`);
+- `direct`: the crop cut at 256 in one warp after an exact-factor shrink (`align.encoder_input = "direct"`);
+- `published`: videdit's reproduction of the published path (`align.encoder_input = "published"`);
 - `1024 + torch resize`: videdit before the direct cut, the 1024 crop resized by torch's antialiased bilinear
   interpolation in float: the size of a PIL-vs-torch resize difference alone, for scale;
 - `published + its JPEGs`: the published path with the two lossy files the published video code writes on the
@@ -132,8 +132,8 @@ def main(argv: list[str]) -> int:
             published = published_input(quad_to_crop(frame, quad, PUBLISHED_ALIGNED_SIZE))
             big = as_input(quad_to_crop(frame, quad, PUBLISHED_ALIGNED_SIZE))[None]
             ways = {
-                "direct (default)": as_input(encoder_crop(frame, quad, 256, "direct")),
-                "published (setting)": as_input(encoder_crop(frame, quad, 256, "published")),
+                "direct": as_input(encoder_crop(frame, quad, 256, "direct")),
+                "published": as_input(encoder_crop(frame, quad, 256, "published")),
                 "1024 + torch resize": F.interpolate(big, size=(256, 256), mode="bilinear", align_corners=False,
                                                      antialias=True)[0],
                 "published + its JPEGs": published_input(jpeg_round_trip(quad_to_crop(
@@ -148,11 +148,10 @@ def main(argv: list[str]) -> int:
             for way, image in ways.items():
                 levels = (image - published).abs() * 127.5
                 code_rms = float((codes(image) - reference).pow(2).mean().sqrt() / reference.pow(2).mean().sqrt())
-                key = way.split(" ")[0]
                 rows.append([f"{name} x{scale}", f"{quad_side(quad):.0f}", way, f"{levels.mean():.3f}",
                              f"{levels.max():.1f}", f"{ratio(sharpness(image), sharpness(published)):.3f}",
                              f"{100 * code_rms:.3f} %",
-                             f"{ratio(cut_s[key], unaligned_s):.2f}" if key in cut_s else "-"])
+                             f"{ratio(cut_s[way], unaligned_s):.2f}" if way in cut_s else "-"])
     print(markdown_table(["photo", "face quad px", "way", "mean abs diff (levels)", "max abs diff (levels)",
                           "sharpness / published's", "codes rel. RMS diff", "crop CPU time / a 1024 crop's"], rows))
     return 0
