@@ -230,8 +230,8 @@ def test_hyperstyle_tuner_renders_per_frame_offsets(clip, reference, tmp_path):
 
 
 def test_align_cache_key_names_encoder_input_only_when_published(tmp_path):
-    """Run folders aligned before align.encoder_input existed hold direct cuts: the default ("direct") keeps
-    their cache key (no new field); "published" crops differ, so its key does."""
+    """Run folders aligned before align.encoder_input existed hold direct cuts: "direct" keeps their cache key
+    (no new field), so they stay cached with it; "published" (the default) crops differ, so its key does."""
     from videdit.pipeline import Pipeline, StandInModels
 
     def align_params(overrides):
@@ -239,6 +239,6 @@ def test_align_cache_key_names_encoder_input_only_when_published(tmp_path):
                                     models=StandInModels(resolution=32))
         return next(s.params for s in pipe.stages_for(tmp_path / "clip.mp4", tmp_path / "run") if s.name == "align")
 
-    direct, published = align_params({}), align_params({"align.encoder_input": "published"})
+    direct, published = align_params({"align.encoder_input": "direct"}), align_params({})
     assert "encoder_input" not in direct
     assert published == dict(direct, encoder_input="published")

@@ -215,7 +215,7 @@ ENCODER_INPUTS = ("direct", "published")
 PUBLISHED_ALIGNED_SIZE = 1024  # stylegan3-editing's align_face always cuts (and saves) the aligned crop at 1024
 
 
-def encoder_crop(frame: np.ndarray, quad: np.ndarray, size: int, encoder_input: str = "direct") -> np.ndarray:
+def encoder_crop(frame: np.ndarray, quad: np.ndarray, size: int, encoder_input: str) -> np.ndarray:
     """The aligned crop the encoder reads, size x size uint8.
 
     "direct": cut at `size` in one warp, after an antialiased shrink by the exact factor when the quad is

@@ -74,8 +74,8 @@ class AlignSettings:
     #                     or "cover" (turned like it, large enough to hold the face in every frame)
     smooth_quads: int = 0  # moving-average window over aligned quads, in frames (0 = off, as published)
     quad_rule: str = "eyes"  # "eyes" (video code: 2 * eye distance) or "ffhq" (data-set rule)
-    encoder_input: str = "direct"  # aligned crop: "direct" (cut at aligned_size) or "published" (cut at 1024,
-    #                                then PIL's bilinear resize, as stylegan3-editing): docs/deviations.md
+    encoder_input: str = "published"  # aligned crop: "published" (cut at 1024, then PIL's bilinear resize, as
+    #                                   stylegan3-editing) or "direct" (cut at aligned_size): docs/deviations.md
     preview: bool = True  # write preview.mp4
     preview_height: int = 360  # preview frames are reduced by an integer factor to at most this height
     max_faces_warning: bool = True  # warn once when frames hold several faces
