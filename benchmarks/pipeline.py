@@ -175,6 +175,7 @@ def run_stages(pipe: Pipeline, clip: Path, run_dir: Path) -> dict[str, dict]:
 def align_floor(clip: Path, align_settings: dict, device: str, workdir: Path, clock) -> dict:
     """Seconds of decoding one frame, finding its landmarks, cutting its two crops and writing them as PNG."""
     from videdit.face import ffhq_quad, make_backend, quad_to_crop
+    from videdit.face.alignment import encoder_crop
     from videdit.io import VideoReader, write_png
 
     crop_size = int(align_settings["crop_size"])
@@ -191,8 +192,9 @@ def align_floor(clip: Path, align_settings: dict, device: str, workdir: Path, cl
         raise VideditError(f"pipeline bench: no face in the first frame of {clip}")
     quad = ffhq_quad(faces[0][0].landmarks)
     crops = []
+    encoder_input = align_settings.get("encoder_input", "published")
     warps_s = best_time(lambda: crops.extend([quad_to_crop(frame, quad, crop_size),
-                                              quad_to_crop(frame, quad, aligned_size, exact_shrink=True)]), 1, clock=clock)
+                                              encoder_crop(frame, quad, aligned_size, encoder_input)]), 1, clock=clock)
     writes_s = best_time(lambda: [write_png(workdir / f"floor{i}.png", c) for i, c in enumerate(crops[:2])], 1,
                          clock=clock)
     parts = {"decode": decode_s, "landmarks": landmarks_s, "2 warps": warps_s, "2 PNG writes": writes_s}

@@ -483,8 +483,52 @@ def test_stage_on_image_folder(tmp_path, dlib_backend):
     assert np.abs(data["translation"] - translation).max() < 0.01
 
 
+def _published_encoder_input(photo: np.ndarray, quad: np.ndarray):
+    """stylegan3-editing's steps written out: align_face's 1024 crop (PIL QUAD warp of the corners + 0.5,
+    bilinear; no shrink or padding for a quad inside a small frame), then its encoder transform."""
+    from PIL import Image
+    from torchvision import transforms
+
+    crop_1024 = Image.fromarray(photo).transform((1024, 1024), Image.QUAD, tuple((quad + 0.5).flatten()), Image.BILINEAR)
+    to_encoder = transforms.Compose([transforms.Resize((256, 256)), transforms.ToTensor(),
+                                     transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])])
+    return to_encoder(crop_1024)
+
+
+@pytest.mark.parametrize("photo", ["astronaut", "grace_hopper"])
+def test_published_encoder_input_is_the_published_steps(tmp_path, dlib_backend, photo):
+    """align.encoder_input = "published": what the encoder reads equals the published steps computed
+    literally on the same frame and quad; the default direct cut does not (the test can fail)."""
+    from PIL import Image
+
+    from videdit.face.alignment import encoder_crop
+    from videdit.stages.align import AlignSettings, run_align
+    from videdit.stages.encode import load_aligned_batch
+    from videdit.synthetic import load_photo
+
+    image = load_photo(photo)
+    (tmp_path / "frames").mkdir()
+    Image.fromarray(image).save(tmp_path / "frames" / "frame_000.png")
+    settings = AlignSettings(crop_size=64, aligned_size=256, encoder_input="published", preview=False, detect_shots=False)
+    result = run_align(tmp_path / "frames", tmp_path / "align", settings, backend=dlib_backend)
+    quad = ffhq_quad(load_transforms(result.out_dir)["landmarks"][0])
+    assert quad.min() > 2 and (quad.max(axis=0) < np.array(image.shape[1::-1]) - 3).all()  # inside: no padding
+
+    literal = _published_encoder_input(image, quad)
+    ours = load_aligned_batch([result.aligned_dir / "000000.png"], 256)[0]
+    # The same sample positions written two ways (PIL's QUAD coefficients, our affine matrix) agree to
+    # ~1e-12 px, and the landmarks went through float32 on disk (~1e-5 px): a pixel may round to the other
+    # side of half a level where its interpolated value lies that close to it, so one level is allowed
+    # (in [-1, 1] units 1/127.5, plus float32 rounding of the two normalisations, < 1e-6) at a few pixels.
+    levels = (ours - literal).abs() * 127.5
+    assert levels.max() <= 1 + 1e-4
+    assert (levels > 0.5).float().mean() < 1e-3
+    direct = encoder_crop(image, quad, 256, "direct").astype(np.float64)
+    assert np.abs(direct - ((literal.numpy().transpose(1, 2, 0) + 1) * 127.5)).mean() > 0.3
+
+
 @pytest.mark.parametrize("option", [{"box": "middle"}, {"quad_rule": "wide"}, {"image_folder_fps": "0"},
-                                    {"crop_size": 4}, {"landmarks": "mediapipe"}])
+                                    {"crop_size": 4}, {"landmarks": "mediapipe"}, {"encoder_input": "resized"}])
 def test_stage_rejects_bad_settings_in_one_line(tmp_path, option):
     from videdit.errors import VideditError
     from videdit.stages.align import AlignSettings, run_align

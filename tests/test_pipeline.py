@@ -230,3 +230,18 @@ def test_hyperstyle_tuner_renders_per_frame_offsets(clip, reference, tmp_path):
         off_frame, off_mean = (got != want).mean(), (got != mean_img).mean()
         print(f"frame {i}: values off from per-frame {off_frame:.4f}, from mean offsets {off_mean:.4f}")
         assert off_frame < 0.001 and off_mean > 0.004  # measured: 0 and 0.0077 of the values
+
+
+def test_align_cache_key_names_encoder_input_only_when_published(tmp_path):
+    """Run folders aligned before align.encoder_input existed hold direct cuts: "direct" keeps their cache key
+    (no new field), so they stay cached with it; "published" (the default) crops differ, so its key does."""
+    from videdit.pipeline import Pipeline, StandInModels
+
+    def align_params(overrides):
+        pipe = Pipeline.from_preset("demo", overrides=overrides, quiet=True, device="cpu",
+                                    models=StandInModels(resolution=32))
+        return next(s.params for s in pipe.stages_for(tmp_path / "clip.mp4", tmp_path / "run") if s.name == "align")
+
+    direct, published = align_params({"align.encoder_input": "direct"}), align_params({})
+    assert "encoder_input" not in direct
+    assert published == dict(direct, encoder_input="published")

@@ -504,6 +504,8 @@ class _VideoContext:
             self.pipe._say(f"  align: {res.n_frames} frames, face in {res.n_faces_found}, landmarks by {res.backend_used}")
 
         params = _drop(dataclasses.asdict(settings), "device", "png_compression")  # lossless either way
+        if settings.encoder_input == "direct":  # how run folders made before the setting were cut: they stay cached
+            del params["encoder_input"]
         if track is not None:  # the track's frames and landmarks decide the crops
             from videdit.runner import digest_text
 

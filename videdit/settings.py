@@ -37,6 +37,7 @@ RULES: dict[str, Any] = {
     "align.box": ("first", "cover"),
     "align.smooth_quads": (0, None),
     "align.quad_rule": ("eyes", "ffhq"),
+    "align.encoder_input": ("direct", "published"),
     "align.preview_height": (16, None),
     "align.full_search_every": (1, None),
     "align.detect_max_side": (32, None),

@@ -76,7 +76,7 @@ _NOT_IN_STYLECLIP = ("a photo of many {}.",)
 
 def prompt_templates() -> list[str]:
     """OpenAI's ImageNet prompt templates as open_clip ships them (80), less the one StyleCLIP drops: 79,
-    in open_clip's order (DESIGN.md counts 78 in stylegan3-editing's templates.txt; see docs/stylespace.md)."""
+    in open_clip's order: stylegan3-editing's templates.txt, template for template (docs/stylespace.md)."""
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
     templates = [template("{}") for template in OPENAI_IMAGENET_TEMPLATES]

@@ -210,6 +210,31 @@ def quad_to_crop(frame: np.ndarray, quad: np.ndarray, size: int, exact_shrink: b
     return np.asarray(crop)
 
 
+# How the aligned crop (the encoder's input) is cut: see docs/deviations.md.
+ENCODER_INPUTS = ("direct", "published")
+PUBLISHED_ALIGNED_SIZE = 1024  # stylegan3-editing's align_face always cuts (and saves) the aligned crop at 1024
+
+
+def encoder_crop(frame: np.ndarray, quad: np.ndarray, size: int, encoder_input: str) -> np.ndarray:
+    """The aligned crop the encoder reads, size x size uint8.
+
+    "direct": cut at `size` in one warp, after an antialiased shrink by the exact factor when the quad is
+    larger (quad_to_crop's exact_shrink). "published": stylegan3-editing's path, a 1024 px crop resized to
+    `size` by its encoder transform `transforms.Resize((256, 256))` on a PIL image, which is PIL's bilinear
+    resize (antialiased: the filter widens with the shrink factor).
+    """
+    if encoder_input == "direct":
+        return quad_to_crop(frame, quad, size, exact_shrink=True)
+    if encoder_input != "published":
+        raise ValueError(f"unknown encoder_input {encoder_input!r} ({', '.join(ENCODER_INPUTS)})")
+    from PIL import Image
+
+    big = quad_to_crop(frame, quad, PUBLISHED_ALIGNED_SIZE)
+    if size == PUBLISHED_ALIGNED_SIZE:
+        return big
+    return np.asarray(Image.fromarray(big).resize((size, size), Image.BILINEAR))
+
+
 # ----------------------------------------------------------------------------------------------
 # transforms
 

@@ -32,12 +32,15 @@ import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from videdit.face.alignment import (
+    ENCODER_INPUTS,
     covering_box,
+    encoder_crop,
     eye_centres,
     ffhq_quad,
     fill_missing,
@@ -73,6 +76,8 @@ class AlignSettings:
     #                     or "cover" (turned like it, large enough to hold the face in every frame)
     smooth_quads: int = 0  # moving-average window over aligned quads, in frames (0 = off, as published)
     quad_rule: str = "eyes"  # "eyes" (video code: 2 * eye distance) or "ffhq" (data-set rule)
+    encoder_input: str = "published"  # aligned crop: "published" (cut at 1024, then PIL's bilinear resize, as
+    #                                   stylegan3-editing) or "direct" (cut at aligned_size): docs/deviations.md
     preview: bool = True  # write preview.mp4
     preview_height: int = 360  # preview frames are reduced by an integer factor to at most this height
     max_faces_warning: bool = True  # warn once when frames hold several faces
@@ -234,8 +239,8 @@ class _Preview:
                 self._writer = None
 
 
-def _save_crop(frame: np.ndarray, quad: np.ndarray, size: int, path: Path, compression: int, exact_shrink: bool) -> None:
-    write_png(path, quad_to_crop(frame, quad, size, exact_shrink=exact_shrink), level=int(compression))
+def _save_crop(cut, frame: np.ndarray, quad: np.ndarray, size: int, path: Path, compression: int) -> None:
+    write_png(path, cut(frame, quad, size), level=int(compression))
 
 
 class _CropWriter:
@@ -250,8 +255,9 @@ class _CropWriter:
         self._limit = 4 * max(1, threads)
         self._compression = compression
 
-    def submit(self, frame: np.ndarray, quad: np.ndarray, size: int, path: Path, exact_shrink: bool = False) -> None:
-        self._pending.append(self._pool.submit(_save_crop, frame, quad, size, path, self._compression, exact_shrink))
+    def submit(self, cut, frame: np.ndarray, quad: np.ndarray, size: int, path: Path) -> None:
+        """Write cut(frame, quad, size) to path in a worker thread."""
+        self._pending.append(self._pool.submit(_save_crop, cut, frame, quad, size, path, self._compression))
         while len(self._pending) > self._limit:
             self._pending.pop(0).result()  # re-raises a worker's error here
 
@@ -259,9 +265,9 @@ class _CropWriter:
               settings: "AlignSettings", out_dir: Path) -> None:
         """Both crops of one frame: the aligned one at the encoder's size, the fixed box's at crop_size."""
         name = records.frame_name(index)
-        # A crop much smaller than the face is shrunk by the exact factor first (no aliasing).
-        self.submit(image, aligned_quad, int(settings.aligned_size), out_dir / records.ALIGNED / name, exact_shrink=True)
-        self.submit(image, box_quad, int(settings.crop_size), out_dir / records.UNALIGNED / name)
+        cut_aligned = partial(encoder_crop, encoder_input=settings.encoder_input)
+        self.submit(cut_aligned, image, aligned_quad, int(settings.aligned_size), out_dir / records.ALIGNED / name)
+        self.submit(quad_to_crop, image, box_quad, int(settings.crop_size), out_dir / records.UNALIGNED / name)
 
     def close(self, wait_for_all: bool = True) -> None:
         try:
@@ -381,6 +387,8 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
             raise InputError(f"align {name} must be at least 8, got {getattr(settings, name)}")
     if settings.quad_rule not in QUAD_RULES:
         raise InputError(f"unknown align quad_rule {settings.quad_rule!r}; choose one of {', '.join(QUAD_RULES)}")
+    if settings.encoder_input not in ENCODER_INPUTS:
+        raise InputError(f"unknown align encoder_input {settings.encoder_input!r}; choose one of {', '.join(ENCODER_INPUTS)}")
     try:
         folder_fps = Fraction(str(settings.image_folder_fps))
         if folder_fps <= 0:

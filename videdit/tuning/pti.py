@@ -40,10 +40,15 @@ from videdit.tuning.loop import LoopConfig, StepOutput, accumulate_gradients, de
 
 @dataclass
 class TuneSettings:
-    """PTI settings (defaults: the published code's; the paper ran 8000 steps per video).
+    """PTI settings. steps, lr, batch_size, the loss weights and lpips_net default to the published video
+    code's (run_pti_video.py: 350 steps; the paper ran 8000 per video). Batches and early stop are not the
+    published ones (docs/deviations.md):
 
-    early_stop_threshold: the run ends when the mean loss of the last `early_stop_window` steps falls
-    below it (0 = never).
+    batch_size: frames per step, consecutive slices of a running stream of per-epoch shuffles (every batch
+    full; the published DataLoader goes epoch by epoch with a short last batch).
+    early_stop_threshold: the run ends when the mean loss (l2_weight * L2 + lpips_weight * LPIPS) of the last
+    `early_stop_window` steps falls below it; 0 (the default) = never. The published lpips_threshold (0.06)
+    is not this: a batch whose LPIPS is under it ends that epoch, not the run, without counting a step.
     lpips_random_backbone: a randomly initialised LPIPS backbone (tests and demos only: not perceptual).
     frame_cache_mb: decoded target crops kept in memory up to this size; the rest are read per batch.
     """
