@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from videdit.engines.jobs import VideoJob, format_duration, make_jobs  # noqa: F401  (the engines' shared parts)
 from videdit.errors import InputError, VideditError
-from videdit.records import VideoResult
+from videdit.runner import VideoResult
 
 if TYPE_CHECKING:
     from videdit.pipeline import Pipeline

@@ -24,6 +24,7 @@ import torch
 
 from videdit.device import resolve_device
 from videdit.errors import InputError
+from videdit.layout import TUNE_INFO
 from videdit.records import TRANSFORMS
 from videdit.tuning.base import TuneInputs, TuneResult, Tuner, checkpoint_path, elapsed, write_generator, write_record
 from videdit.tuning.data import (
@@ -85,7 +86,7 @@ class PTI(Tuner):
     name = "pti"
     settings_class = TuneSettings
     section = "tune"
-    record_name = "tune.json"
+    record_name = TUNE_INFO
     runtime_fields = ("device", "progress", "frame_cache_mb", "weights_dir", "fit_memory", "micro_batch")
 
     def check(self, settings: TuneSettings) -> None:
