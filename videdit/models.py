@@ -15,6 +15,7 @@ from videdit import weights as W
 from videdit.errors import VideditError
 from videdit.layout import STAGE_ORDER
 from videdit.settings import PRECISIONS, EncodeChoice, ResolvedSettings
+from videdit.tuning import PTI
 
 # Registry names of the StyleCLIP files a text edit reads, with the [edit] key that may name each by path.
 TEXT_EDIT_WEIGHTS = (("clip_vit_b32", "clip"), ("styleclip_delta_i_c", "delta_i_c"), ("styleclip_s_stats", "s_stats"))
@@ -94,7 +95,7 @@ class PretrainedModels(ModelSource):
         if set(stages) & {"encode", "tune", "render"}:  # the generator comes from the encoder's checkpoint
             names.append(self.encoder_name)
         tune = settings.sections["tune"]
-        if "tune" in stages and settings.tuner == "pti" and tune.lpips_weight > 0 and not tune.allow_l2_only:
+        if "tune" in stages and settings.tuner == PTI and tune.lpips_weight > 0 and not tune.allow_l2_only:
             names.append("lpips_alexnet" if tune.lpips_net == "alex" else "lpips_vgg")
         if "edit" in stages:
             edit = settings.sections["edit"]

@@ -21,7 +21,7 @@ from typing import Any
 
 from videdit.edits import edit_strings, parse_edits
 from videdit.errors import VideditError
-from videdit.tuning import DEFAULT_TUNER  # the registry's names only: no torch at import
+from videdit.tuning import DEFAULT_TUNER, TUNERS  # the registry's names only: no torch at import
 
 
 class SettingsError(VideditError):
@@ -55,7 +55,7 @@ RULES: dict[str, Any] = {
     "encode.batch_size": (1, 4096),
     "encode.input_size": (16, 1024),
     "encode.encoder": ("e4e", "psp"),
-    "tune.tuner": ("pti", "hyperstyle", "local-tweak", "none"),
+    "tune.tuner": tuple(TUNERS),
     "tune.steps": (0, None),
     "tune.lr": (("gt", 0.0), None),
     "tune.batch_size": (1, 4096),

@@ -54,7 +54,8 @@ def chosen_tracks(video: Path, run_dir: Path, faces: FacesOptions) -> list:
 def run_tracks(pipe: Any, video: Path, run_dir: Path, chosen: list, runner: StageRunner, last: str,
                say=print) -> dict[str, str]:
     """Each chosen track through the stages up to `last` (composite excluded) in its own folder, then the one
-    composite when `last` reaches it. pipe: the videdit.pipeline.Pipeline the stages run for. `runner` runs the composite in RUN/; each track gets a runner like it.
+    composite when `last` reaches it. pipe: the videdit.pipeline.Pipeline the stages run for; `runner` runs
+    the composite in RUN/, and each track gets a runner like it in its folder.
     Returns {"<track id>/<stage>" or "composite": cached | ran}."""
     names = [n for n in pipe.active_stages() if n != "composite" and STAGE_ORDER.index(n) <= STAGE_ORDER.index(last)]
     statuses = {}

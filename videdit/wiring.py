@@ -3,9 +3,8 @@
 For every stage, `StageWiring` says which settings object it gets (the resolved section, with the runtime
 fields set), what goes into its cache key (the settings that change the result, the input folders and
 files, the networks' identities) and what it does in its work folder (the stage module's function with
-its inputs). With `tracks_composite_stage`, the one composite of several face tracks. This module and the
-engines are the only ones that import stage modules besides the pipeline; stage modules are imported
-inside the stage methods, so building the pipeline loads none it does not run.
+its inputs). With `tracks_composite_stage`, the one composite of several face tracks. Besides the pipeline
+and the engines, this is the only module that may import stage modules (tests/test_architecture.py).
 """
 from __future__ import annotations
 
@@ -15,8 +14,18 @@ from typing import Any
 
 from videdit import records
 from videdit import weights as W
+from videdit.checkpoints import load_generator
 from videdit.models import TEXT_EDIT_WEIGHTS
 from videdit.runner import Stage, digest_text
+from videdit.stages import align as align_stage
+from videdit.stages import composite as composite_stage
+from videdit.stages import edit as edit_stage
+from videdit.stages import encode as encode_stage
+from videdit.stages import render as render_stage
+from videdit.stages import smooth as smooth_stage
+from videdit.stages import stitch as stitch_stage
+from videdit.stages import tune as tune_stage
+from videdit.tuning import get_tuner
 
 
 class StageWiring:
@@ -41,8 +50,6 @@ class StageWiring:
         return params if precision == "fp32" else dict(params, precision=precision)
 
     def _load_at_precision(self, path: Path):
-        from videdit.checkpoints import load_generator
-
         return self.pipe.with_precision(load_generator(path, device=self.pipe.device))
 
     def _render_generator(self, path: Path):
@@ -62,16 +69,14 @@ class StageWiring:
                                                for k, _ in s.keys()]
 
     def stage_align(self) -> Stage:
-        from videdit.stages import align as mod
-
         settings = self._settings("align", {"device": self.pipe.device_request})
         track = None
         if self.track is not None:
             t = self.track
-            track = mod.TrackInput(t.start, t.end, t.landmarks, t.detected)
+            track = align_stage.TrackInput(t.start, t.end, t.landmarks, t.detected)
 
         def fn(work: Path):
-            res = mod.run_align(self.video, work, settings, track=track)
+            res = align_stage.run_align(self.video, work, settings, track=track)
             self.pipe.say(f"  align: {res.n_frames} frames, face in {res.n_faces_found}, landmarks by {res.backend_used}")
 
         params = _drop(dataclasses.asdict(settings), "device", "png_compression")  # lossless either way
@@ -81,22 +86,17 @@ class StageWiring:
         return Stage("align", fn, params, {"video": self.video})
 
     def stage_encode(self) -> Stage:
-        from videdit.stages import encode as mod
-
         settings = self._settings("encode", {"device": self.pipe.device_request})
 
         def fn(work: Path):
             enc, latent_avg = self.pipe.encoder()
-            mod.run_encode(self.align_dir, work, enc, self.pipe.generator(), latent_avg, settings)
+            encode_stage.run_encode(self.align_dir, work, enc, self.pipe.generator(), latent_avg, settings)
 
         models = self.pipe.models
         return Stage("encode", fn, self._with_precision(_drop(dataclasses.asdict(settings), "device", "batch_size", "fit_memory")),
                      {"align": self.align_dir, "encoder": models.encoder_identity(), "generator": models.generator_identity()})
 
     def stage_tune(self) -> Stage:
-        from videdit.stages import tune as mod
-        from videdit.tuning import get_tuner
-
         tuner_name = self.pipe.resolved.tuner
         tuner = get_tuner(tuner_name)
         runtime = {"device": self.pipe.device_request, "progress": not self.pipe.quiet, "weights_dir": str(self.pipe.weights_dir)}
@@ -104,18 +104,16 @@ class StageWiring:
         settings = tuner.with_generator_file(settings, getattr(self.pipe.models, "generator_path", None))
 
         def fn(work: Path):
-            mod.run_tune(self.align_dir, self.encode_dir / records.LATENTS, self.pipe.generator(), work, settings,
+            tune_stage.run_tune(self.align_dir, self.encode_dir / records.LATENTS, self.pipe.generator(), work, settings,
                          tuner=tuner_name)
 
         # Settings that change speed or display, not the result, stay out of the cache key; files a
         # tuner reads (hypernetwork, discriminator) are digested by content.
-        params, files = mod.tune_stage_params(tuner_name, settings)
+        params, files = tune_stage.tune_stage_params(tuner_name, settings)
         inputs = {"align": self.align_dir, "encode": self.encode_dir, "generator": self.pipe.models.generator_identity()}
         return Stage("tune", fn, self._with_precision(params), dict(inputs, **files))
 
     def stage_edit(self) -> Stage:
-        from videdit.stages import edit as mod
-
         options = self.pipe.sections["edit"]
         specs = options.specs
         models = self.pipe.models
@@ -123,9 +121,10 @@ class StageWiring:
         stylespace = any(s.in_stylespace for s in specs)
 
         def fn(work: Path):
-            mod.run_edit(self.encode_dir / records.LATENTS, work, specs, direction=lambda target: models.edit_direction(target)[0],
-                         synthesis=self.pipe.generator().synthesis if stylespace else None, text_files=text_files,
-                         weights_dir=self.pipe.weights_dir)
+            edit_stage.run_edit(self.encode_dir / records.LATENTS, work, specs,
+                                direction=lambda target: models.edit_direction(target)[0],
+                                synthesis=self.pipe.generator().synthesis if stylespace else None,
+                                text_files=text_files, weights_dir=self.pipe.weights_dir)
 
         identities = {f"direction:{s.target}": models.edit_direction(s.target)[1] for s in specs if s.kind == "w"}
         inputs: dict[str, Any] = {"encode": self.encode_dir, **identities}
@@ -140,32 +139,26 @@ class StageWiring:
         return Stage("edit", fn, params, inputs)
 
     def stage_smooth(self) -> Stage:
-        from videdit.stages import smooth as mod
-
         settings = self._settings("smooth")
 
         def fn(work: Path):
             # W+ latents by key; the S edits' offsets (styles_*.safetensors) in the edit folder come along
             segments = records.AlignRecord.load(self.align_dir).segments()  # shots: no window crosses a cut
-            mod.run_smooth({k: self.edit_dir / records.latents_name(k) for k in self.w_keys()},
+            smooth_stage.run_smooth({k: self.edit_dir / records.latents_name(k) for k in self.w_keys()},
                            self.align_dir / records.TRANSFORMS, work, settings, segments)
 
         return Stage("smooth", fn, dataclasses.asdict(settings), {"edit": self.edit_dir, "align": self.align_dir})
 
     def stage_stitch(self) -> Stage:
-        from videdit.stages import stitch as mod
-
         settings = self._settings("stitch", {"device": self.pipe.device, "progress": not self.pipe.quiet})
 
         def fn(work: Path):
-            mod.run_stitch(self.align_dir, self.smooth_dir, self.tune_dir, work, settings, self.w_keys())
+            stitch_stage.run_stitch(self.align_dir, self.smooth_dir, self.tune_dir, work, settings, self.w_keys())
 
-        return Stage("stitch", fn, dict(mod.stitch_cache_params(settings), keys=self.w_keys()),
+        return Stage("stitch", fn, dict(stitch_stage.stitch_cache_params(settings), keys=self.w_keys()),
                      {"align": self.align_dir, "smooth": self.smooth_dir, "tune": self.tune_dir})
 
     def stage_render(self) -> Stage:
-        from videdit.stages import render as mod
-
         settings = self._settings("render")
         stitched = "stitch" in self.pipe.active_stages()
         generator = self.tune_dir / records.GENERATOR
@@ -175,12 +168,12 @@ class StageWiring:
             keys = [k for k, _ in self.keys]
             if stitched:  # each W+ key with its own stitched generator (no HyperStyle offsets: the stitch tuned past them)
                 files = {k: self.stitch_dir / records.stitched_generator_name(k) for k in self.w_keys()}
-                mod.run_render_per_key({k: files.get(k, generator) for k in keys}, self.smooth_dir, work, settings,
+                render_stage.run_render_per_key({k: files.get(k, generator) for k in keys}, self.smooth_dir, work, settings,
                                        load_generator=self._load_at_precision if self.pipe.precision == "fp16" else None,
                                        **where)
                 return
             offsets = self.tune_dir / records.OFFSETS  # the HyperStyle tuner's per-frame offsets
-            mod.run_render(self._render_generator(generator), self.smooth_dir, keys, work, settings,
+            render_stage.run_render(self._render_generator(generator), self.smooth_dir, keys, work, settings,
                            offsets=offsets if offsets.is_file() else None, **where)
 
         inputs = {"tune": self.tune_dir, "smooth": self.smooth_dir, "video": self.video}
@@ -190,12 +183,10 @@ class StageWiring:
         return Stage("render", fn, self._with_precision(params), inputs)
 
     def stage_composite(self) -> Stage:
-        from videdit.stages import composite as mod
-
         settings = self._settings("composite")
 
         def fn(work: Path):
-            mod.run_composite(self.video, self.align_dir, self.render_dir, [k for k, _ in self.keys], work, settings,
+            composite_stage.run_composite(self.video, self.align_dir, self.render_dir, [k for k, _ in self.keys], work, settings,
                               segments=records.AlignRecord.load(self.align_dir).segments())
 
         return Stage("composite", fn, dataclasses.asdict(settings),
@@ -205,17 +196,15 @@ class StageWiring:
 def tracks_composite_stage(pipe: Any, video: Path, run_dir: Path, chosen: list) -> Stage:
     """The composite of several face tracks (each rendered in RUN/<track dir>/): every chosen track pasted,
     smaller faces first, into RUN/composite/."""
-    from videdit.stages import composite as mod
-
     settings = pipe.sections["composite"]
     keys = [k for k, _ in pipe.edit_keys()]
     layers = []
     inputs: dict[str, Any] = {"video": video}
     for track in chosen:
         folder = records.RunFolder(run_dir / track.dir)
-        layers.append(mod.FaceLayer(folder.align, folder.render, track.start))
+        layers.append(composite_stage.FaceLayer(folder.align, folder.render, track.start))
         inputs[f"{track.id}/align"], inputs[f"{track.id}/render"] = folder.align, folder.render
-    return Stage("composite", lambda work: mod.run_composite_layers(video, layers, keys, work, settings),
+    return Stage("composite", lambda work: composite_stage.run_composite_layers(video, layers, keys, work, settings),
                  dict(dataclasses.asdict(settings), tracks=[t.id for t in chosen]), inputs)
 
 

@@ -26,6 +26,7 @@ from videdit.device import resolve_device
 from videdit.errors import InputError
 from videdit.layout import TUNE_INFO
 from videdit.records import TRANSFORMS
+from videdit.tuning import PTI
 from videdit.tuning.base import TuneInputs, TuneResult, Tuner, checkpoint_path, elapsed, write_generator, write_record
 from videdit.tuning.data import (
     CropFrames,
@@ -83,7 +84,7 @@ def _fingerprint(settings: TuneSettings, inputs: TuneInputs, crops: CropFrames, 
 
 
 class PTI(Tuner):
-    name = "pti"
+    name = PTI
     settings_class = TuneSettings
     section = "tune"
     record_name = TUNE_INFO
