@@ -13,7 +13,7 @@ import click
 
 from videdit import __version__
 from videdit.errors import MissingWeightsError, VideditError
-from videdit.layout import PEOPLE_SHEET, STAGE_ORDER, TRACKS
+from videdit.layout import PEOPLE_SHEET, STAGE_ORDER, TRACKS, run_folder_name
 from videdit.settings import PRECISIONS
 from videdit.tuning import TUNERS  # the registry's names only: no torch at import
 
@@ -361,7 +361,7 @@ def faces_cmd(video, out, choice, min_track_frames, landmarks, as_json):
 
     settings = TrackSettings() if min_track_frames is None else TrackSettings(min_track_frames=min_track_frames)
     tracks = find_face_tracks(video, landmarks=landmarks, track_settings=settings)
-    out = out if out is not None else video.with_name(video.name + ".videdit")
+    out = out if out is not None else video.with_name(run_folder_name(video.name))
     # the files first: a wrong --faces still leaves the list and the sheet to pick from
     tracks_path = tracks.save(out)
     sheet_path = atomic_write_bytes(out / PEOPLE_SHEET, encode_png(contact_sheet(tracks, _known(tracks, choice))))

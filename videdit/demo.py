@@ -35,7 +35,7 @@ def run_demo(out: Path | None = None, n_frames: int = 24, weights_dir: Path | No
     t0 = time.perf_counter()
     if video is not None:  # the user's own clip: same run folder and outputs as `videdit run`
         clip_path = Path(video)
-        out = Path(out) if out is not None else clip_path.with_name(clip_path.name + ".videdit")
+        out = Path(out) if out is not None else clip_path.with_name(layout.run_folder_name(clip_path.name))
     else:
         out = Path(out) if out is not None else Path("videdit-demo")
         (out / DEMO_SOURCE_DIR).mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
+
+from videdit.memory import measure_peak
+from videdit.progress import format_duration
 from videdit.settings import ResolvedSettings
 
 NOTE = "rough, from one probe pass per network on this device"
@@ -24,8 +28,6 @@ class Estimate:
 
     def describe(self, n_frames: int) -> str:
         """One line for the run's start: the frames, each stage worth a second, the total and the memory."""
-        from videdit.progress import format_duration
-
         total = sum(self.seconds.values())
         memory = (f"; memory about {_size(self.sample_bytes)} per frame of a render batch, PTI about 3x that per sample"
                   if self.sample_bytes else "")
@@ -39,13 +41,9 @@ def estimate_run(settings: ResolvedSettings, n_frames: int, stages: list[str], n
     """Expected seconds of `stages` for a video of n_frames with n_outputs rendered keys: passes per frame
     (or per step) times one pass timed here. generator(), encoder(): the run's networks (loaded on demand,
     only when a stage that needs them is pending)."""
-    import torch
-
     result = Estimate()
     t_syn = t_enc = 0.0
     if set(stages) & {"encode", "tune", "stitch", "render"} and n_frames:
-        from videdit.memory import measure_peak
-
         G = generator()
         ws = G.mapping.w_avg.detach().reshape(1, 1, -1).repeat(1, G.num_ws, 1).to(device)
         with torch.no_grad():

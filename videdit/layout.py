@@ -6,6 +6,7 @@ from __future__ import annotations
 
 STAGE_ORDER = ("align", "encode", "tune", "edit", "smooth", "stitch", "render", "composite")
 RECONSTRUCTION_KEY = "recon"  # key of the unedited latents
+RUN_SUFFIX = ".videdit"  # a video's run folder: <video file name>.videdit/ (beside it, or in --out)
 
 # RUN/: the run as a whole.
 SETTINGS = "settings.toml"  # every resolved setting of the run (videdit.records.save_settings_text)
@@ -57,6 +58,11 @@ FRAME_FORMAT = "{:06d}.png"  # aligned/, unaligned/, render/<key>/: frame i's PN
 _LATENTS_PREFIX, _NPY = "latents_", ".npy"
 _STYLES_PREFIX, _SAFETENSORS = "styles_", ".safetensors"
 _VIDEO = ".mp4"
+
+
+def run_folder_name(video_name: str) -> str:
+    """The run folder of the video file `video_name` (talk.mp4 -> talk.mp4.videdit)."""
+    return video_name + RUN_SUFFIX
 
 
 def frame_name(index: int) -> str:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from videdit import presets, records
+from videdit import layout, presets, records
 from videdit import weights as W
 from videdit.device import resolve_device
 from videdit.errors import VideditError
@@ -134,7 +134,7 @@ class Pipeline:
         return tuple(name for name in STAGE_ORDER if name != "stitch" or self.resolved.stitch)
 
     def default_run_dir(self, video: Path) -> Path:
-        return video.with_name(video.name + ".videdit")
+        return video.with_name(layout.run_folder_name(video.name))
 
     def face_tracks(self, video: Path, run_dir: Path):
         """The video's shots and face tracks (RUN/tracks.json), found once (see videdit.track_runs)."""
@@ -157,7 +157,7 @@ class Pipeline:
         run_dir = Path(out) if out else self.default_run_dir(video)
         result = VideoResult(video, run_dir)
         t0 = time.perf_counter()
-        log_path = records.RunFolder(run_dir).log
+        log_path = run_dir / layout.LOG
         log = StageLog(log_path)
         try:
             result.frames = probe_video(video).n_frames  # fails fast on a bad file, before any work

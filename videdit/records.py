@@ -568,10 +568,6 @@ class RunFolder:
         return self.root / name
 
     @property
-    def log(self) -> Path:
-        return self.root / layout.LOG
-
-    @property
     def align(self) -> Path:
         return self.stage("align")
 
@@ -600,7 +596,3 @@ class RunFolder:
     def published_video(self, video_stem: str, key: str) -> Path:
         """RUN/<video stem>.<key>.mp4: a final full-frame video."""
         return self.root / layout.published_name(video_stem, key)
-
-    @property
-    def eval(self) -> Path:
-        return self.root / layout.EVAL_DIR

@@ -8,23 +8,20 @@ in its own folder RUN/tracks/<id>/ (see StageWiring with a track), and one compo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from videdit import records
+from videdit.errors import InputError
+from videdit.face.tracks import FaceTracks, TrackSettings, find_face_tracks, select_people
 from videdit.layout import DIGESTS, STAGE_ORDER
 from videdit.runner import DigestCache, StageRunner, canonical_json, digest_text
 from videdit.settings import FacesOptions
 from videdit.wiring import StageWiring, tracks_composite_stage
 
-if TYPE_CHECKING:
-    from videdit.face.tracks import FaceTracks
 
-
-def face_tracks(video: Path, run_dir: Path, faces: FacesOptions) -> "FaceTracks":
+def face_tracks(video: Path, run_dir: Path, faces: FacesOptions) -> FaceTracks:
     """The video's shots and face tracks, found once and reused while the video and the tracking settings
     are the same."""
-    from videdit.face.tracks import FaceTracks, TrackSettings, find_face_tracks
-
     key = digest_text(canonical_json({"video": DigestCache(run_dir / DIGESTS).file_digest(video),
                                       "min_track_frames": faces.min_track_frames, "landmarks": faces.landmarks,
                                       "full_search_every": faces.full_search_every}))
@@ -39,9 +36,6 @@ def face_tracks(video: Path, run_dir: Path, faces: FacesOptions) -> "FaceTracks"
 
 def chosen_tracks(video: Path, run_dir: Path, faces: FacesOptions) -> list:
     """The face tracks `[faces] select` asks for (long enough to edit); one line when there are none."""
-    from videdit.errors import InputError
-    from videdit.face.tracks import select_people
-
     tracks = face_tracks(video, run_dir, faces)
     people = select_people(tracks, faces.select)
     chosen = tracks.editable(people)

@@ -37,10 +37,10 @@ class StageWiring:
     def __init__(self, pipe: Any, video: Path, run_dir: Path, track=None):
         self.pipe, self.video, self.run_dir = pipe, video, run_dir
         self.track = track  # a videdit.face.tracks.FaceTrack: align and render that track only
-        folder = records.RunFolder(run_dir)
-        self.align_dir, self.encode_dir, self.tune_dir, self.edit_dir, self.smooth_dir, self.stitch_dir, \
-            self.render_dir = (folder.stage(name) for name in ("align", "encode", "tune", "edit", "smooth", "stitch",
-                                                               "render"))
+        stage = records.RunFolder(run_dir).stage
+        self.align_dir, self.encode_dir, self.tune_dir = stage("align"), stage("encode"), stage("tune")
+        self.edit_dir, self.smooth_dir, self.stitch_dir = stage("edit"), stage("smooth"), stage("stitch")
+        self.render_dir = stage("render")
         self.keys = pipe.edit_keys()
 
     def _with_precision(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -93,8 +93,9 @@ class StageWiring:
             encode_stage.run_encode(self.align_dir, work, enc, self.pipe.generator(), latent_avg, settings)
 
         models = self.pipe.models
-        return Stage("encode", fn, self._with_precision(_drop(dataclasses.asdict(settings), "device", "batch_size", "fit_memory")),
-                     {"align": self.align_dir, "encoder": models.encoder_identity(), "generator": models.generator_identity()})
+        params = _drop(dataclasses.asdict(settings), "device", "batch_size", "fit_memory")
+        return Stage("encode", fn, self._with_precision(params), {"align": self.align_dir, "encoder": models.encoder_identity(),
+                                                                  "generator": models.generator_identity()})
 
     def stage_tune(self) -> Stage:
         tuner_name = self.pipe.resolved.tuner
@@ -104,8 +105,8 @@ class StageWiring:
         settings = tuner.with_generator_file(settings, getattr(self.pipe.models, "generator_path", None))
 
         def fn(work: Path):
-            tune_stage.run_tune(self.align_dir, self.encode_dir / records.LATENTS, self.pipe.generator(), work, settings,
-                         tuner=tuner_name)
+            tune_stage.run_tune(self.align_dir, self.encode_dir / records.LATENTS, self.pipe.generator(), work,
+                                settings, tuner=tuner_name)
 
         # Settings that change speed or display, not the result, stay out of the cache key; files a
         # tuner reads (hypernetwork, discriminator) are digested by content.
@@ -145,7 +146,7 @@ class StageWiring:
             # W+ latents by key; the S edits' offsets (styles_*.safetensors) in the edit folder come along
             segments = records.AlignRecord.load(self.align_dir).segments()  # shots: no window crosses a cut
             smooth_stage.run_smooth({k: self.edit_dir / records.latents_name(k) for k in self.w_keys()},
-                           self.align_dir / records.TRANSFORMS, work, settings, segments)
+                                    self.align_dir / records.TRANSFORMS, work, settings, segments)
 
         return Stage("smooth", fn, dataclasses.asdict(settings), {"edit": self.edit_dir, "align": self.align_dir})
 
@@ -168,13 +169,13 @@ class StageWiring:
             keys = [k for k, _ in self.keys]
             if stitched:  # each W+ key with its own stitched generator (no HyperStyle offsets: the stitch tuned past them)
                 files = {k: self.stitch_dir / records.stitched_generator_name(k) for k in self.w_keys()}
-                render_stage.run_render_per_key({k: files.get(k, generator) for k in keys}, self.smooth_dir, work, settings,
-                                       load_generator=self._load_at_precision if self.pipe.precision == "fp16" else None,
-                                       **where)
+                load = self._load_at_precision if self.pipe.precision == "fp16" else None
+                render_stage.run_render_per_key({k: files.get(k, generator) for k in keys}, self.smooth_dir, work,
+                                                settings, load_generator=load, **where)
                 return
             offsets = self.tune_dir / records.OFFSETS  # the HyperStyle tuner's per-frame offsets
             render_stage.run_render(self._render_generator(generator), self.smooth_dir, keys, work, settings,
-                           offsets=offsets if offsets.is_file() else None, **where)
+                                    offsets=offsets if offsets.is_file() else None, **where)
 
         inputs = {"tune": self.tune_dir, "smooth": self.smooth_dir, "video": self.video}
         if stitched:
@@ -186,8 +187,8 @@ class StageWiring:
         settings = self._settings("composite")
 
         def fn(work: Path):
-            composite_stage.run_composite(self.video, self.align_dir, self.render_dir, [k for k, _ in self.keys], work, settings,
-                              segments=records.AlignRecord.load(self.align_dir).segments())
+            composite_stage.run_composite(self.video, self.align_dir, self.render_dir, [k for k, _ in self.keys], work,
+                                          settings, segments=records.AlignRecord.load(self.align_dir).segments())
 
         return Stage("composite", fn, dataclasses.asdict(settings),
                      {"render": self.render_dir, "align": self.align_dir, "video": self.video})

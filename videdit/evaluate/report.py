@@ -109,7 +109,7 @@ def evaluate_run(run_dir, against=None, settings: EvalSettings | None = None, *,
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     if settings.write:
         # Another reference gets its own folder, so the run's own evaluation is never overwritten.
-        eval_dir = records.RunFolder(run).eval
+        eval_dir = run / layout.EVAL_DIR
         out_dir = eval_dir if against is None else eval_dir / f"against_{Path(against).stem}"
         out_dir.mkdir(parents=True, exist_ok=True)
         metrics["eval_dir"] = frames_mod.label_for(out_dir, run)
