@@ -14,11 +14,8 @@ from pathlib import Path
 from videdit import weights as W
 from videdit.errors import VideditError
 from videdit.layout import STAGE_ORDER
-from videdit.settings import PRECISIONS, EncodeChoice, ResolvedSettings
+from videdit.settings import PRECISIONS, TEXT_EDIT_FILES, EncodeChoice, ResolvedSettings
 from videdit.tuning import PTI
-
-# Registry names of the StyleCLIP files a text edit reads, with the [edit] key that may name each by path.
-TEXT_EDIT_WEIGHTS = (("clip_vit_b32", "clip"), ("styleclip_delta_i_c", "delta_i_c"), ("styleclip_s_stats", "s_stats"))
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +98,7 @@ class PretrainedModels(ModelSource):
             edit = settings.sections["edit"]
             names += [W.EDIT_DIRECTIONS[s.target] for s in edit.specs if s.kind == "w" and s.target in W.EDIT_DIRECTIONS]
             if any(s.kind == "text" for s in edit.specs):  # StyleCLIP: CLIP, delta_i_c and s_stats, unless given by path
-                names += [name for name, key in TEXT_EDIT_WEIGHTS if key not in edit.text_files()]
+                names += [name for key, name in TEXT_EDIT_FILES.items() if key not in edit.text_files()]
         return names
 
     def _path(self, name: str) -> Path:

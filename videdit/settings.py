@@ -233,10 +233,11 @@ class EditOptions:
 
     def text_files(self) -> dict[str, str]:
         """The StyleCLIP files given by path: {"clip" | "delta_i_c" | "s_stats": path}."""
-        return {key: getattr(self, key) for key in TEXT_FILE_KEYS if getattr(self, key)}
+        return {key: getattr(self, key) for key in TEXT_EDIT_FILES if getattr(self, key)}
 
 
-TEXT_FILE_KEYS = ("clip", "delta_i_c", "s_stats")
+# The files a text edit reads: [edit] key that may name one by path -> its entry in the weights registry.
+TEXT_EDIT_FILES = {"clip": "clip_vit_b32", "delta_i_c": "styleclip_delta_i_c", "s_stats": "styleclip_s_stats"}
 
 
 @dataclass

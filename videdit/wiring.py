@@ -15,8 +15,8 @@ from typing import Any
 from videdit import records
 from videdit import weights as W
 from videdit.checkpoints import load_generator
-from videdit.models import TEXT_EDIT_WEIGHTS
 from videdit.runner import Stage, digest_text
+from videdit.settings import TEXT_EDIT_FILES
 from videdit.stages import align as align_stage
 from videdit.stages import composite as composite_stage
 from videdit.stages import edit as edit_stage
@@ -132,7 +132,7 @@ class StageWiring:
         if stylespace:
             inputs["generator"] = models.generator_identity()
         if any(s.kind == "text" for s in specs):
-            for name, key in TEXT_EDIT_WEIGHTS:
+            for key, name in TEXT_EDIT_FILES.items():
                 inputs[key] = Path(text_files[key]) if key in text_files else W.require([name], self.pipe.weights_dir)[name]
         params = {"edits": [dataclasses.asdict(s) for s in specs], "keys": self.keys}
         if stylespace:  # StyleSpace and text edits run the generator

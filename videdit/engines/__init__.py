@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from videdit.engines.jobs import VideoJob, format_duration, make_jobs  # noqa: F401  (the engines' shared parts)
 from videdit.errors import InputError, VideditError
+from videdit.layout import RUN_SUFFIX
 from videdit.runner import VideoResult
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def list_videos(folder: Path, recursive: bool = False) -> list[Path]:
     folder = Path(folder)
     return sorted(p for p in folder.glob(pattern)
                   if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
-                  and not any(part.endswith(".videdit") for part in p.relative_to(folder).parts[:-1]))
+                  and not any(part.endswith(RUN_SUFFIX) for part in p.relative_to(folder).parts[:-1]))
 
 
 def run_many(pipeline: "Pipeline", input_path: Path, out: Path | None = None, *, recursive: bool = False,
