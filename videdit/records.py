@@ -1,15 +1,13 @@
 """The run folder in code: one typed reader/writer for each file the stages and the run write.
 
-Stages never open another stage's files by hand: they read and write through this module, and every name
-comes from `videdit.layout`, so the run folder (a public format, see docs/ARCHITECTURE.md) is described in
-one place. numpy only: no torch here (video.json's VideoInfo comes from videdit.io). The runner's
-bookkeeping (manifest.json, .stage_key.json, .digests.json), the lock and the log are read and written by
-videdit.runner, videdit.runfolder and videdit.runlog, their only users.
-"""
+Stages never open another stage's files by hand: they read and write through this module, with the names
+of `videdit.layout`, so the run folder (a public format, docs/ARCHITECTURE.md) is described in one place.
+numpy only: no torch here (video.json's VideoInfo comes from videdit.io). The runner's bookkeeping, the
+lock and the log are read and written by videdit.runner, .runfolder and .runlog, their only users."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from os import PathLike
 from pathlib import Path
 from typing import Any, ClassVar
@@ -245,9 +243,11 @@ class _JsonRecord:
             return None
         data = _read_json(path, "rerun the stage that writes it")
         if not isinstance(data, dict):
-            raise InputError(f"{path}: expected a JSON object; rerun the stage that writes it")
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+            raise InputError(f"{path}: not a JSON object; rerun the stage that writes it")
+        missing = [f.name for f in fields(cls) if f.name not in data and f.default is f.default_factory is MISSING]
+        if missing:
+            raise InputError(f"{path}: lacks {', '.join(missing)}; rerun the stage that writes it")
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 @dataclass
