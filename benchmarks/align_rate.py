@@ -79,17 +79,20 @@ def _compare(before: Path, after: Path, encoder_size: int = 256) -> dict:
     import torch.nn.functional as F
     from PIL import Image
 
-    old, new = np.load(before / "transforms.npz"), np.load(after / "transforms.npz")
+    from videdit import records
+
+    old, new = np.load(before / records.TRANSFORMS), np.load(after / records.TRANSFORMS)
     transforms = {key: float(np.max(np.abs(old[key].astype(np.float64) - new[key].astype(np.float64))))
                   if old[key].size else 0.0 for key in old.files if key in new.files}
     n = len(old["rotation_deg"])
-    unaligned_equal = all(np.array_equal(np.asarray(Image.open(before / "unaligned" / f"{i:06d}.png")),
-                                         np.asarray(Image.open(after / "unaligned" / f"{i:06d}.png"))) for i in range(n))
+    unaligned_equal = all(np.array_equal(np.asarray(Image.open(before / records.UNALIGNED / records.frame_name(i))),
+                                         np.asarray(Image.open(after / records.UNALIGNED / records.frame_name(i))))
+                          for i in range(n))
     diffs = []
     for i in range(n):
-        big = torch.from_numpy(np.asarray(Image.open(before / "aligned" / f"{i:06d}.png")).copy()).permute(2, 0, 1)[None].float()
+        big = torch.from_numpy(np.asarray(Image.open(before / records.ALIGNED / records.frame_name(i))).copy()).permute(2, 0, 1)[None].float()
         encoder_input = F.interpolate(big, size=(encoder_size, encoder_size), mode="bilinear", align_corners=False, antialias=True)
-        small = torch.from_numpy(np.asarray(Image.open(after / "aligned" / f"{i:06d}.png")).copy()).permute(2, 0, 1)[None].float()
+        small = torch.from_numpy(np.asarray(Image.open(after / records.ALIGNED / records.frame_name(i))).copy()).permute(2, 0, 1)[None].float()
         diffs.append((small - encoder_input).abs())
     diffs = torch.cat(diffs)
     return {"transforms_max_diff": max(transforms.values()), "transforms_keys": len(transforms),

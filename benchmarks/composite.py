@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import best_time, child_env, peak_rss_mb, set_threads
+from videdit import records
 
 
 def _template_landmarks(geometry) -> np.ndarray:
@@ -121,16 +122,15 @@ def _prepare_run(folder: Path, n_frames: int, crop_size: int, drift=(30.0, -20.0
     folder.mkdir(parents=True, exist_ok=True)
     clip = make_clip(folder / "clip.mp4", n_frames=n_frames)
     align = run_align(clip.path, folder / "align", AlignSettings(crop_size=crop_size, preview=False))
-    render_dir = folder / "render"
+    render_dir = records.RunFolder(folder).render
     for key in ("recon", "drift"):
         (render_dir / key).mkdir(parents=True, exist_ok=True)
-    for png in sorted(align.unaligned_dir.glob("*.png")):
+    for png in records.frame_paths(align.unaligned_dir, align.n_frames):
         shutil.copyfile(png, render_dir / "recon" / png.name)
         with Image.open(png) as image:
             crop = np.asarray(image.convert("RGB")).astype(np.float32)
         Image.fromarray((crop + np.asarray(drift)).clip(0, 255).astype(np.uint8)).save(render_dir / "drift" / png.name)
-    (render_dir / "render.json").write_text(json.dumps({"resolution": crop_size, "expand": [0, 0, 0, 0],
-                                                        "keys": ["recon", "drift"]}))
+    records.RenderInfo(resolution=crop_size, keys=["recon", "drift"], num_frames=align.n_frames).save(render_dir)
     return {"clip": clip.path, "align": folder / "align", "render": render_dir, "faces": align.n_faces_found}
 
 

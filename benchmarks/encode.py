@@ -32,23 +32,24 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import RSSPoller, cuda_peak_mb, set_threads, sync
+from videdit import records
 
 
 def _write_align_folder(root: Path, n_frames: int, size: int, seed: int = 0) -> None:
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    (root / "aligned").mkdir(parents=True)
+    (root / records.ALIGNED).mkdir(parents=True)
     yy, xx = np.mgrid[0:size, 0:size] / size
     matrices = []
     for i in range(n_frames):
         base = np.stack([np.sin(7 * xx + i), np.cos(5 * yy - 0.5 * i), np.sin(3 * (xx + yy))], axis=-1)
         pixels = np.clip((base + rng.normal(0, 0.1, base.shape) + 1) * 127.5, 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(root / "aligned" / f"{i:06d}.png", compress_level=1)
+        Image.fromarray(pixels).save(root / records.ALIGNED / records.frame_name(i), compress_level=1)
         angle = math.radians(rng.uniform(-10, 10))
         c, s = math.cos(angle), math.sin(angle)
         matrices.append([[c, s, rng.uniform(-0.05, 0.05)], [-s, c, rng.uniform(-0.05, 0.05)], [0, 0, 1]])
-    np.savez(root / "transforms.npz", matrix=np.asarray(matrices, np.float32))
+    records.TransformsRecord(matrix=np.asarray(matrices, np.float32)).save(root / records.TRANSFORMS)
 
 
 def _build_generator(kind: str, resolution: int):
@@ -133,7 +134,8 @@ def main(argv: list[str]) -> int:
                     sync(device)
                     row["render_s_per_frame"] = (time.perf_counter() - start) / batch
             rows.append(row)
-            same = np.allclose(np.load(tmp / f"out_b{batch}" / "latents.npy"), np.load(tmp / f"out_b{batch_sizes[0]}" / "latents.npy"), atol=1e-4)
+            same = np.allclose(records.load_latents(tmp / f"out_b{batch}" / records.LATENTS),
+                               records.load_latents(tmp / f"out_b{batch_sizes[0]}" / records.LATENTS), atol=1e-4)
             row["same_latents"] = same
 
     base = rows[0]

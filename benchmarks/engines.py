@@ -73,11 +73,11 @@ def _tree_rss_mb(root_pid: int) -> float:
 
 def _stage_seconds(run_dir: Path) -> dict[str, float]:
     """Seconds each stage took, from the manifests the stage runner writes."""
-    from videdit.pipeline import STAGE_ORDER
+    from videdit.layout import MANIFEST, STAGE_ORDER
 
     out = {}
     for stage in STAGE_ORDER:
-        manifest = Path(run_dir) / stage / "manifest.json"
+        manifest = Path(run_dir) / stage / MANIFEST
         if manifest.exists():
             out[stage] = float(json.loads(manifest.read_text()).get("seconds", 0.0))
     return out

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import best_time, peak_rss_mb, set_threads
+from videdit import records
 
 
 def synthetic_video(frames: int, size: int) -> list[np.ndarray]:
@@ -56,7 +57,7 @@ def write_run(run: Path, video: list[np.ndarray]) -> None:
     for folder, images in outputs.items():
         (run / folder).mkdir(parents=True)
         for i, image in enumerate(images):
-            Image.fromarray(image).save(run / folder / f"{i:06d}.png")
+            Image.fromarray(image).save(run / folder / records.frame_name(i))
 
 
 def main(argv: list[str]) -> int:

@@ -52,6 +52,7 @@ from benchmarks.common import (
     best_time, cuda_peak_mb, markdown_table, peak_rss_mb, ratio, reset_peak_rss, set_threads, sync,
 )
 from videdit.errors import VideditError
+from videdit.layout import MANIFEST
 from videdit.pipeline import ModelSource, Pipeline
 
 MINUTE_FRAMES = 60 * 30  # a 1-minute clip at 30 fps
@@ -164,7 +165,7 @@ def run_stages(pipe: Pipeline, clip: Path, run_dir: Path) -> dict[str, dict]:
         clock_s = clock() - start
         if result.status != "ok" or result.stages.get(stage) != "ran":
             raise VideditError(f"pipeline bench: stage {stage} did not run ({result.status}: {result.error})")
-        manifest = json.loads((run_dir / stage / "manifest.json").read_text())
+        manifest = json.loads((run_dir / stage / MANIFEST).read_text())
         rows[stage] = {"seconds": float(manifest["seconds"]), "clock_seconds": clock_s, "peak_rss_mb": peak_rss_mb(),
                        "peak_cuda_mb": cuda_peak_mb(pipe.device) if cuda else None}
         print(f"pipeline bench: {stage} took {rows[stage]['seconds']:.1f} s ({clock_s:.1f} s on the ratio clock), "
@@ -172,16 +173,15 @@ def run_stages(pipe: Pipeline, clip: Path, run_dir: Path) -> dict[str, dict]:
     return rows
 
 
-def align_floor(clip: Path, align_settings: dict, device: str, workdir: Path, clock) -> dict:
-    """Seconds of decoding one frame, finding its landmarks, cutting its two crops and writing them as PNG."""
+def align_floor(clip: Path, align, device: str, workdir: Path, clock) -> dict:
+    """Seconds of decoding one frame, finding its landmarks, cutting its two crops and writing them as PNG.
+    align: the run's AlignSettings (pipe.sections["align"]: aligned_size is the encoder's input)."""
     from videdit.face import ffhq_quad, make_backend, quad_to_crop
     from videdit.face.alignment import encoder_crop
     from videdit.io import VideoReader, write_png
 
-    crop_size = int(align_settings["crop_size"])
-    aligned_size = int(align_settings.get("aligned_size", 256))  # the encoder's input, as the pipeline sets it
-    backend = make_backend(align_settings["landmarks"], device=device,
-                           detect_max_side=int(align_settings.get("detect_max_side", 640)))
+    crop_size, aligned_size = align.crop_size, align.aligned_size
+    backend = make_backend(align.landmarks, device=device, detect_max_side=align.detect_max_side)
     start = clock()
     frames = [frame.image for frame in VideoReader(clip)]
     decode_s = (clock() - start) / len(frames)  # per frame: opening the file is per video
@@ -324,10 +324,10 @@ def main(argv: list[str]) -> int:
     set_threads(args.threads)
     try:
         pipe = build_pipeline(args)
-        settings = pipe.settings
+        sections = pipe.sections
         preset_steps = int(presets.load_preset("default")["tune"]["steps"])  # what a real run does
-        n_iters = int(settings["encode"]["n_iters"])
-        tune_batch = int(settings["tune"]["batch_size"])
+        n_iters = sections["encode"].n_iters
+        tune_batch = sections["tune"].batch_size
         n_outputs = len(pipe.edit_keys())
         with tempfile.TemporaryDirectory(prefix="videdit-bench-pipeline-") as tmp:
             root = Path(tmp)
@@ -345,11 +345,10 @@ def main(argv: list[str]) -> int:
             stages = run_stages(pipe, clip, root / "run")
             print("pipeline bench: floors ...", file=sys.stderr, flush=True)
             clock = ratio_clock(pipe.device)
-            batches = {"encode": min(int(settings["encode"]["batch_size"]), args.frames), "tune": tune_batch,
-                       "render": min(int(settings["render"]["batch_size"]), args.frames)}
-            input_size = int(settings["encode"].get("input_size", 256))
-            floors = network_floors(pipe, n_iters, input_size, n_outputs, batches, clock)
-            floors["align"] = align_floor(clip, settings["align"], pipe.device_request, root, clock)
+            batches = {"encode": min(sections["encode"].batch_size, args.frames), "tune": tune_batch,
+                       "render": min(sections["render"].batch_size, args.frames)}
+            floors = network_floors(pipe, n_iters, sections["encode"].input_size, n_outputs, batches, clock)
+            floors["align"] = align_floor(clip, sections["align"], pipe.device_request, root, clock)
     except VideditError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

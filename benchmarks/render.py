@@ -31,6 +31,7 @@ def child(spec: dict) -> dict:
     import numpy as np
     import torch
 
+    from videdit import records
     from videdit.networks.stylegan3 import Generator
     from videdit.stages.render import RenderSettings, run_render
     from videdit.tuning.data import inverse_transforms
@@ -44,13 +45,13 @@ def child(spec: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="videdit-bench-render-") as tmp:
         root = Path(tmp)
         align, latents, matrix = make_video_inputs(root, G, n)
-        smooth = root / "smooth"
+        smooth = records.RunFolder(root).stage("smooth")
         smooth.mkdir()
-        ws = np.load(latents)
-        np.save(smooth / "latents_recon.npy", ws)
+        ws = records.load_latents(latents)
+        records.save_latents(smooth / records.latents_name("recon"), ws)
         direction = np.random.default_rng(1).standard_normal(ws.shape[-1]).astype(np.float32)
-        np.save(smooth / "latents_edit.npy", ws + 3 * direction / np.linalg.norm(direction))
-        (smooth / "transforms.npz").write_bytes((align / "transforms.npz").read_bytes())
+        records.save_latents(smooth / records.latents_name("edit"), ws + 3 * direction / np.linalg.norm(direction))
+        records.TransformsRecord.load(align).save(smooth / records.TRANSFORMS)
         clip = make_clip(root / "source.mp4", n_frames=n, size=(64, 64), fps=25)
         # Baseline: bare synthesis of one render batch (after a warm-up call for the small configs).
         count = min(n, spec["batch_size"])

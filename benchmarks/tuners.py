@@ -42,10 +42,11 @@ def _quality(G, align: Path, latents: Path, deltas=None) -> dict:
     from videdit.networks.hyperstyle import synthesize
     from videdit.tuning.data import CropFrames, inverse_transforms
 
-    ws = torch.from_numpy(np.load(latents))
-    with np.load(align / "transforms.npz") as t:
-        inv = inverse_transforms(t["matrix"])
-    crops = CropFrames(align / "unaligned", len(ws), G.img_resolution)
+    from videdit import records
+
+    ws = torch.from_numpy(records.load_latents(latents))
+    inv = inverse_transforms(records.TransformsRecord.load(align).matrix)
+    crops = CropFrames(align / records.UNALIGNED, len(ws), G.img_resolution)
     scores = {"psnr": [], "ms_ssim": []}
     with torch.no_grad():
         for i in range(len(ws)):

@@ -352,7 +352,8 @@ def test_stage_keeps_blank_frames_flagged_and_interpolated(aligned_clip):
 def test_stage_files(aligned_clip):
     from PIL import Image
 
-    from videdit.io import VideoInfo, VideoReader
+    from videdit import records
+    from videdit.io import VideoReader
 
     truth, result, data = aligned_clip
     # aligned crops at the encoder's input size (AlignSettings.aligned_size), unaligned at crop_size
@@ -364,8 +365,11 @@ def test_stage_files(aligned_clip):
     preview = list(VideoReader(result.preview_path))
     assert len(preview) == truth.n_frames
     np.testing.assert_allclose([f.time_s for f in preview], truth.timestamps_s, atol=1e-3)
-    info = VideoInfo.load_json(result.video_json)
+    info = records.load_video_info(result.out_dir)
     assert info.size == truth.size and info.n_frames == truth.n_frames and info.audio is not None
+    # align.json says how the faces were found, as the result does
+    noted = records.AlignInfo.load(result.out_dir)
+    assert (noted.backend, noted.n_frames, noted.n_faces_found) == (result.backend_used, truth.n_frames, result.n_faces_found)
     # the aligned crops of different frames show the face alike (alignment undoes the motion),
     # while the unaligned crops of a turned frame differ from frame 0's
     def load(folder, i):

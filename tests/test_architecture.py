@@ -1,10 +1,11 @@
 """The house rules, read from the code's imports with ast (function-level imports count too):
 
 - no module in videdit/stages/ imports another stage;
-- nothing but videdit.pipeline and videdit.engines imports a stage;
+- nothing but the stage wiring (videdit.wiring), videdit.pipeline and videdit.engines imports a stage;
 - no import cycle among videdit's modules;
 - networks know nothing of videos: videdit.networks imports no stage, pipeline, records or io;
 - nothing in videdit imports the compatibility re-exports of split modules (videdit.ops.native, videdit.io.video).
+- run-folder file names are spelled in videdit/layout.py only.
 """
 from __future__ import annotations
 
@@ -92,6 +93,9 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 
+STAGE_IMPORTERS = ("videdit.wiring", "videdit.pipeline")
+
+
 def is_stage(module: str) -> bool:
     return module.startswith("videdit.stages.")
 
@@ -102,7 +106,7 @@ def stage_rule_violations(graph: dict[str, set[str]]) -> list[str]:
         for target in targets:
             if not is_stage(target):
                 continue
-            allowed = importer.startswith(("videdit.pipeline", "videdit.engines")) or importer == "videdit.stages"
+            allowed = importer in STAGE_IMPORTERS or importer.startswith("videdit.engines") or importer == "videdit.stages"
             if is_stage(importer) or not allowed:
                 bad.append(f"{importer} -> {target}")
     return sorted(bad)
@@ -113,7 +117,7 @@ def graph():
     return import_graph()
 
 
-def test_no_stage_imports_a_stage_and_only_the_pipeline_and_engines_import_stages(graph):
+def test_no_stage_imports_a_stage_and_only_the_wiring_pipeline_and_engines_import_stages(graph):
     assert stage_rule_violations(graph) == []
 
 
@@ -174,3 +178,107 @@ def test_the_checker_sees_violations(tmp_path):
     assert stage_rule_violations(g) == ["videdit.lib -> videdit.stages.a", "videdit.stages.a -> videdit.stages.b",
                                         "videdit.stages.b -> videdit.stages.a"]
     assert sorted(find_cycles(g)) == [["videdit.lib", "videdit.other"], ["videdit.stages.a", "videdit.stages.b"]]
+
+
+# --------------------------------------------------------------------------------------------------
+# Run-folder names live in videdit/layout.py only
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """ids of the docstring nodes of a module, its classes and functions (prose, not code)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                found.add(id(first.value))
+    return found
+
+
+def _fstring_text(node: ast.JoinedStr) -> str:
+    """An f-string's text with `{}` (or `{:SPEC}`) where its values go."""
+    parts = []
+    for value in node.values:
+        if isinstance(value, ast.Constant):
+            parts.append(value.value)
+        elif value.format_spec is not None:
+            parts.append("{:" + _fstring_text(value.format_spec) + "}")
+        else:
+            parts.append("{}")
+    return "".join(parts)
+
+
+def string_literals(source: str) -> list[tuple[int, str]]:
+    """(line, text) of every string literal that is not a docstring; an f-string is one literal (see
+    _fstring_text)."""
+    tree = ast.parse(source)
+    skip = _docstrings(tree)
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            out.append((node.lineno, _fstring_text(node)))
+            skip.update(id(v) for v in node.values)
+            skip.update(id(v) for f in node.values if isinstance(f, ast.FormattedValue) and f.format_spec
+                        for v in f.format_spec.values)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+            out.append((node.lineno, node.value))
+    return sorted(out)
+
+
+def run_folder_names(layout_module) -> tuple[set[str], set[str]]:
+    """(file names, name templates with `{}` for the key) of the run folder, as videdit/layout.py spells them:
+    its public string constants that name a file (they hold a dot), the first frame's name, and what its
+    name functions make of a key."""
+    names = {v for k, v in vars(layout_module).items() if isinstance(v, str) and not k.startswith("_") and "." in v}
+    names.add(layout_module.frame_name(0))
+    templates = {layout_module.latents_name("{}"), layout_module.styles_name("{}"),
+                 layout_module.stitched_generator_name("{}"), layout_module.render_video_name("{}"),
+                 layout_module.composite_video_name("{}"), layout_module.published_name("{}", "{}")}
+    return names, templates
+
+
+def naming_violations(source: str, names: set[str], templates: set[str]) -> list[str]:
+    """'line: literal' for each literal that spells a run-folder file name (as a whole word) or fills a name
+    template (`{}` matching a value, or `*` in a glob pattern)."""
+    import re
+
+    words = [re.compile(r"(?<![\w.])" + re.escape(name) + r"(?![\w])") for name in names]
+    shapes = [re.compile(re.escape(t).replace(r"\{\}", r"(\{\}|\*)")) for t in templates]
+    bad = []
+    for line, text in string_literals(source):
+        if any(w.search(text) for w in words) or any(s.search(text) for s in shapes):
+            bad.append(f"{line}: {text!r}")
+    return bad
+
+
+def test_run_folder_names_are_spelled_in_layout_only():
+    from videdit import layout
+
+    names, templates = run_folder_names(layout)
+    assert {"render.json", "tracks.key", "manifest.json", ".digests.json", "latents_{}.npy"} <= names | templates
+    bad = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == PACKAGE / "layout.py":
+            continue
+        found = naming_violations(path.read_text(), names, templates)
+        if found:
+            bad[str(path.relative_to(PACKAGE))] = found
+    assert bad == {}, "spell these with videdit.layout's names:\n" + "\n".join(f"{k}: {v}" for k, v in bad.items())
+
+
+def test_the_naming_check_sees_violations():
+    from videdit import layout
+
+    names, templates = run_folder_names(layout)
+    source = '''"""Docstrings may name render.json."""
+import json
+a = root / "tune.json"
+b = f"{run_dir / 'log.txt'}"
+c = folder.glob("latents_*.npy")
+d = out / f"latents_{key}.npy"
+e = "render.jsonx", "my.lock", "tune"
+f = f"{stem}.{key}.mp4"
+g = crops / f"{i:06d}.png", f"{x:.2f}"
+'''
+    assert [v.split(":")[0] for v in naming_violations(source, names, templates)] == ["3", "4", "5", "6", "8", "9"]

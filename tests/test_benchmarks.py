@@ -165,7 +165,7 @@ def test_pipeline_benchmark_measures_every_stage_and_its_floor_with_small_networ
     assert all(s["seconds"] > 0 and s["clock_seconds"] > 0 and s["peak_rss_mb"] > 100 for s in stages.values())
     clock = pipeline.ratio_clock(pipe.device)
     floors = pipeline.network_floors(pipe, 3, 64, 2, {"encode": 2, "tune": 1, "render": 2}, clock)
-    floors["align"] = pipeline.align_floor(clip, pipe.settings["align"], "cpu", tmp_path, clock)
+    floors["align"] = pipeline.align_floor(clip, pipe.sections["align"], "cpu", tmp_path, clock)
     assert sorted(floors) == ["align", "encode", "render", "tune"]
     assert all(f["seconds"] > 0 for f in floors.values())
     rows = pipeline.summarise(stages, floors, n_frames=2, preset_steps=350, tune_steps=1, threads=1)

@@ -1,7 +1,6 @@
 """The encode stage on a small align folder: latents file, batching, preview, input errors."""
 from __future__ import annotations
 
-import json
 import math
 from fractions import Fraction
 
@@ -11,7 +10,9 @@ import torch
 from PIL import Image
 
 from tests.test_encoders import SCALE_TOL
+from videdit import records
 from videdit.errors import InputError, VideditError
+from videdit.io import VideoInfo
 from videdit.networks.encoders import average_image, restyle_invert
 from videdit.stages.encode import EncodeSettings, load_aligned_batch, run_encode
 
@@ -69,7 +70,10 @@ def align_dir(tmp_path):
     matrix = np.array([_make_transform(0.02 * i, -0.01 * i, 4.0 * i - 3) for i in range(N_FRAMES)], dtype=np.float32)
     np.savez(root / "transforms.npz", matrix=matrix, rotation_deg=np.zeros(N_FRAMES, np.float32),
              face_found=np.ones(N_FRAMES, bool))
-    (root / "video.json").write_text(json.dumps({"fps": "30000/1001"}))
+    source = VideoInfo(path="source.mp4", width=CROP, height=CROP, fps=Fraction(30000, 1001), time_base=Fraction(1, 30000),
+                       n_frames=N_FRAMES, n_frames_is_estimate=False, duration_s=N_FRAMES * 1001 / 30000, rotation_deg=0,
+                       codec="h264")
+    records.save_video_info(root, source)  # the preview takes the source's frame rate from it
     return root
 
 

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from videdit.errors import InputError
+from videdit.stylespace import load_styles, save_styles
 from videdit.stages.smooth import (
     SmoothSettings,
-    latents_key,
     run_smooth,
     smooth_latents,
     smooth_transforms,
@@ -99,16 +100,21 @@ def test_run_smooth_writes_every_frame(tmp_path):
     src = tmp_path / "edit"
     src.mkdir()
     np.save(src / "latents_recon.npy", latents)
-    np.save(src / "latents_age_+5.0.npy", latents + 1)
-    (src / "latents_age_+5.0.npy.stylespace.json").write_text('{"offsets": []}')
+    np.save(src / "latents_age+5.npy", latents + 1)
+    styles = {"L0_36_512": torch.arange(n * 3, dtype=torch.float32).reshape(n, 3)}  # an S edit's per-frame offsets
+    save_styles(src / "styles_eyes.safetensors", styles)
     rot = np.array([0.0, 10, 20, 30, 40])
     np.savez(tmp_path / "transforms.npz", rotation_deg=rot, translation=np.zeros((n, 2)),
              matrix=np.tile(np.eye(3), (n, 1, 1)), face_found=np.ones(n, bool))
     res = run_smooth(sorted(src.glob("*.npy")), tmp_path / "transforms.npz", tmp_path / "out")
-    assert set(res.latents_paths) == {"recon", "age_+5.0"} and res.num_frames == n
-    for path in res.latents_paths.values():
-        assert np.load(path).shape == (n, 16, 4)
-    assert (tmp_path / "out" / "latents_age_+5.0.npy.stylespace.json").is_file()
+    assert set(res.latents_paths) == {"recon", "age+5", "eyes"} and res.num_frames == n
+    for key in ("recon", "age+5"):
+        assert np.load(res.latents_paths[key]).shape == (n, 16, 4)
+    # The S edit's offsets are smoothed with the same kernel (reflect ends), every channel on its own.
+    smoothed = load_styles(res.latents_paths["eyes"])["L0_36_512"].numpy()
+    np.testing.assert_allclose(smoothed, temporal_filter(styles["L0_36_512"].numpy(), smoothing_kernel(SmoothSettings()),
+                                                         "reflect"), atol=1e-5)  # values < 15: float32 sums of 5 taps
+    assert res.latents_paths["eyes"].name == "styles_eyes.safetensors"
     with np.load(res.transforms_path) as t:
         assert t["matrix"].shape == (n, 3, 3) and t["face_found"].all()
         # reflect ends: frame 0 sees 20 10 | 0 10 20 -> 100 / 12; frame 1 sees 10 | 0 10 20 30 -> 140 / 12
@@ -119,6 +125,10 @@ def test_run_smooth_writes_every_frame(tmp_path):
         run_smooth([src / "latents_short.npy"], tmp_path / "transforms.npz", tmp_path / "out2")
 
 
-def test_latents_key():
-    assert latents_key("x/latents.npy") == "recon"
-    assert latents_key("latents_smile_-2.0.npy") == "smile_-2.0"
+def test_latents_file_names_parse_back_to_their_keys():
+    from videdit import layout
+
+    assert layout.latents_key("latents.npy") == "recon"  # encode's
+    assert layout.latents_key(layout.latents_name("smile-2")) == "smile-2"
+    assert layout.latents_key("latents_.npy") is None and layout.latents_key("styles_x.safetensors") is None
+    assert layout.styles_key(layout.styles_name("text-a-face+4")) == "text-a-face+4"

@@ -132,7 +132,7 @@ def test_run_stitch_writes_generators_that_render_a_folder_for_the_composite(tmp
     run_render(result.generators["recon"], smooth_dir, ["recon"], tmp_path / "stitched_render",
                           RenderSettings(expand=(0, 0, 0, 0), feather=0, side_by_side=False))
     layout = read_render_layout(tmp_path / "stitched_render")
-    assert layout.resolution == resolution and layout.keys == ("recon",)
+    assert layout.resolution == resolution and layout.keys == ["recon"]
     assert sorted(p.name for p in (tmp_path / "stitched_render" / "recon").glob("*.png")) == [f"{i:06d}.png" for i in range(n)]
     # The same through the composite stage's own stitch option, into a full-frame video.
     from videdit.io.reader import VideoReader

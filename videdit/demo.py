@@ -13,8 +13,10 @@ from pathlib import Path
 
 import click
 
+from videdit import layout, records
 from videdit import weights as W
-from videdit.errors import MissingWeightsError
+from videdit.errors import MissingWeightsError, VideditError
+from videdit.layout import DEMO_CLIP, DEMO_SOURCE_DIR
 
 
 def _lines(title: str, items: list[str]) -> str:
@@ -33,11 +35,11 @@ def run_demo(out: Path | None = None, n_frames: int = 24, weights_dir: Path | No
     t0 = time.perf_counter()
     if video is not None:  # the user's own clip: same run folder and outputs as `videdit run`
         clip_path = Path(video)
-        out = Path(out) if out is not None else clip_path.with_name(clip_path.name + ".videdit")
+        out = Path(out) if out is not None else clip_path.with_name(layout.run_folder_name(clip_path.name))
     else:
         out = Path(out) if out is not None else Path("videdit-demo")
-        (out / "source").mkdir(parents=True, exist_ok=True)
-        clip_path = out / "source" / "astronaut.mp4"
+        (out / DEMO_SOURCE_DIR).mkdir(parents=True, exist_ok=True)
+        clip_path = out / DEMO_SOURCE_DIR / DEMO_CLIP
     if video is None and not clip_path.exists():
         from videdit.fileio import atomic_path
 
@@ -69,9 +71,7 @@ def run_demo(out: Path | None = None, n_frames: int = 24, weights_dir: Path | No
     real_parts = [
         (f"the clip: your video {clip_path}" if video is not None else
          "the clip: a real photograph (scikit-image's astronaut) moved by a known camera path, with a tone as audio"),
-        f"landmarks: {_landmark_backend(result.run_dir)} (model files ship with pip)",
-        "alignment crops, eye-based transforms, smoothing, rendering at the smoothed transforms, compositing into "
-        "the full frame, H.264 output with the source audio copied",
+        *what_ran(result.run_dir),
     ]
     stand_in = []
     if used_real:
@@ -100,21 +100,31 @@ def run_demo(out: Path | None = None, n_frames: int = 24, weights_dir: Path | No
 
 
 def _seam_factors(run_dir: Path) -> dict[str, float]:
-    import json
+    info = _record(records.CompositeInfo, run_dir, "composite")
+    return info.seam_factor if info is not None else {}
 
+
+def _record(cls, run_dir: Path, stage: str):
+    """The stage's record of what it did, or None when absent or unreadable (the demo only reports it)."""
     try:
-        return json.loads((run_dir / "composite" / "composite.json").read_text()).get("seam_factor", {})
-    except (OSError, ValueError):
-        return {}
+        return cls.load(records.RunFolder(run_dir).stage(stage))
+    except VideditError:
+        return None
 
 
-def _landmark_backend(run_dir: Path) -> str:
-    import json
-
-    try:
-        return json.loads((run_dir / "align" / "align.json").read_text()).get("backend", "dlib")
-    except (OSError, ValueError):
-        return "dlib 68-point shape predictor"
+def what_ran(run_dir: Path) -> list[str]:
+    """The real parts of a finished run, as its records say: the landmark backend align used, and whether
+    composite copied the source's audio."""
+    align = _record(records.AlignInfo, run_dir, "align")
+    composite = _record(records.CompositeInfo, run_dir, "composite")
+    backend = align.backend if align is not None else f"not recorded (no {layout.ALIGN_INFO}; rerun align)"
+    if composite is None or composite.audio_copied is None:
+        audio = f"audio not recorded (no {layout.COMPOSITE_INFO} saying; rerun composite)"
+    else:
+        audio = "the source audio copied" if composite.audio_copied else "no audio (the source has none)"
+    return [f"landmarks: {backend}" + (" (model files ship with pip)" if backend == "dlib" else ""),
+            "alignment crops, eye-based transforms, smoothing, rendering at the smoothed transforms, compositing into "
+            f"the full frame, output video with {audio}"]
 
 
 if __name__ == "__main__":

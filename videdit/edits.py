@@ -17,11 +17,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from os import PathLike
-from typing import Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Sequence
 
 from videdit.errors import InputError, VideditError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 INTERFACEGAN_NAMES = ("age", "smile", "pose", "gender")
 
@@ -79,8 +80,10 @@ def edit_strings(edit: dict) -> list[str]:
     return ([direction] if direction else []) + [e for e in (edit.get("edits") or []) if e]
 
 
-def load_direction(path: str | PathLike, w_dim: int | None = None) -> np.ndarray:
+def load_direction(path: str | PathLike, w_dim: int | None = None) -> "np.ndarray":
     """A direction file as float32 [w_dim]; accepts the published (1, 512) and plain (512,) shapes."""
+    import numpy as np  # here, not at the top: settings (read by `videdit --help`) parse edits with this module
+
     try:
         d = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:

@@ -1,40 +1,139 @@
-"""The run folder's names: the stages in order and the files they write. No heavy imports (the CLI reads
-this to list stage names); the typed readers and writers of those files are `videdit.records`."""
+"""The run folder's names: the stages in order and every file and folder they write. No heavy imports (the
+CLI reads this to list stage names). Nothing else in videdit spells a run-folder file name
+(tests/test_architecture.py checks it); the typed readers and writers of those files are `videdit.records`.
+"""
 from __future__ import annotations
 
 STAGE_ORDER = ("align", "encode", "tune", "edit", "smooth", "stitch", "render", "composite")
+RECONSTRUCTION_KEY = "recon"  # key of the unedited latents
+RUN_SUFFIX = ".videdit"  # a video's run folder: <video file name>.videdit/ (beside it, or in --out)
+
+# RUN/: the run as a whole.
+SETTINGS = "settings.toml"  # every resolved setting of the run (videdit.records.save_settings_text)
+LOG = "log.txt"  # stage events, warnings, failures (videdit.runlog)
+LOCK = ".lock"  # held (flock) by the run using the folder (videdit.runfolder)
+DIGESTS = ".digests.json"  # input files' digests by size and mtime (videdit.runner.DigestCache)
+RAY_TASK = ".ray_task.json"  # the latest Ray attempt at this video (videdit.engines.ray_engine)
+TRACKS = "tracks.json"  # the shots and face tracks of the video (videdit.records.TracksRecord)
+TRACKS_KEY = "tracks.key"  # digest of the video and tracking settings tracks.json was found with
+TRACKS_DIR = "tracks"  # RUN/tracks/<track id>/: one folder per face track, each with its own stages
+TRACK_ARRAYS = "track.npz"  # RUN/tracks/<id>/track.npz: the track's per-frame arrays
+PEOPLE_SHEET = "people.png"  # a labelled thumbnail per person (videdit faces)
+EVAL_DIR = "eval"  # RUN/eval/: `videdit eval`'s metrics and plots
+METRICS = "metrics.json"
+METRICS_PLOT = "metrics_per_frame.png"
+TRANSFORMS_PLOT = "transforms.png"
+LATENT_PLOT = "latent_pca.png"
+DEMO_SOURCE_DIR = "source"  # `videdit demo`: its generated clip, inside the demo's run folder
+DEMO_CLIP = "astronaut.mp4"
+
+# RUN/<stage>/: in every stage folder (videdit.runner).
+MANIFEST = "manifest.json"  # input digests, settings digest, every output file's size, sha256, mtime
+STAGE_KEY = ".stage_key.json"  # in RUN/<stage>.partial/ while the stage runs: what it is computing
+PARTIAL_SUFFIX = ".partial"  # RUN/<stage>.partial/: the work folder, renamed to RUN/<stage>/ when complete
+CHECKPOINTS = "checkpoints"  # a stage's private resumption state (not part of its output digest)
+CHECKPOINT = "latest.pt"  # checkpoints/<this>: the loop's latest state
 
 # File and folder names inside the stage folders.
-TRANSFORMS = "transforms.npz"
+TRANSFORMS = "transforms.npz"  # align/, smooth/ (videdit.records.TransformsRecord, AlignRecord)
 ALIGNED = "aligned"
 UNALIGNED = "unaligned"
-VIDEO_INFO = "video.json"
-PREVIEW = "preview.mp4"
-LATENTS = "latents.npy"
-GENERATOR = "generator.safetensors"
-OFFSETS = "offsets.safetensors"
-CHECKPOINTS = "checkpoints"
+VIDEO_INFO = "video.json"  # align/: VideoInfo of the source
+ALIGN_INFO = "align.json"  # align/: the landmark backend and the frame counts (videdit.records.AlignInfo)
+PREVIEW = "preview.mp4"  # align/, encode/
+LATENTS = "latents.npy"  # encode/
+GENERATOR = "generator.safetensors"  # tune/
+OFFSETS = "offsets.safetensors"  # tune/ (HyperStyle)
+TUNE_INFO = "tune.json"  # tune/: PTI's account (steps, losses)
+TUNER_INFO = "tuner.json"  # tune/: the other tuners' account
+SMOOTH_INFO = "smooth.json"
+STITCH_INFO = "stitch.json"
 RENDER_INFO = "render.json"
-RECONSTRUCTION_KEY = "recon"  # key of the unedited latents
-STYLESPACE_SUFFIX = ".stylespace.json"  # sidecar of an edited latents file: StyleSpace offsets
-TRACKS = "tracks.json"  # RUN/tracks.json: the shots and face tracks of the video (videdit.records.TracksRecord)
-TRACKS_DIR = "tracks"  # RUN/tracks/<track id>/: one folder per face track
-PEOPLE_SHEET = "people.png"  # RUN/people.png: a labelled thumbnail per person (videdit faces)
+RECONSTRUCTION_VIDEO = "reconstruction.mp4"  # render/: the reconstruction's crop video
+SIDE_BY_SIDE_VIDEO = "side_by_side.mp4"  # render/: input crop | reconstruction | each edit
+MASKS_VIDEO = "masks.mp4"  # composite/ (save_masks)
+COMPOSITE_INFO = "composite.json"
+
+FRAME_FORMAT = "{:06d}.png"  # aligned/, unaligned/, render/<key>/: frame i's PNG
+_LATENTS_PREFIX, _NPY = "latents_", ".npy"
+_STYLES_PREFIX, _SAFETENSORS = "styles_", ".safetensors"
+_VIDEO = ".mp4"
+
+
+def run_folder_name(video_name: str) -> str:
+    """The run folder of the video file `video_name` (talk.mp4 -> talk.mp4.videdit)."""
+    return video_name + RUN_SUFFIX
 
 
 def frame_name(index: int) -> str:
-    return f"{index:06d}.png"
+    return FRAME_FORMAT.format(index)
+
+
+def partial_name(stage: str) -> str:
+    """RUN/<this>/: where `stage` runs until it is complete."""
+    return stage + PARTIAL_SUFFIX
 
 
 def latents_name(key: str) -> str:
-    return f"latents_{key}.npy"
+    """edit/ and smooth/: the W+ latents of output `key`."""
+    return _LATENTS_PREFIX + key + _NPY
+
+
+def latents_key(name: str) -> str | None:
+    """The key of a latents file name (`latents_age+5.npy` -> `age+5`; encode's `latents.npy` -> the
+    reconstruction), None for other names: the one parser of latents_name."""
+    if name == LATENTS:
+        return RECONSTRUCTION_KEY
+    if name.startswith(_LATENTS_PREFIX) and name.endswith(_NPY) and len(name) > len(_LATENTS_PREFIX + _NPY):
+        return name[len(_LATENTS_PREFIX):-len(_NPY)]
+    return None
 
 
 def styles_name(key: str) -> str:
-    """Per-frame StyleSpace offsets of an S edit (edit/ and smooth/)."""
-    return f"styles_{key}.safetensors"
+    """edit/ and smooth/: per-frame StyleSpace offsets of S edit `key`."""
+    return _STYLES_PREFIX + key + _SAFETENSORS
+
+
+def styles_key(name: str) -> str | None:
+    """The key of a styles file name, None for other names."""
+    if name.startswith(_STYLES_PREFIX) and name.endswith(_SAFETENSORS) and len(name) > len(_STYLES_PREFIX + _SAFETENSORS):
+        return name[len(_STYLES_PREFIX):-len(_SAFETENSORS)]
+    return None
 
 
 def stitched_generator_name(key: str) -> str:
     """stitch/<this>: the generator stitching-tuned for the latents of `key` (render reads it for that key)."""
-    return f"generator_{key}.safetensors"
+    return f"generator_{key}{_SAFETENSORS}"
+
+
+def render_video_name(key: str) -> str:
+    """render/<this>: the crop video of `key` (the reconstruction's is reconstruction.mp4)."""
+    return RECONSTRUCTION_VIDEO if key == RECONSTRUCTION_KEY else key + _VIDEO
+
+
+def composite_video_name(key: str) -> str:
+    """composite/<this>: the full-frame video of `key`."""
+    return key + _VIDEO
+
+
+def video_stem(name: str) -> str | None:
+    """The stem of a video file name as the stages write them (<stem>.mp4), None for other names."""
+    return name[:-len(_VIDEO)] if name.endswith(_VIDEO) and len(name) > len(_VIDEO) else None
+
+
+def composite_key(name: str) -> str | None:
+    """The key of a composite/ video file name (masks.mp4 is none), None for other names."""
+    return video_stem(name) if name != MASKS_VIDEO else None
+
+
+def published_name(video_stem: str, key: str) -> str:
+    """RUN/<this>: the final full-frame video of `key` for the input video named `video_stem`."""
+    return f"{video_stem}.{key}{_VIDEO}"
+
+
+def published_key(name: str, video_stem: str) -> str | None:
+    """The key of a published video's file name for input `video_stem`, None for other names."""
+    prefix = video_stem + "."
+    if name.startswith(prefix) and name.endswith(_VIDEO) and len(name) > len(prefix + _VIDEO):
+        return name[len(prefix):-len(_VIDEO)]
+    return None

@@ -10,13 +10,12 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from videdit import weights as W
-from videdit.edits import edit_strings
 from videdit.errors import VideditError
 from videdit.layout import STAGE_ORDER
-from videdit.settings import PRECISIONS
+from videdit.settings import PRECISIONS, TEXT_EDIT_FILES, EncodeChoice, ResolvedSettings
+from videdit.tuning import PTI
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ class ModelSource:
 
     name = "abstract"
 
-    def required_weights(self, settings: dict[str, Any], stages: tuple[str, ...] = STAGE_ORDER) -> list[str]:
+    def required_weights(self, settings: ResolvedSettings, stages: tuple[str, ...] = STAGE_ORDER) -> list[str]:
         """Registry names of the files the given stages need."""
         return []
 
@@ -81,30 +80,25 @@ class PretrainedModels(ModelSource):
 
     name = "pretrained"
 
-    def __init__(self, weights_dir: Path, settings: dict[str, Any]):
+    def __init__(self, weights_dir: Path, networks: EncodeChoice | None = None):
         self.weights_dir = weights_dir
-        enc = settings.get("encode", {})
-        self.encoder_name = "restyle_psp" if enc.get("encoder", "e4e") == "psp" else "restyle_e4e"
-        self.generator_path = enc.get("generator") or None  # optional override: .pkl/.pt/.safetensors
+        networks = networks or EncodeChoice()
+        self.encoder_name = "restyle_psp" if networks.encoder == "psp" else "restyle_e4e"
+        self.generator_path = networks.generator or None  # optional override: .pkl/.pt/.safetensors
         self._ckpt = None
 
     def required_weights(self, settings, stages=STAGE_ORDER):
         names = []
         if set(stages) & {"encode", "tune", "render"}:  # the generator comes from the encoder's checkpoint
             names.append(self.encoder_name)
-        tune = settings.get("tune", {})
-        if ("tune" in stages and tune.get("tuner", "pti") == "pti" and tune.get("lpips_weight", 1.0) > 0
-                and not tune.get("allow_l2_only")):
-            names.append("lpips_alexnet" if tune.get("lpips_net", "alex") == "alex" else "lpips_vgg")
+        tune = settings.sections["tune"]
+        if "tune" in stages and settings.tuner == PTI and tune.lpips_weight > 0 and not tune.allow_l2_only:
+            names.append("lpips_alexnet" if tune.lpips_net == "alex" else "lpips_vgg")
         if "edit" in stages:
-            from videdit.edits import parse_edits
-
-            edit = settings.get("edit", {})
-            specs = parse_edits(edit_strings(edit))
-            names += [W.EDIT_DIRECTIONS[s.target] for s in specs if s.kind == "w" and s.target in W.EDIT_DIRECTIONS]
-            if any(s.kind == "text" for s in specs):  # StyleCLIP: CLIP, delta_i_c and s_stats, unless given by path
-                names += [name for name, key in (("clip_vit_b32", "clip"), ("styleclip_delta_i_c", "delta_i_c"),
-                                                 ("styleclip_s_stats", "s_stats")) if not edit.get(key)]
+            edit = settings.sections["edit"]
+            names += [W.EDIT_DIRECTIONS[s.target] for s in edit.specs if s.kind == "w" and s.target in W.EDIT_DIRECTIONS]
+            if any(s.kind == "text" for s in edit.specs):  # StyleCLIP: CLIP, delta_i_c and s_stats, unless given by path
+                names += [name for key, name in TEXT_EDIT_FILES.items() if key not in edit.text_files()]
         return names
 
     def _path(self, name: str) -> Path:

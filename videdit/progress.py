@@ -39,7 +39,7 @@ def format_duration(seconds: float | None) -> str:
 class Reporter:
     """Announces stages and drives loop bars for one run.
 
-    estimates: expected seconds per stage (from `Pipeline.estimate`), used for the whole-run ETA; it is
+    estimates: expected seconds per stage (videdit.estimate), used for the whole-run ETA; it is
     corrected by how the finished stages compared with their own estimates.
     """
 

@@ -1,53 +1,26 @@
-"""The run folder in code: every stage output's file name and one typed reader/writer for each.
+"""The run folder in code: one typed reader/writer for each file the stages and the run write.
 
-Stages never open another stage's files by hand: they read and write through this module, so the run
-folder (a public format, see docs/ARCHITECTURE.md) is described in one place. numpy only: no torch here.
-
-    RUN/
-      settings.toml, log.txt
-      align/      transforms.npz (AlignRecord), aligned/%06d.png, unaligned/%06d.png, video.json, preview.mp4
-      encode/     latents.npy                                   float32 [N, num_ws, w_dim]
-      tune/       generator.safetensors, offsets.safetensors (HyperStyle), checkpoints/
-      edit/       latents_<key>.npy (+ <file>.stylespace.json)
-      smooth/     latents_<key>.npy, transforms.npz (TransformsRecord)
-      stitch/     generator.safetensors (optional stage: STIT stitching tuning)
-      render/     <key>/%06d.png, <key>.mp4, render.json (RenderInfo)
-      composite/  <key>.mp4
-      tracks.json (TracksRecord: shots and face tracks), tracks/<id>/ (one folder per face track)
-"""
+Stages never open another stage's files by hand: they read and write through this module, with the names
+of `videdit.layout`, so the run folder (a public format, docs/ARCHITECTURE.md) is described in one place.
+numpy only: no torch here (video.json's VideoInfo comes from videdit.io). The runner's bookkeeping, the
+lock and the log are read and written by videdit.runner, .runfolder and .runlog, their only users."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from videdit import layout
 from videdit.errors import InputError
 from videdit.fileio import atomic_save, atomic_write_text
 
 from videdit.layout import (  # noqa: F401  (the names are part of this module's interface)
-    ALIGNED,
-    CHECKPOINTS,
-    GENERATOR,
-    LATENTS,
-    OFFSETS,
-    PREVIEW,
-    RECONSTRUCTION_KEY,
-    RENDER_INFO,
-    STAGE_ORDER,
-    STYLESPACE_SUFFIX,
-    TRACKS,
-    TRACKS_DIR,
-    TRANSFORMS,
-    UNALIGNED,
-    VIDEO_INFO,
-    frame_name,
-    latents_name,
-    stitched_generator_name,
-    styles_name,
+    ALIGNED, CHECKPOINTS, GENERATOR, LATENTS, OFFSETS, PREVIEW, RECONSTRUCTION_KEY, RENDER_INFO, STAGE_ORDER, TRACKS,
+    TRACKS_DIR, TRANSFORMS, UNALIGNED, VIDEO_INFO, frame_name, latents_name, stitched_generator_name, styles_name,
 )
 
 
@@ -71,6 +44,21 @@ def inverse_matrices(matrix: np.ndarray, dtype=np.float32) -> np.ndarray:
 
 def _savez(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     return atomic_save(path, lambda tmp: np.savez(tmp, **arrays))
+
+
+def _load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: {what} ({type(err).__name__})") from None
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InputError(f"{path}: not readable JSON ({type(err).__name__}); {what}") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -117,11 +105,7 @@ class TransformsRecord:
             path = path / TRANSFORMS
         if not path.is_file():
             raise InputError(f"{path} is missing (run the stage that writes it first)")
-        try:
-            with np.load(path) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as err:
-            raise InputError(f"{path}: not a readable transforms file ({type(err).__name__}); rerun that stage") from None
+        arrays = _load_npz(path, "not a readable transforms file; rerun that stage")
         per_frame = [k for k in cls._per_frame if k in arrays]
         if not per_frame:
             raise InputError(f"{path}: no per-frame arrays ({', '.join(cls._per_frame)}); rerun that stage")
@@ -211,55 +195,210 @@ def load_latents(path: str | PathLike, *, mmap: bool = False, num_frames: int | 
     return latents
 
 
+def _keys(folder: str | PathLike, parse) -> list[str]:
+    folder = Path(folder)
+    names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    return [key for key in map(parse, names) if key is not None]
+
+
 def latents_keys(folder: str | PathLike) -> list[str]:
     """Keys of the latents_<key>.npy files of an edit or smooth folder, reconstruction first."""
-    keys = sorted(p.name[len("latents_"):-len(".npy")] for p in Path(folder).glob("latents_*.npy"))
-    return sorted(keys, key=lambda k: k != RECONSTRUCTION_KEY)
+    keys = _keys(folder, lambda name: None if name == LATENTS else layout.latents_key(name))  # not encode's
+    return sorted(sorted(keys), key=lambda k: k != RECONSTRUCTION_KEY)
 
 
 def styles_keys(folder: str | PathLike) -> list[str]:
     """Keys of the styles_<key>.safetensors files (StyleSpace edits) of an edit or smooth folder."""
-    return sorted(p.name[len("styles_"):-len(".safetensors")] for p in Path(folder).glob("styles_*.safetensors"))
+    return sorted(_keys(folder, layout.styles_key))
 
 
 def output_keys(folder: str | PathLike) -> list[str]:
     """Every output key of an edit or smooth folder (W+ latents and S edits), reconstruction first."""
-    return latents_keys(folder) + [k for k in styles_keys(folder) if k not in latents_keys(folder)]
-
-
-def stylespace_sidecar(latents_path: str | PathLike) -> Path:
-    return Path(str(latents_path) + STYLESPACE_SUFFIX)
+    w_keys = latents_keys(folder)
+    return w_keys + [k for k in styles_keys(folder) if k not in w_keys]
 
 
 # --------------------------------------------------------------------------------------------------
-# Render layout
+# The small JSON records stages write about their run
+
+
+class _JsonRecord:
+    """A dataclass written as one JSON object (its fields in order) to FOLDER/FILE, atomically. `load` gives
+    None when the file is absent (made by an older videdit, or the stage has not run) and ignores keys it
+    does not know."""
+
+    FILE: ClassVar[str]
+    END: ClassVar[str] = ""  # after the JSON text
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def save(self, folder: str | PathLike) -> Path:
+        return atomic_write_text(Path(folder) / self.FILE, json.dumps(self.to_json(), indent=1) + self.END)
+
+    @classmethod
+    def load(cls, folder: str | PathLike):
+        path = Path(folder) / cls.FILE
+        if not path.is_file():
+            return None
+        data = _read_json(path, "rerun the stage that writes it")
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: not a JSON object; rerun the stage that writes it")
+        missing = [f.name for f in fields(cls) if f.name not in data and f.default is f.default_factory is MISSING]
+        if missing:
+            raise InputError(f"{path}: lacks {', '.join(missing)}; rerun the stage that writes it")
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 @dataclass
-class RenderInfo:
+class AlignInfo(_JsonRecord):
+    """align/align.json: how the faces were found (the landmark backend) and how many frames had one."""
+
+    FILE: ClassVar[str] = layout.ALIGN_INFO
+    END: ClassVar[str] = "\n"
+
+    backend: str
+    n_frames: int
+    n_faces_found: int
+    n_interpolated: int
+    n_multi_face: int
+
+
+@dataclass
+class SmoothInfo(_JsonRecord):
+    """smooth/smooth.json: the kernel, end rule and shots the smoothing used."""
+
+    FILE: ClassVar[str] = layout.SMOOTH_INFO
+
+    num_frames: int
+    kernel: list[float]
+    padding: str
+    fine_layers_from: int
+    keys: list[str]
+    segments: list[list[int]] | None = None
+
+
+@dataclass
+class StitchInfo(_JsonRecord):
+    """stitch/stitch.json: the keys stitched, their generators' file names and the per-step losses."""
+
+    FILE: ClassVar[str] = layout.STITCH_INFO
+
+    keys: list[str]
+    settings: dict[str, Any]
+    frames_tuned_on: int
+    generators: dict[str, str]
+    losses: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RenderInfo(_JsonRecord):
     """render/render.json: how the crop-level frames were made (composite and eval read it)."""
 
-    resolution: int
-    expand: list[int] = field(default_factory=lambda: [0, 0, 0, 0])  # left, right, top, bottom
-    keys: list[str] = field(default_factory=list)
-    num_frames: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)  # everything else render records
+    FILE: ClassVar[str] = layout.RENDER_INFO
 
-    def save(self, folder: str | PathLike) -> Path:
-        data = dict(self.extra, resolution=self.resolution, expand=list(self.expand), keys=list(self.keys),
-                    num_frames=self.num_frames)
-        return atomic_write_text(Path(folder) / RENDER_INFO, json.dumps(data, indent=1))
+    num_frames: int = 0
+    fps: str = ""
+    resolution: int = 0
+    expand: list[int] = field(default_factory=lambda: [0, 0, 0, 0])  # left, right, top, bottom
+    feather: int = 0
+    canvas_size: list[int] = field(default_factory=list)  # (width, height) of a rendered frame
+    keys: list[str] = field(default_factory=list)
+    weight_offsets: dict[str, Any] | None = None  # HyperStyle: per-frame weight offsets were applied
+    side_by_side_columns: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, folder: str | PathLike) -> "RenderInfo | None":
-        path = Path(folder) / RENDER_INFO
-        if not path.is_file():
+        info = super().load(folder)
+        if info is None:
             return None
-        data = json.loads(path.read_text())
-        known = {"resolution", "expand", "keys", "num_frames"}
-        return cls(resolution=int(data.get("resolution", 0)), expand=list(data.get("expand", [0, 0, 0, 0])),
-                   keys=list(data.get("keys", [])), num_frames=int(data.get("num_frames", 0)),
-                   extra={k: v for k, v in data.items() if k not in known})
+        try:
+            info.resolution, info.expand = int(info.resolution), [int(v) for v in info.expand]
+        except (TypeError, ValueError):
+            info.resolution = 0
+        if len(info.expand) != 4 or info.resolution <= 0:
+            raise InputError(f"{Path(folder) / cls.FILE} is not a render description; rerun render")
+        return info
+
+
+@dataclass
+class CompositeInfo(_JsonRecord):
+    """composite/composite.json: counts, settings, the seam factor per key and whether the audio was copied."""
+
+    FILE: ClassVar[str] = layout.COMPOSITE_INFO
+    END: ClassVar[str] = "\n"
+
+    n_frames: int
+    n_composited: int
+    size: list[int]
+    resolution: int
+    expand: list[int]
+    keys: list[str]
+    tracks: int
+    seam_factor: dict[str, float | None]
+    seam_frames: dict[str, int]
+    settings: dict[str, Any]
+    audio_copied: bool | None = None  # None: written by a videdit that did not record it
+
+
+@dataclass
+class TuneNotes:
+    """tune/tune.json (PTI) or tune/tuner.json (the other tuners): what the tuner did (steps, losses, ...);
+    its keys depend on the tuner."""
+
+    values: dict[str, Any]
+    file: str = layout.TUNER_INFO
+
+    def save(self, folder: str | PathLike) -> Path:
+        return atomic_write_text(Path(folder) / self.file, json.dumps(self.values))
+
+    @classmethod
+    def load(cls, folder: str | PathLike) -> "TuneNotes | None":
+        for name in (layout.TUNE_INFO, layout.TUNER_INFO):
+            if (Path(folder) / name).is_file():
+                return cls(_read_json(Path(folder) / name, "rerun tune"), name)
+        return None
+
+
+def save_video_info(folder: str | PathLike, info) -> Path:
+    """align/video.json: the source's videdit.io.VideoInfo (fps, time base, size, rotation, colour, audio)."""
+    return atomic_write_text(Path(folder) / VIDEO_INFO, json.dumps(info.to_dict(), indent=2) + "\n")
+
+
+def load_video_info(folder: str | PathLike):
+    """The VideoInfo align recorded, or None when the folder has none."""
+    from videdit.io import VideoInfo
+
+    path = Path(folder) / VIDEO_INFO
+    if not path.is_file():
+        return None
+    try:
+        return VideoInfo.from_dict(_read_json(path, "rerun align"))
+    except (TypeError, ValueError, ZeroDivisionError, KeyError) as err:
+        raise InputError(f"{path}: not a video description ({type(err).__name__}); rerun align") from None
+
+
+def save_metrics(folder: str | PathLike, text: str) -> Path:
+    """RUN/eval/metrics.json (or eval/against_*/): `videdit eval`'s metrics as strict JSON text."""
+    return atomic_write_text(Path(folder) / layout.METRICS, text)
+
+
+def load_metrics(run_or_file: str | PathLike) -> dict:
+    """The metrics `videdit eval` wrote for a run folder (or a metrics file); one line when absent or broken."""
+    path = Path(run_or_file)
+    if path.is_dir():
+        path = path / layout.EVAL_DIR / layout.METRICS
+    if not path.is_file():
+        raise InputError(f"{path} not found; run `videdit eval {path.parent.parent}` first")
+    return _read_json(path, "run `videdit eval` again")
+
+
+def save_settings_text(run_dir: str | PathLike, text: str) -> Path:
+    """RUN/settings.toml, rewritten only when it changes (a rerun with the same settings leaves it alone)."""
+    path = Path(run_dir) / layout.SETTINGS
+    if not path.is_file() or path.read_text() != text:
+        atomic_write_text(path, text)
+    return path
 
 
 # --------------------------------------------------------------------------------------------------
@@ -313,7 +452,7 @@ class TracksRecord:
         """Person labels in order (p1, p2, ..., by number)."""
         return sorted({t.person for t in self.tracks}, key=lambda p: (len(p), p))
 
-    def validate(self, where: str = "tracks.json") -> "TracksRecord":
+    def validate(self, where: str = TRACKS) -> "TracksRecord":
         """self, or one InputError line saying what is wrong."""
         if not self.shots:
             raise InputError(f"{where}: no shots")
@@ -360,10 +499,7 @@ class TracksRecord:
             path = path / TRACKS
         if not path.is_file():
             raise InputError(f"{path} is missing (run `videdit faces` or the pipeline first)")
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise InputError(f"{path}: not readable JSON ({type(err).__name__}); rerun `videdit faces`") from None
+        data = _read_json(path, "rerun `videdit faces`")
         if not isinstance(data, dict) or not isinstance(data.get("shots"), list) \
                 or not isinstance(data.get("tracks", []), list):
             raise InputError(f"{path}: needs a \"shots\" list and a \"tracks\" list")
@@ -388,12 +524,40 @@ class TracksRecord:
         return cls(shots=shots, tracks=tracks, extra=extra).validate(str(path))
 
 
+def save_tracks_key(run_dir: str | PathLike, key: str) -> Path:
+    """RUN/tracks.key: the digest of the video and settings RUN/tracks.json was found with."""
+    return atomic_write_text(Path(run_dir) / layout.TRACKS_KEY, key)
+
+
+def tracks_key(run_dir: str | PathLike) -> str | None:
+    """What save_tracks_key wrote, or None when tracks.json or tracks.key is missing."""
+    run_dir = Path(run_dir)
+    path = run_dir / layout.TRACKS_KEY
+    return path.read_text() if path.is_file() and (run_dir / TRACKS).is_file() else None
+
+
+def save_track_arrays(run_dir: str | PathLike, entry: TrackEntry, arrays: dict[str, np.ndarray]) -> Path:
+    """RUN/<track dir>/track.npz: a track's per-frame arrays (frames first)."""
+    return _savez(Path(run_dir) / entry.dir / layout.TRACK_ARRAYS, arrays)
+
+
+def load_track_arrays(run_dir: str | PathLike, entry: TrackEntry) -> dict[str, np.ndarray]:
+    """What save_track_arrays wrote; one InputError line when missing, unreadable or not of the track's frames."""
+    path = Path(run_dir) / entry.dir / layout.TRACK_ARRAYS
+    arrays = _load_npz(path, "missing or unreadable; rerun `videdit faces`")
+    frames = arrays.get("frames")
+    if frames is None or len(frames) != entry.n_frames or int(frames[0]) != entry.start:
+        raise InputError(f"{path}: its frames do not match track {entry.id} [{entry.start}, {entry.end}) "
+                         f"of {TRACKS}; rerun `videdit faces`")
+    return arrays
+
+
 # --------------------------------------------------------------------------------------------------
 # The run folder
 
 
 class RunFolder:
-    """Paths of one run folder's stage outputs. Pure path arithmetic plus the typed readers above."""
+    """Paths of one run folder's files (pure path arithmetic over videdit.layout's names)."""
 
     def __init__(self, root: str | PathLike):
         self.root = Path(root)
@@ -403,93 +567,32 @@ class RunFolder:
             raise ValueError(f"unknown stage {name!r}")
         return self.root / name
 
-    # align
     @property
     def align(self) -> Path:
-        return self.root / "align"
-
-    def align_record(self) -> AlignRecord:
-        return AlignRecord.load(self.align / TRANSFORMS)
-
-    @property
-    def aligned_frames(self) -> Path:
-        return self.align / ALIGNED
+        return self.stage("align")
 
     @property
     def unaligned_frames(self) -> Path:
         return self.align / UNALIGNED
 
     @property
-    def video_info(self) -> Path:
-        return self.align / VIDEO_INFO
-
-    # encode
-    @property
     def latents(self) -> Path:
-        return self.root / "encode" / LATENTS
-
-    # tune
-    @property
-    def generator(self) -> Path:
-        return self.root / "tune" / GENERATOR
-
-    @property
-    def offsets(self) -> Path:
-        return self.root / "tune" / OFFSETS
-
-    # edit / smooth
-    def edited_latents(self, key: str) -> Path:
-        return self.root / "edit" / latents_name(key)
+        return self.stage("encode") / LATENTS
 
     def smoothed_latents(self, key: str) -> Path:
-        return self.root / "smooth" / latents_name(key)
+        return self.stage("smooth") / latents_name(key)
 
     @property
     def smoothed_transforms(self) -> Path:
-        return self.root / "smooth" / TRANSFORMS
-
-    # stitch / render / composite
-    def stitched_generator(self, key: str) -> Path:
-        """The stitch stage's generator for one W+ key."""
-        return self.root / "stitch" / stitched_generator_name(key)
+        return self.stage("smooth") / TRANSFORMS
 
     @property
     def render(self) -> Path:
-        return self.root / "render"
+        return self.stage("render")
 
     def composite_video(self, key: str) -> Path:
-        return self.root / "composite" / f"{key}.mp4"
+        return self.stage("composite") / layout.composite_video_name(key)
 
-    # shots and face tracks
-    @property
-    def tracks_json(self) -> Path:
-        return self.root / TRACKS
-
-    def tracks_record(self) -> TracksRecord:
-        return TracksRecord.load(self.root / TRACKS)
-
-
-@dataclass
-class VideoResult:
-    """What happened to one video: the record `Pipeline.run` returns and the engines collect."""
-
-    input: Path
-    run_dir: Path
-    status: str = "ok"  # ok | failed
-    error: str | None = None
-    frames: int | None = None
-    seconds: float = 0.0
-    outputs: list[Path] = field(default_factory=list)
-    stages: dict[str, str] = field(default_factory=dict)  # stage -> cached | ran
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["input"], d["run_dir"] = str(self.input), str(self.run_dir)
-        d["outputs"] = [str(p) for p in self.outputs]
-        return d
-
-
-def record_json(obj: Any) -> str:
-    """JSON of a dataclass record (paths as strings), for the small *.json files stages write."""
-    data = asdict(obj) if hasattr(obj, "__dataclass_fields__") else obj
-    return json.dumps(data, indent=1, default=str)
+    def published_video(self, video_stem: str, key: str) -> Path:
+        """RUN/<video stem>.<key>.mp4: a final full-frame video."""
+        return self.root / layout.published_name(video_stem, key)

@@ -16,8 +16,7 @@ import time
 from pathlib import Path
 
 from videdit.errors import VideditError
-
-LOCK_NAME = ".lock"
+from videdit.layout import LOCK as LOCK_NAME
 
 
 class RunFolderError(VideditError):

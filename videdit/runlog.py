@@ -20,6 +20,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Callable, Iterator
 
+from videdit.layout import LOG
+
 _stage: ContextVar[str] = ContextVar("videdit_log_stage", default="run")
 
 EVENT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d \S+ \S+")
@@ -111,7 +113,7 @@ class StageLog:
 
 def read_log_events(run_dir: Path) -> list[tuple[str, str]]:
     """[(stage, event), ...] from RUN/log.txt."""
-    path = Path(run_dir) / "log.txt"
+    path = Path(run_dir) / LOG
     if not path.exists():
         return []
     out = []

@@ -14,18 +14,17 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from videdit import progress
 from videdit.fileio import atomic_write_text, file_sha256
+from videdit.layout import CHECKPOINTS, DIGESTS, LOG, MANIFEST, STAGE_KEY, partial_name  # noqa: F401  (MANIFEST: API)
 from videdit.runlog import StageLog, log_stage, read_log_events  # noqa: F401  (the log's API, re-exported)
 
-MANIFEST = "manifest.json"
-STAGE_KEY = ".stage_key.json"
 # Files a stage keeps only for its own resumption; not part of its output digest.
-_PRIVATE_DIRS = ("checkpoints",)
+_PRIVATE_DIRS = (CHECKPOINTS,)
 
 
 def _json_default(obj: Any):
@@ -135,6 +134,26 @@ class Stage:
 
 
 @dataclass
+class VideoResult:
+    """What happened to one video: the record `Pipeline.run` returns and the engines collect."""
+
+    input: Path
+    run_dir: Path
+    status: str = "ok"  # ok | failed
+    error: str | None = None
+    frames: int | None = None
+    seconds: float = 0.0
+    outputs: list[Path] = field(default_factory=list)
+    stages: dict[str, str] = field(default_factory=dict)  # stage -> cached | ran
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input"], d["run_dir"] = str(self.input), str(self.run_dir)
+        d["outputs"] = [str(p) for p in self.outputs]
+        return d
+
+
+@dataclass
 class StageOutcome:
     name: str
     status: str  # "cached" | "ran"
@@ -149,9 +168,9 @@ class StageRunner:
         self.warn = warn
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log = log or StageLog(self.run_dir / "log.txt")
+        self.log = log or StageLog(self.run_dir / LOG)
         self.force = force
-        self.digests = DigestCache(self.run_dir / ".digests.json")
+        self.digests = DigestCache(self.run_dir / DIGESTS)
 
     def _input_digest(self, value: Any) -> str:
         if isinstance(value, Path):
@@ -185,7 +204,7 @@ class StageRunner:
         try:
             manifest = json.loads(manifest_path.read_text())
         except ValueError:
-            self.log.write(stage.name, "damaged", "manifest.json is unreadable; recomputing")
+            self.log.write(stage.name, "damaged", f"{MANIFEST} is unreadable; recomputing")
             return False
         key = key or self.stage_key(stage)
         if any(manifest.get(k) != v for k, v in key.items()):
@@ -211,7 +230,7 @@ class StageRunner:
                 reporter.stage_end(stage.name, "cached", 0.0)
             return StageOutcome(stage.name, "cached", final, 0.0)
 
-        work = self.run_dir / f"{stage.name}.partial"
+        work = self.run_dir / partial_name(stage.name)
         key_text = canonical_json(key)
         if work.exists():
             previous = (work / STAGE_KEY).read_text() if (work / STAGE_KEY).exists() else None

@@ -4,15 +4,24 @@ A value is checked against the field's annotation (int, float, bool, str, tuple/
 and against the bounds and choices below; the first problem is one line naming the key, the value and
 what is allowed. `resolve_section` returns the settings object with every field filled (defaults
 included), so the run folder's settings.toml records the whole configuration, not just the preset.
+
+`resolve_settings` does that for a whole preset, once: the stage sections (their classes live with the
+stages and are found through SECTIONS, so reading the names loads no stage), the sections the pipeline
+itself reads ([edit], [faces]), the keys it reads from stage sections (the tuner, whether stitching runs,
+which networks) and the run-wide keys. Everything after reads the `ResolvedSettings`, never the raw dict.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import types
 import typing
+from dataclasses import dataclass, field
 from typing import Any
 
+from videdit.edits import edit_strings, parse_edits
 from videdit.errors import VideditError
+from videdit.tuning import DEFAULT_TUNER, TUNERS  # the registry's names only: no torch at import
 
 
 class SettingsError(VideditError):
@@ -47,7 +56,7 @@ RULES: dict[str, Any] = {
     "encode.batch_size": (1, 4096),
     "encode.input_size": (16, 1024),
     "encode.encoder": ("e4e", "psp"),
-    "tune.tuner": ("pti", "hyperstyle", "local-tweak", "none"),
+    "tune.tuner": tuple(TUNERS),
     "tune.steps": (0, None),
     "tune.lr": (("gt", 0.0), None),
     "tune.batch_size": (1, 4096),
@@ -198,3 +207,159 @@ def as_dict(obj: Any) -> dict[str, Any]:
         v = getattr(obj, f.name)
         out[f.name] = list(v) if isinstance(v, tuple) else v
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The pipeline's own settings
+
+
+@dataclass
+class EditOptions:
+    """The [edit] section (see videdit.edits): `edits` as on the command line (age, path.npy, text:PROMPT,
+    s:KEY:CHANNEL), `direction` one more InterFaceGAN edit (the short form), `strengths` for W+ and channel
+    edits, `alpha`/`beta` for text edits (empty/unset: the defaults table). clip, delta_i_c, s_stats: files
+    for text edits ("" = the weights registry's)."""
+
+    edits: list[str] = field(default_factory=list)
+    direction: str = ""
+    strengths: list[float] = field(default_factory=list)
+    alpha: list[float] = field(default_factory=list)
+    beta: float | None = None
+    clip: str = ""
+    delta_i_c: str = ""
+    s_stats: str = ""
+
+    def __post_init__(self):
+        self.specs = parse_edits(edit_strings(dataclasses.asdict(self)), self.strengths, self.alpha, self.beta)
+
+    def text_files(self) -> dict[str, str]:
+        """The StyleCLIP files given by path: {"clip" | "delta_i_c" | "s_stats": path}."""
+        return {key: getattr(self, key) for key in TEXT_EDIT_FILES if getattr(self, key)}
+
+
+# The files a text edit reads: [edit] key that may name one by path -> its entry in the weights registry.
+TEXT_EDIT_FILES = {"clip": "clip_vit_b32", "delta_i_c": "styleclip_delta_i_c", "s_stats": "styleclip_s_stats"}
+
+
+@dataclass
+class FacesOptions:
+    """[faces]: whom to edit.
+
+    select "" (default): follow one face through the video with one box, as the published code does
+    (smoothing and fill-in still stop at cuts). "main" (the person present in the most frames), "all" or
+    labels "p1,p3": every face is tracked within each shot and labelled by identity across shots
+    (`videdit faces` lists them); each chosen (person, shot) track gets its own align, encode, tune,
+    edit, smooth and render in RUN/tracks/<id>/ (tuning per track: one fixed crop box and one lighting
+    per shot), and composite pastes them all. Tracks shorter than min_track_frames pass through unedited.
+    """
+
+    select: str = ""
+    min_track_frames: int = 10
+    landmarks: str = "dlib"
+    full_search_every: int = 1
+
+
+@dataclass
+class RunOptions:
+    """Run-wide keys, at the top of a preset (outside any section; `--set precision=fp16` or the flag).
+
+    precision: how the generator runs (videdit.models): fp32 (default), tf32 or fp16 (NVIDIA's mixed
+    precision); CUDA only, so on the CPU tf32 and fp16 run fp32 with one warning.
+    """
+
+    precision: str = "fp32"
+
+
+RUN_KEYS = tuple(f.name for f in dataclasses.fields(RunOptions))
+
+
+@dataclass
+class EncodeChoice:
+    """[encode] keys the pipeline reads: which ReStyle encoder (its checkpoint holds the generator) and an
+    optional generator file (.pkl/.pt/.safetensors; "" = the encoder checkpoint's)."""
+
+    encoder: str = "e4e"
+    generator: str = ""
+
+
+@dataclass
+class TuneChoice:
+    """[tune] tuner: which tuner runs (videdit.tuning.TUNERS); its settings are its own section's."""
+
+    tuner: str = DEFAULT_TUNER
+
+
+@dataclass
+class StitchChoice:
+    """[stitch] enabled: whether the optional stitch stage runs between smooth and render."""
+
+    enabled: bool = False
+
+
+# Preset section -> (module, settings class, the class of the keys the pipeline reads from it, or None).
+# Stage classes are named, not imported: reading a preset loads no stage (nor torch).
+SECTIONS: dict[str, tuple[str, str, type | None]] = {
+    "faces": (__name__, "FacesOptions", None),
+    "align": ("videdit.stages.align", "AlignSettings", None),
+    "encode": ("videdit.stages.encode", "EncodeSettings", EncodeChoice),
+    "tune": ("videdit.tuning.pti", "TuneSettings", TuneChoice),
+    "edit": (__name__, "EditOptions", None),
+    "smooth": ("videdit.temporal", "SmoothSettings", None),
+    "stitch": ("videdit.tuning.stitch", "StitchSettings", StitchChoice),
+    "render": ("videdit.stages.render", "RenderSettings", None),
+    "composite": ("videdit.stages.composite", "CompositeSettings", None),
+    "hyperstyle": ("videdit.tuning.hyperstyle", "HyperStyleSettings", None),
+    "local_tweak": ("videdit.tuning.local_tweak", "LocalTweakSettings", None),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedSettings:
+    """A preset checked and typed, once: what the pipeline reads.
+
+    sections: section -> its settings object (every section of SECTIONS, defaults filled in); choices:
+    section -> the pipeline's own keys of that section (EncodeChoice, TuneChoice, StitchChoice); run: the
+    run-wide keys; notes: the preset's top-level values as given (its name, description), recorded only.
+    """
+
+    sections: dict[str, Any]
+    choices: dict[str, Any]
+    run: RunOptions
+    notes: dict[str, Any]
+
+    @property
+    def tuner(self) -> str:
+        return self.choices["tune"].tuner
+
+    @property
+    def stitch(self) -> bool:
+        return self.choices["stitch"].enabled
+
+    @property
+    def networks(self) -> EncodeChoice:
+        return self.choices["encode"]
+
+    def as_dict(self, models: str) -> dict[str, Any]:
+        """Every option of every section, defaults included, and the models' name: what RUN/settings.toml records."""
+        out = dict(self.notes, **as_dict(self.run), models=models)
+        for section, obj in self.sections.items():
+            out[section] = dict(as_dict(obj), **(as_dict(self.choices[section]) if section in self.choices else {}))
+        return out
+
+
+def resolve_settings(settings: dict[str, Any]) -> ResolvedSettings:
+    """Every section of a preset dict (presets.load_preset, overrides applied) checked and typed; one
+    SettingsError line for the first bad value, whatever stage it belongs to."""
+    run = resolve_section(RunOptions, {k: v for k, v in settings.items() if k in RUN_KEYS}, "")
+    sections, choices = {}, {}
+    for section, (module, name, choice_class) in SECTIONS.items():
+        values = settings.get(section, {})
+        extra = typing.get_type_hints(choice_class) if choice_class else None  # checked here, kept in `choices`
+        sections[section] = resolve_section(getattr(importlib.import_module(module), name), values, section,
+                                            extra_keys=extra)
+        if choice_class:
+            choices[section] = resolve_section(choice_class, {k: v for k, v in values.items() if k in extra}, section)
+    if "aligned_size" not in settings.get("align", {}):  # unset: the encoder's input (the aligned crops feed it)
+        sections["align"] = dataclasses.replace(sections["align"], aligned_size=sections["encode"].input_size)
+    notes = {k: v for k, v in settings.items() if not isinstance(v, dict)}
+    return ResolvedSettings(sections, choices, run, notes)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from videdit import records
 from videdit.errors import VideditError
 
 
@@ -150,23 +151,24 @@ def write_tune_inputs(root: str | Path, G, n_frames: int, *, seed: int = 0, max_
 
     root = Path(root)
     res = G.img_resolution
-    unaligned = root / "align" / "unaligned"
+    align = records.RunFolder(root).align
+    unaligned = align / records.UNALIGNED
     unaligned.mkdir(parents=True, exist_ok=True)
     rotation = np.linspace(-max_rotation_deg, max_rotation_deg, n_frames)
     translation = np.stack([np.linspace(-max_shift, max_shift, n_frames), np.zeros(n_frames)], axis=1)
     photo = astronaut()
     for i in range(n_frames):
         crop = place_photo(photo, (res, res), rotation[i], (translation[i, 0] * res, 0.0), face_centre, scale)
-        Image.fromarray(crop).save(unaligned / f"{i:06d}.png", compress_level=1)
+        Image.fromarray(crop).save(unaligned / records.frame_name(i), compress_level=1)
     matrix = np.stack([np.asarray(make_transform(tuple(translation[i]), rotation[i])) for i in range(n_frames)])
-    np.savez(root / "align" / "transforms.npz", rotation_deg=rotation, translation=translation, matrix=matrix,
-             face_found=np.ones(n_frames, bool))
+    records.TransformsRecord(rotation_deg=rotation, translation=translation, matrix=matrix,
+                             face_found=np.ones(n_frames, bool)).save(align / records.TRANSFORMS)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         ws = G.mapping(torch.randn(1, G.z_dim, generator=gen), None)
         ws = ws.repeat(n_frames, 1, 1) + 0.05 * torch.randn(n_frames, G.num_ws, G.w_dim, generator=gen)
-    np.save(root / "latents.npy", ws.numpy())
-    return root / "align", root / "latents.npy", matrix
+    latents = records.save_latents(root / records.LATENTS, ws.numpy())
+    return align, latents, matrix
 
 
 # ----------------------------------------------------------------------------------------------

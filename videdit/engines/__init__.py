@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 from videdit.engines.jobs import VideoJob, format_duration, make_jobs  # noqa: F401  (the engines' shared parts)
 from videdit.errors import InputError, VideditError
 from videdit.io.probe import VIDEO_SUFFIXES, is_video_name
-from videdit.records import VideoResult
+from videdit.layout import RUN_SUFFIX
+from videdit.runner import VideoResult
 
 if TYPE_CHECKING:
     from videdit.pipeline import Pipeline
@@ -43,7 +44,7 @@ def list_videos(folder: Path, recursive: bool = False) -> list[Path]:
     folder = Path(folder)
     return sorted(p for p in folder.glob(pattern)
                   if p.is_file() and is_video_name(p)
-                  and not any(part.endswith(".videdit") for part in p.relative_to(folder).parts[:-1]))
+                  and not any(part.endswith(RUN_SUFFIX) for part in p.relative_to(folder).parts[:-1]))
 
 
 def run_many(pipeline: "Pipeline", input_path: Path, out: Path | None = None, *, recursive: bool = False,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from videdit.errors import VideditError
+from videdit.layout import run_folder_name
 from videdit.progress import format_duration  # noqa: F401  (the engines show durations the same way)
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ def make_jobs(pipeline: "Pipeline", videos: Sequence[Path], out: Path | None = N
             raise VideditError(f"{len(videos)} videos but {len(run_dirs)} run folders")
         dirs = [_absolute(d) for d in run_dirs]
     elif out is not None:
-        dirs = [_absolute(out) / (v.name + ".videdit") for v in videos]
+        dirs = [_absolute(out) / run_folder_name(v.name) for v in videos]
     else:
         dirs = [pipeline.default_run_dir(v) for v in videos]
     if len(set(dirs)) != len(dirs):

@@ -9,7 +9,7 @@ from videdit.engines.jobs import format_duration, make_jobs
 
 if TYPE_CHECKING:
     from videdit.pipeline import Pipeline
-    from videdit.records import VideoResult
+    from videdit.runner import VideoResult
 
 
 def run_videos_local(pipeline: "Pipeline", videos: Sequence[Path], out: Path | None = None, *,

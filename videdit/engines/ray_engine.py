@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from videdit.engines.jobs import VideoJob, format_duration, make_jobs
 from videdit.errors import VideditError
 from videdit.fileio import atomic_write_text
+from videdit.layout import RAY_TASK
 from videdit.runner import read_log_events
 
 if TYPE_CHECKING:
     from videdit.pipeline import ModelSource, Pipeline
-    from videdit.records import VideoResult
+    from videdit.runner import VideoResult
 
-TASK_STATUS_FILE = ".ray_task.json"
+TASK_STATUS_FILE = RAY_TASK
 RAY_MISSING = "--engine ray needs Ray, which is not installed here: pip install 'videdit[ray]'"
 
 
@@ -147,7 +148,7 @@ def stages_to_force(request: RunRequest, run_dir: Path, log_offset: int) -> set[
 def run_video_task(spec: PipelineSpec, job: VideoJob, request: RunRequest, batch: str, log_offset: int,
                    threads: int) -> tuple["VideoResult", int]:
     """Body of the Ray task of one video (also callable directly): -> (result, attempt number)."""
-    from videdit.records import VideoResult
+    from videdit.runner import VideoResult
 
     host = socket.gethostname()
     if not job.video.is_file():
@@ -337,7 +338,7 @@ def run_videos_ray(pipeline: "Pipeline", videos: Sequence[Path], out: Path | Non
     max_retries: attempts after a worker or node is lost (exceptions in the pipeline are not retried).
     """
     ray = require_ray()
-    from videdit.records import VideoResult
+    from videdit.runner import VideoResult
 
     if max_retries < 0:
         raise VideditError(f"--max-retries must be 0 or more, got {max_retries}")

@@ -1,22 +1,21 @@
 """Where the frames to compare come from: a run folder's crops, an image folder or a video file."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from videdit import records
+from videdit import layout, records
 from videdit.errors import InputError
 from videdit.io.images import list_images, read_image
 from videdit.io.probe import is_video_name
 
-# The unedited output: the pipeline's latents key is "recon" (render/recon/, render/reconstruction.mp4).
-RECONSTRUCTION_KEYS = ("recon", "reconstruction")
+# The unedited output: the pipeline's latents key (render/recon/) and its crop video's stem (reconstruction.mp4).
+RECONSTRUCTION_KEYS = (layout.RECONSTRUCTION_KEY, Path(layout.RECONSTRUCTION_VIDEO).stem)
 # Render outputs that are not one video of crops.
-NOT_AN_OUTPUT = ("side_by_side",)
+NOT_AN_OUTPUT = (Path(layout.SIDE_BY_SIDE_VIDEO).stem,)
 
 
 def is_reconstruction(key: str) -> bool:
@@ -95,23 +94,16 @@ def render_crop_box(render: Path) -> tuple[int, int, int, int] | None:
     The render stage puts the frame's own res x res view at (left, top) of a larger canvas; only that
     part corresponds to the input crop.
     """
-    meta_path = render / records.RENDER_INFO
-    if not meta_path.is_file():
+    info = records.RenderInfo.load(render)
+    if info is None or not any(info.expand):
         return None
-    try:
-        meta = json.loads(meta_path.read_text())
-        left, _right, top, _bottom = (int(v) for v in meta.get("expand", (0, 0, 0, 0)))
-        res = int(meta["resolution"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise InputError(f"{meta_path} is not a render description: {err}") from err
-    if not (left or _right or top or _bottom):
-        return None
-    return (left, top, left + res, top + res)
+    left, _right, top, _bottom = info.expand
+    return (left, top, left + info.resolution, top + info.resolution)
 
 
 def crop_outputs(run: Path) -> dict[str, FrameSource]:
     """Rendered crops per key: RUN/render/<key>/*.png (lossless), else RUN/render/<key>.mp4. Reconstruction first."""
-    render = run / "render"
+    render = records.RunFolder(run).render
     outputs: dict[str, FrameSource] = {}
     if render.is_dir():
         crop = render_crop_box(render)
@@ -119,9 +111,10 @@ def crop_outputs(run: Path) -> dict[str, FrameSource]:
             if entry.is_dir() and entry.name not in NOT_AN_OUTPUT and list_images(entry):
                 outputs[entry.name] = FrameSource(label_for(entry, run), images=list_images(entry), crop=crop)
         if not outputs:  # no frame folders: fall back to the (lossy) crop videos
-            for entry in sorted(render.glob("*.mp4")):
-                if entry.stem not in NOT_AN_OUTPUT:
-                    outputs[entry.stem] = FrameSource(label_for(entry, run), video=entry, crop=crop)
+            for entry in sorted(render.iterdir()):
+                key = layout.video_stem(entry.name)
+                if key is not None and key not in NOT_AN_OUTPUT and entry.is_file():
+                    outputs[key] = FrameSource(label_for(entry, run), video=entry, crop=crop)
     if not outputs:
         raise InputError(f"{render} has no rendered crops; run the render stage first")
     return _reconstruction_first(outputs)
@@ -130,16 +123,18 @@ def crop_outputs(run: Path) -> dict[str, FrameSource]:
 def full_frame_outputs(run: Path, source_video: Path) -> dict[str, FrameSource]:
     """The final full-frame videos: RUN/<name>.<key>.mp4 keyed by <key>, else RUN/composite/<key>.mp4."""
     outputs: dict[str, FrameSource] = {}
-    prefix = source_video.stem + "."
-    for path in sorted(run.glob("*.mp4")):
-        key = path.stem[len(prefix):] if path.stem.startswith(prefix) else path.stem
-        outputs[key] = FrameSource(label_for(path, run), video=path)
+    for path in sorted(run.iterdir()):
+        key = layout.published_key(path.name, source_video.stem) or layout.video_stem(path.name)
+        if key is not None and path.is_file():
+            outputs[key] = FrameSource(label_for(path, run), video=path)
+    composite = records.RunFolder(run).stage("composite")
+    if not outputs and composite.is_dir():
+        for path in sorted(composite.iterdir()):
+            key = layout.composite_key(path.name)  # None for the blend masks: not an output
+            if key is not None and path.is_file():
+                outputs[key] = FrameSource(label_for(path, run), video=path)
     if not outputs:
-        for path in sorted((run / "composite").glob("*.mp4")):
-            if path.stem != "masks":  # the composite stage's blend masks, not an output
-                outputs[path.stem] = FrameSource(label_for(path, run), video=path)
-    if not outputs:
-        raise InputError(f"{run} has no final videos (*.mp4) to compare with {source_video.name}")
+        raise InputError(f"{run} has no final videos to compare with {source_video.name}")
     return _reconstruction_first(outputs)
 
 

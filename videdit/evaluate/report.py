@@ -19,14 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from videdit import records
+from videdit import layout, records
 from videdit.errors import InputError
-from videdit.fileio import atomic_write_text
 from videdit.evaluate import frames as frames_mod
 from videdit.evaluate.frames import FrameSource, is_reconstruction
 
-METRICS_FILE = "metrics.json"
-EVAL_FOLDER = "eval"
 SCHEMA_VERSION = 1
 
 
@@ -112,7 +109,8 @@ def evaluate_run(run_dir, against=None, settings: EvalSettings | None = None, *,
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     if settings.write:
         # Another reference gets its own folder, so the run's own evaluation is never overwritten.
-        out_dir = run / EVAL_FOLDER if against is None else run / EVAL_FOLDER / f"against_{Path(against).stem}"
+        eval_dir = run / layout.EVAL_DIR
+        out_dir = eval_dir if against is None else eval_dir / f"against_{Path(against).stem}"
         out_dir.mkdir(parents=True, exist_ok=True)
         metrics["eval_dir"] = frames_mod.label_for(out_dir, run)
         metrics["plots"] = []
@@ -121,7 +119,7 @@ def evaluate_run(run_dir, against=None, settings: EvalSettings | None = None, *,
                 metrics["plots"] = _write_plots(run, metrics, out_dir)
             except ImportError:  # matplotlib is an optional dependency (the `eval` extra)
                 metrics["skipped"]["plots"] = "matplotlib is not installed (pip install 'videdit[eval]')"
-        write_metrics(metrics, out_dir / METRICS_FILE)
+        records.save_metrics(out_dir, metrics_to_json(metrics))
     return metrics
 
 
@@ -373,20 +371,20 @@ def _write_plots(run: Path, metrics: dict, out_dir: Path) -> list[str]:
 
     written = []
     per_frame = {k: v["per_frame"] for k, v in metrics["outputs"].items()}
-    path = plots.plot_metrics_over_time(per_frame, metrics["input_temporal"]["warp_error_per_frame"], out_dir / "metrics_per_frame.png")
+    path = plots.plot_metrics_over_time(per_frame, metrics["input_temporal"]["warp_error_per_frame"], out_dir / layout.METRICS_PLOT)
     if path:
         written.append(path)
     folder = records.RunFolder(run)
     raw = _transforms(folder.align / records.TRANSFORMS)
     if raw is not None:
         smoothed = _transforms(folder.smoothed_transforms)
-        written.append(plots.plot_transforms(raw.arrays(), smoothed.arrays() if smoothed else None, out_dir / "transforms.png"))
+        written.append(plots.plot_transforms(raw.arrays(), smoothed.arrays() if smoothed else None, out_dir / layout.TRANSFORMS_PLOT))
     # Encoded and smoothed reconstruction only: an edit is a far-off shifted copy that would squash the scale.
     series = {name: lat for name, lat in _latent_series(run).items()
               if name == "encoded" or is_reconstruction(name.removeprefix("smoothed "))}
     if series and len(next(iter(series.values()))) >= 2:
         projections, explained = latent_pca(series)
-        written.append(plots.plot_latent_trajectory(projections, explained, out_dir / "latent_pca.png"))
+        written.append(plots.plot_latent_trajectory(projections, explained, out_dir / layout.LATENT_PLOT))
     return [frames_mod.label_for(p, run) for p in written]
 
 
@@ -416,21 +414,7 @@ def metrics_to_json(metrics: dict | list, indent: int | None = 1) -> str:
     return json.dumps(_json_ready(metrics), indent=indent, allow_nan=False)
 
 
-def write_metrics(metrics: dict, path: Path) -> None:
-    """Write atomically so that a reader never sees half a file."""
-    atomic_write_text(path, metrics_to_json(metrics))
-
-
-def load_metrics(run_or_file) -> dict:
-    path = Path(run_or_file)
-    if path.is_dir():
-        path = path / EVAL_FOLDER / METRICS_FILE
-    if not path.is_file():
-        raise InputError(f"{path} not found; run `videdit eval {path.parent.parent}` first")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path} is not valid JSON: {err.msg}") from err
+load_metrics = records.load_metrics  # RUN/eval/metrics.json (a run folder or the file) -> dict
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,11 +37,10 @@ from videdit.errors import InputError, NoFaceError
 from videdit.face.identity import SAME_PERSON_DISTANCE, FaceEmbedder, cluster_people
 from videdit.face.landmarks import FaceDetection, LandmarkBackend, make_backend
 from videdit.face.shots import Shot, ShotSettings, check_shots, detect_shots
-from videdit.records import TrackEntry, TracksRecord
+from videdit.records import TrackEntry, TracksRecord, load_track_arrays, save_track_arrays
 
 log = logging.getLogger(__name__)
 
-TRACK_ARRAYS = "track.npz"  # RUN/tracks/<id>/track.npz: frames, detected, landmarks, boxes, scores, embedding
 
 
 @dataclass
@@ -153,16 +152,13 @@ class FaceTracks:
 
     def save(self, run_dir: str | PathLike) -> Path:
         """RUN/tracks.json and RUN/tracks/<id>/track.npz (per-frame arrays), each written atomically."""
-        from videdit.fileio import atomic_save
-
-        run_dir = Path(run_dir)
         for track in self.tracks:
             arrays = dict(frames=track.frames.astype(np.int64), detected=track.detected,
                           landmarks=track.landmarks.astype(np.float32), boxes=track.boxes.astype(np.float32),
                           scores=track.scores.astype(np.float32))
             if track.embedding is not None:
                 arrays["embedding"] = track.embedding.astype(np.float32)
-            atomic_save(run_dir / track.dir / TRACK_ARRAYS, lambda tmp, a=arrays: np.savez(tmp, **a))
+            save_track_arrays(run_dir, track.entry(), arrays)
         return self.record().save(run_dir)
 
     @classmethod
@@ -172,16 +168,7 @@ class FaceTracks:
         record = TracksRecord.load(run_dir)
         tracks = []
         for entry in record.tracks:
-            path = run_dir / entry.dir / TRACK_ARRAYS
-            try:
-                with np.load(path) as data:
-                    arrays = {k: data[k] for k in data.files}
-            except (OSError, ValueError) as err:
-                raise InputError(f"{path}: missing or unreadable ({type(err).__name__}); rerun `videdit faces`") from None
-            frames = arrays.get("frames")
-            if frames is None or len(frames) != entry.n_frames or int(frames[0]) != entry.start:
-                raise InputError(f"{path}: its frames do not match track {entry.id} [{entry.start}, {entry.end}) "
-                                 "of tracks.json; rerun `videdit faces`")
+            arrays = load_track_arrays(run_dir, entry)
             tracks.append(FaceTrack(shot=entry.shot, start=entry.start, detected=arrays["detected"].astype(bool),
                                     landmarks=arrays["landmarks"].astype(np.float64),
                                     boxes=arrays["boxes"].astype(np.float64),

@@ -12,6 +12,7 @@ Output (inside `out_dir`, the public run-folder format, see docs/ARCHITECTURE.md
     unaligned/000000.png ...  crops of the fixed box of the frame's shot, crop_size^2 RGB
     preview.mp4               source frames (scaled down) with landmarks, eye line, quads drawn
     video.json                VideoInfo of the source
+    align.json                the landmark backend used and the frame counts (found, filled in, several faces)
 
 N is the number of frames decoded from the source, always. Frames where the face was not found keep
 their place: their landmarks are interpolated from the nearest frames that have it (held at the
@@ -502,9 +503,10 @@ def _write_alignment(reader: VideoReader, source: Path, out_dir: Path, settings:
         time_s=np.asarray(times, np.float64),
         shot_starts=np.array([start for start, _ in segments], dtype=np.int64),
     ).save(out_dir / records.TRANSFORMS)
-    video_json = out_dir / records.VIDEO_INFO
-    info.save_json(video_json)
+    video_json = records.save_video_info(out_dir, info)
     n_found = int(found.sum())
+    records.AlignInfo(backend=backend_name, n_frames=n_frames, n_faces_found=n_found, n_interpolated=n_frames - n_found,
+                      n_multi_face=int(np.sum(multi_face))).save(out_dir)
     if n_found < n_frames:
         log.info("align: face missing in %d of %d frames; filled in from neighbours", n_frames - n_found, n_frames)
     return AlignResult(

@@ -14,7 +14,6 @@ frames; 1 means no visible seam added).
 """
 from __future__ import annotations
 
-import json
 import logging
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -26,12 +25,9 @@ import numpy as np
 
 from videdit import progress, records
 from videdit.errors import InputError
+from videdit.layout import MASKS_VIDEO, RENDER_INFO, composite_video_name, frame_name
 
 log = logging.getLogger("videdit")
-
-MASKS_VIDEO = "masks.mp4"
-STATS_FILE = "composite.json"
-RENDER_INFO = records.RENDER_INFO
 
 
 @dataclass
@@ -81,30 +77,19 @@ class CompositeResult:
     seam_factor: dict[str, float] = field(default_factory=dict)  # key -> factor over sampled frames
 
 
-@dataclass(frozen=True)
-class RenderLayout:
-    """How the render stage laid out its frames: generator resolution and field-of-view expansion."""
-
-    resolution: int
-    expand: tuple[int, int, int, int]
-    keys: tuple[str, ...]
-
-
-def read_render_layout(render_dir: Path) -> RenderLayout:
-    """Resolution, expansion and keys from render_dir/render.json; without it, square unexpanded PNGs."""
-    info_path = render_dir / RENDER_INFO
-    if info_path.is_file():
-        info = json.loads(info_path.read_text())
-        return RenderLayout(int(info["resolution"]), tuple(int(v) for v in info.get("expand", (0, 0, 0, 0))),
-                            tuple(info.get("keys", ())))
-    keys = tuple(sorted(p.name for p in render_dir.iterdir() if p.is_dir() and (p / "000000.png").is_file()))
+def read_render_layout(render_dir: Path) -> records.RenderInfo:
+    """Resolution, expansion and keys of the renders (render.json); without it, square unexpanded PNGs."""
+    info = records.RenderInfo.load(render_dir)
+    if info is not None:
+        return info
+    keys = sorted(p.name for p in render_dir.iterdir() if p.is_dir() and (p / frame_name(0)).is_file())
     if not keys:
         raise InputError(f"composite: no rendered frames in {render_dir}")
-    width, height = _png_size(render_dir / keys[0] / "000000.png")
+    width, height = _png_size(render_dir / keys[0] / frame_name(0))
     if width != height:
         raise InputError(f"composite: {render_dir} has {width}x{height} renders but no {RENDER_INFO} saying how "
                          "they were expanded")
-    return RenderLayout(width, (0, 0, 0, 0), keys)
+    return records.RenderInfo(resolution=width, keys=keys)
 
 
 def smooth_landmarks(landmarks: np.ndarray, found: np.ndarray, window: int,
@@ -198,7 +183,7 @@ class _Layer:
     boxes: np.ndarray  # [n, 4, 2]: each frame's unaligned box (one per shot)
     face_found: np.ndarray
     landmarks: np.ndarray
-    layout: RenderLayout
+    layout: records.RenderInfo
 
     @property
     def n_frames(self) -> int:
@@ -292,7 +277,7 @@ def run_composite_layers(
     with ExitStack() as stack:
         writers = {}
         for key in keys:
-            result.videos[key] = out_dir / f"{key}.mp4"
+            result.videos[key] = out_dir / composite_video_name(key)
             writers[key] = stack.enter_context(writer(result.videos[key]))
         mask_writer = None
         if settings.save_masks:
@@ -326,7 +311,7 @@ def run_composite_layers(
                 left, right, top, bottom = layout.expand
                 expected_hw = (top + layout.resolution + bottom, left + layout.resolution + right)
                 for key in keys:
-                    path = layer.render_dir / key / records.frame_name(local)
+                    path = layer.render_dir / key / frame_name(local)
                     render = _read_png(path)
                     if render.shape[:2] != expected_hw:
                         raise InputError(f"composite: {path} is {render.shape[1]}x{render.shape[0]}, expected "
@@ -359,15 +344,13 @@ def run_composite_layers(
         result.n_frames = index + 1
 
     result.seam_factor = {key: tally.factor() for key, tally in tallies.items()}
-    result.stats = out_dir / STATS_FILE
     first = loaded[0].layout
-    result.stats.write_text(json.dumps({
-        "n_frames": result.n_frames, "n_composited": result.n_composited, "size": list(size),
-        "resolution": first.resolution, "expand": list(first.expand), "keys": keys, "tracks": len(loaded),
-        "seam_factor": {k: (None if not np.isfinite(v) else round(v, 4)) for k, v in result.seam_factor.items()},
-        "seam_frames": {k: t.frames for k, t in tallies.items()},
-        "settings": asdict(settings),
-    }, indent=1) + "\n")
+    result.stats = records.CompositeInfo(
+        n_frames=result.n_frames, n_composited=result.n_composited, size=list(size), resolution=first.resolution,
+        expand=list(first.expand), keys=keys, tracks=len(loaded),
+        seam_factor={k: (None if not np.isfinite(v) else round(v, 4)) for k, v in result.seam_factor.items()},
+        seam_frames={k: t.frames for k, t in tallies.items()}, settings=asdict(settings),
+        audio_copied=audio is not None).save(out_dir)
     for key, factor in result.seam_factor.items():
         log.info("composite: %s seam factor %.3f over %d frames", key, factor, tallies[key].frames)
     return result

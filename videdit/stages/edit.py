@@ -1,102 +1,36 @@
-"""Latent edits (stage `edit`): InterFaceGAN directions in W and StyleSpace channel offsets.
+"""Latent edits (stage `edit`): the run's EditSpecs (videdit.edits) applied to the encoded latents.
 
-An InterFaceGAN direction d (a (1, 512) or (512,) float array, unit norm as published) moves every
-W+ entry: w + s * d. One output per strength; strength 0 gives the unedited latents bit for bit.
-Edits are applied before smoothing, as in the published video code.
-
-StyleSpace edits add per-channel offsets to the style vectors (the outputs of each synthesis layer's
-`affine`). They cannot be expressed in W+, so the edit stage records them in a JSON sidecar next to
-the latents file (`<latents file>.stylespace.json`); smoothing copies the sidecar and rendering applies
-the offsets with hooks on the generator (see `stages/render.py`).
+W+ edits (InterFaceGAN directions): edit/latents_<key>.npy = w + s * d on every W+ entry of every frame;
+strength 0 gives the unedited latents bit for bit. StyleSpace edits (one channel `s:KEY:CHANNEL`, or a
+StyleCLIP text direction) cannot be expressed in W+: edit/styles_<key>.safetensors holds their offsets per
+frame ([N, C] per style key, the same every frame here) so the smooth stage filters them like any
+per-frame quantity; render adds them to the reconstruction's styles. edit/latents_recon.npy is the
+reconstruction. Edits are applied before smoothing, as in the published video code.
 """
 from __future__ import annotations
 
-import json
-import shutil
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from videdit.errors import InputError, MissingWeightsError
 from videdit import records
-from videdit.edits import load_direction
+from videdit.edits import EditSpec
+from videdit.errors import InputError
 from videdit.records import RECONSTRUCTION_KEY
 
-# Published default strengths per direction (stylegan3-editing's video defaults render the two ends).
-DEFAULT_STRENGTHS = {"age": (-4.0, 5.0), "smile": (-2.0, 2.0), "pose": (-4.0, 5.0), "gender": (-2.0, 4.0)}
-FALLBACK_STRENGTHS = (-5.0, 5.0)  # the published image-editing range, for user-supplied directions
-
-
-@dataclass(frozen=True)
-class StyleChannel:
-    """One StyleSpace offset: `offset` added to channel `channel` of the style vector of `layer`.
-
-    layer: index of the synthesis layer (0 = the first layer after the Fourier input, last = ToRGB) or
-    its name (e.g. "L6_148_512"). The offset is in the units of the layer's raw affine output and is
-    multiplied by the edit strength.
-    """
-
-    layer: int | str
-    channel: int
-    offset: float = 1.0
-
-
-@dataclass
-class EditSettings:
-    """direction: a name (age, smile, pose, gender), a path to a .npy direction, or None/"" for none.
-    strengths: one output per value; None or empty = the published endpoints of the direction.
-    stylespace: StyleSpace offsets (a list of StyleChannel, or a JSON file with a list of
-    {"layer", "channel", "offset"} objects), scaled by each strength; may be combined with a direction.
-    """
-
-    direction: str | PathLike | None = None
-    strengths: Sequence[float] | None = None
-    stylespace: Sequence[StyleChannel] | str | PathLike | None = None
+__all__ = ["EditResult", "apply_direction", "run_edit"]
 
 
 @dataclass
 class EditResult:
-    """latents_paths: key -> .npy file; always holds "recon" (the unedited latents) first."""
+    """latents_paths: key -> its file (latents_<key>.npy, or styles_<key>.safetensors for an S edit); always
+    holds "recon" (the unedited latents) first."""
 
     latents_paths: dict[str, Path] = field(default_factory=dict)
-    direction_path: Path | None = None
     num_frames: int = 0
-
-
-def _looks_like_path(value: str | PathLike) -> bool:
-    text = str(value)
-    return isinstance(value, PathLike) or text.endswith(".npy") or "/" in text or "\\" in text
-
-
-def direction_name(direction: str | PathLike) -> str:
-    """Short name used in output keys: the name itself, or the file stem without `_boundary`."""
-    if not _looks_like_path(direction):
-        return str(direction)
-    return Path(direction).name.removesuffix(".npy").removesuffix("_boundary")
-
-
-def locate_direction(direction: str | PathLike, weights_dir: str | PathLike | None) -> Path:
-    """The .npy file of a direction given by name (looked up in the weights folder) or by path."""
-    if _looks_like_path(direction):
-        path = Path(direction).expanduser()
-        if not path.is_file():
-            raise InputError(f"edit direction file not found: {path}")
-        return path
-    from videdit import weights
-
-    name = str(direction)
-    if name not in weights.EDIT_DIRECTIONS:
-        raise InputError(f"unknown edit {name!r}; use one of {', '.join(weights.EDIT_DIRECTIONS)} or a path to a .npy file")
-    entry = weights.get(weights.EDIT_DIRECTIONS[name])
-    wdir = weights.resolve_weights_dir(weights_dir)
-    found = weights.find(entry, wdir)
-    if found is None:
-        raise MissingWeightsError(
-            f"edit {name!r} needs {entry.filename} in {wdir}; get it with `{weights.fetch_command(entry)}`")
-    return found
 
 
 def apply_direction(latents: np.ndarray, direction: np.ndarray, strength: float) -> np.ndarray:
@@ -107,139 +41,69 @@ def apply_direction(latents: np.ndarray, direction: np.ndarray, strength: float)
     return (latents + np.float32(strength) * direction.reshape(1, 1, -1)).astype(np.float32)
 
 
-def strength_label(strength: float) -> str:
-    """`+5.0`, `-4.0`, `+0.25`: one decimal when that is exact, otherwise as many as needed."""
-    strength = float(strength)
-    if round(strength, 1) == strength:
-        return f"{strength:+.1f}"
-    return f"{strength:+g}"
-
-
-def load_stylespace(spec: Sequence[StyleChannel] | str | PathLike) -> list[StyleChannel]:
-    """StyleSpace offsets from a list or a JSON file; validated."""
-    if isinstance(spec, (str, PathLike)):
-        try:
-            raw = json.loads(Path(spec).read_text())
-            spec = [StyleChannel(layer=item["layer"], channel=int(item["channel"]), offset=float(item.get("offset", 1.0)))
-                    for item in raw]
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise InputError(f"cannot read StyleSpace edit {spec}: {err}") from None
-    channels = list(spec)
-    for ch in channels:
-        if not isinstance(ch.layer, (int, str)) or ch.channel < 0 or not np.isfinite(ch.offset):
-            raise InputError(f"bad StyleSpace offset {ch}")
-    return channels
-
-
-def write_keyed_edits(
-    latents_path: str | PathLike,
-    out_dir: str | PathLike,
-    keys: Sequence[tuple[str, float]],
-    direction: np.ndarray | str | PathLike | None,
-    stylespace: Sequence[StyleChannel] | str | PathLike | None = None,
-) -> EditResult:
-    """out_dir/latents_<key>.npy for each (key, strength): latents + strength * direction.
-
-    The form the pipeline uses: it names the outputs and loads the direction itself. Strength 0 (or no
-    direction) writes the unedited latents bit for bit. StyleSpace offsets, if given, are scaled by each
-    non-zero strength and written as the latents file's sidecar.
-    """
-    styles = load_stylespace(stylespace) if stylespace else []
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    latents = np.load(latents_path)
-    if latents.ndim != 3:
-        raise InputError(f"{latents_path}: latents must be [N, num_ws, w_dim], got {list(latents.shape)}")
-    result = EditResult(num_frames=latents.shape[0])
-    if direction is not None and not isinstance(direction, np.ndarray):
-        result.direction_path = Path(direction)
-        direction = load_direction(direction, latents.shape[2])
-    elif direction is not None:
-        direction = np.asarray(direction, dtype=np.float32).reshape(-1)
-        if direction.shape[0] != latents.shape[2] or not np.all(np.isfinite(direction)):
-            raise InputError(f"edit direction must be {latents.shape[2]} finite values, got shape {list(direction.shape)}")
-    for key, strength in keys:
-        if not np.isfinite(float(strength)):
-            raise InputError(f"edit strength must be finite, got {strength}")
-        path = out_dir / records.latents_name(key)
-        edited = latents.copy() if direction is None else apply_direction(latents, direction, float(strength))
-        np.save(path, edited)
-        if styles and float(strength) != 0:
-            _write_style_sidecar(path, styles, float(strength))
-        result.latents_paths[key] = path
-    return result
-
-
-def _write_style_sidecar(latents_file: Path, styles: Sequence[StyleChannel], strength: float) -> None:
-    offsets = [{"layer": ch.layer, "channel": ch.channel, "offset": ch.offset * strength} for ch in styles]
-    records.stylespace_sidecar(latents_file).write_text(json.dumps({"offsets": offsets}, indent=1))
-
-
 def run_edit(
     latents_path: str | PathLike,
     out_dir: str | PathLike,
-    settings: EditSettings | Sequence[tuple[str, float]] | None = None,
-    weights_dir: str | PathLike | np.ndarray | None = None,
+    specs: Sequence[EditSpec],
+    *,
+    direction: Callable[[str], np.ndarray] | None = None,
+    synthesis=None,
+    text_files: Mapping[str, str | PathLike] | None = None,
+    weights_dir: str | PathLike | None = None,
 ) -> EditResult:
-    """Write out_dir/latents_recon.npy and one latents_<name>_<strength>.npy per strength.
+    """out_dir/latents_recon.npy, latents_<key>.npy per W+ edit output and styles_<key>.safetensors per S one.
 
-    Also accepts the pipeline's form `run_edit(latents, out_dir, [(key, strength), ...], direction)`
-    (see `write_keyed_edits`).
+    direction: an InterFaceGAN target (name or .npy path) -> float32 [w_dim] (the models' directions); W+
+    edits need it. synthesis: the generator's synthesis network (its StyleSpace layout and, for text edits,
+    the StyleCLIP arithmetic); S edits need it. text_files: StyleCLIP files given by path ("clip",
+    "delta_i_c", "s_stats"); the others come from weights_dir.
     """
-    if settings is not None and not isinstance(settings, EditSettings):
-        return write_keyed_edits(latents_path, out_dir, list(settings), weights_dir)
-    settings = settings or EditSettings()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    latents = np.load(latents_path)
-    if latents.ndim != 3:
-        raise InputError(f"{latents_path}: latents must be [N, num_ws, w_dim], got {list(latents.shape)}")
-    result = EditResult(num_frames=latents.shape[0])
-
-    recon = out_dir / records.latents_name(RECONSTRUCTION_KEY)
-    shutil.copyfile(latents_path, recon)
-    result.latents_paths[RECONSTRUCTION_KEY] = recon
-
-    has_direction = bool(settings.direction) and str(settings.direction) != ""
-    styles = load_stylespace(settings.stylespace) if settings.stylespace else []
-    if not has_direction and not styles:
-        return result
-
-    direction = None
-    if has_direction:
-        result.direction_path = locate_direction(settings.direction, weights_dir)
-        direction = load_direction(result.direction_path, w_dim=latents.shape[2])
-        name = direction_name(settings.direction)
-    else:
-        name = Path(settings.stylespace).stem if isinstance(settings.stylespace, (str, PathLike)) else "stylespace"
-
-    strengths = list(settings.strengths or DEFAULT_STRENGTHS.get(name, FALLBACK_STRENGTHS))
-    for strength in strengths:
-        if not np.isfinite(float(strength)):
-            raise InputError(f"edit strength must be finite, got {strength}")
-        key = f"{name}_{strength_label(strength)}"
-        path = out_dir / records.latents_name(key)
-        edited = apply_direction(latents, direction, strength) if direction is not None else latents.copy()
-        np.save(path, edited)
-        if styles:
-            _write_style_sidecar(path, styles, float(strength))
-        result.latents_paths[key] = path
-    return result
+    w_edits, s_edits = [], []
+    widths = synthesis.style_widths() if synthesis is not None and any(spec.in_stylespace for spec in specs) else {}
+    for spec in specs:
+        if spec.kind == "w":
+            if direction is None:
+                raise InputError(f"edit {spec.label}: W+ edits need the direction source")
+            vector = direction(spec.target)
+            w_edits += [(key, strength, vector) for key, strength in spec.keys()]
+        elif synthesis is None:
+            raise InputError(f"edit {spec.label}: StyleSpace edits need the generator's synthesis network")
+        elif spec.kind == "channel":
+            s_edits += _channel_offsets(spec, widths)
+        else:
+            s_edits += _text_offsets(spec, synthesis, text_files or {}, weights_dir)
+    return _write_edits(latents_path, out_dir, w_edits, s_edits)
 
 
-# --------------------------------------------------------------------------------------------------
-# The pipeline's edit front-end: W+ directions and StyleSpace offsets in one call
+def _channel_offsets(spec: EditSpec, widths: dict[str, int]) -> list[tuple[str, dict]]:
+    """(key, offset) per strength: zero everywhere but the one channel, which moves by the strength."""
+    from videdit.stylespace import parse_channel
+
+    ref = parse_channel(spec.target, widths)
+    out = []
+    for key, strength in spec.keys():
+        offset = {name: np.zeros(width, np.float32) for name, width in widths.items()}
+        offset[ref.key][ref.channel] = strength
+        out.append((key, offset))
+    return out
 
 
-def write_edits(latents_path: str | PathLike, out_dir: str | PathLike, w_edits: Sequence[tuple[str, float, np.ndarray]],
-                s_edits: Sequence[tuple[str, dict]]) -> EditResult:
-    """out_dir/latents_recon.npy, latents_<key>.npy per W+ edit and styles_<key>.safetensors per S edit.
+def _text_offsets(spec: EditSpec, synthesis, text_files: Mapping[str, str | PathLike],
+                  weights_dir: str | PathLike | None) -> list[tuple[str, dict]]:
+    """(key, alpha * the prompt's StyleCLIP global direction) per alpha."""
+    from videdit.styleclip import text_edit_direction
 
-    w_edits: (key, strength, direction [w_dim]); the latents + strength * direction (strength 0: bit for
-    bit the reconstruction). s_edits: (key, offset), offset = {S key: tensor [C]} already scaled (alpha *
-    StyleCLIP direction, or one channel's strength); written per frame ([N, C]) so the smooth stage
-    filters them like any per-frame quantity. Render adds them to the reconstruction's styles.
-    """
+    files = {key: Path(path) for key, path in text_files.items()}
+    direction = text_edit_direction(spec.target, beta=spec.beta, synthesis=synthesis, weights_dir=weights_dir,
+                                    clip_path=files.get("clip"), delta_i_c_path=files.get("delta_i_c"),
+                                    s_stats_path=files.get("s_stats"))
+    return [(key, {name: alpha * v.reshape(-1) for name, v in direction.items()}) for key, alpha in spec.keys()]
+
+
+def _write_edits(latents_path: str | PathLike, out_dir: str | PathLike,
+                 w_edits: Sequence[tuple[str, float, np.ndarray]], s_edits: Sequence[tuple[str, dict]]) -> EditResult:
+    """w_edits: (key, strength, direction [w_dim]); s_edits: (key, offset), offset = {S key: [C]} already
+    scaled, written per frame ([N, C])."""
     import torch
 
     from videdit.stylespace import save_styles

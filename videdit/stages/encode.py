@@ -12,7 +12,6 @@ memory does not grow with the video's length. The average image is rendered once
 """
 from __future__ import annotations
 
-import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -72,15 +71,11 @@ def load_aligned_batch(paths: list[Path], size: int):
 
 
 def _preview_fps(align_dir: Path) -> Fraction:
-    info = align_dir / records.VIDEO_INFO
-    if info.is_file():
-        try:
-            fps = json.loads(info.read_text()).get("fps")
-            if fps:
-                return Fraction(str(fps))
-        except (ValueError, ZeroDivisionError, AttributeError):
-            pass
-    return DEFAULT_PREVIEW_FPS
+    try:
+        info = records.load_video_info(align_dir)
+    except InputError:  # the preview only: any frame rate will do
+        info = None
+    return info.fps if info is not None and info.fps > 0 else DEFAULT_PREVIEW_FPS
 
 
 def run_encode(align_dir: Path, out_dir: Path, encoder, generator, latent_avg, settings: EncodeSettings | None = None) -> EncodeResult:
@@ -134,7 +129,7 @@ def run_encode(align_dir: Path, out_dir: Path, encoder, generator, latent_avg, s
             device=str(device), what="encode").batch_size
     batches = [list(range(i, min(i + batch_size, n_frames))) for i in range(0, n_frames, batch_size)]
 
-    preview_path = out_dir / "preview.mp4" if settings.save_preview else None
+    preview_path = out_dir / records.PREVIEW if settings.save_preview else None
     writer = None
     if preview_path is not None:
         from videdit.io.writer import VideoWriter

@@ -21,27 +21,25 @@ and dropped batch by batch, so memory does not grow with the video's length.
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from fractions import Fraction
 from os import PathLike
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from videdit.errors import InputError
-from videdit import progress, records
+from videdit import layout, progress, records
 from videdit.io.color import to_uint8
-from videdit.records import RECONSTRUCTION_KEY
+from videdit.layout import RECONSTRUCTION_KEY, RECONSTRUCTION_VIDEO, SIDE_BY_SIDE_VIDEO  # noqa: F401  (part of the API)
 
 log = logging.getLogger("videdit")
 
-RECONSTRUCTION_VIDEO = "reconstruction.mp4"
-SIDE_BY_SIDE_VIDEO = "side_by_side.mp4"
 DEFAULT_FPS = Fraction(25)
 
 
@@ -167,49 +165,6 @@ def render_expanded(G, ws: torch.Tensor, inv_transforms: torch.Tensor, tiles: li
 
 
 # --------------------------------------------------------------------------------------------------
-# StyleSpace offsets (see stages/edit.py)
-
-
-def load_style_offsets(latents_path: Path) -> list[dict]:
-    sidecar = records.stylespace_sidecar(latents_path)
-    if not sidecar.is_file():
-        return []
-    try:
-        return list(json.loads(sidecar.read_text())["offsets"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise InputError(f"{sidecar}: not a StyleSpace edit ({err})") from None
-
-
-@contextmanager
-def channel_offsets(G, offsets: list[dict]):
-    """Adds per-channel offsets to the outputs of the chosen layers' affine (style) layers while active."""
-    synthesis = G.synthesis
-    names = list(synthesis.layer_names)
-    per_layer: dict[str, torch.Tensor] = {}
-    for item in offsets:
-        layer = item["layer"]
-        name = names[layer] if isinstance(layer, int) and -len(names) <= layer < len(names) else layer
-        if name not in names:
-            raise InputError(f"StyleSpace edit: no synthesis layer {layer!r} (layers 0..{len(names) - 1}: {names[0]} .. {names[-1]})")
-        affine = getattr(synthesis, name).affine
-        width = affine.weight.shape[0]
-        if not 0 <= int(item["channel"]) < width:
-            raise InputError(f"StyleSpace edit: layer {name} has {width} style channels, not channel {item['channel']}")
-        delta = per_layer.setdefault(name, torch.zeros(width))
-        delta[int(item["channel"])] += float(item["offset"])
-    handles = []
-    try:
-        for name, delta in per_layer.items():
-            def hook(module, args, output, delta=delta):
-                return output + delta.to(device=output.device, dtype=output.dtype)
-            handles.append(getattr(synthesis, name).affine.register_forward_hook(hook))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-# --------------------------------------------------------------------------------------------------
 # The stage
 
 
@@ -221,10 +176,9 @@ def _video_timing(source_video, align_dir: Path | None):
 
         info = probe_video(source_video)
         return info.fps, (Path(source_video) if getattr(info, "audio", None) is not None else None), info
-    if align_dir is not None and (align_dir / records.VIDEO_INFO).is_file():
-        fps = json.loads((align_dir / records.VIDEO_INFO).read_text()).get("fps")
-        if fps:
-            return Fraction(str(fps)), None, None
+    info = records.load_video_info(align_dir) if align_dir is not None else None
+    if info is not None and info.fps > 0:
+        return info.fps, None, None
     return DEFAULT_FPS, None, None
 
 
@@ -255,7 +209,8 @@ def run_render(
     offsets: str | PathLike | None = None,
     device: str = "cpu",
 ) -> RenderResult:
-    """Render smooth_dir/latents_<key>.npy at smooth_dir/transforms.npz for each key (None = all found).
+    """Render smooth_dir/latents_<key>.npy at smooth_dir/transforms.npz for each key (None = all found); an S
+    edit's key (smooth_dir/styles_<key>.safetensors) renders the reconstruction's styles plus its offsets.
 
     generator: a module or a checkpoint path. source_video gives the fps and the audio; align_dir the
     input crops for the side-by-side video (left out when absent). offsets: the HyperStyle tuner's
@@ -310,7 +265,6 @@ def run_render(
         latents[key] = records.load_latents(path, mmap=True)  # read per batch: memory independent of length
         if latents[key].shape[0] != n or latents[key].shape[1] != G.num_ws:
             raise InputError(f"render: {path.name} has shape {list(latents[key].shape)}; expected [{n}, {G.num_ws}, w_dim]")
-    style = {key: load_style_offsets(smooth_dir / records.latents_name(key)) for key in keys}
 
     expand = tuple(int(v) for v in settings.expand)
     tiles, canvas_size = canvas_tiles(res, expand, settings.feather)
@@ -321,7 +275,7 @@ def run_render(
     for key in keys:
         result.frames_dirs[key] = out_dir / key
         result.frames_dirs[key].mkdir(parents=True, exist_ok=True)
-        result.videos[key] = out_dir / (RECONSTRUCTION_VIDEO if key == RECONSTRUCTION_KEY else f"{key}.mp4")
+        result.videos[key] = out_dir / layout.render_video_name(key)
 
     from PIL import Image
 
@@ -355,8 +309,7 @@ def run_render(
                 if key in style_offsets:
                     base = G.synthesis.w_to_s(ws)
                     styles = {k: base[k] + style_offsets[key][k][idx].to(dev) for k in base}
-                with channel_offsets(G, style[key]):
-                    frames = to_uint8(render_expanded(G, ws, inv, tiles, canvas_size, deltas, styles))
+                frames = to_uint8(render_expanded(G, ws, inv, tiles, canvas_size, deltas, styles))
                 for j, frame in enumerate(frames):
                     Image.fromarray(frame).save(result.frames_dirs[key] / records.frame_name(int(idx[j])),
                                                 compress_level=settings.png_compress_level)
@@ -368,9 +321,40 @@ def run_render(
                     parts += [batch_frames[key][j] for key in keys]
                     side.write(np.concatenate(parts, axis=1))
             bar.update(len(idx))
-    (out_dir / records.RENDER_INFO).write_text(json.dumps({
-        "num_frames": n, "fps": str(fps), "resolution": res, "expand": list(expand), "feather": settings.feather,
-        "canvas_size": list(canvas_size), "keys": keys,
-        "weight_offsets": None if frame_offsets is None else {"kind": "hyperstyle per-frame", "layers": frame_offsets.layers},
-        "side_by_side_columns": (["input"] if with_inputs else []) + keys if settings.side_by_side else []}, indent=1))
+    records.RenderInfo(
+        num_frames=n, fps=str(fps), resolution=res, expand=list(expand), feather=settings.feather,
+        canvas_size=list(canvas_size), keys=keys,
+        weight_offsets=None if frame_offsets is None else {"kind": "hyperstyle per-frame", "layers": frame_offsets.layers},
+        side_by_side_columns=(["input"] if with_inputs else []) + keys if settings.side_by_side else []).save(out_dir)
+    return result
+
+
+def run_render_per_key(
+    generators: Mapping[str, str | PathLike],
+    smooth_dir: str | PathLike,
+    out_dir: str | PathLike,
+    settings: RenderSettings | None = None,
+    *,
+    load_generator: Callable[[Path], object] | None = None,
+    **kwargs,
+) -> RenderResult:
+    """Each key drawn with its own generator file (the stitch stage's per key), in the mapping's order:
+    one run_render per key, no side-by-side video (its columns would come from different generators),
+    one render.json naming every key. load_generator: how a file becomes the module to draw with (one at a
+    time; None: run_render loads it in float32). kwargs: run_render's source_video, align_dir, device."""
+    settings = dataclasses.replace(settings or RenderSettings(), side_by_side=False)
+    keys = list(generators)
+    if not keys:
+        raise InputError(f"render: no keys to render from {smooth_dir}")
+    result = RenderResult()
+    for key in keys:
+        path = Path(generators[key])
+        one = run_render(load_generator(path) if load_generator is not None else path, smooth_dir, [key], out_dir,
+                         settings, **kwargs)
+        result.frames_dirs.update(one.frames_dirs)
+        result.videos.update(one.videos)
+        result.num_frames, result.fps, result.size = one.num_frames, one.fps, one.size
+    info = records.RenderInfo.load(out_dir)
+    info.keys = keys  # each call wrote its own key
+    info.save(out_dir)
     return result

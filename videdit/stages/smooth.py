@@ -8,8 +8,6 @@ rules live in `videdit.temporal`; no frame is dropped and no window crosses a sh
 """
 from __future__ import annotations
 
-import json
-import shutil
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -17,7 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from videdit import records
+from videdit import layout, records
 from videdit.errors import InputError
 from videdit.temporal import (  # noqa: F401  (re-exported: the smooth stage's maths)
     PADDING_MODES,
@@ -31,9 +29,6 @@ from videdit.temporal import (  # noqa: F401  (re-exported: the smooth stage's m
     wrap_degrees,
 )
 
-RECONSTRUCTION_KEY = records.RECONSTRUCTION_KEY
-STYLESPACE_SUFFIX = records.STYLESPACE_SUFFIX
-
 
 @dataclass
 class SmoothResult:
@@ -42,12 +37,12 @@ class SmoothResult:
     num_frames: int = 0
 
 
-def latents_key(path: str | PathLike) -> str:
-    """Key of a latents file: `latents_age_+5.0.npy` -> `age_+5.0`; plain `latents.npy` -> recon."""
-    stem = Path(path).name.removesuffix(".npy")
-    if stem == "latents":
-        return RECONSTRUCTION_KEY
-    return stem.removeprefix("latents_")
+def _key_of(path: str | PathLike) -> str:
+    """The output key of a latents file named as the edit stage names them (encode's latents.npy: recon)."""
+    key = layout.latents_key(Path(path).name)
+    if key is None:
+        raise InputError(f"{path}: not a latents file name ({records.latents_name('KEY')} or {records.LATENTS})")
+    return key
 
 
 def latents_dir_of(latents_paths: Mapping[str, str | PathLike]) -> Path:
@@ -83,14 +78,14 @@ def run_smooth(
     """Smooth every latents file and the transforms; write out_dir/latents_<key>.npy and transforms.npz.
 
     `latents_paths` maps output keys to .npy files, or is a list of files named as the edit stage names
-    them. A StyleSpace sidecar next to an input is copied next to its output. `segments` (shots,
-    half-open frame ranges tiling the video) are smoothed each on its own.
+    them. The StyleSpace offsets (styles_<key>.safetensors) of the folder the latents come from are
+    smoothed too. `segments` (shots, half-open frame ranges tiling the video) are smoothed each on its own.
     """
     settings = settings or SmoothSettings()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not isinstance(latents_paths, Mapping):
-        latents_paths = {latents_key(p): p for p in latents_paths}
+        latents_paths = {_key_of(p): p for p in latents_paths}
     if not latents_paths:
         raise InputError("no latents given to smooth")
 
@@ -104,17 +99,13 @@ def run_smooth(
     result = SmoothResult(transforms_path=transforms_path, num_frames=num_frames)
     for key, src in latents_paths.items():
         latents = records.load_latents(src, num_frames=num_frames)
-        dst = records.save_latents(out_dir / records.latents_name(key), smooth_latents(latents, settings, segments))
-        sidecar = records.stylespace_sidecar(src)
-        if sidecar.is_file():
-            shutil.copyfile(sidecar, records.stylespace_sidecar(dst))
-        result.latents_paths[key] = dst
+        result.latents_paths[key] = records.save_latents(out_dir / records.latents_name(key),
+                                                         smooth_latents(latents, settings, segments))
     edit_dir = latents_dir_of(latents_paths)
     for key in records.styles_keys(edit_dir):
         result.latents_paths[key] = smooth_styles_file(edit_dir / records.styles_name(key),
                                                        out_dir / records.styles_name(key), num_frames, settings, segments)
-    (out_dir / "smooth.json").write_text(json.dumps(
-        {"num_frames": num_frames, "kernel": smoothing_kernel(settings).tolist(), "padding": settings.padding,
-         "fine_layers_from": settings.fine_layers_from, "keys": sorted(result.latents_paths),
-         "segments": [list(s) for s in segments] if segments else None}, indent=1))
+    records.SmoothInfo(num_frames=num_frames, kernel=smoothing_kernel(settings).tolist(), padding=settings.padding,
+                       fine_layers_from=settings.fine_layers_from, keys=sorted(result.latents_paths),
+                       segments=[list(s) for s in segments] if segments else None).save(out_dir)
     return result

@@ -8,7 +8,6 @@ key) and stitch/stitch.json. It renders nothing: render reads these generators, 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from os import PathLike
@@ -19,14 +18,12 @@ import numpy as np
 
 from videdit.device import resolve_device
 from videdit.errors import InputError
-from videdit.fileio import atomic_write_text
-from videdit.records import GENERATOR, UNALIGNED, AlignRecord, TransformsRecord, latents_keys, latents_name, load_latents
+from videdit.records import (GENERATOR, UNALIGNED, AlignRecord, StitchInfo, TransformsRecord, latents_keys, latents_name,
+                             load_latents)
 from videdit.tuning.data import CropFrames, inverse_transforms, private_generator
 from videdit.tuning.stitch import StitchSettings, landmarks_in_crop, stitch_tune, stitched_generator_name
 
 __all__ = ["StitchSettings", "StitchStageResult", "run_stitch", "stitch_cache_params", "stitched_generator_name"]
-
-STITCH_INFO = "stitch.json"
 
 
 @dataclass
@@ -67,7 +64,7 @@ def run_stitch(
     align_dir, smooth_dir, out_dir = Path(align_dir), Path(smooth_dir), Path(out_dir)
     if generator is None:
         if tune_dir is None:
-            raise InputError("stitch: needs the tune folder (its generator.safetensors) or a generator")
+            raise InputError(f"stitch: needs the tune folder (its {GENERATOR}) or a generator")
         generator = Path(tune_dir) / GENERATOR
         if not generator.is_file():
             raise InputError(f"stitch: {generator} is missing (run the tune stage first)")
@@ -97,8 +94,7 @@ def run_stitch(
             tuned, result.losses[key] = tuning.generator, tuning.losses
         result.generators[key] = save_generator(tuned, out_dir / stitched_generator_name(key))
         del tuned
-    atomic_write_text(out_dir / STITCH_INFO, json.dumps({
-        "keys": keys, "settings": stitch_cache_params(settings), "frames_tuned_on": int(len(frames)),
-        "generators": {k: p.name for k, p in result.generators.items()}, "losses": result.losses}, indent=1))
+    StitchInfo(keys=keys, settings=stitch_cache_params(settings), frames_tuned_on=int(len(frames)),
+               generators={k: p.name for k, p in result.generators.items()}, losses=result.losses).save(out_dir)
     result.seconds = time.perf_counter() - t_start
     return result

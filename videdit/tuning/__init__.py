@@ -24,14 +24,16 @@ from videdit.errors import VideditError
 if TYPE_CHECKING:
     from videdit.tuning.base import Tuner
 
+PTI = "pti"  # the published method (and the only tuner that reads LPIPS weights files)
+
 # name -> (module, the Tuner instance in it)
 TUNERS: dict[str, tuple[str, str]] = {
-    "pti": ("videdit.tuning.pti", "PTI_TUNER"),
+    PTI: ("videdit.tuning.pti", "PTI_TUNER"),
     "hyperstyle": ("videdit.tuning.hyperstyle", "HYPERSTYLE_TUNER"),
     "local-tweak": ("videdit.tuning.local_tweak", "LOCAL_TWEAK_TUNER"),
     "none": ("videdit.tuning.passthrough", "NO_TUNING"),
 }
-DEFAULT_TUNER = "pti"
+DEFAULT_TUNER = PTI
 
 
 class UnknownTunerError(VideditError):
@@ -46,4 +48,4 @@ def get_tuner(name: str) -> "Tuner":
     return getattr(importlib.import_module(module), attr)
 
 
-__all__ = ["DEFAULT_TUNER", "TUNERS", "UnknownTunerError", "get_tuner"]
+__all__ = ["DEFAULT_TUNER", "PTI", "TUNERS", "UnknownTunerError", "get_tuner"]

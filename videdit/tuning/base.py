@@ -9,7 +9,6 @@ the pipeline and the CLI read it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from os import PathLike
@@ -21,8 +20,8 @@ import torch
 
 from videdit.device import resolve_device
 from videdit.errors import InputError
-from videdit.fileio import atomic_write_text
-from videdit.records import CHECKPOINTS, GENERATOR, UNALIGNED, AlignRecord, load_latents
+from videdit.layout import TUNER_INFO
+from videdit.records import CHECKPOINTS, GENERATOR, UNALIGNED, AlignRecord, TuneNotes, load_latents
 from videdit.tuning.data import CHECKPOINT_NAME, CropFrames, inverse_transforms, private_generator
 
 
@@ -96,7 +95,7 @@ class Tuner:
     name: ClassVar[str]
     settings_class: ClassVar[type]
     section: ClassVar[str]
-    record_name: ClassVar[str] = "tuner.json"
+    record_name: ClassVar[str] = TUNER_INFO
     # Settings that change speed, display or where files are, never the result: not in the cache key.
     runtime_fields: ClassVar[tuple[str, ...]] = ("device", "progress")
     # Settings naming files the tuner reads (digested by content for the cache key).
@@ -142,7 +141,7 @@ def write_generator(G: torch.nn.Module, out_dir: Path) -> Path:
 
 
 def write_record(out_dir: Path, name: str, record: dict[str, Any]) -> Path:
-    return atomic_write_text(Path(out_dir) / name, json.dumps(record, indent=None))
+    return TuneNotes(record, name).save(out_dir)
 
 
 def elapsed(t_start: float) -> float:

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 
 from videdit.fileio import atomic_save
+from videdit.layout import CHECKPOINT
 from videdit.records import frame_paths, inverse_matrices
 
 log = logging.getLogger("videdit")
 
-CHECKPOINT_NAME = "latest.pt"
+CHECKPOINT_NAME = CHECKPOINT  # checkpoints/<this>
 # 2: one payload layout for every loop (the state objects under "state"); files of version 1 are ignored.
 CHECKPOINT_VERSION = 2
 

@@ -24,7 +24,9 @@ import torch
 
 from videdit.device import resolve_device
 from videdit.errors import InputError
+from videdit.layout import TUNE_INFO
 from videdit.records import TRANSFORMS
+from videdit.tuning import PTI
 from videdit.tuning.base import TuneInputs, TuneResult, Tuner, checkpoint_path, elapsed, write_generator, write_record
 from videdit.tuning.data import (
     CropFrames,
@@ -87,10 +89,10 @@ def _fingerprint(settings: TuneSettings, inputs: TuneInputs, crops: CropFrames, 
 
 
 class PTI(Tuner):
-    name = "pti"
+    name = PTI
     settings_class = TuneSettings
     section = "tune"
-    record_name = "tune.json"
+    record_name = TUNE_INFO
     runtime_fields = ("device", "progress", "frame_cache_mb", "weights_dir", "fit_memory", "micro_batch")
 
     def check(self, settings: TuneSettings) -> None:

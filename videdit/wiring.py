@@ -1,0 +1,215 @@
+"""Stage wiring: the Stage objects of one video (or one face track of it) for the pipeline to run.
+
+For every stage, `StageWiring` says which settings object it gets (the resolved section, with the runtime
+fields set), what goes into its cache key (the settings that change the result, the input folders and
+files, the networks' identities) and what it does in its work folder (the stage module's function with
+its inputs). With `tracks_composite_stage`, the one composite of several face tracks. Besides the pipeline
+and the engines, this is the only module that may import stage modules (tests/test_architecture.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from videdit import records
+from videdit import weights as W
+from videdit.checkpoints import load_generator
+from videdit.runner import Stage, digest_text
+from videdit.settings import TEXT_EDIT_FILES
+from videdit.stages import align as align_stage
+from videdit.stages import composite as composite_stage
+from videdit.stages import edit as edit_stage
+from videdit.stages import encode as encode_stage
+from videdit.stages import render as render_stage
+from videdit.stages import smooth as smooth_stage
+from videdit.stages import stitch as stitch_stage
+from videdit.stages import tune as tune_stage
+from videdit.tuning import get_tuner
+
+
+class StageWiring:
+    """The stages of one video into `run_dir`: stage_<name>() -> Stage, for each name of STAGE_ORDER.
+
+    pipe: the videdit.pipeline.Pipeline (resolved settings, models, device, precision) the stages run for.
+    """
+
+    def __init__(self, pipe: Any, video: Path, run_dir: Path, track=None):
+        self.pipe, self.video, self.run_dir = pipe, video, run_dir
+        self.track = track  # a videdit.face.tracks.FaceTrack: align and render that track only
+        stage = records.RunFolder(run_dir).stage
+        self.align_dir, self.encode_dir, self.tune_dir = stage("align"), stage("encode"), stage("tune")
+        self.edit_dir, self.smooth_dir, self.stitch_dir = stage("edit"), stage("smooth"), stage("stitch")
+        self.render_dir = stage("render")
+        self.keys = pipe.edit_keys()
+
+    def _with_precision(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A generator stage's cache params with the run's precision when it is not fp32 (fp32 keys stay as
+        they were before the setting existed, so earlier run folders remain valid)."""
+        precision = self.pipe.precision
+        return params if precision == "fp32" else dict(params, precision=precision)
+
+    def _load_at_precision(self, path: Path):
+        return self.pipe.with_precision(load_generator(path, device=self.pipe.device))
+
+    def _render_generator(self, path: Path):
+        """What run_render gets for a tuned generator file: the path (render loads it; float32 layers), or for
+        an fp16 run the generator loaded here at the run's precision."""
+        return path if self.pipe.precision != "fp16" else self._load_at_precision(path)
+
+    def _settings(self, section: str, runtime: dict[str, Any] | None = None):
+        """The section's resolved settings (checked when the pipeline was made), with runtime fields set."""
+        obj = self.pipe.sections[section]
+        names = {f.name for f in dataclasses.fields(obj)}
+        return dataclasses.replace(obj, **{k: v for k, v in (runtime or {}).items() if k in names})
+
+    def w_keys(self) -> list[str]:
+        """The keys rendered from W+ latents (the reconstruction and InterFaceGAN edits)."""
+        return [records.RECONSTRUCTION_KEY] + [k for s in self.pipe.sections["edit"].specs if s.kind == "w"
+                                               for k, _ in s.keys()]
+
+    def stage_align(self) -> Stage:
+        settings = self._settings("align", {"device": self.pipe.device_request})
+        track = None
+        if self.track is not None:
+            t = self.track
+            track = align_stage.TrackInput(t.start, t.end, t.landmarks, t.detected)
+
+        def fn(work: Path):
+            res = align_stage.run_align(self.video, work, settings, track=track)
+            self.pipe.say(f"  align: {res.n_frames} frames, face in {res.n_faces_found}, landmarks by {res.backend_used}")
+
+        params = _drop(dataclasses.asdict(settings), "device", "png_compression")  # lossless either way
+        if settings.encoder_input == "direct":  # how run folders made before the setting were cut: they stay cached
+            del params["encoder_input"]
+        if track is not None:  # the track's frames and landmarks decide the crops
+            params["track"] = [track.start, track.end,
+                               digest_text(track.landmarks.tobytes().hex() + track.detected.tobytes().hex())]
+        return Stage("align", fn, params, {"video": self.video})
+
+    def stage_encode(self) -> Stage:
+        settings = self._settings("encode", {"device": self.pipe.device_request})
+
+        def fn(work: Path):
+            enc, latent_avg = self.pipe.encoder()
+            encode_stage.run_encode(self.align_dir, work, enc, self.pipe.generator(), latent_avg, settings)
+
+        models = self.pipe.models
+        params = _drop(dataclasses.asdict(settings), "device", "batch_size", "fit_memory")
+        return Stage("encode", fn, self._with_precision(params), {"align": self.align_dir, "encoder": models.encoder_identity(),
+                                                                  "generator": models.generator_identity()})
+
+    def stage_tune(self) -> Stage:
+        tuner_name = self.pipe.resolved.tuner
+        tuner = get_tuner(tuner_name)
+        runtime = {"device": self.pipe.device_request, "progress": not self.pipe.quiet, "weights_dir": str(self.pipe.weights_dir)}
+        settings = self._settings(tuner.section, runtime)
+        settings = tuner.with_generator_file(settings, getattr(self.pipe.models, "generator_path", None))
+
+        def fn(work: Path):
+            tune_stage.run_tune(self.align_dir, self.encode_dir / records.LATENTS, self.pipe.generator(), work,
+                                settings, tuner=tuner_name)
+
+        # Settings that change speed or display, not the result, stay out of the cache key; files a
+        # tuner reads (hypernetwork, discriminator) are digested by content.
+        params, files = tune_stage.tune_stage_params(tuner_name, settings)
+        inputs = {"align": self.align_dir, "encode": self.encode_dir, "generator": self.pipe.models.generator_identity()}
+        return Stage("tune", fn, self._with_precision(params), dict(inputs, **files))
+
+    def stage_edit(self) -> Stage:
+        options = self.pipe.sections["edit"]
+        specs = options.specs
+        models = self.pipe.models
+        text_files = options.text_files()
+        stylespace = any(s.in_stylespace for s in specs)
+
+        def fn(work: Path):
+            edit_stage.run_edit(self.encode_dir / records.LATENTS, work, specs,
+                                direction=lambda target: models.edit_direction(target)[0],
+                                synthesis=self.pipe.generator().synthesis if stylespace else None,
+                                text_files=text_files, weights_dir=self.pipe.weights_dir)
+
+        identities = {f"direction:{s.target}": models.edit_direction(s.target)[1] for s in specs if s.kind == "w"}
+        inputs: dict[str, Any] = {"encode": self.encode_dir, **identities}
+        if stylespace:
+            inputs["generator"] = models.generator_identity()
+        if any(s.kind == "text" for s in specs):
+            for key, name in TEXT_EDIT_FILES.items():
+                inputs[key] = Path(text_files[key]) if key in text_files else W.require([name], self.pipe.weights_dir)[name]
+        params = {"edits": [dataclasses.asdict(s) for s in specs], "keys": self.keys}
+        if stylespace:  # StyleSpace and text edits run the generator
+            params = self._with_precision(params)
+        return Stage("edit", fn, params, inputs)
+
+    def stage_smooth(self) -> Stage:
+        settings = self._settings("smooth")
+
+        def fn(work: Path):
+            # W+ latents by key; the S edits' offsets (styles_*.safetensors) in the edit folder come along
+            segments = records.AlignRecord.load(self.align_dir).segments()  # shots: no window crosses a cut
+            smooth_stage.run_smooth({k: self.edit_dir / records.latents_name(k) for k in self.w_keys()},
+                                    self.align_dir / records.TRANSFORMS, work, settings, segments)
+
+        return Stage("smooth", fn, dataclasses.asdict(settings), {"edit": self.edit_dir, "align": self.align_dir})
+
+    def stage_stitch(self) -> Stage:
+        settings = self._settings("stitch", {"device": self.pipe.device, "progress": not self.pipe.quiet})
+
+        def fn(work: Path):
+            stitch_stage.run_stitch(self.align_dir, self.smooth_dir, self.tune_dir, work, settings, self.w_keys())
+
+        return Stage("stitch", fn, dict(stitch_stage.stitch_cache_params(settings), keys=self.w_keys()),
+                     {"align": self.align_dir, "smooth": self.smooth_dir, "tune": self.tune_dir})
+
+    def stage_render(self) -> Stage:
+        settings = self._settings("render")
+        stitched = "stitch" in self.pipe.active_stages()
+        generator = self.tune_dir / records.GENERATOR
+        where = dict(source_video=self.video, align_dir=self.align_dir, device=self.pipe.device)
+
+        def fn(work: Path):
+            keys = [k for k, _ in self.keys]
+            if stitched:  # each W+ key with its own stitched generator (no HyperStyle offsets: the stitch tuned past them)
+                files = {k: self.stitch_dir / records.stitched_generator_name(k) for k in self.w_keys()}
+                load = self._load_at_precision if self.pipe.precision == "fp16" else None
+                render_stage.run_render_per_key({k: files.get(k, generator) for k in keys}, self.smooth_dir, work,
+                                                settings, load_generator=load, **where)
+                return
+            offsets = self.tune_dir / records.OFFSETS  # the HyperStyle tuner's per-frame offsets
+            render_stage.run_render(self._render_generator(generator), self.smooth_dir, keys, work, settings,
+                                    offsets=offsets if offsets.is_file() else None, **where)
+
+        inputs = {"tune": self.tune_dir, "smooth": self.smooth_dir, "video": self.video}
+        if stitched:
+            inputs["stitch"] = self.stitch_dir
+        params = dict(_drop(dataclasses.asdict(settings), "batch_size", "fit_memory"), stitched=stitched)
+        return Stage("render", fn, self._with_precision(params), inputs)
+
+    def stage_composite(self) -> Stage:
+        settings = self._settings("composite")
+
+        def fn(work: Path):
+            composite_stage.run_composite(self.video, self.align_dir, self.render_dir, [k for k, _ in self.keys], work,
+                                          settings, segments=records.AlignRecord.load(self.align_dir).segments())
+
+        return Stage("composite", fn, dataclasses.asdict(settings),
+                     {"render": self.render_dir, "align": self.align_dir, "video": self.video})
+
+
+def tracks_composite_stage(pipe: Any, video: Path, run_dir: Path, chosen: list) -> Stage:
+    """The composite of several face tracks (each rendered in RUN/<track dir>/): every chosen track pasted,
+    smaller faces first, into RUN/composite/."""
+    settings = pipe.sections["composite"]
+    keys = [k for k, _ in pipe.edit_keys()]
+    layers = []
+    inputs: dict[str, Any] = {"video": video}
+    for track in chosen:
+        folder = records.RunFolder(run_dir / track.dir)
+        layers.append(composite_stage.FaceLayer(folder.align, folder.render, track.start))
+        inputs[f"{track.id}/align"], inputs[f"{track.id}/render"] = folder.align, folder.render
+    return Stage("composite", lambda work: composite_stage.run_composite_layers(video, layers, keys, work, settings),
+                 dict(dataclasses.asdict(settings), tracks=[t.id for t in chosen]), inputs)
+
+
+def _drop(d: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in keys}
