@@ -348,7 +348,7 @@ def test_the_recorded_digest_is_compared_on_every_later_fetch(server, wdir):
 
     path.unlink()
     server.files["/age_boundary.npy"] = boundary_bytes(2)  # upstream changed: still a valid boundary
-    with pytest.raises(CheckpointError, match="recorded in .*digests.json when age_boundary.npy was first installed"):
+    with pytest.raises(CheckpointError, match="recorded in .*sha256.json when age_boundary.npy was first installed"):
         W.fetch(w, wdir)
     assert not path.exists()
 
@@ -448,7 +448,7 @@ def test_add_from_a_zip(tmp_path, wdir, snapshot_bytes):
     assert skipped == ["weights/README.md"]
     assert (wdir / "stylegan3-r-ffhq-1024x1024.pkl").read_bytes() == snapshot_bytes
     assert sorted(W.recorded_digests(wdir)) == ["edit_age", "stylegan3_r_ffhq"]
-    assert sorted(p.name for p in wdir.iterdir()) == [".digests.json", "age_boundary.npy", "stylegan3-r-ffhq-1024x1024.pkl"]
+    assert sorted(p.name for p in wdir.iterdir()) == [".sha256.json", "age_boundary.npy", "stylegan3-r-ffhq-1024x1024.pkl"]
 
 
 @pytest.mark.parametrize("kind", ["parent", "absolute", "symlink"])

@@ -5,7 +5,7 @@ imports torch, so `videdit weights list` and the up-front check of `videdit run`
 
 A file is put in place only after it passed two checks: its content (`videdit.checkpoints.content`:
 format, keys and shapes, no code run) and its sha256, against the digest pinned in the registry where
-one is published, else against the digest recorded in the weights folder (`.digests.json`) when the
+one is published, else against the digest recorded in the weights folder (`.sha256.json`) when the
 file was first fetched or added, trust on first use. The HTTP side (resume, progress, Google Drive's
 confirmation page) is `videdit.download`.
 """
@@ -36,7 +36,7 @@ _STYLECLIP_FILES = f"{STYLEGAN3_EDITING}/blob/{STYLEGAN3_EDITING_COMMIT}/editing
 # State-dict names that identify each torch weights file (see checkpoints/content.py).
 _TORCHVISION_KEYS = ("features.0.weight", "classifier.6.weight")
 _IR_BACKBONE_KEYS = ("input_layer.0.weight",)
-DIGEST_RECORD = ".digests.json"  # in the weights folder: registry name -> sha256, size, origin
+DIGEST_RECORD = ".sha256.json"  # in the weights folder: registry name -> sha256, size, origin
 
 
 @dataclass(frozen=True)

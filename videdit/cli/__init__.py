@@ -1,0 +1,60 @@
+"""The `videdit` command line. Thin: parses options, calls the library, prints results. One module per verb
+group (run.py: run, demo, presets; weights.py; train.py; directions.py; faces.py; evaluation.py (eval); doctor.py).
+
+Heavy packages (torch, av, dlib...) are imported inside the commands, so `videdit --help` is instant.
+Every VideditError becomes one line on stderr and a non-zero exit; never a traceback.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from videdit import __version__
+from videdit.cli import directions, doctor, evaluation, faces, run, train, weights
+from videdit.cli.common import fail
+from videdit.errors import MissingWeightsError, VideditError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="videdit")
+def cli() -> None:
+    """Edit faces in real videos with StyleGAN3.
+
+    \b
+    Quick start (no weights needed):  videdit demo
+    Real run:                         videdit weights list; videdit run talk.mp4 --edit age
+    """
+
+
+
+for command in (run.run, run.demo, weights.weights, train.train, directions.directions, faces.faces_cmd,
+                run.presets_cmd, evaluation.eval_cmd, doctor.doctor_cmd):
+    cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="videdit", standalone_mode=False)
+    except click.exceptions.Abort:
+        fail("interrupted; run the same command again to continue where it stopped", 130)
+    except KeyboardInterrupt:
+        fail("interrupted; run the same command again to continue where it stopped", 130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except MissingWeightsError as exc:
+        click.echo(f"videdit: {exc}", err=True)
+        sys.exit(3)
+    except VideditError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        if getattr(exc, "errno", None) == 28:  # ENOSPC
+            fail(f"disk full while writing {exc.filename or 'output'}; free space and rerun: finished stages are kept")
+        raise
+
+
+if __name__ == "__main__":
+    main()

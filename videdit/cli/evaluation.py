@@ -1,0 +1,33 @@
+"""`videdit eval`: metrics of finished runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+@click.command("eval")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--against", type=click.Path(path_type=Path), default=None, help="Compare the final videos with this input video.")
+@click.option("--max-frames", type=int, default=None, help="Evaluate only the first N frames.")
+@click.option("--identity-model", type=click.Choice(["auto", "dlib", "arcface"]), default="auto", show_default=True)
+@click.option("--pixel-metrics-for-edits", is_flag=True, help="Also compute L2/LPIPS/MS-SSIM for edited outputs.")
+@click.option("--no-plots", is_flag=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--weights-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def eval_cmd(runs, against, max_frames, identity_model, pixel_metrics_for_edits, no_plots, device, weights_dir, as_json):
+    """Reconstruction, identity and temporal-consistency metrics of one run, or several side by side."""
+    from videdit import weights as W
+    from videdit.evaluate import EvalSettings, compare_runs, evaluate_run, format_summary, load_models, metrics_to_json
+
+    settings = EvalSettings(identity_model=identity_model, weights_dir=W.resolve_weights_dir(weights_dir),
+                            pixel_metrics_for_edits=pixel_metrics_for_edits, max_frames=max_frames,
+                            plots=not no_plots, device=device)
+    models = load_models(settings)  # once, shared by every run
+    results = [evaluate_run(r, against=against, settings=settings, models=models) for r in runs]
+    if as_json:
+        click.echo(metrics_to_json(results if len(results) > 1 else results[0]))
+    elif len(results) == 1:
+        click.echo(format_summary(results[0]))
+    else:
+        click.echo(compare_runs(results))
