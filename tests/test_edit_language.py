@@ -91,6 +91,14 @@ def test_strength_options_and_names():
     assert [(p.person, p.kind) for p in people[0].parts] == [("p1", "w"), ("p2", "text"), ("", "w")]
 
 
+def test_docs_hold_the_defaults_table():
+    from pathlib import Path
+
+    from videdit.edits import defaults_table
+
+    assert defaults_table() in (Path(__file__).parents[1] / "docs" / "edits.md").read_text()
+
+
 def test_check_people():
     specs = parse_edits(["p1=age", "p3=smile"])
     check_people(specs, ["p1", "p3"], ["p1", "p2", "p3"])
