@@ -225,3 +225,51 @@ def test_each_person_gets_only_their_own_edits(latents_file, tmp_path):
         offset = np.load(res.latents_paths[key]).astype(np.float64) - latents
         # float64 sum rounded once to float32, then added to |w| < 6: 1e-5 as above
         np.testing.assert_allclose(offset, np.broadcast_to(expected.astype(np.float64), offset.shape), atol=1e-5)
+
+
+# ---- through the pipeline
+
+
+@pytest.mark.slow
+def test_ramp_and_combined_edits_through_the_pipeline(tmp_path):
+    """One run: a ramp (`--strength 0@0s,5@end` -> talk.age-0to5.mp4) and a combined W+ and S edit; the edit stage's
+    per-frame offsets before smoothing are strength(t) x direction at the align record's timestamps, the ramp is in
+    settings.toml, and another ramp reruns the edit stage but not align or encode."""
+    from videdit import records
+    from videdit.pipeline import Pipeline, StandInModels
+    from videdit.synthetic import make_clip
+
+    clip = make_clip(tmp_path / "talk.mp4", n_frames=5, size=(192, 160))
+    models = StandInModels(resolution=64)
+    key = next(k for k in models.load_generator("cpu").synthesis.style_widths() if k.startswith("L2_"))
+    base = {"align.crop_size": 64, "encode.n_iters": 1, "encode.batch_size": 4, "tune.tuner": "none",
+            "render.side_by_side": False}
+
+    def run(ramp):
+        pipe = Pipeline.from_preset("default", overrides={**base, "edit.edits": ["age", f"smile:1+s:{key}:1:20"],
+                                                          "edit.strengths": [ramp]}, quiet=True, models=models)
+        return pipe.run(clip.path, tmp_path / "run")
+
+    result = run("0@0s,5@end")
+    assert result.status == "ok", result.error
+    combined = f"smile1+s-{key}-1_20"
+    assert [p.name for p in result.outputs] == ["talk.age-0to5.mp4", f"talk.{combined}.mp4", "talk.recon.mp4"]
+    assert '"0@0s,5@end"' in (result.run_dir / "settings.toml").read_text()
+    edit = result.run_dir / "edit"
+    align = records.AlignRecord.load(result.run_dir / "align")
+    t = align.time_s - align.time_s[0]
+    strength = 5 * t / t[-1]
+    recon = np.load(edit / "latents_recon.npy").astype(np.float64)
+    d_age, d_smile = (models.edit_direction(n)[0].astype(np.float64) for n in ("age", "smile"))
+    # float32 rounding of s d (|s d| <= 5) and of the sum with |w| < 8: under 1.5e-6 per entry; 1e-5 leaves room
+    np.testing.assert_allclose(np.load(edit / "latents_age-0to5.npy") - recon,
+                               np.broadcast_to(strength[:, None, None] * d_age, recon.shape), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.load(edit / f"latents_{combined}.npy") - recon,
+                               np.broadcast_to(d_smile, recon.shape), rtol=0, atol=1e-5)
+    from safetensors.torch import load_file
+
+    offsets = load_file(str(edit / f"styles_{combined}.safetensors"))
+    assert offsets[key][:, 1].eq(20.0).all() and float(sum(v.abs().sum() for v in offsets.values())) == 20.0 * 5
+    again = run("0@0s,2@end")
+    assert again.status == "ok", again.error
+    assert again.stages["align"] == again.stages["encode"] == "cached" and again.stages["edit"] == "ran"

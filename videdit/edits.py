@@ -138,7 +138,8 @@ def edit_strings(edit: dict) -> list[str]:
 
 
 def load_direction(path: str | PathLike, w_dim: int | None = None) -> "np.ndarray":
-    """A direction file as float32 [w_dim]; accepts the published (1, 512) and plain (512,) shapes."""
+    """A direction file as float32 [w_dim] (the published (1, 512) and plain (512,) shapes), or [num_ws, w_dim]: one
+    row per W+ entry (`videdit directions fit --space wplus`)."""
     import numpy as np  # here, not at the top: settings (read by `videdit --help`) parse edits with this module
 
     try:
@@ -147,8 +148,8 @@ def load_direction(path: str | PathLike, w_dim: int | None = None) -> "np.ndarra
         raise InputError(f"cannot read edit direction {path}: {err}") from None
     if d.ndim == 2 and d.shape[0] == 1:
         d = d[0]
-    if d.ndim != 1 or (w_dim is not None and d.shape[0] != w_dim):
-        want = f"(1, {w_dim}) or ({w_dim},)" if w_dim else "(1, w_dim) or (w_dim,)"
+    if d.ndim not in (1, 2) or (w_dim is not None and d.shape[-1] != w_dim):
+        want = f"(1, {w_dim}), ({w_dim},) or (num_ws, {w_dim})" if w_dim else "(1, w_dim), (w_dim,) or (num_ws, w_dim)"
         raise InputError(f"edit direction {path} has shape {list(np.shape(d))}; expected {want}")
     if not np.issubdtype(d.dtype, np.floating) or not np.all(np.isfinite(d)):
         raise InputError(f"edit direction {path} must hold finite floating-point values")

@@ -126,6 +126,11 @@ def strength_name(strength: Strength) -> str:
     return strength.name() if isinstance(strength, Ramp) else f"{strength:g}"
 
 
+def strength_json(strength: "Strength | None") -> "float | str | None":
+    """A strength as a JSON value (cache keys, records): a ramp as its text."""
+    return strength.text() if isinstance(strength, Ramp) else strength
+
+
 def check_bound(max_strength: float) -> float:
     try:
         bound = float(max_strength)

@@ -28,7 +28,7 @@ from videdit.stages import render as render_stage
 from videdit.stages import smooth as smooth_stage
 from videdit.stages import stitch as stitch_stage
 from videdit.stages import tune as tune_stage
-from videdit.strengths import FrameTimes
+from videdit.strengths import FrameTimes, strength_json
 from videdit.tuning import get_tuner
 
 
@@ -147,7 +147,8 @@ class StageWiring:
         if any(s.kind == "text" for s in single):
             for key, name in TEXT_EDIT_FILES.items():
                 inputs[key] = Path(text_files[key]) if key in text_files else W.require([name], self.pipe.weights_dir)[name]
-        params: dict[str, Any] = {"edits": [dataclasses.asdict(s) for s in specs], "keys": self.keys}
+        params: dict[str, Any] = {"edits": [dataclasses.asdict(s) for s in specs],
+                                  "keys": [[k, strength_json(v)] for k, v in self.keys]}
         if any(s.people() for s in specs):  # whose latents these are decides which edits apply
             params["person"] = person
         if ramps:

@@ -37,11 +37,12 @@ class EditResult:
 
 
 def apply_direction(latents: np.ndarray, direction: np.ndarray, strength: float) -> np.ndarray:
-    """w + strength * d on every W+ entry; strength 0 returns an exact copy."""
+    """w + strength * d on every W+ entry (d [w_dim], or [num_ws, w_dim]: a row per entry); strength 0 returns an
+    exact copy."""
     latents = np.asarray(latents, dtype=np.float32)
     if strength == 0:
         return latents.copy()
-    return (latents + np.float32(strength) * direction.reshape(1, 1, -1)).astype(np.float32)
+    return (latents + np.float32(strength) * direction.reshape(1, -1, latents.shape[-1])).astype(np.float32)
 
 
 def run_edit(
@@ -67,7 +68,7 @@ def run_edit(
     are left out (their output is this person's other edits, or the reconstruction).
     """
     latents = records.load_latents(latents_path)
-    n, w_dim = latents.shape[0], latents.shape[2]
+    n, num_ws, w_dim = latents.shape
     needs_s = any(spec.in_stylespace for spec in specs)
     widths = synthesis.style_widths() if synthesis is not None and needs_s else {}
     vectors: dict[str, np.ndarray] = {}
@@ -77,9 +78,11 @@ def run_edit(
         if leaf.target not in vectors:
             if direction is None:
                 raise InputError(f"edit {leaf.label}: W+ edits need the direction source")
-            d = np.asarray(direction(leaf.target), dtype=np.float32).reshape(-1)
-            if d.shape[0] != w_dim or not np.all(np.isfinite(d)):
-                raise InputError(f"edit {leaf.label}: direction must be {w_dim} finite values, got shape {list(d.shape)}")
+            d = np.asarray(direction(leaf.target), dtype=np.float32)
+            d = d.reshape(-1) if d.ndim == 2 and d.shape[0] == 1 else d
+            if d.shape not in ((w_dim,), (num_ws, w_dim)) or not np.all(np.isfinite(d)):
+                raise InputError(f"edit {leaf.label}: direction must be {w_dim} finite values (or {num_ws} x {w_dim}), "
+                                 f"got shape {list(d.shape)}")
             vectors[leaf.target] = d
         return vectors[leaf.target]
 
@@ -111,10 +114,10 @@ def _apply_w(latents: np.ndarray, parts: Sequence[tuple[float | np.ndarray, np.n
         return apply_direction(latents, parts[0][1], float(parts[0][0]))
     if not parts:
         return np.array(latents, dtype=np.float32, copy=True)
-    offset = np.zeros((latents.shape[0], latents.shape[2]), np.float64)
-    for strength, d in parts:  # summed in float64, rounded once
-        offset += np.reshape(np.asarray(strength, np.float64), (-1, 1)) * d.astype(np.float64)
-    return (latents + offset.astype(np.float32)[:, None, :]).astype(np.float32)
+    offset = np.zeros((latents.shape[0], 1, latents.shape[2]), np.float64)
+    for strength, d in parts:  # summed in float64, rounded once; d [w_dim] or one row per W+ entry
+        offset = offset + np.reshape(np.asarray(strength, np.float64), (-1, 1, 1)) * d.astype(np.float64).reshape(1, -1, latents.shape[2])
+    return (latents + offset.astype(np.float32)).astype(np.float32)
 
 
 def _sum_s(parts: Sequence[tuple[float | np.ndarray, dict]], widths: dict[str, int], n: int) -> dict[str, np.ndarray]:
