@@ -14,7 +14,7 @@ without an explicit strength an edit renders the upper end of its published rang
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from os import PathLike
 from typing import TYPE_CHECKING, Sequence
@@ -89,6 +89,12 @@ class EditSpec:
     def people(self) -> set[str]:
         """The person labels its edits name (empty: everyone's)."""
         return {p.person for p in self.leaves() if p.person}
+
+    def cache_params(self) -> dict:
+        """What the edit stage's cache key holds of this edit: its fields, less person and parts when empty (the
+        keys of run folders made before they existed stay valid)."""
+        params = asdict(self)
+        return {k: v for k, v in params.items() if v or k not in ("person", "parts")}
 
     def has_ramp(self) -> bool:
         return any(isinstance(s, Ramp) for p in self.leaves() for s in p.strengths)

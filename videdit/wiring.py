@@ -147,7 +147,7 @@ class StageWiring:
         if any(s.kind == "text" for s in single):
             for key, name in TEXT_EDIT_FILES.items():
                 inputs[key] = Path(text_files[key]) if key in text_files else W.require([name], self.pipe.weights_dir)[name]
-        params: dict[str, Any] = {"edits": [dataclasses.asdict(s) for s in specs],
+        params: dict[str, Any] = {"edits": [s.cache_params() for s in specs],
                                   "keys": [[k, strength_json(v)] for k, v in self.keys]}
         if any(s.people() for s in specs):  # whose latents these are decides which edits apply
             params["person"] = person
