@@ -58,7 +58,7 @@ def test_flat_direction_shape_and_bad_shapes(tmp_path):
     d = _unit_direction(shape=(512,))
     np.save(tmp_path / "flat.npy", d)
     np.testing.assert_array_equal(load_direction(tmp_path / "flat.npy", 512), d)
-    np.save(tmp_path / "bad.npy", np.zeros((2, 512), np.float32))
+    np.save(tmp_path / "bad.npy", np.zeros((2, 3, 512), np.float32))
     with pytest.raises(InputError, match="shape"):
         load_direction(tmp_path / "bad.npy", 512)
     np.save(tmp_path / "small.npy", np.zeros((1, 256), np.float32))

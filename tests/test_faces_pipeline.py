@@ -88,3 +88,41 @@ def test_an_unknown_person_is_one_line_naming_the_people(two_people, tmp_path):
     run = _pipeline(**{"faces.select": "p9"}).run(two_people.path, tmp_path / "run")
     assert run.status == "failed" and "\n" not in run.error
     assert "p9" in run.error and "p1" in run.error and "p2" in run.error
+
+
+@pytest.mark.slow
+def test_each_person_gets_their_own_edit(two_people, tmp_path):
+    """`p1=age:3`, `p2=smile:-2`: one output; in each person's track the edit stage moved the latents by that
+    person's edit only (before smoothing), and both faces changed. A person who is not there, or not chosen,
+    is one line before any track is aligned."""
+    from videdit import records
+    from videdit.pipeline import StandInModels
+
+    run = _pipeline(**{"faces.select": "all", "edit.direction": "", "edit.strengths": [],
+                       "edit.edits": ["p1=age:3", "p2=smile:-2"]}).run(two_people.path, tmp_path / "run")
+    assert run.status == "ok", run.error
+    key = "p1-age3+p2-smile-2"
+    assert [p.name for p in run.outputs] == [f"two.{key}.mp4", "two.recon.mp4"]
+    models = StandInModels(resolution=64)
+    own = {"p1": 3 * models.edit_direction("age")[0].astype(np.float64),
+           "p2": -2 * models.edit_direction("smile")[0].astype(np.float64)}
+    tracks = records.TracksRecord.load(run.run_dir).tracks
+    assert sorted(t.person for t in tracks) == ["p1", "p2"]
+    for t in tracks:
+        edit = run.run_dir / t.dir / "edit"
+        recon = np.load(edit / "latents_recon.npy").astype(np.float64)
+        # |s d| <= 3 and |w| < 8 round once each in float32: under 1e-6 per entry; 1e-5 leaves room
+        np.testing.assert_allclose(np.load(edit / f"latents_{key}.npy") - recon,
+                                   np.broadcast_to(own[t.person], recon.shape), rtol=0, atol=1e-5)
+    source, edited = _decode(two_people.path), _decode(run.outputs[0])
+    for t in tracks:
+        quad = records.AlignRecord.load(run.run_dir / t.dir / "align").box_quad
+        x0, y0 = max(int(quad[:, 0].min()), 0), max(int(quad[:, 1].min()), 0)  # the box may reach past the frame
+        x1, y1 = int(quad[:, 0].max()), int(quad[:, 1].max())
+        assert np.mean([np.abs(a[y0:y1, x0:x1] - b[y0:y1, x0:x1]).mean() for a, b in zip(source, edited)]) > 1.0
+
+    for select, edits, words in [("all", ["p3=age"], "no such person"), ("p1", ["p1=age", "p2=smile"], "not chosen")]:
+        bad = _pipeline(**{"faces.select": select, "edit.direction": "", "edit.edits": edits, "edit.strengths": []})
+        result = bad.run(two_people.path, tmp_path / f"bad-{select}")
+        assert result.status == "failed" and words in result.error and "\n" not in result.error, result.error
+        assert not list((tmp_path / f"bad-{select}").glob("tracks/*/align"))

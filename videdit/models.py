@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from videdit import weights as W
+from videdit.edits import single_edits
 from videdit.errors import VideditError
 from videdit.layout import STAGE_ORDER
 from videdit.settings import PRECISIONS, TEXT_EDIT_FILES, EncodeChoice, ResolvedSettings
@@ -96,8 +97,9 @@ class PretrainedModels(ModelSource):
             names.append("lpips_alexnet" if tune.lpips_net == "alex" else "lpips_vgg")
         if "edit" in stages:
             edit = settings.sections["edit"]
-            names += [W.EDIT_DIRECTIONS[s.target] for s in edit.specs if s.kind == "w" and s.target in W.EDIT_DIRECTIONS]
-            if any(s.kind == "text" for s in edit.specs):  # StyleCLIP: CLIP, delta_i_c and s_stats, unless given by path
+            single = single_edits(edit.specs)
+            names += [W.EDIT_DIRECTIONS[s.target] for s in single if s.kind == "w" and s.target in W.EDIT_DIRECTIONS]
+            if any(s.kind == "text" for s in single):  # StyleCLIP: CLIP, delta_i_c and s_stats, unless given by path
                 names += [name for key, name in TEXT_EDIT_FILES.items() if key not in edit.text_files()]
         return names
 

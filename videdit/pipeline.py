@@ -19,6 +19,7 @@ from typing import Any, Callable
 from videdit import layout, presets, records
 from videdit import weights as W
 from videdit.device import resolve_device
+from videdit.edits import check_people
 from videdit.errors import VideditError
 from videdit.estimate import Estimate, estimate_run
 from videdit.fileio import atomic_path
@@ -49,6 +50,8 @@ class Pipeline:
         # Every section checked and typed now, whatever stages a run reaches: a bad value fails before any work.
         self.resolved = resolve_settings(settings)
         self.sections = self.resolved.sections
+        if not self.sections["faces"].select:  # an edit for one person (p1=age) needs the people found
+            check_people(self.sections["edit"].specs, None)
         self.run_options = self.resolved.run
         self.estimate_time = estimate_time  # probe the networks once and print an estimate before the work
         self.stream = stream  # where progress goes (default stderr)
@@ -195,6 +198,9 @@ class Pipeline:
         with log.capture(), reporting(reporter), tf32_switches(self.precision):
             # Whom to edit is settled first: a person who is not there is one line, before any estimate or work.
             chosen = self.chosen_tracks(video, run_dir) if self.sections["faces"].select else None
+            if chosen is not None:
+                check_people(self.sections["edit"].specs, sorted({t.person for t in chosen}),
+                             records.TracksRecord.load(run_dir).people())
             reporter.say(f"{video.name} -> {run_dir}")
             stages = self.stages_for(video, run_dir, until)
             # Stages already complete in the folder are most likely cached: they cost nothing, and no network

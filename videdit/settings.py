@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from videdit.edits import edit_strings, parse_edits
+from videdit.strengths import DEFAULT_MAX_STRENGTH
 from videdit.errors import VideditError
 from videdit.tuning import DEFAULT_TUNER, TUNERS  # the registry's names only: no torch at import
 
@@ -68,6 +69,7 @@ RULES: dict[str, Any] = {
     "tune.early_stop_threshold": (0.0, None),
     "tune.early_stop_window": (1, None),
     "tune.frame_cache_mb": (0, None),
+    "edit.max_strength": (("gt", 0.0), 1e6),
     "smooth.window": (1, 5),
     "smooth.padding": ("reflect", "edge", "renormalize"),
     "smooth.fine_layers_from": (0, None),
@@ -216,21 +218,24 @@ def as_dict(obj: Any) -> dict[str, Any]:
 @dataclass
 class EditOptions:
     """The [edit] section (see videdit.edits): `edits` as on the command line (age, path.npy, text:PROMPT,
-    s:KEY:CHANNEL), `direction` one more InterFaceGAN edit (the short form), `strengths` for W+ and channel
-    edits, `alpha`/`beta` for text edits (empty/unset: the defaults table). clip, delta_i_c, s_stats: files
-    for text edits ("" = the weights registry's)."""
+    s:KEY:CHANNEL, combined `age:3+smile:1`, per person `p1=age`; docs/edits.md), `direction` one more InterFaceGAN
+    edit (the short form), `strengths` for W+ and channel edits, `alpha`/`beta` for text edits (empty/unset: the
+    defaults table); strengths are numbers or keyframed ramps ("0@0s,5@10s"), each within +-max_strength.
+    clip, delta_i_c, s_stats: files for text edits ("" = the weights registry's)."""
 
     edits: list[str] = field(default_factory=list)
     direction: str = ""
-    strengths: list[float] = field(default_factory=list)
-    alpha: list[float] = field(default_factory=list)
+    strengths: list[float | str] = field(default_factory=list)
+    alpha: list[float | str] = field(default_factory=list)
     beta: float | None = None
+    max_strength: float = DEFAULT_MAX_STRENGTH
     clip: str = ""
     delta_i_c: str = ""
     s_stats: str = ""
 
     def __post_init__(self):
-        self.specs = parse_edits(edit_strings(dataclasses.asdict(self)), self.strengths, self.alpha, self.beta)
+        self.specs = parse_edits(edit_strings(dataclasses.asdict(self)), self.strengths, self.alpha, self.beta,
+                                 self.max_strength)
 
     def text_files(self) -> dict[str, str]:
         """The StyleCLIP files given by path: {"clip" | "delta_i_c" | "s_stats": path}."""

@@ -53,10 +53,11 @@ def run_tracks(pipe: Any, video: Path, run_dir: Path, chosen: list, runner: Stag
     Returns {"<track id>/<stage>" or "composite": cached | ran}."""
     names = [n for n in pipe.active_stages() if n != "composite" and STAGE_ORDER.index(n) <= STAGE_ORDER.index(last)]
     statuses = {}
+    video_frames = records.TracksRecord.load(run_dir).n_frames
     for track in chosen:
         track_dir = run_dir / track.dir
         say(f"track {track.id}: {track.person}, frames {track.start}-{track.end - 1}")
-        wiring = StageWiring(pipe, video, track_dir, track=track)
+        wiring = StageWiring(pipe, video, track_dir, track=track, video_frames=video_frames)
         track_runner = StageRunner(track_dir, runner.log, force=runner.force, verify=runner.verify, warn=runner.warn)
         for name in names:
             statuses[f"{track.id}/{name}"] = track_runner.run(getattr(wiring, f"stage_{name}")()).status

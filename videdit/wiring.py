@@ -12,9 +12,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from videdit import records
 from videdit import weights as W
 from videdit.checkpoints import load_generator
+from videdit.edits import single_edits
 from videdit.runner import Stage, digest_text
 from videdit.settings import TEXT_EDIT_FILES
 from videdit.stages import align as align_stage
@@ -25,6 +28,7 @@ from videdit.stages import render as render_stage
 from videdit.stages import smooth as smooth_stage
 from videdit.stages import stitch as stitch_stage
 from videdit.stages import tune as tune_stage
+from videdit.strengths import FrameTimes, strength_json
 from videdit.tuning import get_tuner
 
 
@@ -34,9 +38,10 @@ class StageWiring:
     pipe: the videdit.pipeline.Pipeline (resolved settings, models, device, precision) the stages run for.
     """
 
-    def __init__(self, pipe: Any, video: Path, run_dir: Path, track=None):
+    def __init__(self, pipe: Any, video: Path, run_dir: Path, track=None, video_frames: int | None = None):
         self.pipe, self.video, self.run_dir = pipe, video, run_dir
         self.track = track  # a videdit.face.tracks.FaceTrack: align and render that track only
+        self.video_frames = video_frames  # with a track: the whole video's frame count (a strength ramp's `end`)
         stage = records.RunFolder(run_dir).stage
         self.align_dir, self.encode_dir, self.tune_dir = stage("align"), stage("encode"), stage("tune")
         self.edit_dir, self.smooth_dir, self.stitch_dir = stage("edit"), stage("smooth"), stage("stitch")
@@ -65,7 +70,7 @@ class StageWiring:
 
     def w_keys(self) -> list[str]:
         """The keys rendered from W+ latents (the reconstruction and InterFaceGAN edits)."""
-        return [records.RECONSTRUCTION_KEY] + [k for s in self.pipe.sections["edit"].specs if s.kind == "w"
+        return [records.RECONSTRUCTION_KEY] + [k for s in self.pipe.sections["edit"].specs if s.in_wplus
                                                for k, _ in s.keys()]
 
     def stage_align(self) -> Stage:
@@ -119,27 +124,52 @@ class StageWiring:
     def stage_edit(self) -> Stage:
         options = self.pipe.sections["edit"]
         specs = options.specs
+        single = single_edits(specs)
         models = self.pipe.models
         text_files = options.text_files()
         stylespace = any(s.in_stylespace for s in specs)
+        ramps = any(s.has_ramp() for s in specs)
+        person = self.track.person if self.track is not None else None
 
         def fn(work: Path):
             edit_stage.run_edit(self.encode_dir / records.LATENTS, work, specs,
                                 direction=lambda target: models.edit_direction(target)[0],
                                 synthesis=self.pipe.generator().synthesis if stylespace else None,
-                                text_files=text_files, weights_dir=self.pipe.weights_dir)
+                                text_files=text_files, weights_dir=self.pipe.weights_dir,
+                                times=self._frame_times() if ramps else None, person=person)
 
-        identities = {f"direction:{s.target}": models.edit_direction(s.target)[1] for s in specs if s.kind == "w"}
+        identities = {f"direction:{s.target}": models.edit_direction(s.target)[1] for s in single if s.kind == "w"}
         inputs: dict[str, Any] = {"encode": self.encode_dir, **identities}
         if stylespace:
             inputs["generator"] = models.generator_identity()
-        if any(s.kind == "text" for s in specs):
+        if ramps:  # a ramp's value at each frame comes from the frames' times
+            inputs["align"] = self.align_dir
+        if any(s.kind == "text" for s in single):
             for key, name in TEXT_EDIT_FILES.items():
                 inputs[key] = Path(text_files[key]) if key in text_files else W.require([name], self.pipe.weights_dir)[name]
-        params = {"edits": [dataclasses.asdict(s) for s in specs], "keys": self.keys}
+        params: dict[str, Any] = {"edits": [s.cache_params() for s in specs],
+                                  "keys": [[k, strength_json(v)] for k, v in self.keys]}
+        if any(s.people() for s in specs):  # whose latents these are decides which edits apply
+            params["person"] = person
+        if ramps:
+            params["video_frames"] = self.video_frames
         if stylespace:  # StyleSpace and text edits run the generator
             params = self._with_precision(params)
         return Stage("edit", fn, params, inputs)
+
+    def _frame_times(self) -> FrameTimes:
+        """When each aligned frame is shown, from the video's first frame (the align record's timestamps)."""
+        align = records.AlignRecord.load(self.align_dir)
+        info = records.load_video_info(self.align_dir)
+        first = self.track.start if self.track is not None else 0
+        fps = float(info.fps) if info is not None and info.fps else 25.0
+        if align.time_s is None:  # a record from before timestamps were kept: the nominal rate
+            times, zero = (first + np.arange(align.n_frames, dtype=np.float64)) / fps, 0.0
+        else:
+            times = np.asarray(align.time_s, dtype=np.float64)
+            zero = float(info.start_pts * info.time_base) if info is not None else float(times[0])
+        last = self.video_frames - 1 if self.video_frames else None
+        return FrameTimes(times - zero, first, last, fps)
 
     def stage_smooth(self) -> Stage:
         settings = self._settings("smooth")

@@ -29,15 +29,6 @@ def int_value(text: str, what: str) -> int:
         raise click.BadParameter(f"{what} expects auto or a whole number, got {text!r}") from None
 
 
-def float_list(text: str | None) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
-
-
 def ops_mode(mode: str | None):
     """Context selecting the op kernels (videdit.ops.backend), or nothing when not given."""
     import contextlib

@@ -1,4 +1,4 @@
-"""`videdit directions styleclip`."""
+"""`videdit directions styleclip` and `videdit directions fit`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,3 +42,67 @@ def directions_styleclip(generator, clip_path, out, samples, stats_samples, stre
     result = compute_styleclip_directions(G, clip_model, out, samples, stats_samples=stats_samples, strength=strength,
                                           truncation_psi=truncation, seed=seed, batch_size=batch_size, quiet=quiet)
     click.echo(f"wrote {result.delta_i_c} and {result.s_stats} ({result.chunks_computed} chunks computed, {result.chunks_reused} reused)")
+
+
+@directions.command("fit")
+@click.option("--positive", type=click.Path(path_type=Path), default=None,
+              help="Folder (or file) of face images / videos WITH the attribute.")
+@click.option("--negative", type=click.Path(path_type=Path), default=None,
+              help="Folder (or file) of face images / videos WITHOUT it.")
+@click.option("--latents", type=click.Path(path_type=Path), default=None,
+              help="Instead: latents .npy [n, num_ws, 512] or [n, 512] (InterFaceGAN's recipe, with --scores).")
+@click.option("--scores", type=click.Path(path_type=Path), default=None, help="With --latents: one attribute score per latent (.npy).")
+@click.option("--fraction", type=float, default=0.02, show_default=True,
+              help="With --scores: the top and bottom fraction become the two classes (0.02 as published).")
+@click.option("--space", type=click.Choice(["w", "wplus"]), default="w", show_default=True,
+              help="Fit in W (the mean over W+) or on the whole W+ code (a direction per layer).")
+@click.option("--classifier", type=click.Choice(["svm", "logistic"]), default="svm", show_default=True,
+              help="Linear SVM (as InterFaceGAN) or logistic regression.")
+@click.option("--conditional", "conditional", multiple=True, type=click.Path(path_type=Path),
+              help="A direction .npy to project out (InterFaceGAN's conditional manipulation); repeatable.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="OUT.npy (and OUT.json beside it).")
+@click.option("--stand-ins", is_flag=True, help="Encode with the random stand-in networks (tests; the direction means nothing).")
+@click.option("--per-video", type=int, default=8, show_default=True, help="Frames taken from each video.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--weights-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+def directions_fit(positive, negative, latents, scores, fraction, space, classifier, conditional, out, stand_ins,
+                   per_video, device, weights_dir, seed):
+    """A W+ edit direction from your own examples (a unit .npy that `videdit run --edit OUT.npy` takes)."""
+    import numpy as np
+
+    from videdit.directions_fit import FitSettings, classes_from_scores, face_latents, fit_direction, media_files, write_direction
+    from videdit.edits import load_direction
+    from videdit.errors import InputError
+
+    settings = FitSettings(space=space, classifier=classifier, fraction=fraction, seed=seed)
+    examples = positive is not None or negative is not None
+    if examples == (latents is not None) or (latents is None) != (scores is None) or (examples and None in (positive, negative)):
+        raise click.UsageError("give --positive DIR --negative DIR, or --latents L.npy --scores S.npy")
+    how: dict = {"conditional_files": [str(c) for c in conditional]}
+    if examples:
+        from videdit.models import PretrainedModels, StandInModels
+        from videdit.weights import resolve_weights_dir
+
+        models = StandInModels() if stand_ins else PretrainedModels(resolve_weights_dir(weights_dir))
+        files = {name: media_files(folder) for name, folder in (("positive", positive), ("negative", negative))}
+        pos, neg = (face_latents(files[name], models, device=device, per_video=per_video) for name in ("positive", "negative"))
+        how.update(source="examples", models=models.name, positive=[str(p) for p in files["positive"]],
+                   negative=[str(p) for p in files["negative"]])
+        if stand_ins:
+            how["note"] = "stand-in networks: random encoder and generator, the direction means nothing"
+    else:
+        try:
+            codes, values = np.load(latents, allow_pickle=False), np.load(scores, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise InputError(f"cannot read {latents} or {scores}: {err}") from None
+        pos, neg = classes_from_scores(codes, values, fraction)
+        how.update(source="scores", latents=str(latents), scores=str(scores), n_latents=len(codes))
+    w_dim = pos.shape[-1]
+    conds = [load_direction(c, w_dim) for c in conditional]
+    result = fit_direction(pos, neg, settings, conds)
+    npy, info = write_direction(out, result, how)
+    counts = ", ".join(f"{n} {name}" for name, n in result.counts.items())
+    click.echo(f"{counts}; cross-validated accuracy {result.accuracy:.3f} ({result.record['folds']} folds, {classifier}, "
+               f"space {space})")
+    click.echo(f"wrote {npy} and {info}; use it with: videdit run VIDEO --edit {npy}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from videdit.cli.common import fail, float_list, int_list, int_value, ops_mode
+from videdit.cli.common import fail, int_list, int_value, ops_mode
 from videdit.layout import STAGE_ORDER
 from videdit.settings import PRECISIONS
 from videdit.tuning import TUNERS  # the registry's names only: no torch at import
@@ -18,9 +18,12 @@ STAGES = STAGE_ORDER
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.option("--edit", "edit", multiple=True, metavar="EDIT",
               help="age, smile, pose, gender or a .npy file (InterFaceGAN in W+); 'text:a smiling face' (StyleCLIP); "
-                   "'s:L6_148_512:501' (one StyleSpace channel). Repeat for several.")
-@click.option("--strength", default=None, help="Strength of W+ and channel edits, or a comma list (one output each).")
-@click.option("--alpha", default=None, help="Strength of text edits (StyleCLIP alpha), or a comma list.")
+                   "'s:L6_148_512:501' (one StyleSpace channel); 'age:3+smile:1' (one output); 'p1=age' (one "
+                   "person, with --faces). Repeat for several; docs/edits.md.")
+@click.option("--strength", default=None,
+              help="Strength of W+ and channel edits: a number, a comma list (one output each), or keyframes "
+                   "'0@0s,5@10s' (seconds, 120f frames, end; linear between); docs/edits.md.")
+@click.option("--alpha", default=None, help="Strength of text edits (StyleCLIP alpha): as --strength.")
 @click.option("--beta", type=float, default=None, help="StyleCLIP's channel threshold for text edits (default 0.13).")
 @click.option("--expand", default=None, metavar="L,R,T,B", help="Extra field of view in pixels at render resolution.")
 @click.option("--preset", default="default", show_default=True, help="Preset name (videdit/presets/NAME.toml, or $VIDEDIT_PRESETS/NAME.toml) or a .toml file.")
@@ -67,11 +70,12 @@ def run(input_path, edit, strength, alpha, beta, expand, preset, out, until, fro
         max_retries, quiet, as_json):
     """Run the pipeline on a video, or on every video in a folder."""
     from videdit.presets import parse_set_option
+    from videdit.strengths import strength_options
 
     overrides = {
         "edit.edits": list(edit) or None,
-        "edit.strengths": float_list(strength),
-        "edit.alpha": float_list(alpha),
+        "edit.strengths": strength_options(strength),
+        "edit.alpha": strength_options(alpha),
         "edit.beta": beta,
         "render.expand": int_list(expand, 4, "--expand"),
         "encode.batch_size": batch_size,

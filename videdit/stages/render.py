@@ -210,7 +210,8 @@ def run_render(
     device: str = "cpu",
 ) -> RenderResult:
     """Render smooth_dir/latents_<key>.npy at smooth_dir/transforms.npz for each key (None = all found); an S
-    edit's key (smooth_dir/styles_<key>.safetensors) renders the reconstruction's styles plus its offsets.
+    edit's key (smooth_dir/styles_<key>.safetensors) renders the styles of its W+ latents (a combined edit's) or of
+    the reconstruction's plus its offsets.
 
     generator: a module or a checkpoint path. source_video gives the fps and the audio; align_dir the
     input crops for the side-by-side video (left out when absent). offsets: the HyperStyle tuner's
@@ -259,9 +260,9 @@ def run_render(
             from videdit.stylespace import load_styles
 
             style_offsets[key] = load_styles(styles_path, G.synthesis.style_widths())
+        path = smooth_dir / records.latents_name(key)
+        if key in style_offsets and not path.is_file():  # an S edit alone: added to the reconstruction's styles
             path = smooth_dir / records.latents_name(RECONSTRUCTION_KEY)
-        else:
-            path = smooth_dir / records.latents_name(key)
         latents[key] = records.load_latents(path, mmap=True)  # read per batch: memory independent of length
         if latents[key].shape[0] != n or latents[key].shape[1] != G.num_ws:
             raise InputError(f"render: {path.name} has shape {list(latents[key].shape)}; expected [{n}, {G.num_ws}, w_dim]")
