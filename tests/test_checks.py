@@ -137,3 +137,62 @@ def test_good_values_at_the_bounds_are_accepted():
     from videdit.settings import resolve_settings
 
     resolve_settings({"tune": {"steps": 1_000_000, "lr": 1.0}, "composite": {"crf": 51, "pix_fmt": "yuv420p10le"}})
+
+
+# ---- issue 28 items 4-8: checked before the first stage, not after align, encode and tune
+
+
+def _cli(*args, env=None, cwd=None):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "videdit", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, env=env or dict(os.environ), cwd=cwd)
+
+
+def _one_line_error(proc) -> str:
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and len(lines) == 1, proc.stdout + proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--set", "tune.lr=nan"], "setting tune.lr = nan: must be a finite number"),  # item 4
+    (["--set", "tune.lr=inf"], "setting tune.lr = inf: must be a finite number"),
+    (["--pix-fmt", "nosuch"], "setting composite.pix_fmt = 'nosuch'"),  # item 6
+    (["--expand", "0,0,99999,0"], "setting render.expand = 99999: must be <= 4096"),  # item 7
+    (["--set", "tune.steps=10000000000"], "setting tune.steps = 10000000000: must be <= 1000000"),  # item 8
+    (["--crf", "99"], "setting composite.crf = 99: must be <= 51"),
+])
+def test_cli_settings_are_refused_before_any_work(clip, tmp_path, args, expected):
+    run_dir = tmp_path / "run"
+    line = _one_line_error(_cli("run", clip.path, "--out", run_dir, *args))
+    assert expected in line
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({"edit.edits": ["s:BADKEY:1"]}, "unknown StyleSpace layer 'BADKEY'"),  # item 5
+    ({"edit.edits": ["s:L6_52_16:99999"]}, "channel 99999 out of range for L6_52_16 (valid: 0-15)"),
+    ({"render.expand": [0, 49, 0, 0]}, "each side must be at most 48 px"),  # item 7: 64 px generator less feather 16
+    ({"composite.codec": "h264", "composite.pix_fmt": "yuv440p"}, "pixel format 'yuv440p' is not one libx264 writes"),
+])
+def test_what_needs_the_generator_or_the_source_is_checked_before_the_first_stage(clip, tmp_path, overrides, expected):
+    assert expected in refusal(clip.path, tmp_path / "run", overrides)
+
+
+def test_generator_widths_come_from_the_checkpoint_header_and_match_the_network(tmp_path):
+    """PretrainedModels reads the layer table off a released ReStyle file's decoder without building it."""
+    import torch
+
+    from tests.test_encoders import _released_layout
+    from videdit.checkpoints.plans import generator_style_widths
+    from videdit.checkpoints.restyle import load_restyle_checkpoint
+    from videdit.models import PretrainedModels
+
+    ckpt, _, _ = _released_layout("e4e", "resnet34")
+    torch.save(ckpt, tmp_path / "restyle_e4e_ffhq.pt")
+    kwargs = PretrainedModels(tmp_path).generator_kwargs()
+    built = load_restyle_checkpoint(tmp_path / "restyle_e4e_ffhq.pt").generator
+    assert generator_style_widths(kwargs) == built.synthesis.style_widths()

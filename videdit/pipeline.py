@@ -31,6 +31,7 @@ from videdit.models import (  # noqa: F401  (ModelSource, PretrainedModels, Stan
     run_precision,
     tf32_switches,
 )
+from videdit.preflight import check_encoder, check_generator_fit
 from videdit.progress import Reporter, reporting
 from videdit.records import STAGE_ORDER
 from videdit.runfolder import RunLock, prepare_run_dir
@@ -83,6 +84,11 @@ class Pipeline:
         stages = STAGE_ORDER[: STAGE_ORDER.index(until) + 1] if until else STAGE_ORDER
         names = self.models.required_weights(self.resolved, stages)
         W.require(names, self.weights_dir)  # raises one MissingWeightsError listing every missing file
+
+    def check_before_work(self, info) -> None:
+        """What needs the probed source or the generator's header (videdit.preflight): one line, no stage run."""
+        check_encoder(self.resolved, info)
+        check_generator_fit(self.resolved, self.models.generator_kwargs)
 
     # ---- what the stages share
 
@@ -160,7 +166,9 @@ class Pipeline:
         log_path = run_dir / layout.LOG
         log = StageLog(log_path)
         try:
-            result.frames = probe_video(video).n_frames  # fails fast on a bad file, before any work
+            info = probe_video(video)  # fails fast on a bad file, before any work
+            result.frames = info.n_frames
+            self.check_before_work(info)
             prepare_run_dir(run_dir)
             with RunLock(run_dir, wait=self.wait if wait is None else wait):
                 self._run_stages(video, run_dir, log, result, until, from_stage, force)

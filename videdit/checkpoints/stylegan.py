@@ -452,6 +452,12 @@ def load_generator(
     return load_network(path, device, kind="generator", pickle_key=network, init_kwargs=init_kwargs)
 
 
+def generator_kwargs(path: str | os.PathLike) -> dict[str, Any]:
+    """A generator file's constructor kwargs, checked against its tensors, without building the network (the
+    checks before any work read the layer table and widths from them: plans.generator_style_widths)."""
+    return checked_kwargs(read_checkpoint(path, kind="generator"))[1]
+
+
 def load_discriminator(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Load the StyleGAN2 discriminator from our .safetensors or from an NVIDIA .pkl's 'D'."""
     return load_network(path, device, kind="discriminator")
