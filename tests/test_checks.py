@@ -196,3 +196,24 @@ def test_generator_widths_come_from_the_checkpoint_header_and_match_the_network(
     kwargs = PretrainedModels(tmp_path).generator_kwargs()
     built = load_restyle_checkpoint(tmp_path / "restyle_e4e_ffhq.pt").generator
     assert generator_style_widths(kwargs) == built.synthesis.style_widths()
+
+
+def test_directions_styleclip_lists_every_missing_file_at_once(tmp_path):
+    """#12: the generator and CLIP missing together are one list, before anything is loaded (exit 3 as for run)."""
+    import os
+
+    env = dict(os.environ, VIDEDIT_WEIGHTS=str(tmp_path / "empty"))
+    proc = _cli("directions", "styleclip", "--generator", tmp_path / "nosuch.pkl", "--out", tmp_path / "out", env=env)
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr
+    assert "2 file(s) missing" in proc.stderr and "nosuch.pkl" in proc.stderr and "clip_vit_b32" in proc.stderr
+
+
+def test_directions_styleclip_checks_the_generator_header_before_loading_clip(tmp_path):
+    """A file that is not a generator is one line naming it, although CLIP is absent too... once CLIP is there:
+    here CLIP is given as a file that exists, so only the generator can be at fault, and CLIP is never read."""
+    bad = tmp_path / "g.pt"
+    bad.write_bytes(b"not a checkpoint")
+    clip = tmp_path / "clip.pt"
+    clip.write_bytes(b"never read")
+    line = _one_line_error(_cli("directions", "styleclip", "--generator", bad, "--clip", clip, "--out", tmp_path / "o"))
+    assert "g.pt" in line and "clip.pt" not in line
