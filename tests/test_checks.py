@@ -217,3 +217,15 @@ def test_directions_styleclip_checks_the_generator_header_before_loading_clip(tm
     clip.write_bytes(b"never read")
     line = _one_line_error(_cli("directions", "styleclip", "--generator", bad, "--clip", clip, "--out", tmp_path / "o"))
     assert "g.pt" in line and "clip.pt" not in line
+
+
+def test_edits_given_replace_the_presets_direction():
+    """#10: `--preset demo --edit age` is one age edit, not the preset's `direction = "age"` plus the same again."""
+    from videdit.pipeline import Pipeline, StandInModels
+
+    pipe = Pipeline.from_preset("demo", overrides={"edit.edits": ["age"]}, models=StandInModels(resolution=64))
+    assert [spec.target for spec in pipe.sections["edit"].specs] == ["age"]
+    smile = Pipeline.from_preset("demo", overrides={"edit.edits": ["smile"]}, models=StandInModels(resolution=64))
+    assert [spec.target for spec in smile.sections["edit"].specs] == ["smile"]
+    kept = Pipeline.from_preset("demo", models=StandInModels(resolution=64))
+    assert [spec.target for spec in kept.sections["edit"].specs] == ["age"]

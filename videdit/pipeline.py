@@ -70,6 +70,8 @@ class Pipeline:
         unknown = sorted(set(run_wide) - set(RUN_KEYS))
         if unknown:
             raise VideditError(f"bad setting {unknown[0]!r}: expected SECTION.KEY or a run-wide key ({', '.join(RUN_KEYS)})")
+        if overrides.get("edit.edits") is not None:  # edits given replace the preset's, its short form included
+            overrides.setdefault("edit.direction", "")
         settings = presets.apply_overrides(presets.load_preset(preset), overrides)
         settings.update({k: v for k, v in run_wide.items() if v is not None})
         return cls(settings, **kwargs)
