@@ -229,3 +229,21 @@ def test_edits_given_replace_the_presets_direction():
     assert [spec.target for spec in smile.sections["edit"].specs] == ["smile"]
     kept = Pipeline.from_preset("demo", models=StandInModels(resolution=64))
     assert [spec.target for spec in kept.sections["edit"].specs] == ["age"]
+
+
+@pytest.mark.parametrize("who", ["main", "all"])
+def test_faces_on_a_clip_shorter_than_min_track_frames_edits_its_track(tmp_path, who, caplog):
+    """#11: an 8-frame one-face clip runs with --faces as it does without, saying so in one line."""
+    import logging
+
+    from videdit.pipeline import Pipeline, StandInModels
+    from videdit.synthetic import make_clip
+
+    clip8 = make_clip(tmp_path / "eight.mp4", n_frames=8, size=(192, 160))
+    pipe = Pipeline.from_preset("default", overrides={"faces.select": who}, models=StandInModels(resolution=64),
+                                quiet=True)
+    with caplog.at_level(logging.WARNING):
+        chosen = pipe.chosen_tracks(clip8.path, tmp_path / "run")
+    assert len(chosen) == 1 and chosen[0].n_frames == 8
+    notes = [r.getMessage() for r in caplog.records if "min_track_frames" in r.getMessage()]
+    assert notes == ["the clip has 8 frames, fewer than faces.min_track_frames = 10: tracks of 8 frames are edited"]
