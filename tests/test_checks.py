@@ -247,3 +247,27 @@ def test_faces_on_a_clip_shorter_than_min_track_frames_edits_its_track(tmp_path,
     assert len(chosen) == 1 and chosen[0].n_frames == 8
     notes = [r.getMessage() for r in caplog.records if "min_track_frames" in r.getMessage()]
     assert notes == ["the clip has 8 frames, fewer than faces.min_track_frames = 10: tracks of 8 frames are edited"]
+
+
+def test_a_garbage_cached_frame_with_its_mtime_kept_says_how_to_fix_it(clip, tmp_path):
+    """#13: damage the fast check cannot see (same size, same mtime) fails in one line that names --verify and
+    --from align."""
+    import os
+
+    from videdit.pipeline import Pipeline, StandInModels
+
+    def pipe():
+        return Pipeline.from_preset("default", overrides={**SMALL, "tune.steps": 1}, quiet=True, estimate_time=False,
+                                    models=StandInModels(resolution=64))
+
+    run_dir = tmp_path / "run"
+    assert pipe().run(clip.path, run_dir, until="align").status == "ok"
+    frame = run_dir / "align" / "aligned" / "000002.png"
+    times = frame.stat()
+    frame.write_bytes(os.urandom(times.st_size))
+    os.utime(frame, ns=(times.st_atime_ns, times.st_mtime_ns))
+    result = pipe().run(clip.path, run_dir, until="encode")
+    assert result.status == "failed"
+    assert "000002.png" in result.error and "--verify" in result.error and "--from align" in result.error
+    assert "\n" not in result.error
+    assert pipe().run(clip.path, run_dir, until="encode", from_stage="align").status == "ok"
