@@ -271,3 +271,32 @@ def test_a_garbage_cached_frame_with_its_mtime_kept_says_how_to_fix_it(clip, tmp
     assert "000002.png" in result.error and "--verify" in result.error and "--from align" in result.error
     assert "\n" not in result.error
     assert pipe().run(clip.path, run_dir, until="encode", from_stage="align").status == "ok"
+
+
+def test_saved_networks_are_byte_identical(tmp_path):
+    """#14: safetensors writes its metadata map in hash order; the same network saved twice gives the same bytes
+    (so a repaired tune/generator.safetensors does not make tune and render recompute)."""
+    from videdit.checkpoints import load_generator, save_generator
+    from videdit.networks.stylegan3 import Generator, tiny_generator_kwargs
+
+    G = Generator(**tiny_generator_kwargs(16, channels=8, w_dim=32))
+    saved = [save_generator(G, tmp_path / f"g{i}.safetensors").read_bytes() for i in range(6)]
+    assert len(set(saved)) == 1
+    again = load_generator(tmp_path / "g0.safetensors")
+    assert all((a == b).all() for a, b in zip(again.state_dict().values(), G.state_dict().values()))
+
+
+@pytest.mark.slow
+def test_two_identical_runs_write_identical_tuned_generators(clip, tmp_path):
+    """#14 end to end: tune/generator.safetensors of two identical runs compared byte for byte."""
+    from videdit.pipeline import Pipeline, StandInModels
+
+    files = []
+    for name in ("a", "b"):
+        pipe = Pipeline.from_preset("default", overrides={**SMALL, "tune.steps": 2, "tune.allow_l2_only": True,
+                                                          "tune.lpips_weight": 0.0},
+                                    quiet=True, estimate_time=False, models=StandInModels(resolution=64))
+        result = pipe.run(clip.path, tmp_path / name, until="tune")
+        assert result.status == "ok", result.error
+        files.append((tmp_path / name / "tune" / "generator.safetensors").read_bytes())
+    assert files[0] == files[1]
