@@ -7,6 +7,7 @@ Every writer goes through `atomic_path`: the data goes to a hidden temporary nam
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +52,29 @@ def atomic_save(path: str | os.PathLike, write: Callable[[Path], object]) -> Pat
     with atomic_path(path) as tmp:
         write(tmp)
     return Path(path)
+
+
+def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """A .safetensors file written atomically, its bytes a function of the tensors and metadata only.
+
+    safetensors writes the metadata map in hash order (it differs from save to save, even in one process); the
+    header is rewritten in place with the metadata keys sorted: same JSON, same length, same offsets."""
+    from safetensors.torch import save_file
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata=metadata)
+        with open(tmp, "r+b") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(size).decode("utf-8"), object_pairs_hook=dict)
+            if "__metadata__" in header:
+                header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+            text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+            if len(text) > size:  # never: same content, same compact form
+                raise RuntimeError(f"safetensors header grew when sorted: {tmp}")
+            handle.seek(8)
+            handle.write(text + b" " * (size - len(text)))  # safetensors pads its header with spaces
+
+    return atomic_save(path, write)
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

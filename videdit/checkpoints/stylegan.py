@@ -500,11 +500,9 @@ def save_network(
 
 def save_safetensors_atomic(tensors: dict, path: Path, metadata: dict) -> Path:
     """Write a .safetensors file under a temporary name and rename it into place (complete or absent)."""
-    from safetensors.torch import save_file
+    from videdit.fileio import save_safetensors
 
-    from videdit.fileio import atomic_save
-
-    return atomic_save(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return save_safetensors(tensors, path, metadata)
 
 
 def save_generator(G: torch.nn.Module, path: str | os.PathLike) -> Path:
