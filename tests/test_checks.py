@@ -300,3 +300,48 @@ def test_two_identical_runs_write_identical_tuned_generators(clip, tmp_path):
         assert result.status == "ok", result.error
         files.append((tmp_path / name / "tune" / "generator.safetensors").read_bytes())
     assert files[0] == files[1]
+
+
+_FULL_DISK_SCRIPT = """
+import resource, signal, sys
+from pathlib import Path
+from videdit.pipeline import Pipeline, StandInModels
+clip, run_dir = sys.argv[1:3]
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))  # 1 MiB: frames and latents fit, tune's files do not
+pipe = Pipeline.from_preset("default", overrides={"align.crop_size": 64, "encode.n_iters": 1, "encode.batch_size": 4,
+                            "tune.steps": 2, "tune.checkpoint_every": 1, "tune.allow_l2_only": True,
+                            "tune.lpips_weight": 0.0}, quiet=True, estimate_time=False, models=StandInModels(resolution=64))
+result = pipe.run(Path(clip), Path(run_dir), until="tune")
+print(result.status, result.stages, file=sys.stderr)
+print(result.error)
+"""
+
+
+def test_a_full_disk_during_tune_is_the_one_full_disk_line_naming_the_file(clip, tmp_path):
+    """#9: torch.save's "[enforce fail at inline_container.cc]" is the same one line as a full disk elsewhere
+    (a file-size rlimit in a subprocess stands in for the full disk; it fails writes as a full disk does)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _FULL_DISK_SCRIPT, str(clip.path), str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=600)
+    line = proc.stdout.strip()
+    # torch drops the errno (EFBIG here): a failed write of its archive reads as a full disk
+    assert line.startswith("disk full while writing "), proc.stdout + proc.stderr
+    assert str(tmp_path / "run" / "tune.partial") in line and line.endswith("finished stages are kept")
+    assert "enforce fail" not in line and "\n" not in line
+    assert (tmp_path / "run" / "encode").is_dir()  # the finished stages are kept
+
+
+def test_write_failures_are_told_apart_by_their_errno():
+    import errno
+
+    from videdit.fileio import write_failure_errno
+
+    torch_text = ("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: "
+                  "file write failed")
+    assert write_failure_errno(RuntimeError(torch_text)) == errno.ENOSPC
+    assert write_failure_errno(Exception("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")) == 28
+    assert write_failure_errno(OSError(errno.EFBIG, "File too large")) == errno.EFBIG
+    assert write_failure_errno(RuntimeError("size mismatch")) is None

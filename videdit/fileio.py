@@ -6,12 +6,41 @@ Every writer goes through `atomic_path`: the data goes to a hidden temporary nam
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
+
+
+# A write that failed for want of room: no space, over quota, over the file-size limit (RLIMIT_FSIZE).
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def write_failure_errno(err: BaseException) -> int | None:
+    """The errno behind a failed write, whoever reports it: an OSError; torch.save's "[enforce fail at
+    inline_container.cc] PytorchStreamWriter failed writing" (which drops the errno: a failed write of a
+    zip archive is taken as a full disk); safetensors' Rust io error ("Os { code: 28, ... }")."""
+    if isinstance(err, OSError):
+        return err.errno
+    text = str(err)
+    rust = re.search(r"Os \{ code: (\d+)", text)
+    if rust:
+        return int(rust.group(1))
+    if "inline_container" in text and ("write" in text or "enforce fail" in text):
+        return errno.ENOSPC
+    return None
+
+
+def full_disk_line(err: OSError, where: object) -> str | None:
+    """The one line for a write that failed for want of room (FULL_ERRNOS), naming the file; None otherwise."""
+    if err.errno not in FULL_ERRNOS:
+        return None
+    why = {errno.EFBIG: "file size limit reached", errno.EDQUOT: "disk quota full"}.get(err.errno, "disk full")
+    return f"{why} while writing {err.filename or where}; free space and rerun: finished stages are kept"
 
 
 @contextmanager
@@ -24,7 +53,13 @@ def atomic_path(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as err:  # noqa: BLE001  (re-raised: as it was, or as the OSError it stands for)
+            code = write_failure_errno(err)
+            if code in FULL_ERRNOS:
+                raise OSError(code, os.strerror(code), str(path)) from err
+            raise
         if fsync and tmp.is_file():
             fd = os.open(tmp, os.O_RDONLY)
             try:

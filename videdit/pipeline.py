@@ -8,7 +8,6 @@ estimate `videdit.estimate`, and the stage modules do the work.
 """
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import sys
@@ -21,7 +20,7 @@ from videdit import weights as W
 from videdit.device import resolve_device
 from videdit.errors import VideditError
 from videdit.estimate import Estimate, estimate_run
-from videdit.fileio import atomic_path
+from videdit.fileio import atomic_path, full_disk_line
 from videdit.io.probe import probe_video
 from videdit.models import (  # noqa: F401  (ModelSource, PretrainedModels, StandInModels: part of the pipeline's API)
     ModelSource,
@@ -179,10 +178,7 @@ class Pipeline:
             log.failure(exc)
         except OSError as exc:
             result.status = "failed"
-            if exc.errno == errno.ENOSPC:
-                result.error = f"disk full while writing {exc.filename or run_dir}; free space and rerun: finished stages are kept"
-            else:
-                result.error = f"{type(exc).__name__}: {exc} (traceback in {log_path})"
+            result.error = full_disk_line(exc, run_dir) or f"{type(exc).__name__}: {exc} (traceback in {log_path})"
             log.failure(exc, with_traceback=True)
         except Exception as exc:  # not videdit's own: one line here, the whole story in the run's log
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

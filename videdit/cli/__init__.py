@@ -51,8 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     except VideditError as exc:
         fail(str(exc))
     except OSError as exc:
-        if getattr(exc, "errno", None) == 28:  # ENOSPC
-            fail(f"disk full while writing {exc.filename or 'output'}; free space and rerun: finished stages are kept")
+        from videdit.fileio import full_disk_line
+
+        line = full_disk_line(exc, "output")
+        if line:
+            fail(line)
         raise
 
 
