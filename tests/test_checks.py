@@ -345,3 +345,44 @@ def test_write_failures_are_told_apart_by_their_errno():
     assert write_failure_errno(Exception("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")) == 28
     assert write_failure_errno(OSError(errno.EFBIG, "File too large")) == errno.EFBIG
     assert write_failure_errno(RuntimeError("size mismatch")) is None
+
+
+def test_recursive_skips_run_folders_whatever_their_name(tmp_path):
+    """#1: an earlier run's folder is recognised by what is in it (a manifest, settings.toml with the log or the
+    lock), not by its name, and skipped with one line."""
+    from videdit.engines import list_videos
+
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    old = tmp_path / "oldrun"
+    for name in ("align/preview.mp4", "render/recon.mp4", "a.age.mp4"):
+        (old / name).parent.mkdir(parents=True, exist_ok=True)
+        (old / name).write_bytes(b"x")
+    (old / "align" / "manifest.json").write_text("{}")
+    other = tmp_path / "sub" / "second"
+    (other / "composite").mkdir(parents=True)
+    (other / "composite" / "recon.mp4").write_bytes(b"x")
+    (other / "settings.toml").write_text("")
+    (other / "log.txt").write_text("")
+    (tmp_path / "sub" / "b.mov").write_bytes(b"x")
+    skipped = []
+    assert list_videos(tmp_path, recursive=True, skipped=skipped) == [tmp_path / "a.mp4", tmp_path / "sub" / "b.mov"]
+    assert sorted(skipped) == [old, other]
+
+
+def test_run_on_a_folder_of_png_frames_runs_it_as_one_video(tmp_path):
+    from tests.clips import make_image_folder
+    from videdit.engines import run_many
+    from videdit.pipeline import Pipeline, StandInModels
+
+    truth = make_image_folder(tmp_path / "frames", n_frames=3, size=(160, 128), scale=0.35)
+    pipe = Pipeline.from_preset("default", overrides=SMALL, quiet=True, estimate_time=False,
+                                models=StandInModels(resolution=64))
+    [result] = run_many(pipe, truth.path, until="align")
+    assert result.status == "ok", result.error
+    assert result.run_dir == tmp_path / "frames.videdit" and result.frames == 3
+
+
+def test_a_symlink_loop_is_named_as_such(tmp_path):
+    (tmp_path / "loop.mp4").symlink_to(tmp_path / "loop.mp4")
+    line = _one_line_error(_cli("run", tmp_path / "loop.mp4"))
+    assert "loop.mp4 is a symbolic link" in line and "symbolic link loop" in line
