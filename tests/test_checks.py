@@ -386,3 +386,29 @@ def test_a_symlink_loop_is_named_as_such(tmp_path):
     (tmp_path / "loop.mp4").symlink_to(tmp_path / "loop.mp4")
     line = _one_line_error(_cli("run", tmp_path / "loop.mp4"))
     assert "loop.mp4 is a symbolic link" in line and "symbolic link loop" in line
+
+
+@pytest.fixture
+def read_only_run(tmp_path):
+    """A run folder on a read-only tmpfs (skipped where mounting is not allowed)."""
+    import subprocess
+
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs is not allowed here")
+    (mount / "align").mkdir()
+    (mount / "settings.toml").write_text("")
+    subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_eval_on_a_read_only_run_folder_is_one_line_and_out_writes_elsewhere(read_only_run, tmp_path):
+    """#3: one line before any model is loaded, naming --out; with --out the evaluation goes past that check."""
+    line = _one_line_error(_cli("eval", read_only_run, "--no-plots"))
+    assert f"cannot write the evaluation folder {read_only_run / 'eval'}: read-only file system" in line
+    assert "--out" in line
+    elsewhere = _cli("eval", read_only_run, "--no-plots", "--out", tmp_path / "evaluation")
+    assert "cannot write" not in elsewhere.stderr and "Traceback" not in elsewhere.stderr, elsewhere.stderr
+    assert (tmp_path / "evaluation").is_dir()

@@ -23,13 +23,14 @@ class RunFolderError(VideditError):
     """The run folder cannot be used: not writable, a file in the way, or held by another run."""
 
 
-def prepare_run_dir(run_dir: Path) -> Path:
-    """Create the run folder, or one line saying why it cannot be (a file in the way, read-only, no space)."""
+def prepare_run_dir(run_dir: Path, what: str = "the run folder") -> Path:
+    """Create the run folder (or another output folder: `what`), or one line saying why it cannot be (a file in
+    the way, read-only, no space)."""
     run_dir = Path(run_dir)
     for parent in [run_dir, *run_dir.parents]:
         if parent.exists() and not parent.is_dir():
             where = "is" if parent == run_dir else f"lies under {parent}, which is"
-            raise RunFolderError(f"cannot use {run_dir} as the run folder: it {where} a file, not a folder (choose another --out)")
+            raise RunFolderError(f"cannot use {run_dir} as {what}: it {where} a file, not a folder (choose another --out)")
         if parent.exists():
             break
     try:
@@ -40,7 +41,7 @@ def prepare_run_dir(run_dir: Path) -> Path:
     except OSError as err:
         reason = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "permission denied",
                   errno.ENOSPC: "no space left on the device"}.get(err.errno, err.strerror or type(err).__name__)
-        raise RunFolderError(f"cannot write the run folder {run_dir}: {reason} (choose another --out)") from None
+        raise RunFolderError(f"cannot write {what} {run_dir}: {reason} (choose another --out)") from None
     return run_dir
 
 
