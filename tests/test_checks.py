@@ -270,6 +270,11 @@ def test_a_garbage_cached_frame_with_its_mtime_kept_says_how_to_fix_it(clip, tmp
     assert result.status == "failed"
     assert "000002.png" in result.error and "--verify" in result.error and "--from align" in result.error
     assert "\n" not in result.error
+    # log.txt keeps the traceback of an error raised on purpose too, indented, under the stage it came from
+    lines = (run_dir / "log.txt").read_text().splitlines()
+    [failed] = [i for i, line in enumerate(lines) if " failed " in line]
+    assert lines[failed].split()[1:4] == ["encode", "failed", "InputError:"]
+    assert lines[failed + 1] == "    Traceback (most recent call last):"
     assert pipe().run(clip.path, run_dir, until="encode", from_stage="align").status == "ok"
 
 
@@ -412,3 +417,56 @@ def test_eval_on_a_read_only_run_folder_is_one_line_and_out_writes_elsewhere(rea
     elsewhere = _cli("eval", read_only_run, "--no-plots", "--out", tmp_path / "evaluation")
     assert "cannot write" not in elsewhere.stderr and "Traceback" not in elsewhere.stderr, elsewhere.stderr
     assert (tmp_path / "evaluation").is_dir()
+
+
+# ---- the run's log and stopping (issue 27 item 2, issue 28 smalls)
+
+
+def _stop_a_demo(tmp_path, signum):
+    """A demo stopped by `signum` once encode has started: (exit code, stderr, its log.txt)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "demo"
+    env = dict(os.environ, VIDEDIT_WEIGHTS=str(tmp_path / "no-weights"), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "videdit", "demo", "--out", str(out), "--frames", "6"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "log.txt"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (log.is_file() and " encode start" in log.read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    return proc.returncode, stderr, log.read_text()
+
+
+@pytest.mark.parametrize("signame, code, said, logged", [
+    ("SIGTERM", 143, "terminated (SIGTERM)", "encode interrupted by SIGTERM"),
+    ("SIGINT", 130, "interrupted;", "encode interrupted by Ctrl-C"),
+])
+def test_sigterm_and_ctrl_c_stop_with_a_message_and_are_logged_with_their_stage(tmp_path, signame, code, said, logged):
+    import signal
+
+    returncode, stderr, log = _stop_a_demo(tmp_path, getattr(signal, signame))
+    assert returncode == code
+    assert said in stderr.strip().splitlines()[-1] and "Traceback" not in stderr
+    assert logged in log
+    assert not list((tmp_path / "demo" / "source").glob(".*tmp*"))
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_demo(tmp_path):
+    import subprocess
+
+    from videdit.fileio import remove_stale_temporaries, temporary_name
+
+    target = tmp_path / "astronaut.mp4"
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a process id that no longer runs
+    left = temporary_name(target, dead.pid)
+    left.write_bytes(b"half a clip")
+    mine = temporary_name(target, __import__("os").getpid())
+    mine.write_bytes(b"being written")
+    assert remove_stale_temporaries(target) == [left]
+    assert not left.exists() and mine.exists()

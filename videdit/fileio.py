@@ -43,6 +43,35 @@ def full_disk_line(err: OSError, where: object) -> str | None:
     return f"{why} while writing {err.filename or where}; free space and rerun: finished stages are kept"
 
 
+def temporary_name(path: Path, pid: int) -> Path:
+    """The hidden name `atomic_path` writes `path` under in process `pid`."""
+    return path.with_name(f".{path.stem}.tmp{pid}{path.suffix}")
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove what an `atomic_path` write of `path` left when its process was killed (kill -9: no cleanup ran):
+    temporary names of processes that no longer run. Returns the removed paths."""
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{path.stem}.tmp") + r"(\d+)" + re.escape(path.suffix) + "$")
+    removed = []
+    for candidate in path.parent.glob(f".{path.stem}.tmp*"):
+        match = pattern.match(candidate.name)
+        if match and not _process_runs(int(match.group(1))):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `path`; when the block ends without error it is renamed to `path`.
@@ -51,7 +80,7 @@ def atomic_path(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    tmp = temporary_name(path, os.getpid())
     try:
         try:
             yield tmp

@@ -179,12 +179,15 @@ class Pipeline:
         except OSError as exc:
             result.status = "failed"
             result.error = full_disk_line(exc, run_dir) or f"{type(exc).__name__}: {exc} (traceback in {log_path})"
-            log.failure(exc, with_traceback=True)
+            log.failure(exc)
         except Exception as exc:  # not videdit's own: one line here, the whole story in the run's log
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             result.status = "failed"
             result.error = f"internal error {type(exc).__name__}{': ' + first if first else ''} (traceback in {log_path})"
-            log.failure(exc, with_traceback=True)
+            log.failure(exc)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (videdit.errors.Terminated): logged, then stops the batch
+            log.interrupted(exc)
+            raise
         result.seconds = time.perf_counter() - t0
         return result
 
