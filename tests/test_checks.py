@@ -163,7 +163,8 @@ def _one_line_error(proc) -> str:
     (["--pix-fmt", "nosuch"], "setting composite.pix_fmt = 'nosuch'"),  # item 6
     (["--expand", "0,0,99999,0"], "setting render.expand = 99999: must be <= 4096"),  # item 7
     (["--set", "tune.steps=10000000000"], "setting tune.steps = 10000000000: must be <= 1000000"),  # item 8
-    (["--crf", "99"], "setting composite.crf = 99: must be <= 51"),
+    (["--crf", "99"], "Invalid value for '--crf': 99 is not in 0..51"),
+    (["--batch-size", "0"], "Invalid value for '--batch-size': 0 is not in the range 1<=x<=4096"),
 ])
 def test_cli_settings_are_refused_before_any_work(clip, tmp_path, args, expected):
     run_dir = tmp_path / "run"
@@ -470,3 +471,19 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_demo(tmp_path):
     mine.write_bytes(b"being written")
     assert remove_stale_temporaries(target) == [left]
     assert not left.exists() and mine.exists()
+
+
+@pytest.mark.parametrize("verb", [["run", "x.mp4"], ["demo"]])
+def test_crf_is_the_same_type_on_every_verb(verb):
+    """#27: `--crf` is auto or a whole number in 0..51 on run and demo alike, refused in one line otherwise."""
+    from click.testing import CliRunner
+
+    from videdit.cli import cli
+
+    for value, expected in [("best", "expected auto or a whole number, got 'best'"), ("52", "52 is not in 0..51"),
+                            ("-1", "-1 is not in 0..51")]:
+        result = CliRunner().invoke(cli, [*verb, "--crf", value])
+        assert result.exit_code == 2 and expected in result.output, (verb, value, result.output)
+    for command in (cli.commands["run"], cli.commands["demo"]):
+        [crf] = [p for p in command.params if p.name == "crf"]
+        assert crf.type.convert("auto", None, None) == "auto" and crf.type.convert("7", None, None) == 7

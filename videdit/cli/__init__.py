@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, Terminated) or isinstance(exc.__cause__ or exc.__context__, Terminated):
             fail("terminated (SIGTERM); run the same command again to continue where it stopped", 143)
         fail("interrupted; run the same command again to continue where it stopped", 130)
+    except click.exceptions.UsageError as exc:  # a bad flag or argument: one line, as every other error
+        where = exc.ctx.command_path if exc.ctx is not None else "videdit"
+        fail(f"{exc.format_message()} (see `{where} --help`)", exc.exit_code)
     except click.exceptions.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
