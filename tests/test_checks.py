@@ -487,3 +487,17 @@ def test_crf_is_the_same_type_on_every_verb(verb):
     for command in (cli.commands["run"], cli.commands["demo"]):
         [crf] = [p for p in command.params if p.name == "crf"]
         assert crf.type.convert("auto", None, None) == "auto" and crf.type.convert("7", None, None) == 7
+
+
+def test_wait_says_what_it_waits_for(tmp_path):
+    """--wait prints one line when it starts waiting for another run's lock, then takes the folder."""
+    import threading
+
+    from videdit.runfolder import RunLock
+
+    said = []
+    held = RunLock(tmp_path, poll_seconds=0.05).__enter__()
+    threading.Timer(0.3, held.__exit__, (None, None, None)).start()
+    with RunLock(tmp_path, wait=True, poll_seconds=0.05, say=said.append):
+        pass
+    assert len(said) == 1 and said[0].startswith(f"waiting for the run using {tmp_path} to finish (pid ")

@@ -171,7 +171,7 @@ class Pipeline:
             result.frames = info.n_frames
             self.check_before_work(info)
             prepare_run_dir(run_dir)
-            with RunLock(run_dir, wait=self.wait if wait is None else wait):
+            with RunLock(run_dir, wait=self.wait if wait is None else wait, say=self.say):
                 self._run_stages(video, run_dir, log, result, until, from_stage, force)
         except VideditError as exc:
             result.status, result.error = "failed", str(exc)

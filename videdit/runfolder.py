@@ -48,9 +48,10 @@ def prepare_run_dir(run_dir: Path, what: str = "the run folder") -> Path:
 class RunLock:
     """`with RunLock(run_dir, wait=False):` holds the run folder for this process."""
 
-    def __init__(self, run_dir: Path, wait: bool = False, poll_seconds: float = 1.0):
+    def __init__(self, run_dir: Path, wait: bool = False, poll_seconds: float = 1.0, say=None):
         self.path = Path(run_dir) / LOCK_NAME
         self.wait = wait
+        self.say = say  # one line when a --wait starts waiting (else a waiting run looks hung)
         self.poll_seconds = poll_seconds
         self._fd: int | None = None
 
@@ -64,6 +65,7 @@ class RunLock:
 
     def __enter__(self) -> "RunLock":
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        said = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -73,6 +75,9 @@ class RunLock:
                     os.close(fd)
                     raise RunFolderError(f"{self.path.parent} is in use by another videdit run ({self.holder()}); "
                                          "wait for it to finish, or rerun with --wait") from None
+                if self.say and not said:
+                    self.say(f"waiting for the run using {self.path.parent} to finish ({self.holder()})")
+                    said = True
                 time.sleep(self.poll_seconds)
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
