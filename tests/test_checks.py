@@ -501,3 +501,13 @@ def test_wait_says_what_it_waits_for(tmp_path):
     with RunLock(tmp_path, wait=True, poll_seconds=0.05, say=said.append):
         pass
     assert len(said) == 1 and said[0].startswith(f"waiting for the run using {tmp_path} to finish (pid ")
+
+
+def test_the_estimate_line_reads_well_when_every_stage_is_quick():
+    from videdit.estimate import Estimate
+
+    quick = Estimate()
+    quick.seconds, quick.sample_bytes = {"align": 0.2, "encode": 0.4}, 300 * 1024
+    line = quick.describe(8)
+    assert "8 frames; about" in line and ", ;" not in line and "frames, ;" not in line
+    assert "about 300 KB per frame" in line and "0 MB" not in line
