@@ -511,3 +511,12 @@ def test_the_estimate_line_reads_well_when_every_stage_is_quick():
     line = quick.describe(8)
     assert "8 frames; about" in line and ", ;" not in line and "frames, ;" not in line
     assert "about 300 KB per frame" in line and "0 MB" not in line
+
+
+def test_prompts_in_other_scripts_get_distinct_readable_names():
+    from videdit.edits import slug
+
+    names = [slug(p) for p in ("улыбающееся лицо", "грустное лицо", "笑顔", "悲しい顔", "😀")]
+    assert len(set(names)) == len(names) and "edit" not in names
+    assert names[0].startswith("улыбающееся-лицо-") and names[2].startswith("笑顔-")
+    assert slug("a smiling face") == "a-smiling-face" and slug("A  Smiling_Face!") == "a-smiling-face"
