@@ -40,6 +40,10 @@ def run_demo(out: Path | None = None, n_frames: int = 24, weights_dir: Path | No
         out = Path(out) if out is not None else Path("videdit-demo")
         (out / DEMO_SOURCE_DIR).mkdir(parents=True, exist_ok=True)
         clip_path = out / DEMO_SOURCE_DIR / DEMO_CLIP
+    if video is None:
+        from videdit.fileio import remove_stale_temporaries
+
+        remove_stale_temporaries(clip_path)  # what a demo killed while writing its clip (kill -9) left
     if video is None and not clip_path.exists():
         from videdit.fileio import atomic_path
 

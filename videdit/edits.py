@@ -163,9 +163,16 @@ def load_direction(path: str | PathLike, w_dim: int | None = None) -> "np.ndarra
 
 
 def slug(text: str, limit: int = 40) -> str:
-    """A file-name-safe short form of a prompt: 'a smiling face' -> 'a-smiling-face'."""
-    out = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return out[:limit].rstrip("-") or "edit"
+    """A file-name-safe short form of a prompt: 'a smiling face' -> 'a-smiling-face'. Other scripts keep their
+    letters (no transliteration) and get a short hash of the prompt, so names stay distinct and readable:
+    'улыбка' -> 'улыбка-<6 hex>' (file systems may normalise such names; the hash keeps them apart)."""
+    import hashlib
+    import unicodedata
+
+    out = re.sub(r"[\W_]+", "-", unicodedata.normalize("NFKC", text).lower()).strip("-")[:limit].rstrip("-")
+    if out and out.isascii():
+        return out
+    return f"{out or 'edit'}-{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
 
 def _default_strength(kind: str, target: str) -> tuple[float, float | None]:

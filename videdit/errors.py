@@ -25,3 +25,7 @@ class CheckpointError(VideditError):
 class DownloadError(VideditError):
     """A file could not be downloaded (offline, blocked, refused, cut off). From `videdit.weights.fetch` the
     message names the address and the manual step; `videdit weights fetch` then exits with status 4."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread by the CLI's signal handler: handled (cleanup, the log) as Ctrl-C is."""

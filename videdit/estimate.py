@@ -31,8 +31,8 @@ class Estimate:
         total = sum(self.seconds.values())
         memory = (f"; memory about {_size(self.sample_bytes)} per frame of a render batch, PTI about 3x that per sample"
                   if self.sample_bytes else "")
-        return (f"estimate ({NOTE}): {n_frames} frames, "
-                + ", ".join(f"{k} ~{format_duration(v)}" for k, v in self.seconds.items() if v >= 1)
+        stages = ", ".join(f"{k} ~{format_duration(v)}" for k, v in self.seconds.items() if v >= 1)
+        return (f"estimate ({NOTE}): {n_frames} frames" + (f", {stages}" if stages else "")  # none worth a second
                 + f"; about {format_duration(total)} if nothing is cached" + memory)
 
 
@@ -73,4 +73,6 @@ def estimate_run(settings: ResolvedSettings, n_frames: int, stages: list[str], n
 
 
 def _size(n_bytes: float) -> str:
-    return f"{n_bytes / 2**30:.1f} GB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MB"
+    if n_bytes >= 2**30:
+        return f"{n_bytes / 2**30:.1f} GB"
+    return f"{n_bytes / 2**20:.0f} MB" if n_bytes >= 2**20 else f"{max(1, round(n_bytes / 2**10))} KB"  # never "0 MB"

@@ -137,3 +137,16 @@ def published_key(name: str, video_stem: str) -> str | None:
     if name.startswith(prefix) and name.endswith(_VIDEO) and len(name) > len(prefix + _VIDEO):
         return name[len(prefix):-len(_VIDEO)]
     return None
+
+
+def is_run_folder(folder) -> bool:
+    """Whether `folder` is a run folder, whatever its name: named *.videdit, or holding what a run writes (its
+    settings.toml beside the lock or the log, or a completed stage's manifest). Its files are never new inputs."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    if folder.name.endswith(RUN_SUFFIX):
+        return True
+    if (folder / SETTINGS).is_file() and ((folder / LOCK).exists() or (folder / LOG).is_file()):
+        return True
+    return any((folder / stage / MANIFEST).is_file() for stage in STAGE_ORDER)

@@ -69,6 +69,10 @@ class ModelSource:
 
     def load_generator(self, device: str): ...
 
+    def generator_kwargs(self) -> dict:
+        """The generator's constructor kwargs, read without building it (the checks before any work)."""
+        raise NotImplementedError
+
     def load_encoder(self, device: str):
         """-> (encoder, latent_avg [512] tensor)"""
 
@@ -123,6 +127,18 @@ class PretrainedModels(ModelSource):
             self._ckpt = load_restyle_checkpoint(self._path(self.encoder_name))
         return self._ckpt
 
+    def generator_kwargs(self):
+        if self.generator_path:
+            from videdit.checkpoints.stylegan import generator_kwargs
+
+            return generator_kwargs(self.generator_path)
+        from videdit.checkpoints.restyle import restyle_generator_kwargs
+
+        kwargs = restyle_generator_kwargs(self._path(self.encoder_name))
+        if kwargs is None:
+            raise VideditError(f"{self._path(self.encoder_name)} carries no generator: set encode.generator = FILE")
+        return kwargs
+
     def load_encoder(self, device):
         ckpt = self._checkpoint()
         return ckpt.encoder.to(device).eval(), ckpt.latent_avg.to(device)
@@ -160,6 +176,11 @@ class StandInModels(ModelSource):
 
     def encoder_identity(self):
         return f"standin-encoder:{self.backbone}:{self.seed}"
+
+    def generator_kwargs(self):
+        from videdit.networks.stylegan3 import tiny_generator_kwargs
+
+        return tiny_generator_kwargs(self.resolution)
 
     def load_generator(self, device):
         import torch

@@ -8,7 +8,6 @@ estimate `videdit.estimate`, and the stage modules do the work.
 """
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import sys
@@ -22,7 +21,7 @@ from videdit.device import resolve_device
 from videdit.edits import check_people
 from videdit.errors import VideditError
 from videdit.estimate import Estimate, estimate_run
-from videdit.fileio import atomic_path
+from videdit.fileio import atomic_path, full_disk_line
 from videdit.io.probe import probe_video
 from videdit.models import (  # noqa: F401  (ModelSource, PretrainedModels, StandInModels: part of the pipeline's API)
     ModelSource,
@@ -32,6 +31,7 @@ from videdit.models import (  # noqa: F401  (ModelSource, PretrainedModels, Stan
     run_precision,
     tf32_switches,
 )
+from videdit.preflight import check_encoder, check_generator_fit
 from videdit.progress import Reporter, reporting
 from videdit.records import STAGE_ORDER
 from videdit.runfolder import RunLock, prepare_run_dir
@@ -72,6 +72,8 @@ class Pipeline:
         unknown = sorted(set(run_wide) - set(RUN_KEYS))
         if unknown:
             raise VideditError(f"bad setting {unknown[0]!r}: expected SECTION.KEY or a run-wide key ({', '.join(RUN_KEYS)})")
+        if overrides.get("edit.edits") is not None:  # edits given replace the preset's, its short form included
+            overrides.setdefault("edit.direction", "")
         settings = presets.apply_overrides(presets.load_preset(preset), overrides)
         settings.update({k: v for k, v in run_wide.items() if v is not None})
         return cls(settings, **kwargs)
@@ -86,6 +88,11 @@ class Pipeline:
         stages = STAGE_ORDER[: STAGE_ORDER.index(until) + 1] if until else STAGE_ORDER
         names = self.models.required_weights(self.resolved, stages)
         W.require(names, self.weights_dir)  # raises one MissingWeightsError listing every missing file
+
+    def check_before_work(self, info) -> None:
+        """What needs the probed source or the generator's header (videdit.preflight): one line, no stage run."""
+        check_encoder(self.resolved, info)
+        check_generator_fit(self.resolved, self.models.generator_kwargs)
 
     # ---- what the stages share
 
@@ -163,25 +170,27 @@ class Pipeline:
         log_path = run_dir / layout.LOG
         log = StageLog(log_path)
         try:
-            result.frames = probe_video(video).n_frames  # fails fast on a bad file, before any work
+            info = probe_video(video)  # fails fast on a bad file, before any work
+            result.frames = info.n_frames
+            self.check_before_work(info)
             prepare_run_dir(run_dir)
-            with RunLock(run_dir, wait=self.wait if wait is None else wait):
+            with RunLock(run_dir, wait=self.wait if wait is None else wait, say=self.say):
                 self._run_stages(video, run_dir, log, result, until, from_stage, force)
         except VideditError as exc:
             result.status, result.error = "failed", str(exc)
             log.failure(exc)
         except OSError as exc:
             result.status = "failed"
-            if exc.errno == errno.ENOSPC:
-                result.error = f"disk full while writing {exc.filename or run_dir}; free space and rerun: finished stages are kept"
-            else:
-                result.error = f"{type(exc).__name__}: {exc} (traceback in {log_path})"
-            log.failure(exc, with_traceback=True)
+            result.error = full_disk_line(exc, run_dir) or f"{type(exc).__name__}: {exc} (traceback in {log_path})"
+            log.failure(exc)
         except Exception as exc:  # not videdit's own: one line here, the whole story in the run's log
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             result.status = "failed"
             result.error = f"internal error {type(exc).__name__}{': ' + first if first else ''} (traceback in {log_path})"
-            log.failure(exc, with_traceback=True)
+            log.failure(exc)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (videdit.errors.Terminated): logged, then stops the batch
+            log.interrupted(exc)
+            raise
         result.seconds = time.perf_counter() - t0
         return result
 

@@ -23,13 +23,14 @@ class RunFolderError(VideditError):
     """The run folder cannot be used: not writable, a file in the way, or held by another run."""
 
 
-def prepare_run_dir(run_dir: Path) -> Path:
-    """Create the run folder, or one line saying why it cannot be (a file in the way, read-only, no space)."""
+def prepare_run_dir(run_dir: Path, what: str = "the run folder") -> Path:
+    """Create the run folder (or another output folder: `what`), or one line saying why it cannot be (a file in
+    the way, read-only, no space)."""
     run_dir = Path(run_dir)
     for parent in [run_dir, *run_dir.parents]:
         if parent.exists() and not parent.is_dir():
             where = "is" if parent == run_dir else f"lies under {parent}, which is"
-            raise RunFolderError(f"cannot use {run_dir} as the run folder: it {where} a file, not a folder (choose another --out)")
+            raise RunFolderError(f"cannot use {run_dir} as {what}: it {where} a file, not a folder (choose another --out)")
         if parent.exists():
             break
     try:
@@ -40,16 +41,17 @@ def prepare_run_dir(run_dir: Path) -> Path:
     except OSError as err:
         reason = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "permission denied",
                   errno.ENOSPC: "no space left on the device"}.get(err.errno, err.strerror or type(err).__name__)
-        raise RunFolderError(f"cannot write the run folder {run_dir}: {reason} (choose another --out)") from None
+        raise RunFolderError(f"cannot write {what} {run_dir}: {reason} (choose another --out)") from None
     return run_dir
 
 
 class RunLock:
     """`with RunLock(run_dir, wait=False):` holds the run folder for this process."""
 
-    def __init__(self, run_dir: Path, wait: bool = False, poll_seconds: float = 1.0):
+    def __init__(self, run_dir: Path, wait: bool = False, poll_seconds: float = 1.0, say=None):
         self.path = Path(run_dir) / LOCK_NAME
         self.wait = wait
+        self.say = say  # one line when a --wait starts waiting (else a waiting run looks hung)
         self.poll_seconds = poll_seconds
         self._fd: int | None = None
 
@@ -63,6 +65,7 @@ class RunLock:
 
     def __enter__(self) -> "RunLock":
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        said = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -72,6 +75,9 @@ class RunLock:
                     os.close(fd)
                     raise RunFolderError(f"{self.path.parent} is in use by another videdit run ({self.holder()}); "
                                          "wait for it to finish, or rerun with --wait") from None
+                if self.say and not said:
+                    self.say(f"waiting for the run using {self.path.parent} to finish ({self.holder()})")
+                    said = True
                 time.sleep(self.poll_seconds)
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),

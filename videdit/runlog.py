@@ -29,12 +29,28 @@ EVENT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d \S+ \S+")
 
 @contextmanager
 def log_stage(name: str) -> Iterator[None]:
-    """Records logged inside the block are attributed to stage `name`."""
+    """Records logged inside the block are attributed to stage `name`; so is an exception leaving it (the
+    failure or interruption is logged once the stage has been left: `stage_of`)."""
     token = _stage.set(name)
     try:
         yield
+    except BaseException as err:
+        if not hasattr(err, _STAGE_ATTR):
+            try:
+                setattr(err, _STAGE_ATTR, name)
+            except AttributeError:  # an exception type that takes no attributes: attributed to the run
+                pass
+        raise
     finally:
         _stage.reset(token)
+
+
+_STAGE_ATTR = "videdit_stage"
+
+
+def stage_of(error: BaseException) -> str:
+    """The stage an exception came from (the innermost `log_stage` it left), else the current one."""
+    return getattr(error, _STAGE_ATTR, None) or _stage.get()
 
 
 class RunLogHandler(logging.Handler):
@@ -81,16 +97,21 @@ class StageLog:
     def write(self, stage: str, event: str, detail: str = "") -> None:
         self.logger.info(detail, extra={"stage": stage, "event": event})
 
-    def failure(self, error: BaseException, with_traceback: bool = False) -> None:
-        """Record a failed run: one event line and, for errors that are not the user's, the traceback."""
+    def failure(self, error: BaseException) -> None:
+        """Record a failed run: one event line naming the stage it failed in, and the traceback (indented), for
+        the errors raised on purpose too: where one was raised is what a bug report needs."""
         from videdit.runfolder import RunFolderError
 
         if isinstance(error, RunFolderError):  # not this run's folder to write in (or not writable)
             return
         first = (str(error).strip().splitlines() or [""])[0]
-        exc_info = (type(error), error, error.__traceback__) if with_traceback else None
-        self.logger.error(f"{type(error).__name__}: {first}", exc_info=exc_info,
-                          extra={"stage": _stage.get(), "event": "failed"})
+        self.logger.error(f"{type(error).__name__}: {first}", exc_info=(type(error), error, error.__traceback__),
+                          extra={"stage": stage_of(error), "event": "failed"})
+
+    def interrupted(self, error: BaseException) -> None:
+        """Record a run stopped by Ctrl-C or SIGTERM, with the stage it stopped in."""
+        how = "SIGTERM" if type(error).__name__ == "Terminated" else "Ctrl-C"
+        self.write(stage_of(error), "interrupted", f"by {how}; finished stages are kept, the same command resumes")
 
     @contextmanager
     def capture(self, level: int = logging.INFO) -> Iterator["StageLog"]:

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from videdit import progress
+from videdit.errors import InputError
 from videdit.fileio import atomic_write_text, file_sha256
-from videdit.layout import CHECKPOINTS, DIGESTS, LOG, MANIFEST, STAGE_KEY, partial_name  # noqa: F401  (MANIFEST: API)
+from videdit.layout import CHECKPOINTS, DIGESTS, LOG, MANIFEST, STAGE_KEY, STAGE_ORDER, partial_name  # noqa: F401  (MANIFEST: API)
 from videdit.runlog import StageLog, log_stage, read_log_events  # noqa: F401  (the log's API, re-exported)
 
 # Files a stage keeps only for its own resumption; not part of its output digest.
@@ -246,7 +247,13 @@ class StageRunner:
             reporter.stage_start(stage.name)
         t0 = time.perf_counter()
         with log_stage(stage.name):
-            stage.fn(work)
+            try:
+                stage.fn(work)
+            except InputError as err:
+                hinted = _with_repair_hint(err, self.run_dir)
+                if hinted is err:
+                    raise
+                raise hinted from err
         seconds = time.perf_counter() - t0
 
         output_digest, files = folder_digest(work)
@@ -265,3 +272,17 @@ class StageRunner:
         if reporter:
             reporter.stage_end(stage.name, "ran")
         return StageOutcome(stage.name, "ran", final, seconds)
+
+
+def _with_repair_hint(err: InputError, run_dir: Path) -> InputError:
+    """A stage that cannot read an earlier stage's output met damage the cache check did not see (same size and
+    mtime; only --verify re-hashes): the one line says how to repair it. Other input errors are left as they are."""
+    message = str(err)
+    prefix = f"{run_dir}{os.sep}"
+    if prefix not in message:
+        return err
+    stage = message.split(prefix, 1)[1].split(os.sep, 1)[0]
+    if stage not in STAGE_ORDER:
+        return err
+    return InputError(f"{message}: a cached {stage} file is damaged; rerun with --verify (re-hashes every cached "
+                      f"file) or --from {stage}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,71 +23,15 @@ from typing import Any
 from videdit.edits import edit_strings, parse_edits
 from videdit.strengths import DEFAULT_MAX_STRENGTH
 from videdit.errors import VideditError
-from videdit.tuning import DEFAULT_TUNER, TUNERS  # the registry's names only: no torch at import
+# The bounds, choices and checks of every setting (docs/settings.md); PRECISIONS is part of this API.
+from videdit.setting_rules import ELEMENT_RULES, PRECISIONS, RULES  # noqa: F401
+from videdit.tuning import DEFAULT_TUNER  # the registry's names only: no torch at import
 
 
 class SettingsError(VideditError):
     """A setting of the wrong type, out of bounds or unknown."""
 
 
-# How the generator runs (videdit.models applies it): float32, float32 with TF32, NVIDIA's mixed precision.
-PRECISIONS = ("fp32", "tf32", "fp16")
-
-
-# Bounds and choices of settings whose type alone does not say what is allowed: "SECTION.KEY" -> rule.
-# A rule is (min, max) for numbers (None = open; "min" inclusive unless given as ("gt", value)),
-# or a tuple of allowed strings.
-RULES: dict[str, Any] = {
-    "precision": PRECISIONS,  # run-wide (the top of a preset, no section)
-    "faces.min_track_frames": (1, None),
-    "faces.landmarks": ("auto", "dlib", "face-alignment", "fan"),
-    "faces.full_search_every": (1, None),
-    "align.crop_size": (16, 4096),
-    "align.aligned_size": (16, 4096),
-    "align.landmarks": ("auto", "dlib", "face-alignment", "fan"),
-    "align.box": ("first", "cover"),
-    "align.smooth_quads": (0, None),
-    "align.quad_rule": ("eyes", "ffhq"),
-    "align.encoder_input": ("direct", "published"),
-    "align.preview_height": (16, None),
-    "align.full_search_every": (1, None),
-    "align.detect_max_side": (32, None),
-    "align.png_compression": (0, 9),
-    "align.write_threads": (1, 64),
-    "encode.n_iters": (1, 100),
-    "encode.batch_size": (1, 4096),
-    "encode.input_size": (16, 1024),
-    "encode.encoder": ("e4e", "psp"),
-    "tune.tuner": tuple(TUNERS),
-    "tune.steps": (0, None),
-    "tune.lr": (("gt", 0.0), None),
-    "tune.batch_size": (1, 4096),
-    "tune.micro_batch": (0, 4096),
-    "tune.l2_weight": (0.0, None),
-    "tune.lpips_weight": (0.0, None),
-    "tune.lpips_net": ("alex", "vgg"),
-    "tune.checkpoint_every": (0, None),
-    "tune.early_stop_threshold": (0.0, None),
-    "tune.early_stop_window": (1, None),
-    "tune.frame_cache_mb": (0, None),
-    "edit.max_strength": (("gt", 0.0), 1e6),
-    "smooth.window": (1, 5),
-    "smooth.padding": ("reflect", "edge", "renormalize"),
-    "smooth.fine_layers_from": (0, None),
-    "render.batch_size": (1, 4096),
-    "render.feather": (0, None),
-    "render.crf": (0, 63),
-    "composite.mask": ("landmarks", "box"),
-    "composite.mask_smoothing": (1, None),
-    "composite.feather_px": (0.0, None),
-    "composite.crf": (0, 51),
-    "composite.codec": ("auto", "h264", "hevc", "ffv1"),
-    "composite.seam_every": (0, None),
-}
-# Element-wise rules for sequences.
-ELEMENT_RULES: dict[str, Any] = {
-    "render.expand": (0, None),
-}
 
 
 def _type_name(tp: Any) -> str:
@@ -144,22 +89,18 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
     return True, value
 
 
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return isinstance(value, (list, tuple)) and any(_non_finite(v) for v in value)
+
+
 def _check_rule(where: str, value: Any, rule: Any) -> None:
-    if value is None or rule is None:
+    if value is None or rule is None or isinstance(value, bool):
         return
-    if isinstance(rule, tuple) and rule and all(isinstance(r, str) for r in rule):
-        if value not in rule:
-            raise SettingsError(f"setting {where} = {value!r}: allowed values are {', '.join(rule)}")
-        return
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return  # a number rule on a value that may also be a word ("auto"): the type check covered it
-    low, high = rule
-    strict = isinstance(low, tuple)
-    low_value = low[1] if strict else low
-    if low_value is not None and (value <= low_value if strict else value < low_value):
-        raise SettingsError(f"setting {where} = {value!r}: must be {'>' if strict else '>='} {low_value}")
-    if high is not None and value > high:
-        raise SettingsError(f"setting {where} = {value!r}: must be <= {high}")
+    problem = rule.problem(value)
+    if problem:
+        raise SettingsError(f"setting {where} = {value!r}: {problem}")
 
 
 def check_value(section: str, key: str, value: Any, annotation: Any) -> Any:
@@ -168,6 +109,8 @@ def check_value(section: str, key: str, value: Any, annotation: Any) -> Any:
     ok, converted = _coerce(value, annotation)
     if not ok:
         raise SettingsError(f"setting {where} = {value!r}: expected {_describe(annotation)}")
+    if _non_finite(converted):  # NaN passes every comparison, and no setting means anything at infinity
+        raise SettingsError(f"setting {where} = {value!r}: must be a finite number")
     _check_rule(where, converted, RULES.get(where))
     if where in ELEMENT_RULES and isinstance(converted, (list, tuple)):
         for item in converted:

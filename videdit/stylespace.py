@@ -120,14 +120,13 @@ def unstack_styles(styles: Mapping[str, torch.Tensor]) -> list[Styles]:
 
 def save_styles(path: str | Path, styles: Mapping[str, torch.Tensor]) -> Path:
     """Per-frame S to a .safetensors file (flat keys, float32, key order kept in metadata); atomic write."""
-    from safetensors.torch import save_file
+    from videdit.fileio import save_safetensors
 
     path = Path(path)
     keys = list(styles)
     tensors = {key: styles[key].detach().to("cpu", torch.float32).contiguous() for key in keys}
-    from videdit.fileio import atomic_save
 
-    return atomic_save(path, lambda tmp: save_file(tensors, str(tmp), metadata={_ORDER_KEY: json.dumps(keys)}))
+    return save_safetensors(tensors, path, {_ORDER_KEY: json.dumps(keys)})
 
 
 def load_styles(path: str | Path, widths: Mapping[str, int] | None = None) -> Styles:

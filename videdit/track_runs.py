@@ -7,6 +7,8 @@ in its own folder RUN/tracks/<id>/ (see StageWiring with a track), and one compo
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ from videdit.layout import DIGESTS, STAGE_ORDER
 from videdit.runner import DigestCache, StageRunner, canonical_json, digest_text
 from videdit.settings import FacesOptions
 from videdit.wiring import StageWiring, tracks_composite_stage
+
+log = logging.getLogger(__name__)
 
 
 def face_tracks(video: Path, run_dir: Path, faces: FacesOptions) -> FaceTracks:
@@ -39,6 +43,12 @@ def chosen_tracks(video: Path, run_dir: Path, faces: FacesOptions) -> list:
     tracks = face_tracks(video, run_dir, faces)
     people = select_people(tracks, faces.select)
     chosen = tracks.editable(people)
+    lengths = [t.n_frames for t in tracks.tracks if t.person in people]
+    if not chosen and lengths and tracks.n_frames < tracks.min_track_frames:
+        # A clip shorter than the minimum track: it is edited with --faces as without (the longest tracks).
+        chosen = dataclasses.replace(tracks, min_track_frames=max(lengths)).editable(people)
+        log.warning("the clip has %d frames, fewer than faces.min_track_frames = %d: tracks of %d frames are edited",
+                    tracks.n_frames, tracks.min_track_frames, max(lengths))
     if not chosen:
         raise InputError(f"{video}: {', '.join(people)} {'has' if len(people) == 1 else 'have'} no track of at least "
                          f"{tracks.min_track_frames} frames; nothing to edit (see `videdit faces {video}`)")

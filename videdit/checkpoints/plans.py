@@ -363,3 +363,21 @@ def planned_shapes(class_path: str, kwargs: dict[str, Any], where: str | Path) -
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         class_name = class_path.rpartition(".")[2]
         raise CheckpointError(f"{where}: cannot build {class_name} from the recorded arguments ({detail})") from None
+
+
+def generator_style_widths(kwargs: dict[str, Any]) -> dict[str, int]:
+    """`G.synthesis.style_widths()` of the generator `kwargs` build (StyleSpace key -> channels), computed from the
+    same layer design without building it: what `s:KEY:CHANNEL` edits are checked against before any work."""
+    from videdit.networks.stylegan3 import layer_design
+
+    synthesis = {k: v for k, v in kwargs.items()
+                 if k not in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs")}
+    net = {**_defaults("SynthesisNetwork"), **synthesis}
+    d = layer_design(kwargs["img_resolution"], net["channel_base"], net["channel_max"], net["num_layers"],
+                     net["num_critical"], net["first_cutoff"], net["first_stopband"], net["last_stopband_rel"],
+                     net["margin_size"], kwargs["img_channels"])
+    channels, sizes = [int(c) for c in d["channels"]], [int(s) for s in d["sizes"]]
+    widths = {"input": 4}
+    for idx in range(net["num_layers"] + 1):
+        widths[f"L{idx}_{sizes[idx]}_{channels[idx]}"] = channels[max(idx - 1, 0)]
+    return widths

@@ -275,3 +275,22 @@ def convert_restyle_checkpoint(
     enc_path = save_restyle_encoder(ckpt.encoder, ckpt.latent_avg, encoder_dst, ckpt.opts)
     gen_path = save_generator(ckpt.generator, generator_dst) if generator_dst is not None else None
     return enc_path, gen_path
+
+
+def restyle_generator_kwargs(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The constructor kwargs of the generator a released ReStyle `.pt` carries, read off its layer names (the
+    file is memory-mapped, nothing is built): what the checks before any work compare edits with. None for our
+    encoder-only `.safetensors` (it carries no generator)."""
+    from videdit.checkpoints.stylegan import infer_generator_kwargs
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingWeightsError(f"ReStyle checkpoint not found: {path} (see `videdit weights list`)")
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if len(head) >= 9 and head[8:9] == b"{":
+        return None
+    decoder = _split_prefix(_released_parts(path)[0]["state_dict"], "decoder.")
+    if not decoder:
+        raise CheckpointError(f"{path}: no 'decoder.*' keys: the checkpoint carries no generator")
+    return infer_generator_kwargs(decoder)

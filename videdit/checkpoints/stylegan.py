@@ -452,6 +452,12 @@ def load_generator(
     return load_network(path, device, kind="generator", pickle_key=network, init_kwargs=init_kwargs)
 
 
+def generator_kwargs(path: str | os.PathLike) -> dict[str, Any]:
+    """A generator file's constructor kwargs, checked against its tensors, without building the network (the
+    checks before any work read the layer table and widths from them: plans.generator_style_widths)."""
+    return checked_kwargs(read_checkpoint(path, kind="generator"))[1]
+
+
 def load_discriminator(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Load the StyleGAN2 discriminator from our .safetensors or from an NVIDIA .pkl's 'D'."""
     return load_network(path, device, kind="discriminator")
@@ -494,11 +500,9 @@ def save_network(
 
 def save_safetensors_atomic(tensors: dict, path: Path, metadata: dict) -> Path:
     """Write a .safetensors file under a temporary name and rename it into place (complete or absent)."""
-    from safetensors.torch import save_file
+    from videdit.fileio import save_safetensors
 
-    from videdit.fileio import atomic_save
-
-    return atomic_save(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return save_safetensors(tensors, path, metadata)
 
 
 def save_generator(G: torch.nn.Module, path: str | os.PathLike) -> Path:

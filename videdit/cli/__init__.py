@@ -13,7 +13,7 @@ import click
 from videdit import __version__
 from videdit.cli import directions, doctor, evaluation, faces, run, train, weights
 from videdit.cli.common import fail
-from videdit.errors import MissingWeightsError, VideditError
+from videdit.errors import MissingWeightsError, Terminated, VideditError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,13 +33,23 @@ for command in (run.run, run.demo, weights.weights, train.train, directions.dire
     cli.add_command(command)
 
 
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)  # stop as on Ctrl-C: cleanup, the run's log, one line
     try:
         cli.main(args=argv, prog_name="videdit", standalone_mode=False)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:  # click turns Ctrl-C (and Terminated) into Abort
+        if isinstance(exc, Terminated) or isinstance(exc.__cause__ or exc.__context__, Terminated):
+            fail("terminated (SIGTERM); run the same command again to continue where it stopped", 143)
         fail("interrupted; run the same command again to continue where it stopped", 130)
-    except KeyboardInterrupt:
-        fail("interrupted; run the same command again to continue where it stopped", 130)
+    except click.exceptions.UsageError as exc:  # a bad flag or argument: one line, as every other error
+        where = exc.ctx.command_path if exc.ctx is not None else "videdit"
+        fail(f"{exc.format_message()} (see `{where} --help`)", exc.exit_code)
     except click.exceptions.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -51,8 +61,11 @@ def main(argv: list[str] | None = None) -> None:
     except VideditError as exc:
         fail(str(exc))
     except OSError as exc:
-        if getattr(exc, "errno", None) == 28:  # ENOSPC
-            fail(f"disk full while writing {exc.filename or 'output'}; free space and rerun: finished stages are kept")
+        from videdit.fileio import full_disk_line
+
+        line = full_disk_line(exc, "output")
+        if line:
+            fail(line)
         raise
 
 

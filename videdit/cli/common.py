@@ -22,11 +22,29 @@ def int_list(text: str | None, n: int | None = None, what: str = "value") -> lis
     return values
 
 
-def int_value(text: str, what: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise click.BadParameter(f"{what} expects auto or a whole number, got {text!r}") from None
+class CrfType(click.ParamType):
+    """Output quality: auto, or a whole number within composite.crf's bounds (videdit.setting_rules): the same
+    type on every verb."""
+
+    name = "auto|0..51"
+
+    def convert(self, value, param, ctx):
+        from videdit.setting_rules import RULES
+
+        if value is None or value == "auto" or isinstance(value, int):
+            number = value
+        else:
+            try:
+                number = int(str(value))
+            except ValueError:
+                self.fail(f"expected auto or a whole number, got {value!r}", param, ctx)
+        rule = RULES["composite.crf"]
+        if isinstance(number, int) and not rule.low <= number <= rule.high:
+            self.fail(f"{number} is not in {rule.low}..{rule.high}", param, ctx)
+        return number
+
+
+CRF = CrfType()
 
 
 def ops_mode(mode: str | None):

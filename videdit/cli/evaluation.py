@@ -1,6 +1,7 @@
 """`videdit eval`: metrics of finished runs."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -14,17 +15,24 @@ import click
 @click.option("--no-plots", is_flag=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--weights-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write the evaluation here instead of RUN/eval/ (e.g. a read-only run folder); one subfolder per run when several.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def eval_cmd(runs, against, max_frames, identity_model, pixel_metrics_for_edits, no_plots, device, weights_dir, as_json):
+def eval_cmd(runs, against, max_frames, identity_model, pixel_metrics_for_edits, no_plots, device, weights_dir, out, as_json):
     """Reconstruction, identity and temporal-consistency metrics of one run, or several side by side."""
     from videdit import weights as W
     from videdit.evaluate import EvalSettings, compare_runs, evaluate_run, format_summary, load_models, metrics_to_json
+    from videdit.evaluate.report import evaluation_folder
 
     settings = EvalSettings(identity_model=identity_model, weights_dir=W.resolve_weights_dir(weights_dir),
                             pixel_metrics_for_edits=pixel_metrics_for_edits, max_frames=max_frames,
                             plots=not no_plots, device=device)
+    each = [dataclasses.replace(settings, out=None if out is None else out / Path(r).resolve().name if len(runs) > 1
+                                else out) for r in runs]
+    for r, run_settings in zip(runs, each):
+        evaluation_folder(r, against, run_settings)  # every output folder checked before any model is loaded
     models = load_models(settings)  # once, shared by every run
-    results = [evaluate_run(r, against=against, settings=settings, models=models) for r in runs]
+    results = [evaluate_run(r, against=against, settings=s, models=models) for r, s in zip(runs, each)]
     if as_json:
         click.echo(metrics_to_json(results if len(results) > 1 else results[0]))
     elif len(results) == 1:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from videdit.cli.common import fail, int_list, int_value, ops_mode
+from videdit.cli.common import CRF, fail, int_list, ops_mode
 from videdit.layout import STAGE_ORDER
-from videdit.settings import PRECISIONS
+from videdit.setting_rules import BATCH_MAX, PRECISIONS, STEPS_MAX
 from videdit.tuning import TUNERS  # the registry's names only: no torch at import
 
 STAGES = STAGE_ORDER
@@ -37,10 +37,10 @@ STAGES = STAGE_ORDER
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="How the generator runs on CUDA: fp32 (default), tf32 (TF32 matmuls/convolutions) or fp16 "
                    "(NVIDIA's mixed precision: the highest-resolution layers in float16). CPU runs fp32.")
-@click.option("--batch-size", type=int, default=None, help="Frames per batch for encode and render, used as given (default: the preset's, lowered to fit free memory).")
+@click.option("--batch-size", type=click.IntRange(1, BATCH_MAX), default=None, help="Frames per batch for encode and render, used as given (default: the preset's, lowered to fit free memory).")
 @click.option("--tuner", type=click.Choice(list(TUNERS)), default=None,
               help="How to fit the generator to the video (default pti; hyperstyle needs --set hyperstyle.hypernetwork=FILE).")
-@click.option("--steps", type=int, default=None, help="Tuning steps (overrides the preset).")
+@click.option("--steps", type=click.IntRange(0, STEPS_MAX), default=None, help="Tuning steps (overrides the preset).")
 @click.option("--allow-l2-only", is_flag=True, default=None, help="Tune with L2 only when LPIPS weights are absent.")
 @click.option("--save-masks", is_flag=True, default=None, help="Also write the composite masks as a video.")
 @click.option("--faces", default=None, metavar="WHO",
@@ -48,7 +48,7 @@ STAGES = STAGE_ORDER
                    "each person's tracks are processed on their own. Default: follow one face.")
 @click.option("--codec", type=click.Choice(["auto", "h264", "hevc", "ffv1"]), default=None,
               help="Output codec (auto: like the source; ffv1 = lossless in .mkv for grading).")
-@click.option("--crf", default=None, help="Output quality: auto (18 H.264, 20 HEVC) or 0..51 (lower is better).")
+@click.option("--crf", type=CRF, default=None, help="Output quality: auto (18 H.264, 20 HEVC) or 0..51 (lower is better).")
 @click.option("--encoder-preset", "encoder_preset", default=None,
               help="x264/x265 speed preset, e.g. slow (auto: medium / fast); --preset names the pipeline preset.")
 @click.option("--pix-fmt", default=None, help="Output pixel format, e.g. yuv420p10le (auto: the source's).")
@@ -89,7 +89,7 @@ def run(input_path, edit, strength, alpha, beta, expand, preset, out, until, fro
         "composite.save_masks": save_masks,
         "faces.select": faces,
         "composite.codec": codec,
-        "composite.crf": (crf if crf in (None, "auto") else int_value(crf, "--crf")),
+        "composite.crf": crf,
         "composite.preset": encoder_preset,
         "composite.pix_fmt": pix_fmt,
         "precision": precision,  # run-wide: the top of the preset, not a section
@@ -125,9 +125,9 @@ def run(input_path, edit, strength, alpha, beta, expand, preset, out, until, fro
 @click.argument("video", type=click.Path(path_type=Path), required=False)
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run folder (default: videdit-demo/, or VIDEO.videdit/ for your own clip).")
-@click.option("--frames", type=int, default=24, show_default=True, help="Length of the generated clip.")
+@click.option("--frames", type=click.IntRange(2, 10_000), default=24, show_default=True, help="Length of the generated clip.")
 @click.option("--codec", type=click.Choice(["auto", "h264", "hevc", "ffv1"]), default=None, help="Output codec (as for run).")
-@click.option("--crf", type=int, default=None, help="Output quality 0..51 (as for run; default: auto).")
+@click.option("--crf", type=CRF, default=None, help="Output quality: auto (18 H.264, 20 HEVC) or 0..51 (as for run).")
 @click.option("--weights-dir", type=click.Path(path_type=Path), default=None)
 @click.option("-q", "--quiet", is_flag=True)
 def demo(video, out, frames, codec, crf, weights_dir, quiet):

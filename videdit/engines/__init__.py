@@ -9,13 +9,16 @@ CLI prints the same summary table whichever engine ran. Run folders follow the s
 """
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from videdit.engines.jobs import VideoJob, format_duration, make_jobs  # noqa: F401  (the engines' shared parts)
 from videdit.errors import InputError, VideditError
+from videdit.io.images import list_images
 from videdit.io.probe import VIDEO_SUFFIXES, is_video_name
-from videdit.layout import RUN_SUFFIX
+from videdit.layout import is_run_folder
 from videdit.runner import VideoResult
 
 if TYPE_CHECKING:
@@ -38,13 +41,22 @@ def run_videos(pipeline: "Pipeline", videos: Sequence[Path], out: Path | None = 
     raise VideditError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
 
 
-def list_videos(folder: Path, recursive: bool = False) -> list[Path]:
-    """The videos of a folder, sorted; never videdit's own outputs (anything inside a *.videdit run folder)."""
-    pattern = "**/*" if recursive else "*"
+def list_videos(folder: Path, recursive: bool = False, skipped: list[Path] | None = None) -> list[Path]:
+    """The videos of a folder, sorted; never videdit's own outputs: a run folder (layout.is_run_folder: by its
+    name or by what is in it) is not searched, and is added to `skipped` when given."""
     folder = Path(folder)
-    return sorted(p for p in folder.glob(pattern)
-                  if p.is_file() and is_video_name(p)
-                  and not any(part.endswith(RUN_SUFFIX) for part in p.relative_to(folder).parts[:-1]))
+    found = []
+    for root, dirs, files in os.walk(folder):
+        root_path = Path(root)
+        found += [root_path / name for name in files if is_video_name(root_path / name)
+                  and (root_path / name).is_file()]
+        if not recursive:
+            break
+        runs = [name for name in dirs if is_run_folder(root_path / name)]
+        if skipped is not None:
+            skipped += [root_path / name for name in runs]
+        dirs[:] = sorted(name for name in dirs if name not in runs)
+    return sorted(found)
 
 
 def run_many(pipeline: "Pipeline", input_path: Path, out: Path | None = None, *, recursive: bool = False,
@@ -62,17 +74,37 @@ def run_many(pipeline: "Pipeline", input_path: Path, out: Path | None = None, *,
         require_ray()
     input_path = Path(input_path)
     options = dict(engine_options or {}, **kwargs)
-    if input_path.is_dir():
-        videos = list_videos(input_path, recursive)
+    skipped: list[Path] = []
+    videos = list_videos(input_path, recursive, skipped) if input_path.is_dir() else []
+    if input_path.is_dir() and (videos or not list_images(input_path)):
+        if skipped:
+            pipeline.say(f"skipping {len(skipped)} run folder(s) (an earlier run's files, not inputs): "
+                         + ", ".join(str(p.relative_to(input_path)) for p in skipped))
         if not videos:
-            raise InputError(f"no videos found in {input_path} (looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
+            raise InputError(f"no videos found in {input_path} (looked for {', '.join(sorted(VIDEO_SUFFIXES))}, "
+                             "or image frames directly in the folder)")
         pipeline.check_weights(kwargs.get("until"))  # every missing file listed at once, before touching any video
         return run_videos(pipeline, videos, out, engine=engine, **options)
+    # A file, or a folder of image frames and no videos: one video (frames in natural order at
+    # align.image_folder_fps, as `videdit faces` reads it).
     if not input_path.exists():
+        if input_path.is_symlink():
+            raise InputError(f"{input_path} is a symbolic link to {os.readlink(input_path)}, which "
+                             f"{'is a symbolic link loop' if _is_link_loop(input_path) else 'does not exist'}")
         raise InputError(f"no such file or folder: {input_path}")
     pipeline.check_weights(kwargs.get("until"))
     run_dir = Path(out) if out else pipeline.default_run_dir(input_path)
     return run_videos(pipeline, [input_path], engine=engine, run_dirs=[run_dir], **options)
+
+
+def _is_link_loop(path: Path) -> bool:
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # pathlib's "Symlink loop" (Python < 3.13)
+        return True
+    except OSError as err:
+        return err.errno == errno.ELOOP
+    return False
 
 
 def format_summary(results: list[VideoResult]) -> str:

@@ -21,6 +21,7 @@ import numpy as np
 
 from videdit import layout, records
 from videdit.errors import InputError
+from videdit.runfolder import prepare_run_dir
 from videdit.evaluate import frames as frames_mod
 from videdit.evaluate.frames import FrameSource, is_reconstruction
 
@@ -42,6 +43,7 @@ class EvalSettings:
     max_frames: int | None = None  # evaluate only the first frames (quick looks)
     plots: bool = True
     write: bool = True  # write RUN/eval/metrics.json and plots
+    out: Path | None = None  # where they go instead of RUN/eval/ (a read-only run folder)
     device: str = "cpu"
 
 
@@ -81,6 +83,18 @@ def size_label(size: int | None) -> str:
 # evaluation
 
 
+def evaluation_folder(run_dir, against=None, settings: EvalSettings | None = None) -> Path:
+    """Where the evaluation of `run_dir` goes, made and checked writable (settings.write): one line before any
+    work when it cannot be written (a read-only run folder: `--out`), not a traceback after the metrics."""
+    settings = settings or EvalSettings()
+    out_dir = Path(settings.out) if settings.out is not None else Path(run_dir) / layout.EVAL_DIR
+    # Another reference gets its own folder, so the run's own evaluation is never overwritten.
+    out_dir = out_dir if against is None else out_dir / f"against_{Path(against).stem}"
+    if settings.write and Path(run_dir).is_dir():
+        prepare_run_dir(out_dir, what="the evaluation folder")
+    return out_dir
+
+
 def evaluate_run(run_dir, against=None, settings: EvalSettings | None = None, *, models: EvalModels | None = None) -> dict:
     """Evaluate every rendered output of a run against its input; returns the metrics dict.
 
@@ -93,6 +107,7 @@ def evaluate_run(run_dir, against=None, settings: EvalSettings | None = None, *,
     run = Path(run_dir)
     if not run.is_dir():
         raise InputError(f"{run} is not a run folder")
+    out_dir = evaluation_folder(run, against, settings)
     reference = frames_mod.reference_source(run, Path(against) if against is not None else None)
     if reference.video is not None:
         outputs = frames_mod.full_frame_outputs(run, reference.video)
@@ -108,10 +123,6 @@ def evaluate_run(run_dir, against=None, settings: EvalSettings | None = None, *,
     metrics["latents"] = _latent_stats(run)
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     if settings.write:
-        # Another reference gets its own folder, so the run's own evaluation is never overwritten.
-        eval_dir = run / layout.EVAL_DIR
-        out_dir = eval_dir if against is None else eval_dir / f"against_{Path(against).stem}"
-        out_dir.mkdir(parents=True, exist_ok=True)
         metrics["eval_dir"] = frames_mod.label_for(out_dir, run)
         metrics["plots"] = []
         if settings.plots:

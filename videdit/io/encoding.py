@@ -20,7 +20,7 @@ _CODEC_ALIASES = {"h264": "libx264", "avc": "libx264", "libx264": "libx264", "he
 _SOURCE_CODECS = {"h264": "libx264", "hevc": "libx265", "ffv1": "ffv1"}  # decoder name -> encoder that matches
 _DEFAULT_CRF = {"libx264": 18, "libx265": 20}  # visually near-transparent for each (x265's scale runs ~2 higher)
 _DEFAULT_PRESET = {"libx264": "medium", "libx265": "fast"}  # x265 "medium" is ~2x slower for little gain here
-_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
+ENCODER_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
 _LOSSLESS_SUFFIXES = (".mkv", ".avi", ".nut")  # containers that hold FFV1
 # x264's bitstream depends on its frame-thread count (and the count is in its SEI), so the count is
 # fixed here instead of following the machine's cores; 4 keeps a few cores busy.
@@ -66,6 +66,18 @@ class ResolvedEncoder:
 def _codec_formats(codec: str) -> list[str]:
     av = import_av()
     return [f.name for f in av.Codec(codec, "w").video_formats]
+
+
+def writable_pix_fmts() -> list[str]:
+    """The pixel formats some encoder videdit writes with (x264, x265, FFV1) accepts and videdit converts to:
+    what a setting may name before the source says which encoder runs."""
+    names = set()
+    for codec in sorted(set(_CODEC_ALIASES.values())):
+        try:
+            names.update(_codec_formats(codec))
+        except Exception:  # noqa: BLE001  (an encoder this PyAV build lacks: resolve_encoder says so when chosen)
+            continue
+    return sorted(n for n in names if yuv_layout(n) is not None)
 
 
 def _yuv_name(chroma: str, depth: int) -> str:
@@ -138,8 +150,8 @@ def resolve_encoder(settings: EncoderSettings, size: tuple[int, int], source: Vi
     preset = None
     if codec in _DEFAULT_PRESET:
         preset = _DEFAULT_PRESET[codec] if settings.preset == "auto" else settings.preset
-        if preset not in _PRESETS:
-            raise VideditError(f"unknown preset {settings.preset!r} ({', '.join(_PRESETS)})")
+        if preset not in ENCODER_PRESETS:
+            raise VideditError(f"unknown preset {settings.preset!r} ({', '.join(ENCODER_PRESETS)})")
 
     if source is None:
         color_range, primaries, trc = "tv", "bt709", "bt709"

@@ -345,8 +345,6 @@ class FrameOffsets:
     def save(self, path: str | PathLike) -> Path:
         import json
 
-        from safetensors.torch import save_file
-
         path = Path(path)
         tensors = {}
         for name in self.rows:
@@ -355,10 +353,10 @@ class FrameOffsets:
             tensors[f"{name}.bias"] = self.bias[name].contiguous()
             if self.base is not None:
                 tensors[f"{name}.base"] = self.base[name].detach().float().cpu().contiguous()
-        from videdit.fileio import atomic_save
+        from videdit.fileio import save_safetensors
 
         metadata = {"format": OFFSETS_FORMAT, "layers": json.dumps(self.layers), "base": json.dumps(self.base is not None)}
-        atomic_save(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+        save_safetensors(tensors, path, metadata)
         return path
 
     @classmethod
