@@ -72,6 +72,11 @@ def _bad_values(key: str, annotation) -> list:
             values += [max(rule.values) + 1]
         if isinstance(rule, Range) and rule.words:
             values.append("nosuch")
+    elif set(typing.get_args(base)) == {float, str}:  # strengths: a number or keyframes
+        from videdit.strengths import DEFAULT_MAX_STRENGTH
+
+        assert RULE_NAMES.get(id(rule)) == "STRENGTH", f"{key}: a strength setting with no check in videdit.setting_rules"
+        values += [DEFAULT_MAX_STRENGTH + 1, -DEFAULT_MAX_STRENGTH - 1, f"0@0s,{DEFAULT_MAX_STRENGTH + 1:g}@1s", "0@1s,1@0s"]
     elif base is str:
         if isinstance(rule, Choice):
             values.append("nosuch")

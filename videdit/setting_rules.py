@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable
@@ -27,7 +28,7 @@ STEPS_MAX = 1_000_000  # optimisation steps of any tuner: about a week per frame
 BATCH_MAX = 4096
 WEIGHT_MAX = 1e6  # loss weights
 LR_MAX = 1.0
-STRENGTH_MAX = 1e6  # edit strengths and alphas, and edit.max_strength
+STRENGTH_MAX = 1e6  # edit.max_strength
 
 
 @dataclass(frozen=True)
@@ -146,10 +147,11 @@ def _edit(value: str) -> str | None:
 
 
 def _strength(value: Any) -> str | None:
+    """A number or keyframes, finite; the bound is edit.max_strength's, applied by the edit language's parser."""
     from videdit.strengths import parse_strength
 
     try:
-        parse_strength(value, "value", STRENGTH_MAX)
+        parse_strength(value, "value", sys.float_info.max)
     except VideditError as err:
         return str(err)
     return None
@@ -163,8 +165,7 @@ PEOPLE = Check(_people, "empty, main, all or labels p1,p3")
 ENCODER_PRESET = Check(_encoder_preset, "auto or an x264/x265 preset (ultrafast .. placebo)")
 PIX_FMT = Check(_pix_fmt, "auto or a pixel format the chosen encoder accepts")
 EDIT = Check(_edit, "an edit: age, smile, pose, gender, a .npy file, text:PROMPT or s:KEY:CHANNEL")
-# An outer guard: edit.max_strength (at most STRENGTH_MAX) is the bound the edit language applies.
-STRENGTH = Check(_strength, f"a number or keyframes (0@0s,5@10s), within +-{STRENGTH_MAX:g}")
+STRENGTH = Check(_strength, "a number or keyframes (0@0s,5@10s), within +-edit.max_strength")
 
 RULES: dict[str, Any] = {
     "precision": Choice(PRECISIONS),  # run-wide (the top of a preset, no section)

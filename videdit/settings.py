@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from videdit.edits import edit_strings, parse_edits
-from videdit.strengths import DEFAULT_MAX_STRENGTH
+from videdit.strengths import DEFAULT_MAX_STRENGTH, parse_strengths
 from videdit.errors import VideditError
 # The bounds, choices and checks of every setting (docs/settings.md); PRECISIONS is part of this API.
 from videdit.setting_rules import ELEMENT_RULES, PRECISIONS, RULES  # noqa: F401
@@ -177,6 +177,8 @@ class EditOptions:
     s_stats: str = ""
 
     def __post_init__(self):
+        for what, values in (("edit.strengths", self.strengths), ("edit.alpha", self.alpha)):
+            parse_strengths(values, 0.0, what, self.max_strength)  # refused even when no edit uses them
         self.specs = parse_edits(edit_strings(dataclasses.asdict(self)), self.strengths, self.alpha, self.beta,
                                  self.max_strength)
 
