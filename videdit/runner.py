@@ -22,6 +22,7 @@ from videdit import progress
 from videdit.fileio import atomic_write_text, file_sha256
 from videdit.layout import CHECKPOINTS, DIGESTS, LOG, MANIFEST, STAGE_KEY, partial_name  # noqa: F401  (MANIFEST: API)
 from videdit.runlog import StageLog, log_stage, read_log_events  # noqa: F401  (the log's API, re-exported)
+from videdit.shards import PartExecutor, Sharding, finished_parts, part_folder, parts_folder, prune_parts, run_parts_here
 
 # Files a stage keeps only for its own resumption; not part of its output digest.
 _PRIVATE_DIRS = (CHECKPOINTS,)
@@ -131,6 +132,9 @@ class Stage:
     # name -> file path, stage folder path (digested via its manifest), or a literal string identity
     inputs: dict[str, Any] = field(default_factory=dict)
     version: str = "1"
+    # Set when the run shards its frame-wise stages (--shard-frames, --engine ray): then the stage runs as
+    # parts and a merge instead of fn; the outputs are the same either way, so it stays out of the key.
+    shards: Sharding | None = None
 
 
 @dataclass
@@ -163,7 +167,9 @@ class StageOutcome:
 
 class StageRunner:
     def __init__(self, run_dir: Path, log: StageLog | None = None, force: bool | set[str] = False,
-                 verify: bool = False, warn: Callable[[str], None] | None = None):
+                 verify: bool = False, warn: Callable[[str], None] | None = None,
+                 parts: PartExecutor | None = None):
+        self.parts = parts or run_parts_here  # where a sharded stage's parts run
         self.verify = verify  # re-hash every output file of every cached stage, frames included
         self.warn = warn
         self.run_dir = Path(run_dir)
@@ -220,6 +226,21 @@ class StageRunner:
     def _forced(self, name: str) -> bool:
         return self.force is True or (isinstance(self.force, set) and name in self.force)
 
+    def _run_parts(self, name: str, shards: Sharding, work: Path) -> None:
+        """The missing parts (finished ones from an earlier attempt are kept), then the merge into `work`."""
+        plan = shards.plan()
+        prune_parts(work, plan)
+        done = finished_parts(work)
+        todo = [(frames, part_folder(work, frames)) for frames in plan if frames not in done]
+        if done:
+            self.log.write(name, "parts", f"{len(plan) - len(todo)} of {len(plan)} parts kept")
+        n_frames = plan[-1][1] if plan else 0
+        with progress.bar(n_frames, name, "frame", initial=sum(e - s for s, e in done)) as bar:
+            self.parts(name, todo, shards.part, bar.update)
+        # The merge links or copies out of the parts, so a merge cut off is simply done again.
+        shards.merge([part_folder(work, frames) for frames in plan], work)
+        shutil.rmtree(parts_folder(work))
+
     def run(self, stage: Stage) -> StageOutcome:
         final = self.run_dir / stage.name
         key = self.stage_key(stage)
@@ -246,7 +267,10 @@ class StageRunner:
             reporter.stage_start(stage.name)
         t0 = time.perf_counter()
         with log_stage(stage.name):
-            stage.fn(work)
+            if stage.shards is None:
+                stage.fn(work)
+            else:
+                self._run_parts(stage.name, stage.shards, work)
         seconds = time.perf_counter() - t0
 
         output_digest, files = folder_digest(work)
