@@ -338,3 +338,94 @@ def test_killed_worker_resumes_from_cached_stages(ray_cluster, clips, local_resu
     _assert_same_outputs(bystander, local_results[bystander.input.name])
     # PTI resumes from its checkpoint to the same generator as an uninterrupted run
     _assert_same_outputs(results[1], local_results[results[1].input.name])
+
+
+# --------------------------------------------------------------------------------------------------
+# One video across the cluster: --shard-frames (videdit.engines.ray_shards)
+
+SHARDED_FRAMES = 8  # two parts of 4 (one per worker, whole encode batches of 4)
+
+
+@pytest.fixture(scope="module")
+def long_clip_local(tmp_path_factory):
+    """An 8-frame clip through --engine local, one torch thread: the bytes the sharded Ray run must give."""
+    import torch
+
+    from videdit.synthetic import make_clip
+
+    clip = make_clip(tmp_path_factory.mktemp("long") / "long.mp4", n_frames=SHARDED_FRAMES, size=(256, 224))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = _pipeline().run(clip.path, tmp_path_factory.mktemp("long_local") / "run")
+    finally:
+        torch.set_num_threads(threads)
+    assert result.status == "ok", result.error
+    return clip, result
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): _sha(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "manifest.json"}
+
+
+@pytest.mark.slow
+@needs_ray
+def test_sharded_video_equals_local_with_a_worker_killed_in_encode(ray_cluster, long_clip_local, tmp_path):
+    """The local run's folder less encode, render and composite, finished by the sharded Ray engine while one
+    encode part's worker is SIGKILLed: Ray retries that part, and every output is the local run's, byte for
+    byte (tune, edit and smooth stay cached: their keys hold encode's output digest)."""
+    clip, local = long_clip_local
+    run_dir = tmp_path / "run"
+    shutil.copytree(local.run_dir, run_dir)
+    for stage in ("encode", "render", "composite"):
+        shutil.rmtree(run_dir / stage)
+    for published in local.outputs:
+        (run_dir / published.name).unlink()
+    killed: dict[str, object] = {}
+
+    def kill_an_encode_part():
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            for marker in (run_dir / "encode.partial" / "parts").glob("*.partial/.ray_part.json"):
+                try:
+                    pid = json.loads(marker.read_text())["pid"]
+                except (OSError, ValueError):
+                    continue
+                time.sleep(0.5)  # into the encoding
+                killed["part"] = marker.parent.name
+                killed["too_late"] = not marker.parent.exists()
+                os.kill(pid, signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    import torch
+
+    from videdit.engines.ray_engine import run_videos_ray
+
+    killer = threading.Thread(target=kill_an_encode_part, daemon=True)
+    killer.start()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    lines: list[str] = []
+    try:
+        results = run_videos_ray(_pipeline(), [clip.path], run_dirs=[run_dir], cpus_per_video=1, max_retries=2,
+                                 shard_frames="auto", echo=lines.append)
+    finally:
+        torch.set_num_threads(threads)
+    killer.join(timeout=5)
+
+    assert "part" in killed and not killed["too_late"], "no encode part was killed midway: nothing was tested"
+    (result,) = results
+    assert result.status == "ok", result.error
+    assert any("in parts of about 1 per worker (2 workers)" in line for line in lines), lines
+    assert [result.stages[s] for s in ("align", "encode", "tune", "edit", "smooth", "render", "composite")] == \
+        ["cached", "ran", "cached", "cached", "cached", "ran", "ran"]
+    log = (run_dir / "log.txt").read_text()
+    start = killed["part"].split(".")[0].split("-")
+    assert f"encode: frames {int(start[0])}-{int(start[1]) - 1} done on attempt 2" in log, log[-2000:]
+    for stage in ("encode", "render", "composite"):
+        assert _tree(run_dir / stage) == _tree(local.run_dir / stage), stage
+    assert [p.name for p in result.outputs] == [p.name for p in local.outputs]
+    for ours, theirs in zip(result.outputs, local.outputs):
+        assert _sha(ours) == _sha(theirs), ours.name

@@ -14,6 +14,7 @@ LOG = "log.txt"  # stage events, warnings, failures (videdit.runlog)
 LOCK = ".lock"  # held (flock) by the run using the folder (videdit.runfolder)
 DIGESTS = ".digests.json"  # input files' digests by size and mtime (videdit.runner.DigestCache)
 RAY_TASK = ".ray_task.json"  # the latest Ray attempt at this video (videdit.engines.ray_engine)
+RAY_PART = ".ray_part.json"  # in a part's folder: the Ray attempt computing it (videdit.engines.ray_shards)
 TRACKS = "tracks.json"  # the shots and face tracks of the video (videdit.records.TracksRecord)
 TRACKS_KEY = "tracks.key"  # digest of the video and tracking settings tracks.json was found with
 TRACKS_DIR = "tracks"  # RUN/tracks/<track id>/: one folder per face track, each with its own stages

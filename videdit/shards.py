@@ -40,6 +40,19 @@ class ShardOptions:
         return shard_ranges(n_frames, size, multiple)
 
 
+def parse_shard_frames(value: int | str) -> int | None:
+    """--shard-frames: a number of frames, or "auto" (None: about one part per worker)."""
+    if value == "auto":
+        return None
+    try:
+        frames = int(value)
+    except (TypeError, ValueError):
+        frames = 0
+    if frames < 1 or str(frames) != str(value).strip():
+        raise VideditError(f"--shard-frames must be a whole number of frames (1 or more) or 'auto', got {value!r}")
+    return frames
+
+
 def shard_ranges(n_frames: int, size: int, multiple: int = 1) -> list[FrameRange]:
     """[start, end) ranges covering n_frames, `size` frames each rounded up to a multiple of `multiple`
     (a stage's batch size: every part then holds whole batches of the unsharded run, so no batch changes)."""
