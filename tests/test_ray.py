@@ -429,3 +429,60 @@ def test_sharded_video_equals_local_with_a_worker_killed_in_encode(ray_cluster, 
     assert [p.name for p in result.outputs] == [p.name for p in local.outputs]
     for ours, theirs in zip(result.outputs, local.outputs):
         assert _sha(ours) == _sha(theirs), ours.name
+
+
+DRIVER = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(1)
+from test_ray import _pipeline
+from videdit.shards import ShardOptions
+r = _pipeline().run({video!r}, {run!r}, shards=ShardOptions(frames=4))
+print(r.status, r.error)
+"""
+
+
+@pytest.mark.slow
+@needs_ray
+def test_killed_driver_resumes_at_part_granularity(ray_cluster, long_clip_local, tmp_path):
+    """A driver SIGKILLed after encode's first part (here a local sharded run) leaves that part complete; the
+    sharded Ray run that follows computes only the other one and ends with the local run's bytes."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from videdit.engines.ray_engine import run_videos_ray
+
+    clip, local = long_clip_local
+    run_dir = tmp_path / "run"
+    shutil.copytree(local.run_dir, run_dir)
+    for stage in ("encode", "render", "composite"):
+        shutil.rmtree(run_dir / stage)
+    for published in local.outputs:
+        (run_dir / published.name).unlink()
+    code = DRIVER.format(tests=str(Path(__file__).parent), video=str(clip.path), run=str(run_dir))
+    first_part = run_dir / "encode.partial" / "parts" / "000000-000004"
+    driver = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1])
+    deadline = time.time() + 300
+    while time.time() < deadline and driver.poll() is None and not first_part.is_dir():
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    assert first_part.is_dir() and not (run_dir / "encode" / "manifest.json").exists(), "killed too early or too late"
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        (result,) = run_videos_ray(_pipeline(), [clip.path], run_dirs=[run_dir], cpus_per_video=1, shard_frames=4,
+                                   echo=None)
+    finally:
+        torch.set_num_threads(threads)
+    assert result.status == "ok", result.error
+    events = read_log_events(run_dir)
+    assert ("encode", "resume") in events and ("encode", "parts") in events
+    assert "encode parts 1 of 2 parts kept" in (run_dir / "log.txt").read_text()
+    for stage in ("encode", "render", "composite"):
+        assert _tree(run_dir / stage) == _tree(local.run_dir / stage), stage
+    for ours, theirs in zip(result.outputs, local.outputs):
+        assert _sha(ours) == _sha(theirs), ours.name
