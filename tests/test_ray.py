@@ -486,3 +486,30 @@ def test_killed_driver_resumes_at_part_granularity(ray_cluster, long_clip_local,
         assert _tree(run_dir / stage) == _tree(local.run_dir / stage), stage
     for ours, theirs in zip(result.outputs, local.outputs):
         assert _sha(ours) == _sha(theirs), ours.name
+
+
+@pytest.mark.slow
+@needs_ray
+def test_parts_on_ray_count_every_frame_on_one_bar(ray_cluster, long_clip_local, tmp_path):
+    """RayParts: composite's two parts as Ray tasks; the FrameCounter actor brings every part's frames to
+    the driver's count, once each."""
+    from videdit.engines.ray_engine import PipelineSpec, plan_resources
+    from videdit.engines.ray_shards import RayParts
+    from videdit.shards import ShardOptions, finished_parts, part_folder
+
+    clip, local = long_clip_local
+    run_dir = tmp_path / "run"
+    shutil.copytree(local.run_dir, run_dir)
+    shutil.rmtree(run_dir / "composite")
+    pipe = _pipeline()
+    plan = plan_resources(ray_cluster.nodes(), "cpu", 1, 0)
+    shards = ShardOptions(workers=plan.slots)
+    work = run_dir / "composite.partial"
+    ranges = shards.ranges(SHARDED_FRAMES)
+    assert ranges == [(0, 4), (4, 8)]
+    counted: list[int] = []
+    parts = RayParts(ray_cluster, plan, ray_cluster.put(PipelineSpec.from_pipeline(pipe, device="cpu")), clip.path,
+                     run_dir, shards, max_retries=0, poll_s=0.05)
+    parts("composite", [(r, part_folder(work, r)) for r in ranges], None, counted.append)
+    assert sum(counted) == SHARDED_FRAMES and all(n > 0 for n in counted)
+    assert sorted(finished_parts(work)) == ranges
