@@ -226,8 +226,9 @@ class StageRunner:
     def _forced(self, name: str) -> bool:
         return self.force is True or (isinstance(self.force, set) and name in self.force)
 
-    def _run_parts(self, name: str, shards: Sharding, work: Path) -> None:
-        """The missing parts (finished ones from an earlier attempt are kept), then the merge into `work`."""
+    def _run_parts(self, name: str, shards: Sharding, work: Path) -> float:
+        """The missing parts (finished ones from an earlier attempt are kept), then the merge into `work`;
+        -> the merge's seconds (the serial end of a sharded stage)."""
         plan = shards.plan()
         prune_parts(work, plan)
         done = finished_parts(work)
@@ -238,8 +239,10 @@ class StageRunner:
         with progress.bar(n_frames, name, "frame", initial=sum(e - s for s, e in done)) as bar:
             self.parts(name, todo, shards.part, bar.update)
         # The merge links or copies out of the parts, so a merge cut off is simply done again.
+        t0 = time.perf_counter()
         shards.merge([part_folder(work, frames) for frames in plan], work)
         shutil.rmtree(parts_folder(work))
+        return time.perf_counter() - t0
 
     def run(self, stage: Stage) -> StageOutcome:
         final = self.run_dir / stage.name
@@ -266,16 +269,19 @@ class StageRunner:
         if reporter:
             reporter.stage_start(stage.name)
         t0 = time.perf_counter()
+        merge_seconds = None
         with log_stage(stage.name):
             if stage.shards is None:
                 stage.fn(work)
             else:
-                self._run_parts(stage.name, stage.shards, work)
+                merge_seconds = round(self._run_parts(stage.name, stage.shards, work), 3)
         seconds = time.perf_counter() - t0
 
         output_digest, files = folder_digest(work)
         manifest = dict(key, params=stage.params, output_digest=output_digest, files=files,
                         finished=time.strftime("%Y-%m-%dT%H:%M:%S"), seconds=round(seconds, 3))
+        if merge_seconds is not None:
+            manifest["merge_seconds"] = merge_seconds
         atomic_write_text(work / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True, default=_json_default))
         (work / STAGE_KEY).unlink()
         if final.exists():
