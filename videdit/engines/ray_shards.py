@@ -107,6 +107,8 @@ class RayParts:
         self.max_retries, self.poll_s = max_retries, poll_s
         options = dict(num_cpus=plan.cpus_per_video, num_gpus=plan.gpus_per_video, max_retries=max_retries,
                        retry_exceptions=False)
+        if plan.gpus_per_video > 0:
+            options["max_calls"] = 1  # as for whole videos: a fresh process frees its CUDA memory
         self.task = ray.remote(**options)(run_part_task)
         self.counter_class = ray.remote(num_cpus=0)(FrameCounter)
 
