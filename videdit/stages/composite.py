@@ -312,6 +312,8 @@ class _Job:
         from videdit.io.color import to_uint8
 
         settings, keys, loaded, n_frames = self.settings, self.keys, self.loaded, self.n_frames
+        if end is not None and not 0 <= start < end <= n_frames:
+            raise InputError(f"composite: frames {start}-{end} outside the video's {n_frames}")
         # Which frames get their seam measured counts composited frames from the start of the video.
         n_composited = sum(int(np.count_nonzero(layer.face_found[:max(0, start - layer.start)])) for layer in loaded)
         last = self.whole_video and (end is None or end >= n_frames)
