@@ -106,6 +106,14 @@ def run(input_path, edit, strength, alpha, beta, expand, preset, out, until, fro
     ray_options = {k: v for k, v in ray_options.items() if v is not None}
     if ray_options and engine != "ray":
         raise click.UsageError(f"--{next(iter(ray_options)).replace('_', '-')} needs --engine ray")
+    if shard_frames is not None:  # a bad value is one line before any video is touched
+        from videdit.errors import VideditError
+        from videdit.shards import parse_shard_frames
+
+        try:
+            parse_shard_frames(shard_frames)
+        except VideditError as exc:
+            fail(str(exc))
     engine_options = dict(ray_options, **({"shard_frames": shard_frames} if shard_frames is not None else {}))
     with ops_mode(ops):
         results = run_many(pipe, input_path, out=out, until=until, from_stage=from_stage, force=force,
