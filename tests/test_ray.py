@@ -1,5 +1,7 @@
 """`--engine ray`: the same outputs as `--engine local` on a local 2-CPU Ray cluster, and a video whose
-worker is SIGKILLed midway finishes by resuming its cached stages (and PTI from its checkpoint).
+worker is SIGKILLed midway finishes by resuming its cached stages (and PTI from its checkpoint). With
+`--shard-frames`, one video's frame-wise stages in parts across the workers: the same bytes, a killed
+part's worker retried, a killed driver resumed at part granularity, every part's frames counted.
 
 The Ray tests skip when Ray is not installed (`pip install 'videdit[ray]'`); the checks of the engine's
 own logic (options, forced stages, what travels to the workers) run everywhere.
