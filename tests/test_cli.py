@@ -77,3 +77,11 @@ def test_weights_add_rejects_a_wrong_file(tmp_path):
     f.write_bytes(b"not alexnet")
     with pytest.raises(VideditError, match="text file"):
         W.add(f, tmp_path / "w", "lpips_alexnet")
+
+
+def test_bad_shard_frames_is_one_line(tmp_path):
+    for value in ("0", "2.5"):
+        out = videdit("run", tmp_path / "x.mp4", "--shard-frames", value)
+        assert out.returncode != 0
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and "--shard-frames must be a whole number" in lines[0], out.stderr

@@ -1,5 +1,7 @@
 """`--engine ray`: the same outputs as `--engine local` on a local 2-CPU Ray cluster, and a video whose
-worker is SIGKILLed midway finishes by resuming its cached stages (and PTI from its checkpoint).
+worker is SIGKILLed midway finishes by resuming its cached stages (and PTI from its checkpoint). With
+`--shard-frames`, one video's frame-wise stages in parts across the workers: the same bytes, a killed
+part's worker retried, a killed driver resumed at part granularity, every part's frames counted.
 
 The Ray tests skip when Ray is not installed (`pip install 'videdit[ray]'`); the checks of the engine's
 own logic (options, forced stages, what travels to the workers) run everywhere.
@@ -338,3 +340,178 @@ def test_killed_worker_resumes_from_cached_stages(ray_cluster, clips, local_resu
     _assert_same_outputs(bystander, local_results[bystander.input.name])
     # PTI resumes from its checkpoint to the same generator as an uninterrupted run
     _assert_same_outputs(results[1], local_results[results[1].input.name])
+
+
+# --------------------------------------------------------------------------------------------------
+# One video across the cluster: --shard-frames (videdit.engines.ray_shards)
+
+SHARDED_FRAMES = 8  # two parts of 4 (one per worker, whole encode batches of 4)
+
+
+@pytest.fixture(scope="module")
+def long_clip_local(tmp_path_factory):
+    """An 8-frame clip through --engine local, one torch thread: the bytes the sharded Ray run must give."""
+    import torch
+
+    from videdit.synthetic import make_clip
+
+    clip = make_clip(tmp_path_factory.mktemp("long") / "long.mp4", n_frames=SHARDED_FRAMES, size=(256, 224))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = _pipeline().run(clip.path, tmp_path_factory.mktemp("long_local") / "run")
+    finally:
+        torch.set_num_threads(threads)
+    assert result.status == "ok", result.error
+    return clip, result
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): _sha(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "manifest.json"}
+
+
+@pytest.mark.slow
+@needs_ray
+def test_sharded_video_equals_local_with_a_worker_killed_in_encode(ray_cluster, long_clip_local, tmp_path):
+    """The local run's folder less encode, render and composite, finished by the sharded Ray engine while one
+    encode part's worker is SIGKILLed: Ray retries that part, and every output is the local run's, byte for
+    byte (tune, edit and smooth stay cached: their keys hold encode's output digest)."""
+    clip, local = long_clip_local
+    run_dir = tmp_path / "run"
+    shutil.copytree(local.run_dir, run_dir)
+    for stage in ("encode", "render", "composite"):
+        shutil.rmtree(run_dir / stage)
+    for published in local.outputs:
+        (run_dir / published.name).unlink()
+    killed: dict[str, object] = {}
+
+    def kill_an_encode_part():
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            for marker in (run_dir / "encode.partial" / "parts").glob("*.partial/.ray_part.json"):
+                try:
+                    pid = json.loads(marker.read_text())["pid"]
+                except (OSError, ValueError):
+                    continue
+                time.sleep(0.5)  # into the encoding
+                killed["part"] = marker.parent.name
+                killed["too_late"] = not marker.parent.exists()
+                os.kill(pid, signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    import torch
+
+    from videdit.engines.ray_engine import run_videos_ray
+
+    killer = threading.Thread(target=kill_an_encode_part, daemon=True)
+    killer.start()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    lines: list[str] = []
+    try:
+        results = run_videos_ray(_pipeline(), [clip.path], run_dirs=[run_dir], cpus_per_video=1, max_retries=2,
+                                 shard_frames="auto", echo=lines.append)
+    finally:
+        torch.set_num_threads(threads)
+    killer.join(timeout=5)
+
+    assert "part" in killed and not killed["too_late"], "no encode part was killed midway: nothing was tested"
+    (result,) = results
+    assert result.status == "ok", result.error
+    assert any("in parts of about 1 per worker (2 workers)" in line for line in lines), lines
+    assert [result.stages[s] for s in ("align", "encode", "tune", "edit", "smooth", "render", "composite")] == \
+        ["cached", "ran", "cached", "cached", "cached", "ran", "ran"]
+    log = (run_dir / "log.txt").read_text()
+    start = killed["part"].split(".")[0].split("-")
+    assert f"encode: frames {int(start[0])}-{int(start[1]) - 1} done on attempt 2" in log, log[-2000:]
+    for stage in ("encode", "render", "composite"):
+        assert _tree(run_dir / stage) == _tree(local.run_dir / stage), stage
+    assert [p.name for p in result.outputs] == [p.name for p in local.outputs]
+    for ours, theirs in zip(result.outputs, local.outputs):
+        assert _sha(ours) == _sha(theirs), ours.name
+
+
+DRIVER = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(1)
+from test_ray import _pipeline
+from videdit.shards import ShardOptions
+r = _pipeline().run({video!r}, {run!r}, shards=ShardOptions(frames=4))
+print(r.status, r.error)
+"""
+
+
+@pytest.mark.slow
+@needs_ray
+def test_killed_driver_resumes_at_part_granularity(ray_cluster, long_clip_local, tmp_path):
+    """A driver SIGKILLed after encode's first part (here a local sharded run) leaves that part complete; the
+    sharded Ray run that follows computes only the other one and ends with the local run's bytes."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from videdit.engines.ray_engine import run_videos_ray
+
+    clip, local = long_clip_local
+    run_dir = tmp_path / "run"
+    shutil.copytree(local.run_dir, run_dir)
+    for stage in ("encode", "render", "composite"):
+        shutil.rmtree(run_dir / stage)
+    for published in local.outputs:
+        (run_dir / published.name).unlink()
+    code = DRIVER.format(tests=str(Path(__file__).parent), video=str(clip.path), run=str(run_dir))
+    first_part = run_dir / "encode.partial" / "parts" / "000000-000004"
+    driver = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1])
+    deadline = time.time() + 300
+    while time.time() < deadline and driver.poll() is None and not first_part.is_dir():
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    assert first_part.is_dir() and not (run_dir / "encode" / "manifest.json").exists(), "killed too early or too late"
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        (result,) = run_videos_ray(_pipeline(), [clip.path], run_dirs=[run_dir], cpus_per_video=1, shard_frames=4,
+                                   echo=None)
+    finally:
+        torch.set_num_threads(threads)
+    assert result.status == "ok", result.error
+    events = read_log_events(run_dir)
+    assert ("encode", "resume") in events and ("encode", "parts") in events
+    assert "encode parts 1 of 2 parts kept" in (run_dir / "log.txt").read_text()
+    for stage in ("encode", "render", "composite"):
+        assert _tree(run_dir / stage) == _tree(local.run_dir / stage), stage
+    for ours, theirs in zip(result.outputs, local.outputs):
+        assert _sha(ours) == _sha(theirs), ours.name
+
+
+@pytest.mark.slow
+@needs_ray
+def test_parts_on_ray_count_every_frame_on_one_bar(ray_cluster, long_clip_local, tmp_path):
+    """RayParts: composite's two parts as Ray tasks; the FrameCounter actor brings every part's frames to
+    the driver's count, once each."""
+    from videdit.engines.ray_engine import PipelineSpec, plan_resources
+    from videdit.engines.ray_shards import RayParts
+    from videdit.shards import ShardOptions, finished_parts, part_folder
+
+    clip, local = long_clip_local
+    run_dir = tmp_path / "run"
+    shutil.copytree(local.run_dir, run_dir)
+    shutil.rmtree(run_dir / "composite")
+    pipe = _pipeline()
+    plan = plan_resources(ray_cluster.nodes(), "cpu", 1, 0)
+    shards = ShardOptions(workers=plan.slots)
+    work = run_dir / "composite.partial"
+    ranges = shards.ranges(SHARDED_FRAMES)
+    assert ranges == [(0, 4), (4, 8)]
+    counted: list[int] = []
+    parts = RayParts(ray_cluster, plan, ray_cluster.put(PipelineSpec.from_pipeline(pipe, device="cpu")), clip.path,
+                     run_dir, shards, max_retries=0, poll_s=0.05)
+    parts("composite", [(r, part_folder(work, r)) for r in ranges], None, counted.append)
+    assert sum(counted) == SHARDED_FRAMES and all(n > 0 for n in counted)
+    assert sorted(finished_parts(work)) == ranges

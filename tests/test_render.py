@@ -272,3 +272,26 @@ def test_hyperstyle_offsets_with_expanded_render(scene, tmp_path):
                       RenderSettings(side_by_side=False, expand=(8, 8, 0, 8), feather=0), offsets=offsets)
     for i in (0, N_FRAMES - 1):
         np.testing.assert_array_equal(_png(wide.frames_dirs["recon"], i)[0:RES, 8:8 + RES], _png(plain.frames_dirs["recon"], i))
+
+
+def test_parts_merge_to_the_whole_stage_bytes(scene, plain_render, tmp_path):
+    """Render in frame ranges that start on batch boundaries (a sharded run's parts: PNGs and render.json only)
+    and their merge write the same files as the whole stage: the videos are encoded once from the PNGs,
+    the pixels the whole render encodes."""
+    from videdit.stages.render import merge_render_parts
+
+    _, whole = plain_render
+    parts = []
+    for start, end in [(0, 2), (2, 4), (4, N_FRAMES)]:
+        parts.append(tmp_path / f"part{start}")
+        run_render(scene["G"], scene["smooth"], None, parts[-1], RenderSettings(batch_size=2),
+                   source_video=scene["clip"].path, align_dir=scene["align"], frames=(start, end))
+        assert not list(parts[-1].glob("*.mp4"))  # no video is encoded in a part
+    merged = tmp_path / "merged"
+    merge_render_parts(parts, merged, RenderSettings(batch_size=2), source_video=scene["clip"].path,
+                       align_dir=scene["align"])
+    files = {p.relative_to(merged).as_posix(): p.read_bytes() for p in sorted(merged.rglob("*")) if p.is_file()}
+    expected = {p.relative_to(whole).as_posix(): p.read_bytes() for p in sorted(whole.rglob("*")) if p.is_file()}
+    assert files.keys() == expected.keys() and files == expected
+    with pytest.raises(InputError, match="outside the video"):
+        run_render(scene["G"], scene["smooth"], None, tmp_path / "bad", RenderSettings(), frames=(3, N_FRAMES + 1))

@@ -14,6 +14,7 @@ LOG = "log.txt"  # stage events, warnings, failures (videdit.runlog)
 LOCK = ".lock"  # held (flock) by the run using the folder (videdit.runfolder)
 DIGESTS = ".digests.json"  # input files' digests by size and mtime (videdit.runner.DigestCache)
 RAY_TASK = ".ray_task.json"  # the latest Ray attempt at this video (videdit.engines.ray_engine)
+RAY_PART = ".ray_part.json"  # in a part's folder: the Ray attempt computing it (videdit.engines.ray_shards)
 TRACKS = "tracks.json"  # the shots and face tracks of the video (videdit.records.TracksRecord)
 TRACKS_KEY = "tracks.key"  # digest of the video and tracking settings tracks.json was found with
 TRACKS_DIR = "tracks"  # RUN/tracks/<track id>/: one folder per face track, each with its own stages
@@ -33,6 +34,10 @@ STAGE_KEY = ".stage_key.json"  # in RUN/<stage>.partial/ while the stage runs: w
 PARTIAL_SUFFIX = ".partial"  # RUN/<stage>.partial/: the work folder, renamed to RUN/<stage>/ when complete
 CHECKPOINTS = "checkpoints"  # a stage's private resumption state (not part of its output digest)
 CHECKPOINT = "latest.pt"  # checkpoints/<this>: the loop's latest state
+PARTS = "parts"  # RUN/<stage>.partial/parts/<start>-<end>/: a frame-sharded stage's finished parts
+SHARD_FRAMES = "frames.json"  # composite's part: per frame its pts and seam energies
+MASKS_DIR = "masks"  # composite's part (save_masks): the blend masks' frames
+DEEP_FRAME_FORMAT = "{:06d}.npy"  # composite's part: frame i of a 10/12-bit source (uint16, lossless)
 
 # File and folder names inside the stage folders.
 TRANSFORMS = "transforms.npz"  # align/, smooth/ (videdit.records.TransformsRecord, AlignRecord)
@@ -72,6 +77,23 @@ def frame_name(index: int) -> str:
 def partial_name(stage: str) -> str:
     """RUN/<this>/: where `stage` runs until it is complete."""
     return stage + PARTIAL_SUFFIX
+
+
+def part_name(start: int, end: int) -> str:
+    """RUN/<stage>.partial/parts/<this>/: the part of a sharded stage over frames [start, end)."""
+    return f"{start:06d}-{end:06d}"
+
+
+def part_range(name: str) -> tuple[int, int] | None:
+    """(start, end) of a part folder's name, None for other names (a part still being written, ...)."""
+    start, sep, end = name.partition("-")
+    if not sep or not start.isdigit() or not end.isdigit():
+        return None
+    return int(start), int(end)
+
+
+def deep_frame_name(index: int) -> str:
+    return DEEP_FRAME_FORMAT.format(index)
 
 
 def latents_name(key: str) -> str:

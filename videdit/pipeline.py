@@ -38,6 +38,7 @@ from videdit.runfolder import RunLock, prepare_run_dir
 from videdit.runlog import environment_line
 from videdit.runner import MANIFEST, Stage, StageLog, StageRunner, VideoResult, canonical_json, digest_text
 from videdit.settings import RUN_KEYS, EditOptions, FacesOptions, RunOptions, resolve_settings  # noqa: F401  (API)
+from videdit.shards import PartExecutor, ShardOptions
 from videdit.track_runs import chosen_tracks, face_tracks, run_tracks
 from videdit.wiring import StageWiring
 
@@ -133,10 +134,12 @@ class Pipeline:
 
     # ---- one video
 
-    def stages_for(self, video: Path, run_dir: Path, until: str | None = None) -> list[Stage]:
-        """The stages of one video, in order, up to `until`. Stage modules are imported only when used."""
+    def stages_for(self, video: Path, run_dir: Path, until: str | None = None,
+                   shards: ShardOptions | None = None) -> list[Stage]:
+        """The stages of one video, in order, up to `until`. Stage modules are imported only when used.
+        shards: encode, render and composite run as frame-range parts (videdit.shards)."""
         last = STAGE_ORDER.index(until) if until else len(STAGE_ORDER) - 1
-        wiring = StageWiring(self, Path(video), Path(run_dir))
+        wiring = StageWiring(self, Path(video), Path(run_dir), shards=shards)
         return [getattr(wiring, f"stage_{name}")() for name in self.active_stages() if name in STAGE_ORDER[: last + 1]]
 
     def active_stages(self) -> tuple[str, ...]:
@@ -160,9 +163,13 @@ class Pipeline:
                             self.encoder)
 
     def run(self, video: Path, out: Path | None = None, *, until: str | None = None, from_stage: str | None = None,
-            force: bool | set[str] = False, wait: bool | None = None) -> VideoResult:
+            force: bool | set[str] = False, wait: bool | None = None, shards: ShardOptions | None = None,
+            parts: PartExecutor | None = None) -> VideoResult:
         """One video through the stages. Never raises for a failure of this video: the result says
-        `failed` with one line, and anything unexpected leaves its traceback in RUN/log.txt."""
+        `failed` with one line, and anything unexpected leaves its traceback in RUN/log.txt.
+
+        shards: run encode, render and composite in frame ranges (the same outputs; finished ranges survive
+        a kill); parts: where those ranges run (default: here, one after another; the Ray engine's)."""
         video = Path(video)
         run_dir = Path(out) if out else self.default_run_dir(video)
         result = VideoResult(video, run_dir)
@@ -175,7 +182,7 @@ class Pipeline:
             self.check_before_work(info)
             prepare_run_dir(run_dir)
             with RunLock(run_dir, wait=self.wait if wait is None else wait, say=self.say):
-                self._run_stages(video, run_dir, log, result, until, from_stage, force)
+                self._run_stages(video, run_dir, log, result, until, from_stage, force, shards, parts)
         except VideditError as exc:
             result.status, result.error = "failed", str(exc)
             log.failure(exc)
@@ -195,12 +202,13 @@ class Pipeline:
         return result
 
     def _run_stages(self, video: Path, run_dir: Path, log: StageLog, result: VideoResult, until: str | None,
-                    from_stage: str | None, force: bool | set[str]) -> None:
+                    from_stage: str | None, force: bool | set[str], shards: ShardOptions | None = None,
+                    parts: PartExecutor | None = None) -> None:
         settings = self.resolved_settings()
         records.save_settings_text(run_dir, presets.to_toml(settings))
         forced: bool | set[str] = set(STAGE_ORDER[STAGE_ORDER.index(from_stage):]) if from_stage else force
         reporter = Reporter(quiet=self.quiet, stream=self.stream)
-        runner = StageRunner(run_dir, log, force=forced, verify=self.verify, warn=reporter.say)
+        runner = StageRunner(run_dir, log, force=forced, verify=self.verify, warn=reporter.say, parts=parts)
         log.handler.echo = None if self.quiet else reporter.say
         log.write("run", "start", f"{video} -> {run_dir}; {environment_line(self.device)}; "
                                   f"settings {digest_text(canonical_json(settings))[:16]}")
@@ -211,7 +219,7 @@ class Pipeline:
                 check_people(self.sections["edit"].specs, sorted({t.person for t in chosen}),
                              records.TracksRecord.load(run_dir).people())
             reporter.say(f"{video.name} -> {run_dir}")
-            stages = self.stages_for(video, run_dir, until)
+            stages = self.stages_for(video, run_dir, until, shards)
             # Stages already complete in the folder are most likely cached: they cost nothing, and no network
             # is loaded or probed for them (a rerun of a finished video stays quick).
             pending = [s.name for s in stages if not (run_dir / s.name / MANIFEST).is_file()]

@@ -184,6 +184,29 @@ class _Silent(Bar):
         self.n += n
 
 
+class CountingReporter(Reporter):
+    """Where the parts of a sharded stage run: the stage's bar (desc == stage) counts into `count(n)`
+    (the driver's one bar for the stage, directly or through a Ray actor); nothing is printed here."""
+
+    def __init__(self, stage: str, count: Callable[[int], None]):
+        super().__init__(quiet=True)
+        self.stage, self.count = stage, count
+
+    def bar(self, total: int | None, desc: str, unit: str = "it", initial: int = 0) -> "Bar":
+        return _Counting(total, desc, unit, initial, self.count if desc == self.stage else None)
+
+
+class _Counting(_Silent):
+    def __init__(self, total, desc, unit, initial, count):
+        super().__init__(total, desc, unit, initial)
+        self.count = count
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.count is not None:
+            self.count(n)
+
+
 @contextmanager
 def reporting(reporter: Reporter | None) -> Iterator[Reporter | None]:
     """Install `reporter` for the code inside the block (None: silence)."""

@@ -23,6 +23,7 @@ from videdit.errors import InputError
 from videdit.fileio import atomic_write_text, file_sha256
 from videdit.layout import CHECKPOINTS, DIGESTS, LOG, MANIFEST, STAGE_KEY, STAGE_ORDER, partial_name  # noqa: F401  (MANIFEST: API)
 from videdit.runlog import StageLog, log_stage, read_log_events  # noqa: F401  (the log's API, re-exported)
+from videdit.shards import PartExecutor, Sharding, finished_parts, part_folder, parts_folder, prune_parts, run_parts_here
 
 # Files a stage keeps only for its own resumption; not part of its output digest.
 _PRIVATE_DIRS = (CHECKPOINTS,)
@@ -132,6 +133,9 @@ class Stage:
     # name -> file path, stage folder path (digested via its manifest), or a literal string identity
     inputs: dict[str, Any] = field(default_factory=dict)
     version: str = "1"
+    # Set when the run shards its frame-wise stages (--shard-frames, --engine ray): then the stage runs as
+    # parts and a merge instead of fn; the outputs are the same either way, so it stays out of the key.
+    shards: Sharding | None = None
 
 
 @dataclass
@@ -164,7 +168,9 @@ class StageOutcome:
 
 class StageRunner:
     def __init__(self, run_dir: Path, log: StageLog | None = None, force: bool | set[str] = False,
-                 verify: bool = False, warn: Callable[[str], None] | None = None):
+                 verify: bool = False, warn: Callable[[str], None] | None = None,
+                 parts: PartExecutor | None = None):
+        self.parts = parts or run_parts_here  # where a sharded stage's parts run
         self.verify = verify  # re-hash every output file of every cached stage, frames included
         self.warn = warn
         self.run_dir = Path(run_dir)
@@ -221,6 +227,24 @@ class StageRunner:
     def _forced(self, name: str) -> bool:
         return self.force is True or (isinstance(self.force, set) and name in self.force)
 
+    def _run_parts(self, name: str, shards: Sharding, work: Path) -> float:
+        """The missing parts (finished ones from an earlier attempt are kept), then the merge into `work`;
+        -> the merge's seconds (the serial end of a sharded stage)."""
+        plan = shards.plan()
+        prune_parts(work, plan)
+        done = finished_parts(work)
+        todo = [(frames, part_folder(work, frames)) for frames in plan if frames not in done]
+        if done:
+            self.log.write(name, "parts", f"{len(plan) - len(todo)} of {len(plan)} parts kept")
+        n_frames = plan[-1][1] if plan else 0
+        with progress.bar(n_frames, name, "frame", initial=sum(e - s for s, e in done)) as bar:
+            self.parts(name, todo, shards.part, bar.update)
+        # The merge links or copies out of the parts, so a merge cut off is simply done again.
+        t0 = time.perf_counter()
+        shards.merge([part_folder(work, frames) for frames in plan], work)
+        shutil.rmtree(parts_folder(work))
+        return time.perf_counter() - t0
+
     def run(self, stage: Stage) -> StageOutcome:
         final = self.run_dir / stage.name
         key = self.stage_key(stage)
@@ -246,9 +270,13 @@ class StageRunner:
         if reporter:
             reporter.stage_start(stage.name)
         t0 = time.perf_counter()
+        merge_seconds = None
         with log_stage(stage.name):
             try:
-                stage.fn(work)
+                if stage.shards is None:
+                    stage.fn(work)
+                else:
+                    merge_seconds = round(self._run_parts(stage.name, stage.shards, work), 3)
             except InputError as err:
                 hinted = _with_repair_hint(err, self.run_dir)
                 if hinted is err:
@@ -259,6 +287,8 @@ class StageRunner:
         output_digest, files = folder_digest(work)
         manifest = dict(key, params=stage.params, output_digest=output_digest, files=files,
                         finished=time.strftime("%Y-%m-%dT%H:%M:%S"), seconds=round(seconds, 3))
+        if merge_seconds is not None:
+            manifest["merge_seconds"] = merge_seconds
         atomic_write_text(work / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True, default=_json_default))
         (work / STAGE_KEY).unlink()
         if final.exists():

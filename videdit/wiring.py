@@ -20,6 +20,7 @@ from videdit.checkpoints import load_generator
 from videdit.edits import single_edits
 from videdit.runner import Stage, digest_text
 from videdit.settings import TEXT_EDIT_FILES
+from videdit.shards import ShardOptions, Sharding
 from videdit.stages import align as align_stage
 from videdit.stages import composite as composite_stage
 from videdit.stages import edit as edit_stage
@@ -38,10 +39,12 @@ class StageWiring:
     pipe: the videdit.pipeline.Pipeline (resolved settings, models, device, precision) the stages run for.
     """
 
-    def __init__(self, pipe: Any, video: Path, run_dir: Path, track=None, video_frames: int | None = None):
+    def __init__(self, pipe: Any, video: Path, run_dir: Path, track=None, video_frames: int | None = None,
+                 shards: ShardOptions | None = None):
         self.pipe, self.video, self.run_dir = pipe, video, run_dir
         self.track = track  # a videdit.face.tracks.FaceTrack: align and render that track only
         self.video_frames = video_frames  # with a track: the whole video's frame count (a strength ramp's `end`)
+        self.shards = shards  # cut encode, render and composite into frame ranges (videdit.shards)
         stage = records.RunFolder(run_dir).stage
         self.align_dir, self.encode_dir, self.tune_dir = stage("align"), stage("encode"), stage("tune")
         self.edit_dir, self.smooth_dir, self.stitch_dir = stage("edit"), stage("smooth"), stage("stitch")
@@ -67,6 +70,18 @@ class StageWiring:
         obj = self.pipe.sections[section]
         names = {f.name for f in dataclasses.fields(obj)}
         return dataclasses.replace(obj, **{k: v for k, v in (runtime or {}).items() if k in names})
+
+    def _sharding(self, part, merge, batch_size: int = 1) -> Sharding | None:
+        """The frame ranges of a frame-wise stage when this run shards (one face only), each holding whole
+        batches of `batch_size` frames, so every batch is the unsharded run's."""
+        if self.shards is None or self.track is not None:
+            return None
+        shards = self.shards
+
+        def plan():
+            return shards.ranges(records.AlignRecord.load(self.align_dir).n_frames, batch_size)
+
+        return Sharding(plan, part, merge)
 
     def w_keys(self) -> list[str]:
         """The keys rendered from W+ latents (the reconstruction and InterFaceGAN edits)."""
@@ -95,14 +110,16 @@ class StageWiring:
     def stage_encode(self) -> Stage:
         settings = self._settings("encode", {"device": self.pipe.device_request})
 
-        def fn(work: Path):
+        def fn(work: Path, frames: tuple[int, int] | None = None):
             enc, latent_avg = self.pipe.encoder()
-            encode_stage.run_encode(self.align_dir, work, enc, self.pipe.generator(), latent_avg, settings)
+            encode_stage.run_encode(self.align_dir, work, enc, self.pipe.generator(), latent_avg, settings, frames=frames)
 
         models = self.pipe.models
         params = _drop(dataclasses.asdict(settings), "device", "batch_size", "fit_memory")
+        shards = None if settings.save_preview else self._sharding(  # the preview is one H.264 stream: not cut
+            lambda start, end, folder: fn(folder, (start, end)), encode_stage.merge_encode_parts, settings.batch_size)
         return Stage("encode", fn, self._with_precision(params), {"align": self.align_dir, "encoder": models.encoder_identity(),
-                                                                  "generator": models.generator_identity()})
+                                                                  "generator": models.generator_identity()}, shards=shards)
 
     def stage_tune(self) -> Stage:
         tuner_name = self.pipe.resolved.tuner
@@ -205,25 +222,38 @@ class StageWiring:
                 render_stage.run_render_per_key({k: files.get(k, generator) for k in keys}, self.smooth_dir, work,
                                                 settings, load_generator=load, **where)
                 return
+            render_unstitched(work)
+
+        def render_unstitched(work: Path, frames: tuple[int, int] | None = None):
             offsets = self.tune_dir / records.OFFSETS  # the HyperStyle tuner's per-frame offsets
-            render_stage.run_render(self._render_generator(generator), self.smooth_dir, keys, work, settings,
-                                    offsets=offsets if offsets.is_file() else None, **where)
+            render_stage.run_render(self._render_generator(generator), self.smooth_dir, [k for k, _ in self.keys], work,
+                                    settings, offsets=offsets if offsets.is_file() else None, frames=frames, **where)
 
         inputs = {"tune": self.tune_dir, "smooth": self.smooth_dir, "video": self.video}
         if stitched:
             inputs["stitch"] = self.stitch_dir
         params = dict(_drop(dataclasses.asdict(settings), "batch_size", "fit_memory"), stitched=stitched)
-        return Stage("render", fn, self._with_precision(params), inputs)
+        shards = None if stitched else self._sharding(  # stitched: a generator per key, rendered whole
+            lambda start, end, folder: render_unstitched(folder, (start, end)),
+            lambda folders, work: render_stage.merge_render_parts(folders, work, settings, **where), settings.batch_size)
+        return Stage("render", fn, self._with_precision(params), inputs, shards=shards)
 
     def stage_composite(self) -> Stage:
         settings = self._settings("composite")
 
-        def fn(work: Path):
-            composite_stage.run_composite(self.video, self.align_dir, self.render_dir, [k for k, _ in self.keys], work,
-                                          settings, segments=records.AlignRecord.load(self.align_dir).segments())
+        keys = [k for k, _ in self.keys]
 
+        def fn(work: Path, frames: tuple[int, int] | None = None):
+            composite_stage.run_composite(self.video, self.align_dir, self.render_dir, keys, work, settings,
+                                          segments=records.AlignRecord.load(self.align_dir).segments(), frames=frames)
+
+        def merge(folders: list[Path], work: Path):
+            composite_stage.merge_composite_parts(self.video, self.align_dir, self.render_dir, keys, folders, work,
+                                                  settings, segments=records.AlignRecord.load(self.align_dir).segments())
+
+        shards = self._sharding(lambda start, end, folder: fn(folder, (start, end)), merge)
         return Stage("composite", fn, dataclasses.asdict(settings),
-                     {"render": self.render_dir, "align": self.align_dir, "video": self.video})
+                     {"render": self.render_dir, "align": self.align_dir, "video": self.video}, shards=shards)
 
 
 def tracks_composite_stage(pipe: Any, video: Path, run_dir: Path, chosen: list) -> Stage:

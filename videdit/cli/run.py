@@ -63,11 +63,14 @@ STAGES = STAGE_ORDER
 @click.option("--gpus-per-video", type=float, default=None, help="With --engine ray: GPUs per video (default: 1 if the cluster has GPUs, else 0).")
 @click.option("--cpus-per-video", type=float, default=None, help="With --engine ray: CPUs (and torch threads) per video [1].")
 @click.option("--max-retries", type=int, default=None, help="With --engine ray: retries of a video whose worker or node was lost [2].")
+@click.option("--shard-frames", default=None, help="Run encode, render and composite in parts of N frames ('auto': "
+              "about one per Ray worker): with --engine ray, one task per part across the cluster; locally, a run cut off "
+              "keeps its finished parts. The outputs are the same either way.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 def run(input_path, edit, strength, alpha, beta, expand, preset, out, until, from_stage, force, verify, wait, device, precision, batch_size, tuner, steps,
         allow_l2_only, save_masks, faces, codec, crf, encoder_preset, pix_fmt, recursive, sets, weights_dir, ops, engine, address, gpus_per_video, cpus_per_video,
-        max_retries, quiet, as_json):
+        max_retries, shard_frames, quiet, as_json):
     """Run the pipeline on a video, or on every video in a folder."""
     from videdit.presets import parse_set_option
     from videdit.strengths import strength_options
@@ -107,9 +110,18 @@ def run(input_path, edit, strength, alpha, beta, expand, preset, out, until, fro
     ray_options = {k: v for k, v in ray_options.items() if v is not None}
     if ray_options and engine != "ray":
         raise click.UsageError(f"--{next(iter(ray_options)).replace('_', '-')} needs --engine ray")
+    if shard_frames is not None:  # a bad value is one line before any video is touched
+        from videdit.errors import VideditError
+        from videdit.shards import parse_shard_frames
+
+        try:
+            parse_shard_frames(shard_frames)
+        except VideditError as exc:
+            fail(str(exc))
+    engine_options = dict(ray_options, **({"shard_frames": shard_frames} if shard_frames is not None else {}))
     with ops_mode(ops):
         results = run_many(pipe, input_path, out=out, until=until, from_stage=from_stage, force=force,
-                           recursive=recursive, engine=engine, engine_options=ray_options)
+                           recursive=recursive, engine=engine, engine_options=engine_options)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=1))
     single = len(results) == 1 and not input_path.is_dir()

@@ -329,8 +329,11 @@ def run_videos_ray(pipeline: "Pipeline", videos: Sequence[Path], out: Path | Non
                    address: str | None = None, gpus_per_video: float | None = None, cpus_per_video: float = 1.0,
                    max_retries: int = 2, until: str | None = None, from_stage: str | None = None, force: bool = False,
                    run_dirs: Sequence[Path] | None = None, echo: Callable[[str], None] | None = None,
-                   progress_every: float = 30.0) -> list["VideoResult"]:
+                   progress_every: float = 30.0, shard_frames: int | str | None = None) -> list["VideoResult"]:
     """Run each video as one Ray task; results in input order, failures reported like the local engine's.
+
+    shard_frames: instead, each video in turn with its encode, render and composite cut into parts of this
+    many frames ("auto": about one per worker), one Ray task per part (videdit.engines.ray_shards).
 
     address: None = Ray's default (RAY_ADDRESS, else the latest cluster started on this machine, else a
     new one-machine cluster); "auto" = an existing cluster on this machine; "HOST:PORT" = that head
@@ -358,6 +361,12 @@ def run_videos_ray(pipeline: "Pipeline", videos: Sequence[Path], out: Path | Non
     try:
         plan = plan_resources(ray.nodes(), pipeline.device_request, cpus_per_video, gpus_per_video)
         spec = PipelineSpec.from_pipeline(pipeline, device=plan.device, dumps=_cloudpickle_dumps(ray))
+        if shard_frames is not None:
+            from videdit.engines.ray_shards import run_videos_sharded
+            from videdit.shards import parse_shard_frames
+
+            return run_videos_sharded(ray, pipeline, jobs, plan, spec, shard_frames=parse_shard_frames(shard_frames),
+                                      max_retries=max_retries, until=until, from_stage=from_stage, force=force, say=say)
         batch = uuid.uuid4().hex
         offsets = [len(read_log_events(job.run_dir)) for job in jobs]
         if say:

@@ -14,6 +14,7 @@ frames; 1 means no visible seam added).
 """
 from __future__ import annotations
 
+import json
 import logging
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -25,7 +26,7 @@ import numpy as np
 
 from videdit import progress, records
 from videdit.errors import InputError
-from videdit.layout import MASKS_VIDEO, RENDER_INFO, composite_video_name, frame_name
+from videdit.layout import MASKS_VIDEO, RENDER_INFO, MASKS_DIR, SHARD_FRAMES, composite_video_name, deep_frame_name, frame_name
 
 log = logging.getLogger("videdit")
 
@@ -214,15 +215,39 @@ def run_composite(
     settings: CompositeSettings | None = None,
     *,
     segments: Sequence[tuple[int, int]] | None = None,
-) -> CompositeResult:
+    frames: tuple[int, int] | None = None,
+) -> CompositeResult | None:
     """Composite render_dir/<key>/%06d.png into the frames of source_video for each key (None = all).
 
     Writes out_dir/<key>.mp4 at the source's size, fps, timestamps and audio (and masks.mp4 with
     settings.save_masks). Frames where align found no face are copied unchanged. `segments` (shots)
     bound the mask landmarks' smoothing.
+
+    frames: only frames [start, end) (a part of a sharded run): the composited frames (lossless), their
+    timestamps and seam measurements go to out_dir, and merge_composite_parts encodes the videos once
+    from the parts, so the video encoder sees what the unsharded run gives it.
     """
-    return run_composite_layers(source_video, [FaceLayer(Path(align_dir), Path(render_dir), 0, segments)], keys,
-                                out_dir, settings, whole_video=True)
+    layer = FaceLayer(Path(align_dir), Path(render_dir), 0, segments)
+    if frames is None:
+        return run_composite_layers(source_video, [layer], keys, out_dir, settings, whole_video=True)
+    job = _Job(source_video, [layer], keys, settings, whole_video=True)
+    part = _PartWriter(Path(out_dir), job.keys, job.settings.save_masks)
+    for out in job.frames(*frames):
+        part.write(out)
+    part.close()
+    return None
+
+
+def merge_composite_parts(source_video: str | PathLike, align_dir: str | PathLike, render_dir: str | PathLike,
+                          keys: Sequence[str] | None, part_dirs: Sequence[str | PathLike], out_dir: str | PathLike,
+                          settings: CompositeSettings | None = None, *,
+                          segments: Sequence[tuple[int, int]] | None = None) -> CompositeResult:
+    """The composite stage's outputs from the parts of a sharded run, in frame order: one encode of the
+    parts' frames at their timestamps, the seam sums added up frame by frame as the unsharded run does."""
+    job = _Job(source_video, [FaceLayer(Path(align_dir), Path(render_dir), 0, segments)], keys, settings,
+               whole_video=True)
+    return job.write(Path(out_dir), (out for part in part_dirs for out in _read_part(Path(part), job.keys,
+                                                                                     job.settings.save_masks)))
 
 
 def run_composite_layers(
@@ -239,61 +264,71 @@ def run_composite_layers(
 
     whole_video: the (single) layer covers every frame of the video, which is checked.
     """
-    from videdit.face import paste as C
-    from videdit.io.reader import VideoReader
-    from videdit.io.writer import VideoWriter
+    job = _Job(source_video, layers, keys, settings, whole_video=whole_video)
+    return job.write(Path(out_dir), job.frames())
 
-    settings = settings or CompositeSettings()
-    source_video, out_dir = Path(source_video), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    loaded = sorted((_load_layer(layer, settings) for layer in layers), key=lambda l: l.face_size)
-    if not loaded:
-        raise InputError("composite: no face track to paste")
-    keys = list(keys) if keys is not None else list(loaded[0].layout.keys)
-    if not keys:
-        raise InputError(f"composite: no keys to composite in {loaded[0].render_dir}")
-    for layer in loaded:
-        for key in keys:
-            if not (layer.render_dir / key).is_dir():
-                raise InputError(f"composite: no rendered frames for {key!r} in {layer.render_dir}")
 
-    from videdit.io.color import to_uint8
-    from videdit.io.encoding import EncoderSettings
+@dataclass
+class _FrameOut:
+    """One composited frame: what each key's video (and the mask video) gets, and the seam energies
+    (composite, source) of every layer measured on it, per key."""
 
-    reader = VideoReader(source_video, rgb="source")
-    info = reader.info
-    n_frames = loaded[0].n_frames if whole_video else info.n_frames
-    deep = reader.dtype == np.uint16  # 10/12-bit source: composite at 8 bits, keep the source's bits elsewhere
-    encoder = EncoderSettings(codec=settings.codec, crf=settings.crf, preset=settings.preset, pix_fmt=settings.pix_fmt)
-    size = info.size
-    audio = None if info.is_image_folder or info.audio is None else source_video
-    result = CompositeResult(n_frames=n_frames, size=size)
-    tallies = {key: _SeamTally() for key in keys}
+    index: int
+    pts: int | None
+    images: dict[str, np.ndarray]
+    mask: np.ndarray | None
+    composited: int  # layers pasted into this frame
+    energies: dict[str, list[list[float]]]
 
-    def writer(path: Path) -> VideoWriter:
-        return VideoWriter(path, info.fps, size, audio_from=audio, time_base=info.time_base, settings=encoder,
-                           source=info)
 
-    with ExitStack() as stack:
-        writers = {}
-        for key in keys:
-            result.videos[key] = out_dir / composite_video_name(key)
-            writers[key] = stack.enter_context(writer(result.videos[key]))
-        mask_writer = None
-        if settings.save_masks:
-            result.masks_video = out_dir / MASKS_VIDEO
-            mask_writer = stack.enter_context(writer(result.masks_video))
+class _Job:
+    """The layers read in and the source opened: frames() composites, write() encodes and sums up."""
 
-        index = -1
-        for frame in progress.track(reader, n_frames, "composite", "frame"):
+    def __init__(self, source_video, layers: Sequence[FaceLayer], keys, settings: CompositeSettings | None,
+                 whole_video: bool):
+        from videdit.io.reader import VideoReader
+
+        self.settings = settings or CompositeSettings()
+        self.source_video = Path(source_video)
+        self.loaded = sorted((_load_layer(layer, self.settings) for layer in layers), key=lambda l: l.face_size)
+        if not self.loaded:
+            raise InputError("composite: no face track to paste")
+        self.keys = list(keys) if keys is not None else list(self.loaded[0].layout.keys)
+        if not self.keys:
+            raise InputError(f"composite: no keys to composite in {self.loaded[0].render_dir}")
+        for layer in self.loaded:
+            for key in self.keys:
+                if not (layer.render_dir / key).is_dir():
+                    raise InputError(f"composite: no rendered frames for {key!r} in {layer.render_dir}")
+        self.reader = VideoReader(self.source_video, rgb="source")
+        self.info = self.reader.info
+        self.whole_video = whole_video
+        self.n_frames = self.loaded[0].n_frames if whole_video else self.info.n_frames
+        self.deep = self.reader.dtype == np.uint16  # 10/12-bit source: composite at 8 bits, keep the source's bits elsewhere
+
+    def frames(self, start: int = 0, end: int | None = None):
+        """The composited frames [start, end) (None: to the end of the source) in order."""
+        from videdit.face import paste as C
+        from videdit.io.color import to_uint8
+
+        settings, keys, loaded, n_frames = self.settings, self.keys, self.loaded, self.n_frames
+        if end is not None and not 0 <= start < end <= n_frames:
+            raise InputError(f"composite: frames {start}-{end} outside the video's {n_frames}")
+        # Which frames get their seam measured counts composited frames from the start of the video.
+        n_composited = sum(int(np.count_nonzero(layer.face_found[:max(0, start - layer.start)])) for layer in loaded)
+        last = self.whole_video and (end is None or end >= n_frames)
+        wanted = None if end is None else range(start, end + 1 if last else end)  # one past the end: more frames?
+        index = start - 1
+        for frame in progress.track(self.reader.frames(wanted), (end or n_frames) - start, "composite", "frame"):
             index = frame.index
-            if whole_video and index >= n_frames:
-                raise InputError(f"composite: {source_video} has more frames than the {n_frames} aligned ones; "
+            if self.whole_video and index >= n_frames:
+                raise InputError(f"composite: {self.source_video} has more frames than the {n_frames} aligned ones; "
                                  "run the align stage again")
             full_depth = frame.image
-            image = to_uint8(full_depth) if deep else full_depth
+            image = to_uint8(full_depth) if self.deep else full_depth
             outs = {key: image for key in keys}
             masks = []
+            energies: dict[str, list[list[float]]] = {key: [] for key in keys}
             for layer in loaded:
                 local = index - layer.start
                 if not (0 <= local < layer.n_frames and layer.face_found[local]):
@@ -304,8 +339,8 @@ def run_composite_layers(
                     expand=layout.expand, mask=settings.mask, feather_px=settings.feather_px,
                     grow_forehead=settings.grow_forehead)
                 masks.append(blend_mask)
-                result.n_composited += 1
-                measure = settings.seam_every > 0 and (result.n_composited - 1) % settings.seam_every == 0
+                n_composited += 1
+                measure = settings.seam_every > 0 and (n_composited - 1) % settings.seam_every == 0
                 if measure:
                     source_energy = C.seam_energy(image[blend_mask.roi.slices], blend_mask.alpha, blend_mask.seam_sigma)
                 left, right, top, bottom = layout.expand
@@ -319,38 +354,126 @@ def run_composite_layers(
                     outs[key] = C.composite_frame(outs[key], render, layer.boxes[local], layout.resolution, blend_mask,
                                                   expand=layout.expand, color_match=settings.color_match)
                     if measure:
-                        tally = tallies[key]
-                        tally.composite += C.seam_energy(outs[key][blend_mask.roi.slices], blend_mask.alpha,
-                                                         blend_mask.seam_sigma)
-                        tally.source += source_energy
-                        tally.frames += 1
+                        energies[key].append([float(C.seam_energy(outs[key][blend_mask.roi.slices], blend_mask.alpha,
+                                                                  blend_mask.seam_sigma)), float(source_energy)])
+            images = {}
             for key in keys:
                 out = outs[key]
-                if deep:
+                if self.deep:
                     out = full_depth
                     for blend_mask in masks:
                         out = _at_source_depth(out, outs[key], blend_mask)
-                writers[key].write(out, pts=frame.pts)
-            if mask_writer is not None:
+                images[key] = out
+            grey = None
+            if settings.save_masks:
                 alpha = np.zeros(image.shape[:2])
                 for blend_mask in masks:
                     alpha = np.maximum(alpha, blend_mask.full(image.shape[:2]))
                 grey = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
-                grey = grey.astype(np.uint16) * 257 if deep else grey
-                mask_writer.write(np.repeat(grey[..., None], 3, axis=2), pts=frame.pts)
-        if whole_video and index + 1 != n_frames:
-            raise InputError(f"composite: {source_video} has {index + 1} frames but {n_frames} were aligned; "
+                grey = np.repeat((grey.astype(np.uint16) * 257 if self.deep else grey)[..., None], 3, axis=2)
+            yield _FrameOut(index, frame.pts, images, grey, len(masks), energies)
+        expected_last = (n_frames if end is None or last else end) - 1
+        if self.whole_video and index != expected_last:
+            raise InputError(f"composite: {self.source_video} has {index + 1} frames but {n_frames} were aligned; "
                              "run the align stage again")
-        result.n_frames = index + 1
 
-    result.seam_factor = {key: tally.factor() for key, tally in tallies.items()}
-    first = loaded[0].layout
-    result.stats = records.CompositeInfo(
-        n_frames=result.n_frames, n_composited=result.n_composited, size=list(size), resolution=first.resolution,
-        expand=list(first.expand), keys=keys, tracks=len(loaded),
-        seam_factor={k: (None if not np.isfinite(v) else round(v, 4)) for k, v in result.seam_factor.items()},
-        seam_frames={k: t.frames for k, t in tallies.items()}, settings=asdict(settings),
-        audio_copied=audio is not None).save(out_dir)
-    for key, factor in result.seam_factor.items():
-        log.info("composite: %s seam factor %.3f over %d frames", key, factor, tallies[key].frames)
-    return result
+    def write(self, out_dir: Path, frames) -> CompositeResult:
+        """Encode `frames` (composited _FrameOuts in order) into out_dir's videos; composite.json."""
+        from videdit.io.encoding import EncoderSettings
+        from videdit.io.writer import VideoWriter
+
+        settings, keys, info = self.settings, self.keys, self.info
+        out_dir.mkdir(parents=True, exist_ok=True)
+        encoder = EncoderSettings(codec=settings.codec, crf=settings.crf, preset=settings.preset, pix_fmt=settings.pix_fmt)
+        audio = None if info.is_image_folder or info.audio is None else self.source_video
+        result = CompositeResult(n_frames=self.n_frames, size=info.size)
+        tallies = {key: _SeamTally() for key in keys}
+
+        def writer(path: Path) -> VideoWriter:
+            return VideoWriter(path, info.fps, info.size, audio_from=audio, time_base=info.time_base, settings=encoder,
+                               source=info)
+
+        n_written = 0
+        with ExitStack() as stack:
+            writers = {}
+            for key in keys:
+                result.videos[key] = out_dir / composite_video_name(key)
+                writers[key] = stack.enter_context(writer(result.videos[key]))
+            mask_writer = None
+            if settings.save_masks:
+                result.masks_video = out_dir / MASKS_VIDEO
+                mask_writer = stack.enter_context(writer(result.masks_video))
+            for out in frames:
+                result.n_composited += out.composited
+                for key in keys:
+                    writers[key].write(out.images[key], pts=out.pts)
+                    for composite_energy, source_energy in out.energies[key]:  # summed in frame order, as measured
+                        tallies[key].composite += composite_energy
+                        tallies[key].source += source_energy
+                        tallies[key].frames += 1
+                if mask_writer is not None:
+                    mask_writer.write(out.mask, pts=out.pts)
+                n_written += 1
+        result.n_frames = n_written
+
+        result.seam_factor = {key: tally.factor() for key, tally in tallies.items()}
+        first = self.loaded[0].layout
+        result.stats = records.CompositeInfo(
+            n_frames=result.n_frames, n_composited=result.n_composited, size=list(info.size), resolution=first.resolution,
+            expand=list(first.expand), keys=keys, tracks=len(self.loaded),
+            seam_factor={k: (None if not np.isfinite(v) else round(v, 4)) for k, v in result.seam_factor.items()},
+            seam_frames={k: t.frames for k, t in tallies.items()}, settings=asdict(settings),
+            audio_copied=audio is not None).save(out_dir)
+        for key, factor in result.seam_factor.items():
+            log.info("composite: %s seam factor %.3f over %d frames", key, factor, tallies[key].frames)
+        return result
+
+
+def _frame_file(folder: Path, index: int, deep: bool) -> Path:
+    return folder / (deep_frame_name(index) if deep else frame_name(index))
+
+
+class _PartWriter:
+    """A part's composited frames on disk, lossless: <key>/ (and masks/) PNGs, or .npy for 16-bit frames,
+    and frames.json with each frame's index, pts, layers pasted and seam energies."""
+
+    def __init__(self, folder: Path, keys: list[str], masks: bool):
+        self.folder, self.keys, self.masks = folder, keys, masks
+        self.rows: list[dict] = []
+        for key in keys + ([MASKS_DIR] if masks else []):
+            (folder / key).mkdir(parents=True, exist_ok=True)
+
+    def _save(self, folder: Path, index: int, image: np.ndarray) -> None:
+        if image.dtype == np.uint16:
+            np.save(_frame_file(folder, index, True), image, allow_pickle=False)
+        else:
+            from videdit.io.png import write_png
+
+            write_png(_frame_file(folder, index, False), image)
+
+    def write(self, out: _FrameOut) -> None:
+        for key in self.keys:
+            self._save(self.folder / key, out.index, out.images[key])
+        if self.masks:
+            self._save(self.folder / MASKS_DIR, out.index, out.mask)
+        self.rows.append({"index": out.index, "pts": out.pts, "composited": out.composited, "energies": out.energies})
+
+    def close(self) -> None:
+        from videdit.fileio import atomic_write_text
+
+        atomic_write_text(self.folder / SHARD_FRAMES, json.dumps(self.rows))
+
+
+def _read_part(folder: Path, keys: list[str], masks: bool):
+    """A part's frames back as _FrameOuts, in order (JSON floats read back exactly)."""
+    from videdit.io.images import read_image
+
+    def load(sub: Path, index: int) -> np.ndarray:
+        deep = _frame_file(sub, index, True)
+        return np.load(deep, allow_pickle=False) if deep.is_file() else read_image(_frame_file(sub, index, False))
+
+    for row in json.loads((folder / SHARD_FRAMES).read_text()):
+        index = row["index"]
+        images = {key: load(folder / key, index) for key in keys}
+        mask = load(folder / MASKS_DIR, index) if masks else None
+        yield _FrameOut(index, row["pts"], images, mask, row["composited"], row["energies"])

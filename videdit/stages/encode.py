@@ -27,7 +27,7 @@ from videdit.io.color import to_uint8
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EncodeSettings", "EncodeResult", "run_encode", "load_aligned_batch"]
+__all__ = ["EncodeSettings", "EncodeResult", "run_encode", "merge_encode_parts", "load_aligned_batch"]
 
 DEFAULT_PREVIEW_FPS = Fraction(25)
 
@@ -78,8 +78,13 @@ def _preview_fps(align_dir: Path) -> Fraction:
     return info.fps if info is not None and info.fps > 0 else DEFAULT_PREVIEW_FPS
 
 
-def run_encode(align_dir: Path, out_dir: Path, encoder, generator, latent_avg, settings: EncodeSettings | None = None) -> EncodeResult:
+def run_encode(align_dir: Path, out_dir: Path, encoder, generator, latent_avg, settings: EncodeSettings | None = None,
+               frames: tuple[int, int] | None = None) -> EncodeResult:
     """Encode every aligned crop of `align_dir` into out_dir/latents.npy (float32 [N, num_ws, 512]).
+
+    frames: only frames [start, end) (a part of a sharded run: latents.npy then holds end - start rows,
+    merge_encode_parts joins the parts). Batches are counted from `start`, so a part that starts on a
+    multiple of batch_size runs exactly the unsharded run's batches. No preview in a part.
 
     encoder: a ReStyleEncoder (any module mapping [B, 6, S, S] to [B, num_ws, 512] works); generator:
     a StyleGAN3 generator (`synthesis(ws, transform=...)`, `num_ws`); latent_avg: [512] tensor. Both
@@ -102,8 +107,12 @@ def run_encode(align_dir: Path, out_dir: Path, encoder, generator, latent_avg, s
     n_found = len(list((align_dir / records.ALIGNED).glob("*.png")))
     if n_found != n_frames:
         raise InputError(f"{align_dir}: {n_found} aligned crops but {records.TRANSFORMS} describes {n_frames} frames")
+    start, end = (0, n_frames) if frames is None else (int(frames[0]), int(frames[1]))
+    if not 0 <= start < end <= n_frames:
+        raise InputError(f"encode: frames {start}-{end} outside the video's {n_frames}")
+    save_preview = settings.save_preview and frames is None
     unaligned = None
-    if settings.save_preview and (align_dir / records.UNALIGNED).is_dir():
+    if save_preview and (align_dir / records.UNALIGNED).is_dir():
         unaligned = records.frame_paths(align_dir / records.UNALIGNED, n_frames)
 
     device = resolve_device(settings.device)
@@ -115,21 +124,21 @@ def run_encode(align_dir: Path, out_dir: Path, encoder, generator, latent_avg, s
 
     out_dir.mkdir(parents=True, exist_ok=True)
     latents_path = out_dir / records.LATENTS
-    latents = np.lib.format.open_memmap(latents_path, mode="w+", dtype=np.float32, shape=(n_frames, num_ws, latent_avg.shape[-1]))
+    latents = np.lib.format.open_memmap(latents_path, mode="w+", dtype=np.float32, shape=(end - start, num_ws, latent_avg.shape[-1]))
     size = settings.input_size
     avg = average_image(generator, latent_avg, size)
     batch_size = settings.batch_size
     if settings.fit_memory and batch_size > 1:
         from videdit.memory import fit_batch
 
-        first = load_aligned_batch(aligned[:1], size).to(device)
+        first = load_aligned_batch(aligned[start:start + 1], size).to(device)
         batch_size = fit_batch(batch_size, lambda: restyle_invert(
             encoder, generator, first, latent_avg, n_iters=settings.n_iters, avg_image=avg,
-            synthesis_transforms=synthesis_transforms[:1], input_size=size, render_final=False),
+            synthesis_transforms=synthesis_transforms[start:start + 1], input_size=size, render_final=False),
             device=str(device), what="encode").batch_size
-    batches = [list(range(i, min(i + batch_size, n_frames))) for i in range(0, n_frames, batch_size)]
+    batches = [list(range(i, min(i + batch_size, end))) for i in range(start, end, batch_size)]
 
-    preview_path = out_dir / records.PREVIEW if settings.save_preview else None
+    preview_path = out_dir / records.PREVIEW if save_preview else None
     writer = None
     if preview_path is not None:
         from videdit.io.writer import VideoWriter
@@ -144,7 +153,7 @@ def run_encode(align_dir: Path, out_dir: Path, encoder, generator, latent_avg, s
 
     try:
         # Crops of the next batch are decoded in a thread while this one runs.
-        with ThreadPoolExecutor(max_workers=1) as pool, progress.bar(n_frames, "encode", "frame") as bar:
+        with ThreadPoolExecutor(max_workers=1) as pool, progress.bar(end - start, "encode", "frame") as bar:
             pending = pool.submit(load, batches[0])
             for index, batch in enumerate(batches):
                 images, unaligned_images = pending.result()
@@ -155,7 +164,7 @@ def run_encode(align_dir: Path, out_dir: Path, encoder, generator, latent_avg, s
                     synthesis_transforms=synthesis_transforms[batch[0]:batch[-1] + 1], input_size=size,
                     render_final=writer is not None,
                 )
-                latents[batch[0]:batch[-1] + 1] = out.codes.to("cpu").numpy()
+                latents[batch[0] - start:batch[-1] + 1 - start] = out.codes.to("cpu").numpy()
                 if writer is not None:
                     rows = [images] + [p.to("cpu") for p in out.pooled_per_iter]
                     if unaligned_images is not None:
@@ -173,4 +182,23 @@ def run_encode(align_dir: Path, out_dir: Path, encoder, generator, latent_avg, s
         if writer is not None:
             writer.close(discard=True)
         del latents
-    return EncodeResult(latents_path=latents_path, n_frames=n_frames, preview_path=preview_path)
+    return EncodeResult(latents_path=latents_path, n_frames=end - start, preview_path=preview_path)
+
+
+def merge_encode_parts(part_dirs: list[Path], out_dir: Path) -> EncodeResult:
+    """out_dir/latents.npy from the parts' latents.npy, in the given (frame) order: the unsharded file's bytes
+    (the same header, written the same way, and the same rows)."""
+    parts = [records.load_latents(Path(d) / records.LATENTS, mmap=True) for d in part_dirs]
+    if not parts:
+        raise InputError("encode: no parts to merge")
+    n_frames = sum(len(p) for p in parts)
+    out_dir = Path(out_dir)
+    latents_path = out_dir / records.LATENTS
+    latents = np.lib.format.open_memmap(latents_path, mode="w+", dtype=np.float32, shape=(n_frames, *parts[0].shape[1:]))
+    row = 0
+    for part in parts:
+        latents[row:row + len(part)] = part
+        row += len(part)
+    latents.flush()
+    del latents
+    return EncodeResult(latents_path=latents_path, n_frames=n_frames)

@@ -208,6 +208,7 @@ def run_render(
     align_dir: str | PathLike | None = None,
     offsets: str | PathLike | None = None,
     device: str = "cpu",
+    frames: tuple[int, int] | None = None,
 ) -> RenderResult:
     """Render smooth_dir/latents_<key>.npy at smooth_dir/transforms.npz for each key (None = all found); an S
     edit's key (smooth_dir/styles_<key>.safetensors) renders the styles of its W+ latents (a combined edit's) or of
@@ -218,6 +219,10 @@ def run_render(
     per-frame weight offsets (`tune/offsets.safetensors`, a `FrameOffsets` file or object): the offset
     layers get back their stored original weights and frame i is rendered with W (1 + Delta_i), every
     output (reconstruction and edits) with the frame's own offsets, as HyperStyle edits.
+
+    frames: only frames [start, end) (a part of a sharded run): their PNGs and render.json, no videos;
+    merge_render_parts joins the parts and writes the videos from the PNGs. Batches are counted from
+    `start`, so a part that starts on a multiple of batch_size renders the unsharded run's batches.
     """
     from videdit.io.writer import VideoWriter
 
@@ -272,6 +277,10 @@ def run_render(
     fps, audio, source_info = _video_timing(source_video, align_dir)
     with_inputs = settings.side_by_side and align_dir is not None and (align_dir / records.UNALIGNED).is_dir()
 
+    start, end = (0, n) if frames is None else (int(frames[0]), int(frames[1]))
+    if not 0 <= start < end <= n:
+        raise InputError(f"render: frames {start}-{end} outside the video's {n}")
+    videos = frames is None
     result = RenderResult(num_frames=n, fps=fps, size=canvas_size)
     for key in keys:
         result.frames_dirs[key] = out_dir / key
@@ -281,16 +290,10 @@ def run_render(
     from PIL import Image
 
     with ExitStack() as stack:
-        writers = {key: stack.enter_context(VideoWriter(result.videos[key], fps, canvas_size, audio_from=audio,
-                                                        crf=settings.crf, source=source_info))
-                   for key in keys}
-        columns = len(keys) + int(with_inputs)
-        side = None
-        if settings.side_by_side:
-            result.side_by_side = out_dir / SIDE_BY_SIDE_VIDEO
-            side = stack.enter_context(VideoWriter(result.side_by_side, fps, (canvas_size[0] * columns, canvas_size[1]),
-                                                   audio_from=audio, crf=settings.crf, source=source_info))
-        bar = stack.enter_context(progress.bar(n, "render", "frame"))
+        writers, side = {}, None
+        if videos:
+            writers, side = _video_writers(stack, result, keys, with_inputs, settings, audio, source_info)
+        bar = stack.enter_context(progress.bar(end - start, "render", "frame"))
         batch_size = max(1, settings.batch_size)
         if settings.fit_memory and batch_size > 1:
             from videdit.memory import fit_batch
@@ -299,8 +302,8 @@ def run_render(
             probe_deltas = None if frame_offsets is None else frame_offsets.deltas(np.arange(1), dev)
             batch_size = fit_batch(batch_size, lambda: render_expanded(
                 G, probe_ws, inv_all[:1].to(dev), tiles, canvas_size, probe_deltas), device=str(dev), what="render").batch_size
-        for lo in range(0, n, batch_size):
-            idx = np.arange(lo, min(lo + batch_size, n))
+        for lo in range(start, end, batch_size):
+            idx = np.arange(lo, min(lo + batch_size, end))
             inv = inv_all[idx].to(dev)
             deltas = None if frame_offsets is None else frame_offsets.deltas(idx, dev)
             batch_frames = {}
@@ -314,19 +317,89 @@ def run_render(
                 for j, frame in enumerate(frames):
                     Image.fromarray(frame).save(result.frames_dirs[key] / records.frame_name(int(idx[j])),
                                                 compress_level=settings.png_compress_level)
-                    writers[key].write(frame)
+                    if videos:
+                        writers[key].write(frame)
                 batch_frames[key] = frames
             if side is not None:
                 for j, i in enumerate(idx):
-                    parts = [_input_crop(align_dir, int(i), res, canvas_size, expand)] if with_inputs else []
-                    parts += [batch_frames[key][j] for key in keys]
-                    side.write(np.concatenate(parts, axis=1))
+                    side.write(_side_by_side_frame([batch_frames[key][j] for key in keys], align_dir, int(i), res,
+                                                   canvas_size, expand, with_inputs))
             bar.update(len(idx))
     records.RenderInfo(
         num_frames=n, fps=str(fps), resolution=res, expand=list(expand), feather=settings.feather,
         canvas_size=list(canvas_size), keys=keys,
         weight_offsets=None if frame_offsets is None else {"kind": "hyperstyle per-frame", "layers": frame_offsets.layers},
         side_by_side_columns=(["input"] if with_inputs else []) + keys if settings.side_by_side else []).save(out_dir)
+    return result
+
+
+def _video_writers(stack: ExitStack, result: RenderResult, keys: Sequence[str], with_inputs: bool,
+                   settings: RenderSettings, audio, source_info):
+    """The crop videos' writers by key and the side-by-side one (or None), entered on `stack`: one place, so
+    the unsharded render and the merge of a sharded one encode with the same settings."""
+    from videdit.io.writer import VideoWriter
+
+    fps, canvas_size = result.fps, result.size
+    writers = {key: stack.enter_context(VideoWriter(result.videos[key], fps, canvas_size, audio_from=audio,
+                                                    crf=settings.crf, source=source_info))
+               for key in keys}
+    side = None
+    if settings.side_by_side:
+        columns = len(keys) + int(with_inputs)
+        result.side_by_side = result.videos[keys[0]].parent / SIDE_BY_SIDE_VIDEO
+        side = stack.enter_context(VideoWriter(result.side_by_side, fps, (canvas_size[0] * columns, canvas_size[1]),
+                                               audio_from=audio, crf=settings.crf, source=source_info))
+    return writers, side
+
+
+def _side_by_side_frame(frames: list[np.ndarray], align_dir, index: int, res: int, canvas_size, expand,
+                        with_inputs: bool) -> np.ndarray:
+    parts = [_input_crop(align_dir, index, res, canvas_size, expand)] if with_inputs else []
+    return np.concatenate(parts + frames, axis=1)
+
+
+def merge_render_parts(part_dirs: Sequence[str | PathLike], out_dir: str | PathLike, settings: RenderSettings | None = None,
+                       *, source_video: str | PathLike | None = None, align_dir: str | PathLike | None = None,
+                       device: str = "cpu") -> RenderResult:
+    """The render stage's outputs from the parts of a sharded run (in frame order): every part's frames
+    linked into out_dir/<key>/, then the videos encoded once from those lossless frames (the pixels the
+    unsharded render encodes, so the same bytes), render.json as the parts wrote it. device: unused (the
+    same keyword arguments as run_render)."""
+    from videdit.fileio import link_or_copy
+
+    settings = settings or RenderSettings()
+    out_dir, align_dir = Path(out_dir), Path(align_dir) if align_dir is not None else None
+    part_dirs = [Path(d) for d in part_dirs]
+    info = records.RenderInfo.load(part_dirs[0]) if part_dirs else None
+    if info is None:
+        raise InputError(f"render: no {layout.RENDER_INFO} in the parts to merge")
+    keys = list(info.keys)
+    for key in keys:
+        (out_dir / key).mkdir(parents=True, exist_ok=True)
+        for part in part_dirs:
+            for frame in sorted((part / key).iterdir()):
+                link_or_copy(frame, out_dir / key / frame.name)
+    info.save(out_dir)
+    fps, audio, source_info = _video_timing(source_video, align_dir)
+    canvas_size = tuple(info.canvas_size)
+    result = RenderResult(num_frames=info.num_frames, fps=fps, size=canvas_size)
+    for key in keys:
+        result.frames_dirs[key] = out_dir / key
+        result.videos[key] = out_dir / layout.render_video_name(key)
+    with_inputs = bool(info.side_by_side_columns) and info.side_by_side_columns[0] == "input"
+    from PIL import Image
+
+    with ExitStack() as stack:
+        writers, side = _video_writers(stack, result, keys, with_inputs, settings, audio, source_info)
+        for i in range(info.num_frames):
+            frames = []
+            for key in keys:
+                with Image.open(result.frames_dirs[key] / records.frame_name(i)) as image:
+                    frames.append(np.asarray(image.convert("RGB")))
+                writers[key].write(frames[-1])
+            if side is not None:
+                side.write(_side_by_side_frame(frames, align_dir, i, info.resolution, canvas_size, tuple(info.expand),
+                                               with_inputs))
     return result
 
 
