@@ -14,18 +14,11 @@ from typing import Any
 
 from videdit import records
 from videdit import weights as W
-from videdit.checkpoints import load_generator
 from videdit.runner import Stage, digest_text
 from videdit.settings import TEXT_EDIT_FILES
-from videdit.stages import align as align_stage
-from videdit.stages import composite as composite_stage
-from videdit.stages import edit as edit_stage
-from videdit.stages import encode as encode_stage
-from videdit.stages import render as render_stage
-from videdit.stages import smooth as smooth_stage
-from videdit.stages import stitch as stitch_stage
-from videdit.stages import tune as tune_stage
-from videdit.tuning import get_tuner
+
+# Each stage module (and the checkpoints and tuners, which load torch) is imported in the method that wires
+# its stage: a run that stops after align loads no network code (start-up, benchmarks/startup.py).
 
 
 class StageWiring:
@@ -50,6 +43,8 @@ class StageWiring:
         return params if precision == "fp32" else dict(params, precision=precision)
 
     def _load_at_precision(self, path: Path):
+        from videdit.checkpoints import load_generator
+
         return self.pipe.with_precision(load_generator(path, device=self.pipe.device))
 
     def _render_generator(self, path: Path):
@@ -69,6 +64,8 @@ class StageWiring:
                                                for k, _ in s.keys()]
 
     def stage_align(self) -> Stage:
+        from videdit.stages import align as align_stage
+
         settings = self._settings("align", {"device": self.pipe.device_request})
         track = None
         if self.track is not None:
@@ -88,6 +85,8 @@ class StageWiring:
         return Stage("align", fn, params, {"video": self.video})
 
     def stage_encode(self) -> Stage:
+        from videdit.stages import encode as encode_stage
+
         settings = self._settings("encode", {"device": self.pipe.device_request})
 
         def fn(work: Path):
@@ -100,6 +99,9 @@ class StageWiring:
                                                                   "generator": models.generator_identity()})
 
     def stage_tune(self) -> Stage:
+        from videdit.stages import tune as tune_stage
+        from videdit.tuning import get_tuner
+
         tuner_name = self.pipe.resolved.tuner
         tuner = get_tuner(tuner_name)
         runtime = {"device": self.pipe.device_request, "progress": not self.pipe.quiet, "weights_dir": str(self.pipe.weights_dir)}
@@ -117,6 +119,8 @@ class StageWiring:
         return Stage("tune", fn, self._with_precision(params), dict(inputs, **files))
 
     def stage_edit(self) -> Stage:
+        from videdit.stages import edit as edit_stage
+
         options = self.pipe.sections["edit"]
         specs = options.specs
         models = self.pipe.models
@@ -142,6 +146,8 @@ class StageWiring:
         return Stage("edit", fn, params, inputs)
 
     def stage_smooth(self) -> Stage:
+        from videdit.stages import smooth as smooth_stage
+
         settings = self._settings("smooth")
 
         def fn(work: Path):
@@ -153,6 +159,8 @@ class StageWiring:
         return Stage("smooth", fn, dataclasses.asdict(settings), {"edit": self.edit_dir, "align": self.align_dir})
 
     def stage_stitch(self) -> Stage:
+        from videdit.stages import stitch as stitch_stage
+
         settings = self._settings("stitch", {"device": self.pipe.device, "progress": not self.pipe.quiet})
 
         def fn(work: Path):
@@ -162,6 +170,8 @@ class StageWiring:
                      {"align": self.align_dir, "smooth": self.smooth_dir, "tune": self.tune_dir})
 
     def stage_render(self) -> Stage:
+        from videdit.stages import render as render_stage
+
         settings = self._settings("render")
         stitched = "stitch" in self.pipe.active_stages()
         generator = self.tune_dir / records.GENERATOR
@@ -186,6 +196,8 @@ class StageWiring:
         return Stage("render", fn, self._with_precision(params), inputs)
 
     def stage_composite(self) -> Stage:
+        from videdit.stages import composite as composite_stage
+
         settings = self._settings("composite")
 
         def fn(work: Path):
@@ -199,6 +211,8 @@ class StageWiring:
 def tracks_composite_stage(pipe: Any, video: Path, run_dir: Path, chosen: list) -> Stage:
     """The composite of several face tracks (each rendered in RUN/<track dir>/): every chosen track pasted,
     smaller faces first, into RUN/composite/."""
+    from videdit.stages import composite as composite_stage
+
     settings = pipe.sections["composite"]
     keys = [k for k, _ in pipe.edit_keys()]
     layers = []
