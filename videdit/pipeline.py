@@ -28,6 +28,7 @@ from videdit.models import (  # noqa: F401  (ModelSource, PretrainedModels, Stan
     ModelSource,
     PretrainedModels,
     StandInModels,
+    apply_compile,
     apply_precision,
     run_precision,
     tf32_switches,
@@ -105,8 +106,9 @@ class Pipeline:
         return self._loaded["precision"]
 
     def with_precision(self, G):
-        """G set to run at this run's precision: the one place the setting reaches a generator."""
-        return apply_precision(G, self.precision)
+        """G set to run at this run's precision, and compiled if the run says so: the one place these
+        run-wide settings reach a generator."""
+        return apply_compile(apply_precision(G, self.precision), self.run_options.compile)
 
     def generator(self):
         if "generator" not in self._loaded:

@@ -48,9 +48,10 @@ class StageWiring:
         return self.pipe.with_precision(load_generator(path, device=self.pipe.device))
 
     def _render_generator(self, path: Path):
-        """What run_render gets for a tuned generator file: the path (render loads it; float32 layers), or for
-        an fp16 run the generator loaded here at the run's precision."""
-        return path if self.pipe.precision != "fp16" else self._load_at_precision(path)
+        """What run_render gets for a tuned generator file: the path (render loads it; float32 layers, eager), or
+        for an fp16 or compiled run the generator loaded here at the run's settings."""
+        plain = self.pipe.precision != "fp16" and not self.pipe.run_options.compile
+        return path if plain else self._load_at_precision(path)
 
     def _settings(self, section: str, runtime: dict[str, Any] | None = None):
         """The section's resolved settings (checked when the pipeline was made), with runtime fields set."""
@@ -181,7 +182,7 @@ class StageWiring:
             keys = [k for k, _ in self.keys]
             if stitched:  # each W+ key with its own stitched generator (no HyperStyle offsets: the stitch tuned past them)
                 files = {k: self.stitch_dir / records.stitched_generator_name(k) for k in self.w_keys()}
-                load = self._load_at_precision if self.pipe.precision == "fp16" else None
+                load = self._load_at_precision if self.pipe.precision == "fp16" or self.pipe.run_options.compile else None
                 render_stage.run_render_per_key({k: files.get(k, generator) for k in keys}, self.smooth_dir, work,
                                                 settings, load_generator=load, **where)
                 return
