@@ -192,9 +192,11 @@ class Pipeline:
         reporter = Reporter(quiet=self.quiet, stream=self.stream)
         runner = StageRunner(run_dir, log, force=forced, verify=self.verify, warn=reporter.say)
         log.handler.echo = None if self.quiet else reporter.say
-        # Only align runs without torch: a run that stops there neither resolves the device nor loads torch.
+        # Only align runs without torch: a run that stops there neither resolves the device nor loads torch
+        # (unless a precision other than fp32 was asked for: whether it can run is said once, whatever the stages).
         last = STAGE_ORDER.index(until) if until else len(STAGE_ORDER) - 1
-        with_torch = any(name != "align" for name in self.active_stages() if name in STAGE_ORDER[: last + 1])
+        with_torch = (any(name != "align" for name in self.active_stages() if name in STAGE_ORDER[: last + 1])
+                      or self.run_options.precision != "fp32")
         log.write("run", "start", f"{video} -> {run_dir}; "
                                   f"{environment_line(self.device if with_torch else self.device_request, with_torch)}; "
                                   f"settings {digest_text(canonical_json(settings))[:16]}")
