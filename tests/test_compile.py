@@ -39,6 +39,7 @@ def test_a_failing_compilation_warns_once_and_runs_eagerly_with_the_same_bits(ca
     assert torch.equal(first, eager) and torch.equal(second, eager)
 
 
+@pytest.mark.slow  # dynamo traces every layer: tens of seconds on 2 busy cores
 def test_compiled_layers_match_eager_and_a_deep_copy_renders_with_its_own_weights():
     G, ws = _tiny()
     with torch.no_grad():
