@@ -8,6 +8,11 @@
 * fp16:      the CUDA kernels in float16 against float32.
 * synthesis: the whole synthesis network (random weights) per frame, PyTorch path vs CUDA kernels,
              forward and forward + backward (what a tuning step pays).
+* compile:   the whole synthesis network (R-1024 and T-256, random weights, forward) eager against
+             torch.compile (`--compile`: inductor's default mode), against mode reduce-overhead (CUDA
+             graphs; CUDA only), and fp16 against fp32 eager and compiled: seconds per image and ratios.
+             The first compiled call (compilation) is reported apart. `--compile-backend eager` checks the
+             plumbing on a CPU in seconds.
 * precision: the whole synthesis network at `--precision` fp16 and tf32 against fp32 (R-1024 and
              T-256, random weights, default ops): seconds per image, and how far the image moves
              (mean and max absolute difference, PSNR over the image range [-1, 1]).
@@ -36,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-SECTIONS = ("ops", "fp16", "synthesis", "precision", "pipeline")
+SECTIONS = ("ops", "fp16", "synthesis", "compile", "precision", "pipeline")
 LAYERS = 15  # 14 synthesis layers + ToRGB
 
 
@@ -253,6 +258,53 @@ def section_synthesis(args, median_ms) -> str:
                       "ratio", "max rel diff"], rows) + "\n\nfp16 and tf32 against fp32: the precision section.")
 
 
+def section_compile(args, median_ms) -> str:
+    """Eager against torch.compile (and CUDA graphs), fp32 and fp16, as the pipeline sets them (apply_compile,
+    apply_precision); every ratio is eager fp32 / this, in this run."""
+    import torch
+
+    import videdit.networks.stylegan3 as sg3
+    from videdit.models import apply_compile, apply_precision
+
+    variants = [("eager", "fp32", False, None), ("compiled", "fp32", True, None)]
+    if args.device == "cuda":
+        variants += [("compiled, CUDA graphs", "fp32", True, "reduce-overhead"), ("eager", "fp16", False, None),
+                     ("compiled", "fp16", True, None)]
+    networks = [("R", sg3.r_config_kwargs), ("T", sg3.t_config_kwargs)]
+    resolutions = {"R": args.synthesis_resolution, "T": min(args.synthesis_resolution, 256)}
+    rows = []
+    for config, make in networks:
+        label = f"{config}-{resolutions[config]}"
+        torch.manual_seed(0)
+        G = sg3.Generator(**make(resolutions[config])).to(args.device).eval()
+        ws = G.mapping(torch.randn([1, G.z_dim], device=args.device), truncation_psi=0.7).detach()
+        seconds, images = {}, {}
+        for name, precision, compiled, mode in variants:
+            apply_precision(G, precision)
+            apply_compile(G, compiled, backend=args.compile_backend, mode=mode if args.compile_backend == "inductor" else None)
+            with torch.no_grad():
+                start = time.perf_counter()
+                images[(name, precision)] = G.synthesis(ws)  # the first call compiles
+                if args.device == "cuda":
+                    torch.cuda.synchronize()
+                first = time.perf_counter() - start
+                fell_back = compiled and G.synthesis.compiled_render is None
+                seconds[(name, precision)] = median_ms(lambda: G.synthesis(ws), args.repeats) / 1e3
+            reference = seconds[("eager", "fp32")]
+            _, max_abs, psnr = _image_difference(images[(name, precision)], images[("eager", "fp32")])
+            rows.append([label, name + (" (FELL BACK to eager)" if fell_back else ""), precision, f"{first:.2f}",
+                         f"{seconds[(name, precision)]:.4f}", f"{reference / seconds[(name, precision)]:.2f}",
+                         f"{max_abs:.1e}", f"{psnr:.1f}"])
+            print(f"  {label} {name} {precision}: {reference / seconds[(name, precision)]:.2f}x", file=sys.stderr, flush=True)
+        apply_compile(G, False)
+        del G
+    return (f"### Synthesis compiled against eager, fp16 against fp32 (seconds per image, batch 1, {args.device}, "
+            f"backend {args.compile_backend}, random weights, median of {args.repeats})\n\n"
+            + _table(["network", "how", "precision", "first call s", "s", "eager fp32 / this", "max abs diff",
+                      "PSNR dB"], rows)
+            + "\n\nfirst call: compilation included. Differences to the eager fp32 image; PSNR over the range [-1, 1].")
+
+
 def _image_difference(image, reference) -> tuple[float, float, float]:
     """(mean abs, max abs, PSNR in dB over the image range [-1, 1], i.e. a peak-to-peak of 2)."""
     diff = (image.double() - reference.double()).abs()
@@ -344,6 +396,7 @@ def _parse(argv):
     parser.add_argument("--channels", type=int, default=None, help="cap the layers' channel counts")
     parser.add_argument("--synthesis-resolution", type=int, default=1024)
     parser.add_argument("--batches", default="1,8", help="synthesis batch sizes")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compile section")
     parser.add_argument("--frames", type=int, default=16, help="frames of the pipeline clip")
     parser.add_argument("--tune-steps", type=int, default=50, help="tuning steps of the pipeline run")
     args = parser.parse_args(argv)
@@ -366,7 +419,7 @@ def main(argv=None) -> int:
         from videdit.ops import kernels
 
         if kernels.cuda_module() is None:  # the kernel columns would time the PyTorch path twice
-            kept = ("pipeline", "precision")  # these time whatever ops run by default
+            kept = ("pipeline", "precision", "compile")  # these time whatever ops run by default
             kernel_sections = [s for s in args.sections if s not in kept]
             print(f"gpu_bench: the CUDA kernels are unavailable (see the warning above); skipping {kernel_sections}",
                   file=sys.stderr)
@@ -381,7 +434,7 @@ def main(argv=None) -> int:
             text = section_pipeline(args)
         else:
             text = {"ops": section_ops, "fp16": section_fp16, "synthesis": section_synthesis,
-                    "precision": section_precision}[section](args, median_ms)
+                    "compile": section_compile, "precision": section_precision}[section](args, median_ms)
         print(text + "\n", flush=True)
     return 0
 

@@ -6,6 +6,7 @@
 #   SKIP_SETUP=1 PYTHON=/path/to/python scripts/gpu_check.sh
 #   GPU_BENCH_ARGS="--sections ops,fp16 --repeats 5" scripts/gpu_check.sh
 #   GPU_BENCH_ARGS="--sections precision" scripts/gpu_check.sh   # only --precision fp16/tf32 vs fp32
+#   GPU_BENCH_ARGS="--sections compile" scripts/gpu_check.sh     # only torch.compile / CUDA graphs vs eager
 #
 # setup.sh needs PyPI; on a machine without internet use SKIP_SETUP=1 and PYTHON set to an environment
 # that already has videdit's dependencies (a CUDA build of torch). nvcc is needed for the kernels.
@@ -15,7 +16,8 @@
 # against the PyTorch reference, forward and backward, the self-check in place, and
 # tests/test_precision.py's fp16-vs-fp32 images with a hook confirming the float16 layers);
 # `python -m benchmarks gpu` (CUDA kernels vs the PyTorch path per op, fp16 vs fp32 kernels, whole
-# synthesis, `--precision` fp16 and tf32 against fp32 at R-1024 and T-256: seconds per image, ratio,
+# synthesis, torch.compile (`--compile`) and CUDA graphs against eager and fp16 against fp32 with the
+# compile time apart, `--precision` fp16 and tf32 against fp32 at R-1024 and T-256: seconds per image, ratio,
 # mean/max abs difference and PSNR; whole pipeline seconds per frame); `python -m benchmarks pipeline --device
 # cuda` (every stage at the real configuration against its floor, and the 1-minute clip; PIPELINE_BENCH_ARGS
 # replaces its "--frames 30 --tune-steps 5"). Everything printed is also saved under

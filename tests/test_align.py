@@ -641,3 +641,32 @@ def test_stage_converts_each_frame_once_when_faces_are_found(tmp_path, dlib_back
     result = run_align(truth.path, tmp_path / "gap", settings, backend=dlib_backend)
     assert result.n_faces_found == 5 and len(conversions) == 6 + 1
     assert len(list((tmp_path / "gap" / "unaligned").glob("*.png"))) == 6
+
+
+@pytest.mark.parametrize("photo", ["astronaut", "grace_hopper"])
+def test_fast_warp_is_pil_warp_up_to_fixed_point_rounding(photo):
+    """quad_to_crop(fast_warp=True) (OpenCV, the unaligned crops) against PIL's warp on a turned quad: the same
+    sample positions, so they differ only by OpenCV's fixed point. Bound per pixel: OpenCV rounds a position
+    to 1/32 px (off by at most 1/64 on each axis, sqrt(2)/64 px in all), which moves a bilinear value by at
+    most the local slope times that; both results are rounded to integers (1 step at most between them) and
+    OpenCV's 15-bit weights add under 255 * 2**-15 * 4 < 0.04. The slope is bounded by the largest step to a
+    neighbour in PIL's crop, doubled (a crop pixel spans about one source pixel)."""
+    from videdit.synthetic import load_photo
+
+    image = load_photo(photo)
+    h, w = image.shape[:2]
+    centre = np.array([w / 2, h / 2])
+    lm = move(synthetic_landmarks(tuple(centre), min(h, w) / 8), similarity(1.0, 17.0, centre, centre))
+    quad = ffhq_quad(lm)
+    size = 256
+    pil = quad_to_crop(image, quad, size).astype(float)
+    fast = quad_to_crop(image, quad, size, fast_warp=True).astype(float)
+    padded = np.pad(pil, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    slope = np.max([np.abs(padded[1 + dy:1 + dy + size, 1 + dx:1 + dx + size] - pil)
+                    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))], axis=0)
+    bound = 1 + 2 * slope * 2**0.5 / 64 + 0.04
+    assert (np.abs(fast - pil) <= bound).all()
+    # The bound can fail: the same warp half a pixel off exceeds it (the two libraries round halves their own
+    # way, so about half the values differ by one step; the bound allows that and no more).
+    shifted = quad_to_crop(image, quad + 0.5, size, fast_warp=True).astype(float)
+    assert not (np.abs(shifted - pil) <= bound).all()

@@ -267,7 +267,7 @@ def test_precision_setting_is_typed_and_checked(tmp_path):
         _pipeline({"precision": "fp8"})
     with pytest.raises(SettingsError, match=r"^setting precision = 16: expected a string$"):
         _pipeline({"precision": 16})
-    with pytest.raises(VideditError, match=r"^bad setting 'precison': expected SECTION.KEY or a run-wide key \(precision\)$"):
+    with pytest.raises(VideditError, match=r"^bad setting 'precison': expected SECTION.KEY or a run-wide key \(precision, compile\)$"):
         _pipeline({"precison": "fp16"})
 
 

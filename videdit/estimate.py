@@ -11,8 +11,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import torch
-
 from videdit.memory import measure_peak
 from videdit.progress import format_duration
 from videdit.settings import ResolvedSettings
@@ -36,16 +34,19 @@ class Estimate:
                 + f"; about {format_duration(total)} if nothing is cached" + memory)
 
 
-def estimate_run(settings: ResolvedSettings, n_frames: int, stages: list[str], n_outputs: int, device: str,
+def estimate_run(settings: ResolvedSettings, n_frames: int, stages: list[str], n_outputs: int,
                  generator: Callable[[], object], encoder: Callable[[], tuple]) -> Estimate:
     """Expected seconds of `stages` for a video of n_frames with n_outputs rendered keys: passes per frame
     (or per step) times one pass timed here. generator(), encoder(): the run's networks (loaded on demand,
-    only when a stage that needs them is pending)."""
+    only when a stage that needs them is pending; the probe runs on the generator's device)."""
     result = Estimate()
     t_syn = t_enc = 0.0
     if set(stages) & {"encode", "tune", "stitch", "render"} and n_frames:
+        import torch  # here: a run of align alone never loads it
+
         G = generator()
-        ws = G.mapping.w_avg.detach().reshape(1, 1, -1).repeat(1, G.num_ws, 1).to(device)
+        ws = G.mapping.w_avg.detach().reshape(1, 1, -1).repeat(1, G.num_ws, 1)
+        device = ws.device
         with torch.no_grad():
             G.synthesis(ws)  # warm-up (first calls allocate and pick kernels)
             t0 = time.perf_counter()

@@ -1,7 +1,8 @@
 """Where the networks come from: the released checkpoints (PretrainedModels) or small random stand-ins
 (StandInModels, for the demo and the tests). `identity()` strings go into the stage cache keys.
 
-How the generator runs is the run's `precision` (see `run_precision`, `apply_precision`, `tf32_switches`):
+How the generator runs is the run's `compile` (see `apply_compile`) and `precision` (see `run_precision`,
+`apply_precision`, `tf32_switches`):
 fp32 (default, as the published video code forces), tf32 (float32 with TF32 matmuls and convolutions),
 fp16 (NVIDIA's mixed precision: the num_fp16_res highest-resolution layers in float16, with conv_clamp).
 """
@@ -35,6 +36,20 @@ def apply_precision(G, precision: str):
     """G with its synthesis network's default force_fp32 set for `precision` (fp16: the use_fp16 layers
     run float16 on CUDA); returns G. An explicit force_fp32 keyword in a call still wins."""
     G.synthesis.force_fp32 = precision != "fp16"
+    return G
+
+
+def apply_compile(G, enabled: bool, backend: "str | object" = "inductor", mode: str | None = None):
+    """G with its synthesis network's layers run through torch.compile when enabled (compiled at the first
+    call; where that fails, one warning and eager from then on), eager otherwise; returns G. mode: torch.compile's
+    (inductor only), e.g. "reduce-overhead" for CUDA graphs."""
+    if not enabled:
+        G.synthesis.compiled_render = None
+        return G
+    import torch
+
+    options = {"mode": mode} if mode else {}
+    G.synthesis.compiled_render = torch.compile(type(G.synthesis).render_layers, backend=backend, **options)
     return G
 
 

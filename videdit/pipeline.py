@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +28,7 @@ from videdit.models import (  # noqa: F401  (ModelSource, PretrainedModels, Stan
     ModelSource,
     PretrainedModels,
     StandInModels,
+    apply_compile,
     apply_precision,
     run_precision,
     tf32_switches,
@@ -115,8 +117,9 @@ class Pipeline:
         return self._loaded["precision"]
 
     def with_precision(self, G):
-        """G set to run at this run's precision: the one place the setting reaches a generator."""
-        return apply_precision(G, self.precision)
+        """G set to run at this run's precision, and compiled if the run says so: the one place these
+        run-wide settings reach a generator."""
+        return apply_compile(apply_precision(G, self.precision), self.run_options.compile)
 
     def generator(self):
         if "generator" not in self._loaded:
@@ -159,8 +162,7 @@ class Pipeline:
 
     def estimate(self, n_frames: int, stages: list[str]) -> Estimate:
         """Expected seconds per stage and memory per frame (see videdit.estimate)."""
-        return estimate_run(self.resolved, n_frames, stages, len(self.edit_keys()), self.device, self.generator,
-                            self.encoder)
+        return estimate_run(self.resolved, n_frames, stages, len(self.edit_keys()), self.generator, self.encoder)
 
     def run(self, video: Path, out: Path | None = None, *, until: str | None = None, from_stage: str | None = None,
             force: bool | set[str] = False, wait: bool | None = None, shards: ShardOptions | None = None,
@@ -210,9 +212,15 @@ class Pipeline:
         reporter = Reporter(quiet=self.quiet, stream=self.stream)
         runner = StageRunner(run_dir, log, force=forced, verify=self.verify, warn=reporter.say, parts=parts)
         log.handler.echo = None if self.quiet else reporter.say
-        log.write("run", "start", f"{video} -> {run_dir}; {environment_line(self.device)}; "
+        # Only align runs without torch: a run that stops there neither resolves the device nor loads torch
+        # (unless a precision other than fp32 was asked for: whether it can run is said once, whatever the stages).
+        last = STAGE_ORDER.index(until) if until else len(STAGE_ORDER) - 1
+        with_torch = (any(name != "align" for name in self.active_stages() if name in STAGE_ORDER[: last + 1])
+                      or self.run_options.precision != "fp32")
+        log.write("run", "start", f"{video} -> {run_dir}; "
+                                  f"{environment_line(self.device if with_torch else self.device_request, with_torch)}; "
                                   f"settings {digest_text(canonical_json(settings))[:16]}")
-        with log.capture(), reporting(reporter), tf32_switches(self.precision):
+        with log.capture(), reporting(reporter), tf32_switches(self.precision) if with_torch else nullcontext():
             # Whom to edit is settled first: a person who is not there is one line, before any estimate or work.
             chosen = self.chosen_tracks(video, run_dir) if self.sections["faces"].select else None
             if chosen is not None:

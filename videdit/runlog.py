@@ -145,22 +145,24 @@ def read_log_events(run_dir: Path) -> list[tuple[str, str]]:
     return out
 
 
-def environment_line(device: str) -> str:
-    """Versions and device, for the first line of a run's log."""
+def environment_line(device: str, with_torch: bool = True) -> str:
+    """Versions and device, for the first line of a run's log (torch's only with_torch: a run of align alone
+    does not load it)."""
     import platform
 
     from videdit import __version__
 
     parts = [f"videdit {__version__}", f"python {platform.python_version()}"]
-    try:
-        import torch
+    if with_torch:
+        try:
+            import torch
 
-        parts.append(f"torch {torch.__version__}")
-        parts.append(f"cuda {torch.version.cuda or 'none'}")
-        if str(device).startswith("cuda") and torch.cuda.is_available():
-            parts.append(f"gpu {torch.cuda.get_device_name(0)}")
-    except ImportError:
-        pass
+            parts.append(f"torch {torch.__version__}")
+            parts.append(f"cuda {torch.version.cuda or 'none'}")
+            if str(device).startswith("cuda") and torch.cuda.is_available():
+                parts.append(f"gpu {torch.cuda.get_device_name(0)}")
+        except ImportError:
+            pass
     try:
         import av
 

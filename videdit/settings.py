@@ -215,9 +215,12 @@ class RunOptions:
 
     precision: how the generator runs (videdit.models): fp32 (default), tf32 or fp16 (NVIDIA's mixed
     precision); CUDA only, so on the CPU tf32 and fp16 run fp32 with one warning.
+    compile: run the synthesis network through torch.compile (`--compile`); where compilation fails, one
+    warning and the run goes on eagerly.
     """
 
     precision: str = "fp32"
+    compile: bool = False  # run the synthesis network through torch.compile (eager, with one warning, where it fails)
 
 
 RUN_KEYS = tuple(f.name for f in dataclasses.fields(RunOptions))

@@ -16,21 +16,14 @@ import numpy as np
 
 from videdit import records
 from videdit import weights as W
-from videdit.checkpoints import load_generator
 from videdit.edits import single_edits
 from videdit.runner import Stage, digest_text
 from videdit.settings import TEXT_EDIT_FILES
 from videdit.shards import ShardOptions, Sharding
-from videdit.stages import align as align_stage
-from videdit.stages import composite as composite_stage
-from videdit.stages import edit as edit_stage
-from videdit.stages import encode as encode_stage
-from videdit.stages import render as render_stage
-from videdit.stages import smooth as smooth_stage
-from videdit.stages import stitch as stitch_stage
-from videdit.stages import tune as tune_stage
 from videdit.strengths import FrameTimes, strength_json
-from videdit.tuning import get_tuner
+
+# Each stage module (and the checkpoints and tuners, which load torch) is imported in the method that wires
+# its stage: a run that stops after align loads no network code (start-up, benchmarks/startup.py).
 
 
 class StageWiring:
@@ -58,12 +51,15 @@ class StageWiring:
         return params if precision == "fp32" else dict(params, precision=precision)
 
     def _load_at_precision(self, path: Path):
+        from videdit.checkpoints import load_generator
+
         return self.pipe.with_precision(load_generator(path, device=self.pipe.device))
 
     def _render_generator(self, path: Path):
-        """What run_render gets for a tuned generator file: the path (render loads it; float32 layers), or for
-        an fp16 run the generator loaded here at the run's precision."""
-        return path if self.pipe.precision != "fp16" else self._load_at_precision(path)
+        """What run_render gets for a tuned generator file: the path (render loads it; float32 layers, eager), or
+        for an fp16 or compiled run the generator loaded here at the run's settings."""
+        plain = self.pipe.precision != "fp16" and not self.pipe.run_options.compile
+        return path if plain else self._load_at_precision(path)
 
     def _settings(self, section: str, runtime: dict[str, Any] | None = None):
         """The section's resolved settings (checked when the pipeline was made), with runtime fields set."""
@@ -89,6 +85,8 @@ class StageWiring:
                                                for k, _ in s.keys()]
 
     def stage_align(self) -> Stage:
+        from videdit.stages import align as align_stage
+
         settings = self._settings("align", {"device": self.pipe.device_request})
         track = None
         if self.track is not None:
@@ -108,6 +106,8 @@ class StageWiring:
         return Stage("align", fn, params, {"video": self.video})
 
     def stage_encode(self) -> Stage:
+        from videdit.stages import encode as encode_stage
+
         settings = self._settings("encode", {"device": self.pipe.device_request})
 
         def fn(work: Path, frames: tuple[int, int] | None = None):
@@ -122,6 +122,9 @@ class StageWiring:
                                                                   "generator": models.generator_identity()}, shards=shards)
 
     def stage_tune(self) -> Stage:
+        from videdit.stages import tune as tune_stage
+        from videdit.tuning import get_tuner
+
         tuner_name = self.pipe.resolved.tuner
         tuner = get_tuner(tuner_name)
         runtime = {"device": self.pipe.device_request, "progress": not self.pipe.quiet, "weights_dir": str(self.pipe.weights_dir)}
@@ -139,6 +142,8 @@ class StageWiring:
         return Stage("tune", fn, self._with_precision(params), dict(inputs, **files))
 
     def stage_edit(self) -> Stage:
+        from videdit.stages import edit as edit_stage
+
         options = self.pipe.sections["edit"]
         specs = options.specs
         single = single_edits(specs)
@@ -189,6 +194,8 @@ class StageWiring:
         return FrameTimes(times - zero, first, last, fps)
 
     def stage_smooth(self) -> Stage:
+        from videdit.stages import smooth as smooth_stage
+
         settings = self._settings("smooth")
 
         def fn(work: Path):
@@ -200,6 +207,8 @@ class StageWiring:
         return Stage("smooth", fn, dataclasses.asdict(settings), {"edit": self.edit_dir, "align": self.align_dir})
 
     def stage_stitch(self) -> Stage:
+        from videdit.stages import stitch as stitch_stage
+
         settings = self._settings("stitch", {"device": self.pipe.device, "progress": not self.pipe.quiet})
 
         def fn(work: Path):
@@ -209,6 +218,8 @@ class StageWiring:
                      {"align": self.align_dir, "smooth": self.smooth_dir, "tune": self.tune_dir})
 
     def stage_render(self) -> Stage:
+        from videdit.stages import render as render_stage
+
         settings = self._settings("render")
         stitched = "stitch" in self.pipe.active_stages()
         generator = self.tune_dir / records.GENERATOR
@@ -218,7 +229,7 @@ class StageWiring:
             keys = [k for k, _ in self.keys]
             if stitched:  # each W+ key with its own stitched generator (no HyperStyle offsets: the stitch tuned past them)
                 files = {k: self.stitch_dir / records.stitched_generator_name(k) for k in self.w_keys()}
-                load = self._load_at_precision if self.pipe.precision == "fp16" else None
+                load = self._load_at_precision if self.pipe.precision == "fp16" or self.pipe.run_options.compile else None
                 render_stage.run_render_per_key({k: files.get(k, generator) for k in keys}, self.smooth_dir, work,
                                                 settings, load_generator=load, **where)
                 return
@@ -239,6 +250,8 @@ class StageWiring:
         return Stage("render", fn, self._with_precision(params), inputs, shards=shards)
 
     def stage_composite(self) -> Stage:
+        from videdit.stages import composite as composite_stage
+
         settings = self._settings("composite")
 
         keys = [k for k, _ in self.keys]
@@ -259,6 +272,8 @@ class StageWiring:
 def tracks_composite_stage(pipe: Any, video: Path, run_dir: Path, chosen: list) -> Stage:
     """The composite of several face tracks (each rendered in RUN/<track dir>/): every chosen track pasted,
     smaller faces first, into RUN/composite/."""
+    from videdit.stages import composite as composite_stage
+
     settings = pipe.sections["composite"]
     keys = [k for k, _ in pipe.edit_keys()]
     layers = []

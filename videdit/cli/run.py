@@ -37,6 +37,8 @@ STAGES = STAGE_ORDER
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="How the generator runs on CUDA: fp32 (default), tf32 (TF32 matmuls/convolutions) or fp16 "
                    "(NVIDIA's mixed precision: the highest-resolution layers in float16). CPU runs fp32.")
+@click.option("--compile", "compile_synthesis", is_flag=True, default=None,
+              help="Run the synthesis network through torch.compile (for GPUs; eager, with one warning, where it fails).")
 @click.option("--batch-size", type=click.IntRange(1, BATCH_MAX), default=None, help="Frames per batch for encode and render, used as given (default: the preset's, lowered to fit free memory).")
 @click.option("--tuner", type=click.Choice(list(TUNERS)), default=None,
               help="How to fit the generator to the video (default pti; hyperstyle needs --set hyperstyle.hypernetwork=FILE).")
@@ -68,7 +70,7 @@ STAGES = STAGE_ORDER
               "keeps its finished parts. The outputs are the same either way.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
-def run(input_path, edit, strength, alpha, beta, expand, preset, out, until, from_stage, force, verify, wait, device, precision, batch_size, tuner, steps,
+def run(input_path, edit, strength, alpha, beta, expand, preset, out, until, from_stage, force, verify, wait, device, precision, compile_synthesis, batch_size, tuner, steps,
         allow_l2_only, save_masks, faces, codec, crf, encoder_preset, pix_fmt, recursive, sets, weights_dir, ops, engine, address, gpus_per_video, cpus_per_video,
         max_retries, shard_frames, quiet, as_json):
     """Run the pipeline on a video, or on every video in a folder."""
@@ -96,6 +98,7 @@ def run(input_path, edit, strength, alpha, beta, expand, preset, out, until, fro
         "composite.preset": encoder_preset,
         "composite.pix_fmt": pix_fmt,
         "precision": precision,  # run-wide: the top of the preset, not a section
+        "compile": compile_synthesis,
     }
     for s in sets:
         key, value = parse_set_option(s)

@@ -163,7 +163,8 @@ def _pad_softly(region: np.ndarray, pad: tuple[int, int, int, int], quad_px: flo
     return np.clip(np.rint(padded), 0, 255).astype(np.uint8)
 
 
-def quad_to_crop(frame: np.ndarray, quad: np.ndarray, size: int, exact_shrink: bool = False) -> np.ndarray:
+def quad_to_crop(frame: np.ndarray, quad: np.ndarray, size: int, exact_shrink: bool = False,
+                 fast_warp: bool = False) -> np.ndarray:
     """Crop the quad of a uint8 HWC frame to a size x size uint8 image (bilinear, antialiased).
 
     A quad much larger than the output is first shrunk by an integer factor with an area filter, as
@@ -171,7 +172,9 @@ def quad_to_crop(frame: np.ndarray, quad: np.ndarray, size: int, exact_shrink: b
     larger than the output is shrunk by the exact factor (PIL's antialiased bilinear resize) instead:
     for crops far smaller than the face (the encoder's 256 px), where the integer rule would leave up to
     2x to a plain bilinear warp. Parts of the quad outside the frame are filled by mirroring the frame,
-    fading to a blur (see _pad_softly).
+    fading to a blur (see _pad_softly). The final bilinear warp is PIL's (as the published code cuts), or
+    with fast_warp OpenCV's: about 7x faster at 1024 px, within one 8-bit step of PIL's (fixed-point
+    weights, positions to 1/32 px; measured mean 0.39 steps on a 1080p face).
     """
     from PIL import Image
 
@@ -203,6 +206,14 @@ def quad_to_crop(frame: np.ndarray, quad: np.ndarray, size: int, exact_shrink: b
         # Corner-based coordinates scale directly; convert the centre-based quad through them.
         quad_local = (quad_local + 0.5) * factors - 0.5
 
+    if fast_warp:
+        import cv2
+
+        # OpenCV's inverse map (output -> input) takes pixel-centre coordinates on both sides, as
+        # crop_to_source_matrix gives them; outside the region is 0 as in PIL (the margin keeps the footprint in).
+        return cv2.warpAffine(np.ascontiguousarray(np.asarray(image)), crop_to_source_matrix(quad_local, size)[:2],
+                              (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     # PIL's AFFINE takes the inverse map (output -> input) in corner-based coordinates.
     inverse = to_edge_coordinates(crop_to_source_matrix(quad_local, size))
     coefficients = tuple(inverse[:2].reshape(-1))

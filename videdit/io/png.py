@@ -5,6 +5,10 @@ crops (about 2x the time of this writer at the same file size). Here every row g
 filter (the difference from the row above, computed by numpy in one step), which suits photographs
 and upsampled crops, and zlib compresses the result (zlib releases the GIL, so writer threads run
 in parallel). Any PNG reader decodes the files; the pixels are exactly the input's.
+
+The deflate stream comes from ISA-L (the `isal` package) where it is installed: the same zlib format,
+about 4.5x faster than zlib at level 1 on 1024 px crops and a few per cent smaller (benchmarks/align_rate.py);
+it also releases the GIL. Without it, zlib. Either is deterministic, so the same install writes the same bytes.
 """
 from __future__ import annotations
 
@@ -13,6 +17,12 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+
+try:
+    from isal import isal_zlib as _deflate  # ISA-L: levels 0-3
+    _MAX_LEVEL = 3
+except ImportError:  # pragma: no cover (isal is a dependency; zlib is the fallback)
+    _deflate, _MAX_LEVEL = zlib, 9
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type (grey, grey+alpha, RGB, RGBA)
@@ -24,7 +34,8 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def encode_png(image: np.ndarray, level: int = 1) -> bytes:
-    """PNG file bytes of a uint8 image (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)."""
+    """PNG file bytes of a uint8 image (H, W), (H, W, 1), (H, W, 3) or (H, W, 4). level: zlib's 0-9 (speed vs
+    size); ISA-L has 0-3, so higher levels take its 3."""
     image = np.asarray(image)
     if image.dtype != np.uint8:
         raise ValueError(f"PNG writer takes uint8 images, got {image.dtype}")
@@ -39,7 +50,7 @@ def encode_png(image: np.ndarray, level: int = 1) -> bytes:
     filtered[0, 1:] = rows[0]  # "Up" of the first row: the row above counts as zeros
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # uint8 arithmetic wraps modulo 256, as PNG wants
     header = struct.pack(">IIBBBBB", width, height, 8, _COLOUR_TYPES[channels], 0, 0, 0)
-    return b"".join([_SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", zlib.compress(filtered.tobytes(), level)),
+    return b"".join([_SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", _deflate.compress(filtered.tobytes(), min(int(level), _MAX_LEVEL))),
                      _chunk(b"IEND", b"")])
 
 

@@ -12,11 +12,14 @@ Differences from the official API, all additive:
 * `force_fp32` is honoured as in the official code (on CUDA, layers marked `use_fp16` run in float16
   with their conv_clamp unless it is True), but its default is the synthesis network's `force_fp32`
   attribute, True unless set (float32, as the published video code calls it); an explicit keyword wins.
+* `synthesis.compiled_render`: None (eager), or the layers' loop compiled by torch.compile (set by
+  videdit.models.apply_compile); a compilation that fails gives one warning and the loop runs eagerly.
 * StyleSpace as stylegan3-editing defines it: `synthesis.w_to_s(ws)` (its W2S) and `synthesis(None, styles=S)`
   (its `forward(ws, all_s=S)`).
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -32,6 +35,8 @@ __all__ = [
     "Generator", "make_transform", "tiny_generator_kwargs", "r_config_kwargs", "t_config_kwargs",
     "layer_design",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def make_transform(translate=(0.0, 0.0), angle_deg=0.0):
@@ -364,6 +369,9 @@ class SynthesisNetwork(nn.Module):
         # The default of forward's force_fp32 (not a constructor argument, so checkpoints are unchanged):
         # True runs every layer float32; the pipeline sets it once per run from its precision setting.
         self.force_fp32 = True
+        # torch.compile of `render_layers` (called as compiled_render(self, ...), so a deep copy shares it
+        # correctly), or None: eager. Not state either; videdit.models.apply_compile sets it per run.
+        self.compiled_render = None
 
         d = layer_design(img_resolution, channel_base, channel_max, num_layers, num_critical, first_cutoff,
                          first_stopband, last_stopband_rel, margin_size, img_channels)
@@ -450,6 +458,17 @@ class SynthesisNetwork(nn.Module):
                                     styles={key: value[i:i + 1] for key, value in styles.items()})
 
             return torch.cat([one(i) for i in range(count)])
+        if self.compiled_render is not None:
+            try:
+                return self.compiled_render(self, styles, transform, impl, force_fp32, update_emas)
+            except Exception as exc:  # a backend that cannot build here (no compiler, unsupported op): eager
+                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                log.warning(f"torch.compile failed ({type(exc).__name__}: {first}); the synthesis runs eagerly")
+                self.compiled_render = None
+        return self.render_layers(styles, transform, impl, force_fp32, update_emas)
+
+    def render_layers(self, styles, transform, impl, force_fp32, update_emas):
+        """The layers of one forward pass on checked StyleSpace `styles` (what torch.compile compiles)."""
         styles = {key: value.to(torch.float32) for key, value in styles.items()}
         x = self.input(None, transform=transform, impl=impl, t=styles["input"])
         for name in self.layer_names:

@@ -31,12 +31,14 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-import torch
 
+from videdit.lazy import lazy_module, no_grad
 from videdit.errors import InputError
 from videdit import layout, progress, records
 from videdit.io.color import to_uint8
 from videdit.layout import RECONSTRUCTION_KEY, RECONSTRUCTION_VIDEO, SIDE_BY_SIDE_VIDEO  # noqa: F401  (part of the API)
+
+torch = lazy_module("torch")  # settings are read without loading torch (start-up)
 
 log = logging.getLogger("videdit")
 
@@ -137,7 +139,7 @@ def shift_inverse(shift: tuple[float, float]) -> torch.Tensor:
     return m
 
 
-@torch.no_grad()
+@no_grad
 def render_expanded(G, ws: torch.Tensor, inv_transforms: torch.Tensor, tiles: list[Tile],
                     canvas_size: tuple[int, int], deltas: dict[str, torch.Tensor] | None = None,
                     styles: dict[str, torch.Tensor] | None = None) -> torch.Tensor:

@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
+from videdit.lazy import lazy_module
 from videdit.device import resolve_device
 from videdit.errors import InputError
 from videdit.layout import TUNER_INFO
 from videdit.records import CHECKPOINTS, GENERATOR, UNALIGNED, AlignRecord, TuneNotes, load_latents
 from videdit.tuning.data import CHECKPOINT_NAME, CropFrames, inverse_transforms, private_generator
+
+torch = lazy_module("torch")  # settings are read without loading torch (start-up)
 
 
 @dataclass

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
-import torch
 
+from videdit.lazy import lazy_module
 from videdit.fileio import atomic_save
 from videdit.layout import CHECKPOINT
 from videdit.records import frame_paths, inverse_matrices
+
+torch = lazy_module("torch")  # settings are read without loading torch (start-up)
 
 log = logging.getLogger("videdit")
 

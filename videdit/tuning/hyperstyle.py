@@ -15,11 +15,13 @@ from os import PathLike
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from videdit.lazy import lazy_module, no_grad
 from videdit.errors import CheckpointError, InputError, MissingWeightsError
 from videdit.records import OFFSETS
 from videdit.tuning.base import TuneInputs, TuneResult, Tuner, elapsed, write_generator, write_record
+
+torch = lazy_module("torch")  # settings are read without loading torch (start-up)
 
 
 @dataclass
@@ -62,7 +64,7 @@ class HyperStyle(Tuner):
         if settings.n_iters < 1 or settings.batch_size < 1:
             raise InputError("hyperstyle: n_iters >= 1 and batch_size >= 1 are required")
 
-    @torch.no_grad()
+    @no_grad
     def tune(self, inputs: TuneInputs, out_dir: Path, settings: HyperStyleSettings, *, hypernetwork=None) -> TuneResult:
         """Per-frame offsets; writes offsets.safetensors and generator.safetensors.
 

@@ -20,9 +20,8 @@ from os import PathLike
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from videdit.lazy import lazy_module
 from videdit.errors import CheckpointError, InputError, MissingWeightsError
 from videdit.tuning.base import TuneInputs, TuneResult, Tuner, checkpoint_path, elapsed, write_generator, write_record
 from videdit.tuning.data import (
@@ -33,6 +32,9 @@ from videdit.tuning.data import (
     update_with_module,
 )
 from videdit.tuning.loop import LoopConfig, StepOutput, run_loop, should_stop
+
+torch = lazy_module("torch")  # settings are read without loading torch (start-up)
+F = lazy_module("torch.nn.functional")
 
 __all__ = ["LocalTweak", "LocalTweakSettings", "load_tweak_discriminator", "run_local_tweak", "should_stop"]
 

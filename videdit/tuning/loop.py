@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import torch
 
+from videdit.lazy import lazy_module
 from videdit.errors import CheckpointError, InputError
 from videdit.tuning.data import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
+
+torch = lazy_module("torch")  # settings are read without loading torch (start-up)
 
 log = logging.getLogger("videdit")
 

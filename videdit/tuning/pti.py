@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
+from videdit.lazy import lazy_module, no_grad
 from videdit.device import resolve_device
 from videdit.errors import InputError
 from videdit.layout import TUNE_INFO
@@ -38,6 +38,8 @@ from videdit.tuning.data import (
     update_with_module,
 )
 from videdit.tuning.loop import LoopConfig, StepOutput, accumulate_gradients, default_micro_batch, run_loop, should_stop
+
+torch = lazy_module("torch")  # settings are read without loading torch (start-up)
 
 
 @dataclass
@@ -167,7 +169,7 @@ def run_tune(align_dir: str | PathLike, latents_path: str | PathLike, generator,
     return PTI_TUNER.run(align_dir, latents_path, generator, out_dir, settings, on_step=on_step)
 
 
-@torch.no_grad()
+@no_grad
 def reconstruction_psnr(G: torch.nn.Module, align_dir: str | PathLike, latents_path: str | PathLike,
                         batch_size: int = 4, device: str = "cpu") -> float:
     """Mean PSNR (dB, images in [-1, 1] as range 2) of each frame rendered from its latent and transform vs its crop."""

@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
+from videdit.lazy import lazy_module
 from videdit.face import paste as C
 from videdit.errors import InputError
 from videdit.tuning.data import unfreeze_synthesis
 from videdit.tuning.loop import LoopConfig, StepOutput, run_loop
+
+torch = lazy_module("torch")  # settings are read without loading torch (start-up)
 
 log = logging.getLogger("videdit")
 
