@@ -192,7 +192,7 @@ def align_floor(clip: Path, align, device: str, workdir: Path, clock) -> dict:
         raise VideditError(f"pipeline bench: no face in the first frame of {clip}")
     quad = ffhq_quad(faces[0][0].landmarks)
     crops = []
-    encoder_input = align_settings.get("encoder_input", "published")
+    encoder_input = align.encoder_input
     warps_s = best_time(lambda: crops.extend([quad_to_crop(frame, quad, crop_size),
                                               encoder_crop(frame, quad, aligned_size, encoder_input)]), 1, clock=clock)
     writes_s = best_time(lambda: [write_png(workdir / f"floor{i}.png", c) for i, c in enumerate(crops[:2])], 1,
