@@ -48,12 +48,13 @@ def test_plain_lines_announce_stages_and_give_rate_and_eta(tmp_path):
     assert not reporter.tty
     _run_two_stages(reporter, tmp_path, clock)
     lines = out.getvalue().splitlines()
-    assert lines[0] == "[1/2] first ... (then about 1m00s more for the rest)"
+    # the stage's own estimate first, then what the stages after it add, said as such
+    assert lines[0] == "[1/2] first ... (about 30s, then about 1m00s more for the stage after it)"
     # 3 s per frame: a line every 10 s of loop time at most, with the loop's rate and ETA
     assert "  frames: 4/10 frame, 3.0 s/frame, ETA 18s" in lines
     assert "[1/2] first ran in 30s" in lines
     # the first stage took its estimate, so the rest keeps its own: no whole-run line once nothing is left
-    assert "[2/2] second ..." in lines
+    assert "[2/2] second ... (about 1m00s)" in lines
     assert lines[-1] == "[2/2] second ran in 30s"
     assert "\r" not in out.getvalue()  # no bar noise off a terminal
 

@@ -9,7 +9,8 @@ An edit is written the same way everywhere:
 `parse_edits` turns the strings (and the strengths / alphas / beta given with them) into `EditSpec`s,
 each of which names its outputs (`keys`). Defaults and where each number comes from are in DEFAULTS;
 without an explicit strength an edit renders the upper end of its published range, so
-`videdit run talk.mp4 --edit age` gives one `talk.age.mp4` (`--strength -4,5` gives both ends).
+`videdit run talk.mp4 --edit age` gives one `talk.age.mp4`; any other strength is in the name (`--strength -4`:
+`talk.age-4.mp4`; `--strength -4,5` gives both ends, `talk.age-4.mp4` and `talk.age+5.mp4`).
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ class EditSpec:
 
     target: the direction name or .npy path, the prompt, or "KEY:CHANNEL". strengths: one output per
     value (alpha for text edits). beta: StyleCLIP's channel threshold. label: the output name's stem.
+    default: the strength (alpha) used when none is given.
     """
 
     kind: str
@@ -62,14 +64,16 @@ class EditSpec:
     strengths: tuple[float, ...]
     label: str
     beta: float | None = None
+    default: float | None = None
 
     @property
     def in_stylespace(self) -> bool:
         return self.kind in ("text", "channel")
 
     def keys(self) -> list[tuple[str, float]]:
-        """[(output key, strength)]: the label alone for one strength, label+strength for several."""
-        if len(self.strengths) == 1:
+        """[(output key, strength)]: the label alone for the default strength alone (`age`), label+strength
+        otherwise (`age-4`; `age-4`, `age+5` for several), so a name says any strength that was asked for."""
+        if len(self.strengths) == 1 and self.strengths[0] == self.default:
             return [(self.label, self.strengths[0])]
         return [(f"{self.label}{s:+g}", s) for s in self.strengths]
 
@@ -133,7 +137,8 @@ def parse_edit(text: str, strengths: Sequence[float] | None = None, alpha: Seque
         b = float(default_beta if beta is None else beta)
         if not 0 <= b < 1:
             raise VideditError(f"--beta must be in [0, 1), got {beta}")
-        return EditSpec("text", prompt, _strengths(alpha, default_alpha, "--alpha values"), f"text-{slug(prompt)}", b)
+        return EditSpec("text", prompt, _strengths(alpha, default_alpha, "--alpha values"), f"text-{slug(prompt)}", b,
+                        float(default_alpha))
     if text.startswith("s:"):
         target = text[len("s:"):].strip()
         key, sep, channel = target.rpartition(":")
@@ -141,14 +146,15 @@ def parse_edit(text: str, strengths: Sequence[float] | None = None, alpha: Seque
             raise VideditError(f"channel edit {text!r} must be s:KEY:CHANNEL, e.g. s:L6_148_512:501")
         default = DEFAULT_RANGES["s channel"][0][1]
         return EditSpec("channel", f"{key}:{int(channel)}", _strengths(strengths, default, "--strength values"),
-                        f"s-{key}-{int(channel)}")
+                        f"s-{key}-{int(channel)}", default=float(default))
     if text in INTERFACEGAN_NAMES:
         default = DEFAULT_RANGES[text][0][1]
-        return EditSpec("w", text, _strengths(strengths, default, "--strength values"), text)
+        return EditSpec("w", text, _strengths(strengths, default, "--strength values"), text, default=float(default))
     if text.endswith(".npy") or "/" in text or "\\" in text:
         default = DEFAULT_RANGES["custom .npy direction"][0][1]
         label = Path(text).name.removesuffix(".npy").removesuffix("_boundary")
-        return EditSpec("w", text, _strengths(strengths, default, "--strength values"), slug(label))
+        return EditSpec("w", text, _strengths(strengths, default, "--strength values"), slug(label),
+                        default=float(default))
     raise VideditError(f"unknown edit {text!r}: use {', '.join(INTERFACEGAN_NAMES)}, a .npy file, "
                        "text:PROMPT or s:KEY:CHANNEL")
 

@@ -7,7 +7,7 @@ box, feathered; optionally the render's low frequencies are matched to the frame
 border. Frames without a face are copied unchanged. Frames are read, composited, encoded and dropped one
 at a time, so memory does not depend on the video's length.
 
-Outputs in out_dir: `<key>.mp4` (source size, fps, timestamps and audio), `masks.mp4` when asked
+Outputs in out_dir: `<key>.mp4` (`<key>.mkv` for the lossless codec ffv1; source size, fps, timestamps and audio), `masks.mp4` when asked
 (the blend mask as grey levels), and `composite.json` (counts, settings and the measured seam factor:
 gradient energy across the mask border in the composite over the same in the source, on sampled
 frames; 1 means no visible seam added).
@@ -25,7 +25,7 @@ import numpy as np
 
 from videdit import progress, records
 from videdit.errors import InputError
-from videdit.layout import MASKS_VIDEO, RENDER_INFO, composite_video_name, frame_name
+from videdit.layout import RENDER_INFO, composite_video_name, frame_name, masks_video_name, output_suffix
 
 log = logging.getLogger("videdit")
 
@@ -217,7 +217,7 @@ def run_composite(
 ) -> CompositeResult:
     """Composite render_dir/<key>/%06d.png into the frames of source_video for each key (None = all).
 
-    Writes out_dir/<key>.mp4 at the source's size, fps, timestamps and audio (and masks.mp4 with
+    Writes out_dir/<key>.mp4 at the source's size, fps, timestamps and audio (and masks.mp4, .mkv for ffv1, with
     settings.save_masks). Frames where align found no face are copied unchanged. `segments` (shots)
     bound the mask landmarks' smoothing.
     """
@@ -277,11 +277,11 @@ def run_composite_layers(
     with ExitStack() as stack:
         writers = {}
         for key in keys:
-            result.videos[key] = out_dir / composite_video_name(key)
+            result.videos[key] = out_dir / composite_video_name(key, output_suffix(settings.codec))
             writers[key] = stack.enter_context(writer(result.videos[key]))
         mask_writer = None
         if settings.save_masks:
-            result.masks_video = out_dir / MASKS_VIDEO
+            result.masks_video = out_dir / masks_video_name(output_suffix(settings.codec))
             mask_writer = stack.enter_context(writer(result.masks_video))
 
         index = -1
