@@ -109,8 +109,10 @@ def test_ffv1_writes_lossless_mkv_outputs_end_to_end(clip, reference, tmp_path):
     assert result.stages["composite"] == "ran" and result.stages["render"] == "cached"  # only the codec changed
     assert [p.name for p in result.outputs] == ["face.age+3.mkv", "face.recon.mkv"]
     assert sorted(p.name for p in (run_dir / "composite").glob("*.mkv")) == ["age+3.mkv", "recon.mkv"]
-    out = probe_video(result.outputs[0])
-    assert out.codec == "ffv1" and out.n_frames == clip.n_frames
+    from videdit.io.reader import VideoReader
+
+    assert probe_video(result.outputs[0]).codec == "ffv1"
+    assert sum(1 for _ in VideoReader(result.outputs[0])) == clip.n_frames  # (an .mkv's frame count is an estimate)
     assert not list(run_dir.glob("face.*.mp4"))  # the earlier run's .mp4 outputs are gone, not left beside them
     assert [s.video.name for s in full_frame_outputs(run_dir, clip.path).values()] == ["face.recon.mkv", "face.age+3.mkv"]
 
