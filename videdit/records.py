@@ -379,7 +379,7 @@ def load_video_info(folder: str | PathLike):
 
 
 def save_metrics(folder: str | PathLike, text: str) -> Path:
-    """RUN/eval/metrics.json (or eval/against_*/): `videdit eval`'s metrics as strict JSON text."""
+    """RUN/eval/metrics.json (or eval/against_*/, eval/first_N/): `videdit eval`'s metrics as strict JSON text."""
     return atomic_write_text(Path(folder) / layout.METRICS, text)
 
 

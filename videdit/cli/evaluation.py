@@ -8,7 +8,7 @@ import click
 @click.command("eval")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--against", type=click.Path(path_type=Path), default=None, help="Compare the final videos with this input video.")
-@click.option("--max-frames", type=int, default=None, help="Evaluate only the first N frames.")
+@click.option("--max-frames", type=int, default=None, help="Evaluate only the first N frames (written to RUN/eval/first_N/, beside the whole run's).")
 @click.option("--identity-model", type=click.Choice(["auto", "dlib", "arcface"]), default="auto", show_default=True)
 @click.option("--pixel-metrics-for-edits", is_flag=True, help="Also compute L2/LPIPS/MS-SSIM for edited outputs.")
 @click.option("--no-plots", is_flag=True)
@@ -23,8 +23,11 @@ def eval_cmd(runs, against, max_frames, identity_model, pixel_metrics_for_edits,
     settings = EvalSettings(identity_model=identity_model, weights_dir=W.resolve_weights_dir(weights_dir),
                             pixel_metrics_for_edits=pixel_metrics_for_edits, max_frames=max_frames,
                             plots=not no_plots, device=device)
+    from videdit.progress import Reporter, reporting
+
     models = load_models(settings)  # once, shared by every run
-    results = [evaluate_run(r, against=against, settings=settings, models=models) for r in runs]
+    with reporting(Reporter()):  # a bar per run on stderr (plain lines off a terminal); --json's stdout stays clean
+        results = [evaluate_run(r, against=against, settings=settings, models=models) for r in runs]
     if as_json:
         click.echo(metrics_to_json(results if len(results) > 1 else results[0]))
     elif len(results) == 1:
