@@ -357,8 +357,8 @@ def main(argv: list[str]) -> int:
                   f"networks built in {load_s:.1f} s", file=sys.stderr, flush=True)
             start = time.perf_counter()
             estimate = pipe.estimate(args.frames, list(pipe.active_stages()), clip)  # what `videdit run` says first
-            print(f"pipeline bench: the up-front estimate's probe took {time.perf_counter() - start:.1f} s",
-                  file=sys.stderr, flush=True)
+            print(f"pipeline bench: the up-front estimate's probe took {time.perf_counter() - start:.1f} s; "
+                  f"{estimate.describe(args.frames)}", file=sys.stderr, flush=True)
             stages = run_stages(pipe, clip, root / "run")
             print("pipeline bench: floors ...", file=sys.stderr, flush=True)
             clock = ratio_clock(pipe.device)
