@@ -6,13 +6,14 @@ passes a stage makes (as the stage code makes them) times one pass of each kind 
 * align: the landmark backend's start, then per frame one decode and one landmark search (timed on the
   first frame) and its crops' PNG writes (one crop written);
 * encode: the average image once, fit_batch's one-frame probe, then per frame n_iters encoder passes
-  (timed at the stage's batch after one untimed: the encoder gains from batching) and n_iters - 1 syntheses;
+  (timed at the stage's batch: the encoder gains from batching) and n_iters - 1 syntheses;
 * tune, stitch: per step, a synthesis forward and backward per micro-batch (timed at the tuner's
-  micro-batch: 1 on a CPU, the whole batch on a GPU, after one untimed), plus fit_batch's probe;
+  micro-batch: 1 on a CPU, the whole batch on a GPU), plus fit_batch's probe;
 * render: per frame one synthesis per output, plus fit_batch's probe;
 * composite: a fixed per-frame cost per output (no probe: it is a few per cent of a run).
 
-Synthesis is timed at batch 1 on a CPU (per image it costs no less in a batch there) and at the stage's batch
+Each network pass is the faster of two timed calls (the first doubling as the warm-up). Synthesis is timed
+at batch 1 on a CPU (per image it costs no less in a batch there) and at the stage's batch
 on a GPU (where batch 1 is mostly launch overhead). Cached stages cost nothing; the reporter rescales the
 rest from the stages that finish.
 """
@@ -126,6 +127,13 @@ def _timed(fn: Callable[[], object], device: str) -> float:
     return time.perf_counter() - t0
 
 
+def _best_of_two(fn: Callable[[], object], device: str) -> float:
+    """The faster of two timed calls, the first doubling as the warm-up (first calls pick kernels and allocate,
+    so they only come out slower): on a machine shared with other jobs, a burst of load that falls on one call
+    does not become the estimate."""
+    return min(_timed(fn, device), _timed(fn, device))
+
+
 def _sync(device: str) -> None:
     if str(device).startswith("cuda"):
         torch.cuda.synchronize(torch.device(device))
@@ -142,14 +150,14 @@ def _probe_networks(probe: Probe, settings: ResolvedSettings, n_frames: int, sta
 
     def synthesis_per_image(batch: int) -> float:
         latents = ws(batch)
-        return _timed(lambda: G.synthesis(latents), device) / batch
+        return _best_of_two(lambda: G.synthesis(latents), device) / batch
 
     with torch.no_grad():
         one = ws(1)
-        G.synthesis(one)  # warm-up (first calls allocate and pick kernels)
+        first = _timed(lambda: G.synthesis(one), device)  # also the warm-up (first calls allocate, pick kernels)
         t0 = time.perf_counter()
         probe.sample_bytes = measure_peak(lambda: G.synthesis(one), device)
-        probe.synthesis = time.perf_counter() - t0
+        probe.synthesis = min(first, time.perf_counter() - t0)
         probe.synthesis_encode = probe.synthesis
         if cuda:  # batch 1 on a GPU is mostly launch overhead: time the batches the stages run
             probe.synthesis = synthesis_per_image(min(sections["render"].batch_size, n_frames))
@@ -159,8 +167,7 @@ def _probe_networks(probe: Probe, settings: ResolvedSettings, n_frames: int, sta
             size = sections["encode"].input_size
             batch = min(sections["encode"].batch_size, n_frames)
             x = torch.zeros(batch, 6, size, size, device=device)
-            network(x)  # warm-up at the timed shape (the first call at a new shape picks its kernels)
-            probe.encoder = _timed(lambda: network(x), device) / batch
+            probe.encoder = _best_of_two(lambda: network(x), device) / batch  # at the stage's shape
             probe.encoder_1 = probe.encoder  # fit_batch's one-frame probe: a little dearer per frame, not timed
     if set(stages) & {"tune", "stitch"} and settings.tuner != "none":
         probe.micro_batch = sections["tune"].micro_batch or (sections["tune"].batch_size if cuda else 1)
@@ -179,8 +186,7 @@ def _train_step_seconds(G, latents, device: str) -> float:
             image = G.synthesis(latents)
             torch.autograd.grad(image.square().mean(), params, allow_unused=True)
 
-        step()  # warm-up: the first backward allocates the gradients' buffers
-        return _timed(step, device)
+        return _best_of_two(step, device)  # the first backward also allocates the gradients' buffers
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
