@@ -300,6 +300,19 @@ def format_table(rows: list[dict], cuda: bool, preset_steps: int) -> str:
     return markdown_table(headers, body)
 
 
+def estimate_table(estimated: dict[str, float], stages: dict[str, dict]) -> str:
+    """Per stage: the estimate, the wall seconds it took, actual / estimate; the same for the whole run."""
+    body = []
+    for stage, measured in stages.items():
+        guess = estimated.get(stage, 0.0)
+        body.append([stage, f"{guess:.1f}", f"{measured['seconds']:.1f}",
+                     f"{measured['seconds'] / guess:.2f}" if guess >= 0.05 else "-"])
+    total_guess = sum(estimated.get(s, 0.0) for s in stages)
+    total = sum(m["seconds"] for m in stages.values())
+    body.append(["**total**", f"{total_guess:.1f}", f"{total:.1f}", f"**{total / total_guess:.2f}**" if total_guess else "-"])
+    return markdown_table(["stage", "estimate s", "actual s", "actual / estimate"], body)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=3, help="clip length (default 3)")
@@ -342,6 +355,10 @@ def main(argv: list[str]) -> int:
                   f"{n_outputs} outputs; device {pipe.device}, {torch.get_num_threads()} threads, ops {current_mode()}, "
                   f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
                   f"networks built in {load_s:.1f} s", file=sys.stderr, flush=True)
+            start = time.perf_counter()
+            estimate = pipe.estimate(args.frames, list(pipe.active_stages()), clip)  # what `videdit run` says first
+            print(f"pipeline bench: the up-front estimate's probe took {time.perf_counter() - start:.1f} s; "
+                  f"{estimate.describe(args.frames)}", file=sys.stderr, flush=True)
             stages = run_stages(pipe, clip, root / "run")
             print("pipeline bench: floors ...", file=sys.stderr, flush=True)
             clock = ratio_clock(pipe.device)
@@ -359,6 +376,8 @@ def main(argv: list[str]) -> int:
           f"--device {pipe.device} --threads {args.threads}` (ops {current_mode()}, load average "
           f"{os.getloadavg()[0]:.1f} at the end)\n")
     print(format_table(rows, cuda, preset_steps))
+    print("\nThe up-front estimate (what `videdit run` prints before the first stage) against the stage's wall time:\n")
+    print(estimate_table(estimate.seconds, stages))
     if args.json:
         print(json.dumps(rows))
     return 0

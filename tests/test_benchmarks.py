@@ -171,3 +171,12 @@ def test_pipeline_benchmark_measures_every_stage_and_its_floor_with_small_networ
     rows = pipeline.summarise(stages, floors, n_frames=2, preset_steps=350, tune_steps=1, threads=1)
     table = pipeline.format_table(rows, cuda=False, preset_steps=350).splitlines()
     assert len(table) == 2 + len(stages) + 1  # header, rule, one row per stage run, total
+
+
+def test_estimate_table_puts_each_stage_beside_its_estimate():
+    stages = {"align": {"seconds": 3.0}, "encode": {"seconds": 12.0}, "edit": {"seconds": 0.01}}
+    table = pipeline.estimate_table({"align": 2.0, "encode": 16.0, "edit": 0.0}, stages).splitlines()
+    assert table[2] == "| align | 2.0 | 3.0 | 1.50 |"
+    assert table[3] == "| encode | 16.0 | 12.0 | 0.75 |"
+    assert table[4] == "| edit | 0.0 | 0.0 | - |"  # nothing to compare with
+    assert table[5] == "| **total** | 18.0 | 15.0 | **0.83** |"

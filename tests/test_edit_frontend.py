@@ -23,6 +23,10 @@ BASE = {"align.crop_size": 64, "encode.n_iters": 1, "encode.batch_size": 4, "tun
 def test_parse_edits_names_and_defaults():
     assert parse_edit("age").keys() == [("age", 5.0)]
     assert parse_edit("age", [-4, 5]).keys() == [("age-4", -4.0), ("age+5", 5.0)]
+    # one strength: the name says it unless it is the default (talk.age-4.mp4, not talk.age.mp4)
+    assert parse_edit("age", [-4]).keys() == [("age-4", -4.0)] and parse_edit("age", [5]).keys() == [("age", 5.0)]
+    assert parse_edit("s:L6_148_512:501", [-10]).keys() == [("s-L6_148_512-501-10", -10.0)]
+    assert parse_edit("text:a tanned face", alpha=[2]).keys() == [("text-a-tanned-face+2", 2.0)]
     text = parse_edit("text:a tanned face")
     assert (text.kind, text.strengths, text.beta, text.label) == ("text", (3.5,), 0.13, "text-a-tanned-face")
     assert parse_edit("text:a face with an afro", alpha=[0, 4]).keys() == [("text-a-face-with-an-afro+0", 0.0),

@@ -430,6 +430,22 @@ def test_evaluate_run_writes_metrics_plots_and_tables(tmp_path, models):
     assert float(l2_row[1]) == 0.0 and float(l2_row[2]) > 1e-4
 
 
+def test_max_frames_writes_beside_the_whole_evaluation_and_no_stale_plots_stay(tmp_path, models):
+    video = panning_video(4)
+    run = write_run(tmp_path / "a.videdit", video, {"reconstruction": [f.copy() for f in video]})
+    evaluate_run(run, settings=EvalSettings(**FAST), models=models)
+    whole = (run / "eval" / "metrics.json").read_text()
+    assert (run / "eval" / "metrics_per_frame.png").is_file()
+    quick = evaluate_run(run, settings=EvalSettings(**FAST, max_frames=2, plots=False), models=models)
+    assert quick["frames"] == 2 and quick["eval_dir"] == "eval/first_2"
+    assert json.loads((run / "eval" / "first_2" / "metrics.json").read_text())["frames"] == 2
+    assert (run / "eval" / "metrics.json").read_text() == whole  # the whole run's metrics untouched
+    assert not list((run / "eval" / "first_2").glob("*.png"))
+    # The whole run evaluated again without plots: the plots of the earlier evaluation do not stay beside it.
+    evaluate_run(run, settings=EvalSettings(**FAST, plots=False), models=models)
+    assert not list((run / "eval").glob("*.png"))
+
+
 def test_latent_pca_finds_the_direction_of_motion():
     rng = np.random.default_rng(0)
     direction = rng.normal(size=(16, 512))

@@ -447,3 +447,19 @@ def test_bad_settings_are_one_line():
         TrackSettings(max_gap_frames=-1).check()
     with pytest.raises(InputError, match="min_shot_frames"):
         ShotDetector(25, ShotSettings(min_shot_frames=0))
+
+
+def test_faces_and_run_share_one_landmarks_default():
+    """`videdit faces`, [faces] and `run`'s align all default to auto (FAN when its models are cached, else dlib)."""
+    import inspect
+
+    from videdit.cli.faces import faces_cmd
+    from videdit.face.landmarks import DEFAULT_BACKEND
+    from videdit.face.tracks import find_face_tracks
+    from videdit.settings import FacesOptions
+    from videdit.stages.align import AlignSettings
+
+    cli_default = next(p.default for p in faces_cmd.params if p.name == "landmarks")
+    assert DEFAULT_BACKEND == "auto"
+    assert (cli_default, FacesOptions().landmarks, AlignSettings().landmarks,
+            inspect.signature(find_face_tracks).parameters["landmarks"].default) == (DEFAULT_BACKEND,) * 4

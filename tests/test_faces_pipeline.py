@@ -53,7 +53,7 @@ def test_all_faces_are_edited_and_the_background_is_untouched(two_people, tmp_pa
     for t in tracks.tracks:  # each track's align record, as the run folder format says
         align = records.AlignRecord.load(run.run_dir / t.dir / "align")
         assert align.landmarks.shape == (6, 68, 2) and align.face_found.all()
-    source, edited = _decode(two_people.path), _decode(run.run_dir / "two.age.mp4")
+    source, edited = _decode(two_people.path), _decode(run.run_dir / "two.age+3.mp4")
     assert len(source) == len(edited) == 6
     boxes = []
     for t in tracks.tracks:

@@ -60,7 +60,7 @@ def test_end_to_end_outputs(clip, reference):
     result, run_dir = reference, reference.run_dir
     for sub in ["align/transforms.npz", "encode/latents.npy", "tune/generator.safetensors", "smooth/transforms.npz"]:
         assert (run_dir / sub).exists(), sub
-    assert [p.name for p in result.outputs] == ["face.age.mp4", "face.recon.mp4"]
+    assert [p.name for p in result.outputs] == ["face.age+3.mp4", "face.recon.mp4"]  # a strength asked for is named
     src, out = probe_video(clip.path), probe_video(result.outputs[0])
     assert (out.width, out.height, out.n_frames, out.fps) == (src.width, src.height, src.n_frames, src.fps)
     assert out.audio is not None and out.audio.codec == src.audio.codec
@@ -93,6 +93,28 @@ def test_cache_and_invalidation(clip, reference, tmp_path):
     make_clip(moved, n_frames=clip.n_frames, size=clip.size, face_centre=(250.0, 112.0))
     redo = _pipeline(**{"edit.strengths": [-2.0]}).run(moved, run_dir)
     assert redo.stages["align"] == "ran" and redo.stages["encode"] == "ran" and redo.stages["tune"] == "ran"
+
+
+def test_ffv1_writes_lossless_mkv_outputs_end_to_end(clip, reference, tmp_path):
+    """--codec ffv1 is lossless FFV1 in .mkv: the composite's videos and the published ones, which eval finds."""
+    import shutil
+
+    from videdit.evaluate.frames import full_frame_outputs
+    from videdit.io.probe import probe_video
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference.run_dir, run_dir)
+    result = _pipeline(**{"composite.codec": "ffv1"}).run(clip.path, run_dir)
+    assert result.status == "ok", result.error
+    assert result.stages["composite"] == "ran" and result.stages["render"] == "cached"  # only the codec changed
+    assert [p.name for p in result.outputs] == ["face.age+3.mkv", "face.recon.mkv"]
+    assert sorted(p.name for p in (run_dir / "composite").glob("*.mkv")) == ["age+3.mkv", "recon.mkv"]
+    from videdit.io.reader import VideoReader
+
+    assert probe_video(result.outputs[0]).codec == "ffv1"
+    assert sum(1 for _ in VideoReader(result.outputs[0])) == clip.n_frames  # (an .mkv's frame count is an estimate)
+    assert not list(run_dir.glob("face.*.mp4"))  # the earlier run's .mp4 outputs are gone, not left beside them
+    assert [s.video.name for s in full_frame_outputs(run_dir, clip.path).values()] == ["face.recon.mkv", "face.age+3.mkv"]
 
 
 def test_missing_weights_listed_at_once_before_touching_video(tmp_path):

@@ -271,6 +271,19 @@ def test_precision_setting_is_typed_and_checked(tmp_path):
         _pipeline({"precison": "fp16"})
 
 
+def test_a_preset_records_its_own_name_and_what_it_inherits(tmp_path):
+    from videdit import presets
+
+    assert "inherits" not in presets.load_preset("default") and presets.load_preset("default")["preset"] == "default"
+    for name in ("demo", "fast", "quality"):
+        loaded = presets.load_preset(name)
+        assert (loaded["preset"], loaded["inherits"]) == (name, ["default"])
+    mine = tmp_path / "mine.toml"
+    mine.write_text('inherit = "demo"\n[tune]\nsteps = 3\n')
+    loaded = presets.load_preset(str(mine))
+    assert (loaded["preset"], loaded["inherits"], loaded["tune"]["steps"]) == ("mine", ["demo", "default"], 3)
+
+
 def test_cpu_fallback_says_so_once(caplog):
     pipe = _pipeline({"precision": "fp16"})
     with caplog.at_level("WARNING", logger="videdit"):
@@ -386,7 +399,11 @@ def test_cpu_run_with_fp16_is_fp32_bytes_and_reuses_its_cache(clip, tmp_path, tf
     assert _flags() == (True, True)
     log = (run_dir / "log.txt").read_text()
     assert log.count(f"fp16 {CPU_FALLBACK}") == 2  # once per fp16 run
-    assert 'precision = "fp16"' in (run_dir / "settings.toml").read_text()
+    import tomllib
+
+    saved = tomllib.loads((run_dir / "settings.toml").read_text())  # what ran, and what was asked beside it
+    assert (saved["precision"], saved["precision_requested"]) == ("fp32", "fp16")
+    assert (saved["preset"], saved["inherits"]) == ("demo", ["default"])
 
 
 def test_cli_precision_flag(clip, tmp_path):
@@ -400,7 +417,8 @@ def test_cli_precision_flag(clip, tmp_path):
     assert [line for line in result.stderr.splitlines() if CPU_FALLBACK in line] == \
         [line for line in result.stderr.splitlines() if "tf32" in line and "CUDA" in line]
     assert len([line for line in result.stderr.splitlines() if CPU_FALLBACK in line]) == 1
-    assert 'precision = "tf32"' in (tmp_path / "run" / "settings.toml").read_text()
+    saved = (tmp_path / "run" / "settings.toml").read_text()
+    assert 'precision = "fp32"' in saved and 'precision_requested = "tf32"' in saved
     bad = CliRunner().invoke(cli.cli, ["run", str(clip.path), "--precision", "fp8"])
     assert bad.exit_code == 2 and "'fp8' is not one of 'fp32', 'tf32', 'fp16'" in bad.stderr
 

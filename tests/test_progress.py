@@ -48,12 +48,13 @@ def test_plain_lines_announce_stages_and_give_rate_and_eta(tmp_path):
     assert not reporter.tty
     _run_two_stages(reporter, tmp_path, clock)
     lines = out.getvalue().splitlines()
-    assert lines[0] == "[1/2] first ... (then about 1m00s more for the rest)"
+    # the stage's own estimate first, then what the stages after it add, said as such
+    assert lines[0] == "[1/2] first ... (about 30s, then about 1m00s more for the stage after it)"
     # 3 s per frame: a line every 10 s of loop time at most, with the loop's rate and ETA
     assert "  frames: 4/10 frame, 3.0 s/frame, ETA 18s" in lines
     assert "[1/2] first ran in 30s" in lines
     # the first stage took its estimate, so the rest keeps its own: no whole-run line once nothing is left
-    assert "[2/2] second ..." in lines
+    assert "[2/2] second ... (about 1m00s)" in lines
     assert lines[-1] == "[2/2] second ran in 30s"
     assert "\r" not in out.getvalue()  # no bar noise off a terminal
 
@@ -123,3 +124,20 @@ def test_a_failing_single_run_prints_one_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("videdit: error:"), proc.stderr
     assert proc.stdout == ""
+
+
+def test_face_tracks_share_one_stage_counter(tmp_path):
+    """`--faces all`: every track's stages and the one composite are counted together, each named by its track."""
+    clock, out = FakeClock(), io.StringIO()
+    reporter = progress.Reporter(out, clock=clock)
+    reporter.plan(["t1/encode", "t2/encode", "composite"], {"t1/encode": 10.0, "t2/encode": 20.0, "composite": 5.0})
+    log = StageLog(tmp_path / "run" / "log.txt")
+    with progress.reporting(reporter):
+        for track in ("t1", "t2"):
+            runner = StageRunner(tmp_path / "run" / "tracks" / track, log, label=f"{track}/")
+            runner.run(Stage("encode", lambda work: (work / "x").write_text("x")))
+        StageRunner(tmp_path / "run", log).run(Stage("composite", lambda work: (work / "y").write_text("y")))
+    lines = out.getvalue().splitlines()
+    assert [line.split(" ...")[0] for line in lines if " ..." in line] == ["[1/3] t1/encode", "[2/3] t2/encode",
+                                                                         "[3/3] composite"]
+    assert lines[0] == "[1/3] t1/encode ... (about 10s, then about 25s more for the 2 stages after it)"

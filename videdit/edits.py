@@ -9,7 +9,8 @@ An edit is written the same way everywhere:
 `parse_edits` turns the strings (and the strengths / alphas / beta given with them) into `EditSpec`s,
 each of which names its outputs (`keys`). Defaults and where each number comes from are in DEFAULTS;
 without an explicit strength an edit renders the upper end of its published range, so
-`videdit run talk.mp4 --edit age` gives one `talk.age.mp4` (`--strength -4,5` gives both ends).
+`videdit run talk.mp4 --edit age` gives one `talk.age.mp4`; any other strength is in the name (`--strength -4`:
+`talk.age-4.mp4`; `--strength -4,5` gives both ends, `talk.age-4.mp4` and `talk.age+5.mp4`).
 """
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ class EditSpec:
     target: the direction name or .npy path, the prompt, "KEY:CHANNEL", or a combined edit's text. strengths:
     one output per value (alpha for text edits), each a number or a keyframed Ramp (videdit.strengths).
     beta: StyleCLIP's channel threshold. label: the output name's stem. person: the person label (`p1`) the edit
-    is for, "" for everyone chosen (a combined edit's parts carry their own).
+    is for, "" for everyone chosen (a combined edit's parts carry their own). default: the strength (alpha)
+    used when none is given: an output at the default is named by the label alone.
     """
 
     kind: str
@@ -71,6 +73,7 @@ class EditSpec:
     beta: float | None = None
     person: str = ""
     parts: tuple["EditSpec", ...] = ()
+    default: float | None = None
 
     @property
     def in_stylespace(self) -> bool:
@@ -100,11 +103,12 @@ class EditSpec:
         return any(isinstance(s, Ramp) for p in self.leaves() for s in p.strengths)
 
     def keys(self) -> list[tuple[str, Strength | None]]:
-        """[(output key, strength)]: the label alone for one strength (a ramp's label names it), label+strength for
-        several; a combined edit has one output and no strength of its own (None)."""
+        """[(output key, strength)]: the label alone for the default strength alone, label+strength otherwise
+        (`age-4`; `age-4`, `age+5` for several; a ramp's `age-0to5`), so a name says any strength that was asked
+        for; a combined edit has one output and no strength of its own (None)."""
         if self.kind == "combined":
             return [(self.label, None)]
-        if len(self.strengths) == 1 and not isinstance(self.strengths[0], Ramp):
+        if len(self.strengths) == 1 and not isinstance(self.strengths[0], Ramp) and self.strengths[0] == self.default:
             return [(self.label, self.strengths[0])]
         return [(f"{self.label}-{s.name()}" if isinstance(s, Ramp) else f"{self.label}{s:+g}", s) for s in self.strengths]
 
@@ -233,9 +237,10 @@ def _single(text: str, strengths, alpha, beta, bound: float) -> EditSpec:
             raise VideditError(f"--beta must be in [0, 1), got {beta}")
     if inline is not None:
         value = parse_strength(inline, f"{label}'s strength", bound)
-        return EditSpec(kind, target, (value,), named(label, value), b)
+        return EditSpec(kind, target, (value,), named(label, value), b, default=value)
     values = alpha if kind == "text" else strengths
-    return EditSpec(kind, target, parse_strengths(values, default, f"{what} values", bound), label, b)
+    return EditSpec(kind, target, parse_strengths(values, default, f"{what} values", bound), label, b,
+                    default=float(default))
 
 
 def named(label: str, strength: Strength) -> str:

@@ -63,6 +63,13 @@ FRAME_FORMAT = "{:06d}.png"  # aligned/, unaligned/, render/<key>/: frame i's PN
 _LATENTS_PREFIX, _NPY = "latents_", ".npy"
 _STYLES_PREFIX, _SAFETENSORS = "styles_", ".safetensors"
 _VIDEO = ".mp4"
+_LOSSLESS_VIDEO = ".mkv"  # FFV1 (codec "ffv1") does not fit in an .mp4
+_OUTPUT_SUFFIXES = (_VIDEO, _LOSSLESS_VIDEO)
+
+
+def output_suffix(codec: str) -> str:
+    """The suffix of the composite and published videos for the composite's codec setting."""
+    return _LOSSLESS_VIDEO if str(codec).lower() == "ffv1" else _VIDEO
 
 
 def run_folder_name(video_name: str) -> str:
@@ -133,32 +140,42 @@ def render_video_name(key: str) -> str:
     return RECONSTRUCTION_VIDEO if key == RECONSTRUCTION_KEY else key + _VIDEO
 
 
-def composite_video_name(key: str) -> str:
-    """composite/<this>: the full-frame video of `key`."""
-    return key + _VIDEO
+def composite_video_name(key: str, suffix: str = _VIDEO) -> str:
+    """composite/<this>: the full-frame video of `key` (suffix: output_suffix of the codec)."""
+    return key + suffix
+
+
+def masks_video_name(suffix: str = _VIDEO) -> str:
+    """composite/<this>: the blend masks' video (save_masks), in the outputs' container."""
+    return MASKS_VIDEO[:-len(_VIDEO)] + suffix
 
 
 def video_stem(name: str) -> str | None:
-    """The stem of a video file name as the stages write them (<stem>.mp4), None for other names."""
-    return name[:-len(_VIDEO)] if name.endswith(_VIDEO) and len(name) > len(_VIDEO) else None
+    """The stem of a video file name as the stages write them (<stem>.mp4, or .mkv for FFV1), None for
+    other names."""
+    for suffix in _OUTPUT_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[:-len(suffix)]
+    return None
 
 
 def composite_key(name: str) -> str | None:
-    """The key of a composite/ video file name (masks.mp4 is none), None for other names."""
-    return video_stem(name) if name != MASKS_VIDEO else None
+    """The key of a composite/ video file name (the masks' video is none), None for other names."""
+    stem = video_stem(name)
+    return stem if stem is not None and name not in (masks_video_name(s) for s in _OUTPUT_SUFFIXES) else None
 
 
-def published_name(video_stem: str, key: str) -> str:
-    """RUN/<this>: the final full-frame video of `key` for the input video named `video_stem`."""
-    return f"{video_stem}.{key}{_VIDEO}"
+def published_name(video_stem: str, key: str, suffix: str = _VIDEO) -> str:
+    """RUN/<this>: the final full-frame video of `key` for the input video named `video_stem` (suffix:
+    output_suffix of the codec)."""
+    return f"{video_stem}.{key}{suffix}"
 
 
-def published_key(name: str, video_stem: str) -> str | None:
-    """The key of a published video's file name for input `video_stem`, None for other names."""
-    prefix = video_stem + "."
-    if name.startswith(prefix) and name.endswith(_VIDEO) and len(name) > len(prefix + _VIDEO):
-        return name[len(prefix):-len(_VIDEO)]
-    return None
+def published_key(name: str, source_stem: str) -> str | None:
+    """The key of a published video's file name for input `source_stem`, None for other names."""
+    prefix = source_stem + "."
+    stem = video_stem(name) if name.startswith(prefix) else None
+    return stem[len(prefix):] if stem is not None and len(stem) > len(prefix) else None
 
 
 def is_run_folder(folder) -> bool:

@@ -41,7 +41,7 @@ from videdit.runlog import environment_line
 from videdit.runner import MANIFEST, Stage, StageLog, StageRunner, VideoResult, canonical_json, digest_text
 from videdit.settings import RUN_KEYS, EditOptions, FacesOptions, RunOptions, resolve_settings  # noqa: F401  (API)
 from videdit.shards import PartExecutor, ShardOptions
-from videdit.track_runs import chosen_tracks, face_tracks, run_tracks
+from videdit.track_runs import PlannedStage, chosen_tracks, face_tracks, planned_stages, run_tracks
 from videdit.wiring import StageWiring
 
 
@@ -86,6 +86,14 @@ class Pipeline:
     def resolved_settings(self) -> dict[str, Any]:
         """Every option of every section, defaults included (what RUN/settings.toml records)."""
         return self.resolved.as_dict(self.models.name)
+
+    def recorded_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """What RUN/settings.toml says: the settings with the precision this run actually uses (fp32 on a CPU),
+        and the one asked for beside it when they differ."""
+        recorded = dict(settings, precision=self.precision)
+        if self.precision != settings["precision"]:
+            recorded["precision_requested"] = settings["precision"]
+        return recorded
 
     def check_weights(self, until: str | None = None) -> None:
         stages = STAGE_ORDER[: STAGE_ORDER.index(until) + 1] if until else STAGE_ORDER
@@ -160,9 +168,11 @@ class Pipeline:
         """The face tracks `[faces] select` asks for; one line when there are none."""
         return chosen_tracks(Path(video), Path(run_dir), self.sections["faces"])
 
-    def estimate(self, n_frames: int, stages: list[str]) -> Estimate:
-        """Expected seconds per stage and memory per frame (see videdit.estimate)."""
-        return estimate_run(self.resolved, n_frames, stages, len(self.edit_keys()), self.generator, self.encoder)
+    def estimate(self, n_frames: int, stages: list[str], video: Path | None = None) -> Estimate:
+        """Expected seconds per stage and memory per frame (see videdit.estimate); video: the source, whose
+        first frame times align."""
+        return estimate_run(self.resolved, n_frames, stages, len(self.edit_keys()), self.device_request, self.generator,
+                            self.encoder, video)
 
     def run(self, video: Path, out: Path | None = None, *, until: str | None = None, from_stage: str | None = None,
             force: bool | set[str] = False, wait: bool | None = None, shards: ShardOptions | None = None,
@@ -207,20 +217,21 @@ class Pipeline:
                     from_stage: str | None, force: bool | set[str], shards: ShardOptions | None = None,
                     parts: PartExecutor | None = None) -> None:
         settings = self.resolved_settings()
-        records.save_settings_text(run_dir, presets.to_toml(settings))
         forced: bool | set[str] = set(STAGE_ORDER[STAGE_ORDER.index(from_stage):]) if from_stage else force
         reporter = Reporter(quiet=self.quiet, stream=self.stream)
         runner = StageRunner(run_dir, log, force=forced, verify=self.verify, warn=reporter.say, parts=parts)
         log.handler.echo = None if self.quiet else reporter.say
         # Only align runs without torch: a run that stops there neither resolves the device nor loads torch
         # (unless a precision other than fp32 was asked for: whether it can run is said once, whatever the stages).
-        last = STAGE_ORDER.index(until) if until else len(STAGE_ORDER) - 1
-        with_torch = (any(name != "align" for name in self.active_stages() if name in STAGE_ORDER[: last + 1])
+        last_index = STAGE_ORDER.index(until) if until else len(STAGE_ORDER) - 1
+        with_torch = (any(name != "align" for name in self.active_stages() if name in STAGE_ORDER[: last_index + 1])
                       or self.run_options.precision != "fp32")
         log.write("run", "start", f"{video} -> {run_dir}; "
                                   f"{environment_line(self.device if with_torch else self.device_request, with_torch)}; "
                                   f"settings {digest_text(canonical_json(settings))[:16]}")
         with log.capture(), reporting(reporter), tf32_switches(self.precision) if with_torch else nullcontext():
+            # Inside the log's capture: choosing the precision may warn (fp16 asked for on a CPU).
+            records.save_settings_text(run_dir, presets.to_toml(self.recorded_settings(settings)))
             # Whom to edit is settled first: a person who is not there is one line, before any estimate or work.
             chosen = self.chosen_tracks(video, run_dir) if self.sections["faces"].select else None
             if chosen is not None:
@@ -228,16 +239,21 @@ class Pipeline:
                              records.TracksRecord.load(run_dir).people())
             reporter.say(f"{video.name} -> {run_dir}")
             stages = self.stages_for(video, run_dir, until, shards)
+            last = until or STAGE_ORDER[-1]
+            planned = (planned_stages(self, run_dir, chosen, last, result.frames or 0) if chosen is not None else
+                       [PlannedStage(s.name, s.name, run_dir, result.frames or 0) for s in stages])
             # Stages already complete in the folder are most likely cached: they cost nothing, and no network
             # is loaded or probed for them (a rerun of a finished video stays quick).
-            pending = [s.name for s in stages if not (run_dir / s.name / MANIFEST).is_file()]
-            estimate = self.estimate(result.frames or 0, pending) if self.estimate_time and pending else None
-            reporter.plan([s.name for s in stages], {s.name: estimate.seconds.get(s.name, 0.0) for s in stages}
+            pending = [p for p in planned if not (p.folder / p.stage / MANIFEST).is_file()]
+            kinds = [name for name in STAGE_ORDER if any(p.stage == name for p in pending)]
+            estimate = self.estimate(result.frames or 0, kinds, video) if self.estimate_time and pending else None
+            reporter.plan([p.label for p in planned],
+                          {p.label: estimate.for_frames(p.stage, p.n_frames) if p in pending else 0.0 for p in planned}
                           if estimate else {})
             if estimate:
                 reporter.say(estimate.describe(result.frames))
             if chosen is not None:
-                result.stages.update(run_tracks(self, video, run_dir, chosen, runner, until or STAGE_ORDER[-1],
+                result.stages.update(run_tracks(self, video, run_dir, chosen, runner, last,
                                                 say=reporter.say))
             else:
                 for stage in stages:
@@ -252,12 +268,14 @@ class Pipeline:
             reporter.say("outputs:\n" + "\n".join(f"  {p}" for p in result.outputs) + f"\nnext: videdit eval {run_dir}")
 
     def _publish(self, video: Path, run_dir: Path) -> list[Path]:
-        """Final full-frame videos at the top of the run folder: NAME.EDIT.mp4 (edits first), NAME.recon.mp4."""
+        """Final full-frame videos at the top of the run folder: NAME.EDIT.mp4 (edits first), NAME.recon.mp4
+        (.mkv for the lossless codec ffv1)."""
         folder = records.RunFolder(run_dir)
+        codec = self.sections["composite"].codec
         outputs = []
         keys = [k for k, _ in self.edit_keys() if k != records.RECONSTRUCTION_KEY] + [records.RECONSTRUCTION_KEY]
         for key in keys:
-            src, dst = folder.composite_video(key), folder.published_video(video.stem, key)
+            src, dst = folder.composite_video(key, codec), folder.published_video(video.stem, key, codec)
             if src.exists():
                 with atomic_path(dst, fsync=False) as tmp:
                     try:
@@ -265,4 +283,6 @@ class Pipeline:
                     except OSError:
                         shutil.copyfile(src, tmp)
                 outputs.append(dst)
+                other = folder.published_video(video.stem, key, "auto" if codec == "ffv1" else "ffv1")
+                other.unlink(missing_ok=True)  # the output of an earlier run with the other container is stale now
         return outputs

@@ -68,23 +68,42 @@ class Reporter:
         self.stages = list(stages)
         self.estimates = dict(estimates or {})
 
+    def _scale(self) -> float:
+        """How the finished stages compared with their estimates (1 before any has run)."""
+        measured = [s for s in self.done if self.estimates.get(s)]
+        return (sum(self.done[s] for s in measured) / sum(self.estimates[s] for s in measured)) if measured else 1.0
+
+    def stages_left(self) -> list[str]:
+        """The stages not yet done, the one running excluded."""
+        return [s for s in self.stages if s not in self.done and s != self.current]
+
     def run_eta(self) -> float | None:
-        """Seconds left for the stages not yet done, from the estimates scaled by how the done ones went."""
-        left = [s for s in self.stages if s not in self.done and s != self.current]
+        """Seconds left for the stages not yet done (the running one excluded), from the estimates scaled by
+        how the done ones went."""
+        left = self.stages_left()
         if not self.estimates or any(s not in self.estimates for s in left):
             return None
-        measured = [s for s in self.done if self.estimates.get(s)]
-        scale = (sum(self.done[s] for s in measured) / sum(self.estimates[s] for s in measured)) if measured else 1.0
-        return scale * sum(self.estimates[s] for s in left)
+        return self._scale() * sum(self.estimates[s] for s in left)
 
     def stage_start(self, name: str) -> None:
         self.current = name
         self.stage_started = self.clock()
         k = self.stages.index(name) + 1 if name in self.stages else len(self.done) + 1
         n = len(self.stages) or k
-        eta = self.run_eta()
-        after = f" (then about {format_duration(eta)} more for the rest)" if eta else ""
-        self.say(f"[{k}/{n}] {name} ...{after}")
+        self.say(f"[{k}/{n}] {name} ...{self._expected(name)}")
+
+    def _expected(self, name: str) -> str:
+        """' (about 2m10s, then about 40s more for the 3 stages after it)': this stage's own estimate, then
+        what the stages after it add; '' when there is no estimate."""
+        parts = []
+        own = self.estimates.get(name)
+        if own:
+            parts.append(f"about {format_duration(self._scale() * own)}")
+        rest, n_rest = self.run_eta(), len(self.stages_left())
+        if rest:
+            after = "the stage" if n_rest == 1 else f"the {n_rest} stages"
+            parts.append(f"then about {format_duration(rest)} more for {after} after it")
+        return f" ({', '.join(parts)})" if parts else ""
 
     def stage_end(self, name: str, status: str, seconds: float | None = None) -> None:
         """seconds: how long it ran (default: measured on this reporter's clock since stage_start)."""

@@ -379,7 +379,7 @@ def load_video_info(folder: str | PathLike):
 
 
 def save_metrics(folder: str | PathLike, text: str) -> Path:
-    """RUN/eval/metrics.json (or eval/against_*/): `videdit eval`'s metrics as strict JSON text."""
+    """RUN/eval/metrics.json (or eval/against_*/, eval/first_N/): `videdit eval`'s metrics as strict JSON text."""
     return atomic_write_text(Path(folder) / layout.METRICS, text)
 
 
@@ -590,9 +590,9 @@ class RunFolder:
     def render(self) -> Path:
         return self.stage("render")
 
-    def composite_video(self, key: str) -> Path:
-        return self.stage("composite") / layout.composite_video_name(key)
+    def composite_video(self, key: str, codec: str = "auto") -> Path:
+        return self.stage("composite") / layout.composite_video_name(key, layout.output_suffix(codec))
 
-    def published_video(self, video_stem: str, key: str) -> Path:
-        """RUN/<video stem>.<key>.mp4: a final full-frame video."""
-        return self.root / layout.published_name(video_stem, key)
+    def published_video(self, video_stem: str, key: str, codec: str = "auto") -> Path:
+        """RUN/<video stem>.<key>.mp4 (.mkv for FFV1): a final full-frame video."""
+        return self.root / layout.published_name(video_stem, key, layout.output_suffix(codec))

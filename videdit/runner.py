@@ -169,8 +169,9 @@ class StageOutcome:
 class StageRunner:
     def __init__(self, run_dir: Path, log: StageLog | None = None, force: bool | set[str] = False,
                  verify: bool = False, warn: Callable[[str], None] | None = None,
-                 parts: PartExecutor | None = None):
+                 parts: PartExecutor | None = None, label: str = ""):
         self.parts = parts or run_parts_here  # where a sharded stage's parts run
+        self.label = label  # what the progress reporter calls its stages: "t2/" + name for a face track's
         self.verify = verify  # re-hash every output file of every cached stage, frames included
         self.warn = warn
         self.run_dir = Path(run_dir)
@@ -252,7 +253,7 @@ class StageRunner:
         if not self._forced(stage.name) and self.is_cached(stage, key):
             self.log.write(stage.name, "cached")
             if reporter:
-                reporter.stage_end(stage.name, "cached", 0.0)
+                reporter.stage_end(self.label + stage.name, "cached", 0.0)
             return StageOutcome(stage.name, "cached", final, 0.0)
 
         work = self.run_dir / partial_name(stage.name)
@@ -268,7 +269,7 @@ class StageRunner:
 
         self.log.write(stage.name, "start")
         if reporter:
-            reporter.stage_start(stage.name)
+            reporter.stage_start(self.label + stage.name)
         t0 = time.perf_counter()
         merge_seconds = None
         with log_stage(stage.name):
@@ -300,7 +301,7 @@ class StageRunner:
             os.replace(work, final)
         self.log.write(stage.name, "done", f"{seconds:.2f}s")
         if reporter:
-            reporter.stage_end(stage.name, "ran")
+            reporter.stage_end(self.label + stage.name, "ran")
         return StageOutcome(stage.name, "ran", final, seconds)
 
 

@@ -205,7 +205,7 @@ class FacesOptions:
 
     select: str = ""
     min_track_frames: int = 10
-    landmarks: str = "dlib"
+    landmarks: str = "auto"  # as align's (videdit.face.landmarks.DEFAULT_BACKEND): FAN when cached, else dlib
     full_search_every: int = 1
 
 

@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from videdit import progress
 from videdit.checkpoints.styleclip_files import SStats, SStatsUnpickler, clip_state_dict, read_s_stats  # noqa: F401
 from videdit.errors import CheckpointError, MissingWeightsError, VideditError
 
@@ -264,7 +265,9 @@ def compute_s_stats(G, num_samples: int, *, truncation_psi: float = 0.7, seed: i
     squares: dict[str, torch.Tensor] = {}
     theta = x = y = 0.0
     seen = 0
+    bar = progress.bar(num_samples, "s_stats", "sample")
     for styles in sample_styles(G, num_samples, truncation_psi=truncation_psi, seed=seed, batch_size=batch_size):
+        bar.update(styles["input"].shape[0])
         for key, value in styles.items():
             value64 = value.double()
             sums[key] = sums.get(key, 0) + value64.sum(0)
@@ -274,6 +277,7 @@ def compute_s_stats(G, num_samples: int, *, truncation_psi: float = 0.7, seed: i
         x += pose[:, 2].sum().item()
         y += pose[:, 3].sum().item()
         seen += pose.shape[0]
+    bar.close()
     mean = {k: (v / seen) for k, v in sums.items()}
     std = {k: (squares[k] / seen - mean[k].square()).clamp_min(0).sqrt() for k in sums}
     return SStats({"theta": theta / seen, "x": x / seen, "y": y / seen},
@@ -379,8 +383,6 @@ def compute_styleclip_directions(G, clip_model, out_dir: str | os.PathLike, num_
 def _compute_directions(G, clip_model, out: Path, widths: dict[str, int], num_samples: int, stats_samples: int,
                         strength: float, truncation_psi: float, seed: int, batch_size: int, chunk_channels: int,
                         quiet: bool) -> DirectionsResult:
-    from tqdm import tqdm
-
     stats_path = out / "s_stats"
     if stats_path.is_file():  # a resumed run
         stats = load_s_stats(stats_path)
@@ -398,8 +400,8 @@ def _compute_directions(G, clip_model, out: Path, widths: dict[str, int], num_sa
     chunk_path = {c: partial_dir / f"{c[0]}.{c[1]:05d}-{c[2]:05d}.npy" for c in chunks}
     done = [c for c in chunks if chunk_path[c].is_file()]
     computed = 0
-    with tqdm(total=sum(widths.values()), initial=sum(e - s for _, s, e in done), unit="ch",
-              desc="delta_i_c", disable=quiet) as bar:
+    with progress.bar(sum(widths.values()), "delta_i_c", "ch", initial=sum(e - s for _, s, e in done),
+                      enabled=not quiet) as bar:
         for chunk in chunks:
             if chunk in done:
                 continue

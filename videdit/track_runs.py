@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from videdit import records
 from videdit.errors import InputError
@@ -55,20 +55,46 @@ def chosen_tracks(video: Path, run_dir: Path, faces: FacesOptions) -> list:
     return chosen
 
 
+def track_label(track) -> str:
+    """The prefix of a track's stages in the progress lines ("t1/encode"): one counter across all tracks."""
+    return f"{track.id}/"
+
+
+class PlannedStage(NamedTuple):
+    label: str  # what the progress lines call it ("encode", "t1/encode")
+    stage: str
+    folder: Path  # the folder holding the stage's own folder
+    n_frames: int
+
+
+def planned_stages(pipe: Any, run_dir: Path, chosen: list, last: str, n_frames: int) -> list[PlannedStage]:
+    """Every stage a run with face tracks goes through, in order: each track's, then the one composite."""
+    names = _track_stage_names(pipe, last)
+    planned = [PlannedStage(track_label(t) + n, n, run_dir / t.dir, t.end - t.start) for t in chosen for n in names]
+    if STAGE_ORDER.index("composite") <= STAGE_ORDER.index(last):
+        planned.append(PlannedStage("composite", "composite", run_dir, n_frames))
+    return planned
+
+
+def _track_stage_names(pipe: Any, last: str) -> list[str]:
+    return [n for n in pipe.active_stages() if n != "composite" and STAGE_ORDER.index(n) <= STAGE_ORDER.index(last)]
+
+
 def run_tracks(pipe: Any, video: Path, run_dir: Path, chosen: list, runner: StageRunner, last: str,
                say=print) -> dict[str, str]:
     """Each chosen track through the stages up to `last` (composite excluded) in its own folder, then the one
     composite when `last` reaches it. pipe: the videdit.pipeline.Pipeline the stages run for; `runner` runs
     the composite in RUN/, and each track gets a runner like it in its folder.
     Returns {"<track id>/<stage>" or "composite": cached | ran}."""
-    names = [n for n in pipe.active_stages() if n != "composite" and STAGE_ORDER.index(n) <= STAGE_ORDER.index(last)]
+    names = _track_stage_names(pipe, last)
     statuses = {}
     video_frames = records.TracksRecord.load(run_dir).n_frames
     for track in chosen:
         track_dir = run_dir / track.dir
         say(f"track {track.id}: {track.person}, frames {track.start}-{track.end - 1}")
         wiring = StageWiring(pipe, video, track_dir, track=track, video_frames=video_frames)
-        track_runner = StageRunner(track_dir, runner.log, force=runner.force, verify=runner.verify, warn=runner.warn)
+        track_runner = StageRunner(track_dir, runner.log, force=runner.force, verify=runner.verify, warn=runner.warn,
+                                   label=track_label(track))
         for name in names:
             statuses[f"{track.id}/{name}"] = track_runner.run(getattr(wiring, f"stage_{name}")()).status
     if STAGE_ORDER.index("composite") <= STAGE_ORDER.index(last):

@@ -51,8 +51,12 @@ def directions_styleclip(generator, clip_path, out, samples, stats_samples, stre
     if not quiet:  # the cost, in units that do not depend on the machine
         click.echo(f"{channels} style channels x 2 pushes x {samples} samples = {2 * channels * samples:,} renders "
                    f"and CLIP encodes at {G.img_resolution}px, plus {stats_samples:,} mapping + affine passes", err=True)
-    result = compute_styleclip_directions(G, clip_model, out, samples, stats_samples=stats_samples, strength=strength,
-                                          truncation_psi=truncation, seed=seed, batch_size=batch_size, quiet=quiet)
+    from videdit.progress import Reporter, reporting
+
+    with reporting(Reporter(quiet=quiet)):  # bars on stderr (plain lines off a terminal)
+        result = compute_styleclip_directions(G, clip_model, out, samples, stats_samples=stats_samples,
+                                              strength=strength, truncation_psi=truncation, seed=seed,
+                                              batch_size=batch_size, quiet=quiet)
     click.echo(f"wrote {result.delta_i_c} and {result.s_stats} ({result.chunks_computed} chunks computed, {result.chunks_reused} reused)")
 
 

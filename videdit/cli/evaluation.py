@@ -9,7 +9,7 @@ import click
 @click.command("eval")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--against", type=click.Path(path_type=Path), default=None, help="Compare the final videos with this input video.")
-@click.option("--max-frames", type=int, default=None, help="Evaluate only the first N frames.")
+@click.option("--max-frames", type=int, default=None, help="Evaluate only the first N frames (written to RUN/eval/first_N/, beside the whole run's).")
 @click.option("--identity-model", type=click.Choice(["auto", "dlib", "arcface"]), default="auto", show_default=True)
 @click.option("--pixel-metrics-for-edits", is_flag=True, help="Also compute L2/LPIPS/MS-SSIM for edited outputs.")
 @click.option("--no-plots", is_flag=True)
@@ -31,8 +31,11 @@ def eval_cmd(runs, against, max_frames, identity_model, pixel_metrics_for_edits,
                                 else out) for r in runs]
     for r, run_settings in zip(runs, each):
         evaluation_folder(r, against, run_settings)  # every output folder checked before any model is loaded
+    from videdit.progress import Reporter, reporting
+
     models = load_models(settings)  # once, shared by every run
-    results = [evaluate_run(r, against=against, settings=s, models=models) for r, s in zip(runs, each)]
+    with reporting(Reporter()):  # a bar per run on stderr (plain lines off a terminal); --json's stdout stays clean
+        results = [evaluate_run(r, against=against, settings=s, models=models) for r, s in zip(runs, each)]
     if as_json:
         click.echo(metrics_to_json(results if len(results) > 1 else results[0]))
     elif len(results) == 1:

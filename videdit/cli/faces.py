@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from videdit.layout import PEOPLE_SHEET, TRACKS, run_folder_name
+from videdit.settings import FacesOptions
 
 def _known(tracks, choice: str) -> list[str]:
     """The people `choice` names that exist (for marking them on the contact sheet)."""
@@ -26,7 +27,8 @@ def _known(tracks, choice: str) -> list[str]:
 @click.option("--faces", "choice", default="main", show_default=True,
               help="Whom `videdit run --faces` would edit: main (the person in the most frames), all, or labels like p1,p3.")
 @click.option("--min-track-frames", type=int, default=None, help="Shorter tracks pass through unedited [10].")
-@click.option("--landmarks", type=click.Choice(["auto", "dlib", "face-alignment"]), default="dlib", show_default=True)
+@click.option("--landmarks", type=click.Choice(["auto", "dlib", "face-alignment"]), default=FacesOptions.landmarks, show_default=True,
+              help="Landmark model, as `run`'s (auto: face-alignment when its models are cached, else dlib).")
 @click.option("--json", "as_json", is_flag=True, help=f"Print {TRACKS}'s content and the chosen people as JSON.")
 def faces_cmd(video, out, choice, min_track_frames, landmarks, as_json):
     """List a video's shots and the people in it, with a contact sheet, to choose whom to edit."""

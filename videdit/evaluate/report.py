@@ -3,7 +3,8 @@
 Public API (the CLI calls these):
     load_models(settings) -> EvalModels             dlib + LPIPS (+ ArcFace), once for several runs
     evaluate_run(run_dir, against=None, settings=EvalSettings(), *, models=None) -> dict
-                                                    (also writes RUN/eval/metrics.json and plots)
+                                                    (also writes RUN/eval/metrics.json and plots;
+                                                    max_frames N: RUN/eval/first_N/)
     format_summary(metrics) -> str                  one-screen table of one run
     compare_runs(run_dirs) -> str                   runs side by side (reads RUN/eval/metrics.json)
     metrics_to_json(metrics) -> str                 strict JSON (NaN as null) for --json output
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from videdit import layout, records
+from videdit import layout, progress, records
 from videdit.errors import InputError
 from videdit.runfolder import prepare_run_dir
 from videdit.evaluate import frames as frames_mod
@@ -88,8 +89,11 @@ def evaluation_folder(run_dir, against=None, settings: EvalSettings | None = Non
     work when it cannot be written (a read-only run folder: `--out`), not a traceback after the metrics."""
     settings = settings or EvalSettings()
     out_dir = Path(settings.out) if settings.out is not None else Path(run_dir) / layout.EVAL_DIR
-    # Another reference gets its own folder, so the run's own evaluation is never overwritten.
+    # Another reference, or only the first frames, gets its own folder, so the run's own (whole) evaluation is
+    # never overwritten.
     out_dir = out_dir if against is None else out_dir / f"against_{Path(against).stem}"
+    if settings.max_frames is not None:
+        out_dir = out_dir / f"first_{settings.max_frames}"
     if settings.write and Path(run_dir).is_dir():
         prepare_run_dir(out_dir, what="the evaluation folder")
     return out_dir
@@ -130,6 +134,9 @@ def evaluate_run(run_dir, against=None, settings: EvalSettings | None = None, *,
                 metrics["plots"] = _write_plots(run, metrics, out_dir)
             except ImportError:  # matplotlib is an optional dependency (the `eval` extra)
                 metrics["skipped"]["plots"] = "matplotlib is not installed (pip install 'videdit[eval]')"
+        for name in (layout.METRICS_PLOT, layout.TRANSFORMS_PLOT, layout.LATENT_PLOT):  # an earlier evaluation's
+            if frames_mod.label_for(out_dir / name, run) not in metrics["plots"]:
+                (out_dir / name).unlink(missing_ok=True)
         records.save_metrics(out_dir, metrics_to_json(metrics))
     return metrics
 
@@ -193,7 +200,9 @@ def _evaluate_sources(reference: FrameSource, outputs: dict[str, FrameSource], s
     count = 0
     missing = object()
     streams = zip_longest(reference, *(track.source for track in tracks.values()), fillvalue=missing)
-    for index, (ref, *outs) in enumerate(streams):
+    total = min(n for n in (reference.count, settings.max_frames) if n is not None) \
+        if (reference.count, settings.max_frames) != (None, None) else None  # a video's count is known once read
+    for index, (ref, *outs) in enumerate(progress.track(streams, total, "eval", "frame")):
         if settings.max_frames is not None and index >= settings.max_frames:
             break
         if ref is missing or any(o is missing for o in outs):

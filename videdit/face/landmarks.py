@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 N_LANDMARKS = 68
 BACKEND_NAMES = ("auto", "face-alignment", "fan", "dlib")  # "fan" is short for face-alignment
+DEFAULT_BACKEND = "auto"  # the one default of `run` (align), `faces` and [faces]: FAN when its models are cached
 
 DLIB_SHAPE_MODEL = "shape_predictor_68_face_landmarks.dat"
 DLIB_RECOGNITION_MODEL = "dlib_face_recognition_resnet_model_v1.dat"

@@ -35,7 +35,7 @@ import numpy as np
 
 from videdit.errors import InputError, NoFaceError
 from videdit.face.identity import SAME_PERSON_DISTANCE, FaceEmbedder, cluster_people
-from videdit.face.landmarks import FaceDetection, LandmarkBackend, make_backend
+from videdit.face.landmarks import DEFAULT_BACKEND, FaceDetection, LandmarkBackend, make_backend
 from videdit.face.shots import Shot, ShotSettings, check_shots, detect_shots
 from videdit.records import TrackEntry, TracksRecord, load_track_arrays, save_track_arrays
 
@@ -451,7 +451,7 @@ def track_faces(video, shots: Sequence[Shot], backend: LandmarkBackend, settings
     return result
 
 
-def find_face_tracks(video, *, landmarks: str = "dlib", shot_settings: ShotSettings | None = None,
+def find_face_tracks(video, *, landmarks: str = DEFAULT_BACKEND, shot_settings: ShotSettings | None = None,
                      track_settings: TrackSettings | None = None, backend: LandmarkBackend | None = None,
                      detect_max_side: int = 640) -> FaceTracks:
     """Shots, then face tracks and people, of a video file or image folder (two decoding passes).

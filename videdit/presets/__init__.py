@@ -1,7 +1,8 @@
 """Named pipeline presets: small TOML files shipped in this package (`videdit/presets/*.toml`), merged
 section by section. Users add their own in a folder named by $VIDEDIT_PRESETS (looked up first).
 
-A preset may name another with `inherit = "NAME"`; its sections are merged on top of that one's.
+A preset may name another with `inherit = "NAME"`; its sections are merged on top of that one's. The loaded
+settings name the preset itself (`preset`) and what it inherits from, nearest first (`inherits`).
 Command-line flags are applied last (`apply_overrides`). The resolved settings are written to the
 run folder, so a run can always be repeated from its own `settings.toml`.
 """
@@ -69,13 +70,19 @@ def load_preset(name_or_path: str = "default", _seen: tuple[str, ...] = ()) -> d
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise VideditError(f"preset {path}: invalid TOML: {exc}") from None
+    name = data.pop("preset", path.stem)  # what settings.toml records: this preset, and what it inherits from
     parent = data.pop("inherit", None)
+    chain: list[str] = []
     if parent:
-        data = _merge(load_preset(parent, _seen + (str(path),)), data)
+        base = load_preset(parent, _seen + (str(path),))
+        chain = [base.pop("preset")] + base.pop("inherits", [])
+        data = _merge(base, data)
     unknown = [k for k, v in data.items() if isinstance(v, dict) and k not in STAGE_SECTIONS]
     if unknown:
         raise VideditError(f"preset {path}: unknown section(s) {', '.join(unknown)}; known: {', '.join(STAGE_SECTIONS)}")
-    data["preset"] = data.get("preset", path.stem) if not _seen else data.get("preset", path.stem)
+    data["preset"] = name
+    if chain:
+        data["inherits"] = chain  # nearest first: demo -> ["default"]
     return data
 
 

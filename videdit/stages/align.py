@@ -49,7 +49,7 @@ from videdit.face.alignment import (
     quad_to_crop,
     smooth_quads,
 )
-from videdit.face.landmarks import N_LANDMARKS, FaceTracker, LandmarkBackend, make_backend, roll_deg
+from videdit.face.landmarks import DEFAULT_BACKEND, N_LANDMARKS, FaceTracker, LandmarkBackend, make_backend, roll_deg
 from videdit import progress, records
 from videdit.errors import InputError, NoFaceError
 from videdit.io.png import write_png
@@ -71,7 +71,7 @@ class AlignSettings:
 
     crop_size: int = 1024  # side of the unaligned crops (the generator's resolution: tuning's targets)
     aligned_size: int = 256  # side of the aligned crops: the encoder's input (the pipeline sets encode.input_size)
-    landmarks: str = "auto"  # auto | dlib | face-alignment (fan)
+    landmarks: str = DEFAULT_BACKEND  # auto | dlib | face-alignment (fan)
     device: str = "auto"  # where face-alignment runs (auto: CUDA when available); dlib is CPU only
     box: str = "first"  # fixed unaligned box: "first" (quad of the first frame with a face, as published)
     #                     or "cover" (turned like it, large enough to hold the face in every frame)

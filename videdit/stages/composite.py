@@ -7,7 +7,7 @@ box, feathered; optionally the render's low frequencies are matched to the frame
 border. Frames without a face are copied unchanged. Frames are read, composited, encoded and dropped one
 at a time, so memory does not depend on the video's length.
 
-Outputs in out_dir: `<key>.mp4` (source size, fps, timestamps and audio), `masks.mp4` when asked
+Outputs in out_dir: `<key>.mp4` (`<key>.mkv` for the lossless codec ffv1; source size, fps, timestamps and audio), `masks.mp4` when asked
 (the blend mask as grey levels), and `composite.json` (counts, settings and the measured seam factor:
 gradient energy across the mask border in the composite over the same in the source, on sampled
 frames; 1 means no visible seam added).
@@ -26,7 +26,8 @@ import numpy as np
 
 from videdit import progress, records
 from videdit.errors import InputError
-from videdit.layout import MASKS_VIDEO, RENDER_INFO, MASKS_DIR, SHARD_FRAMES, composite_video_name, deep_frame_name, frame_name
+from videdit.layout import (MASKS_DIR, RENDER_INFO, SHARD_FRAMES, composite_video_name, deep_frame_name, frame_name,
+                            masks_video_name, output_suffix)
 
 log = logging.getLogger("videdit")
 
@@ -397,11 +398,11 @@ class _Job:
         with ExitStack() as stack:
             writers = {}
             for key in keys:
-                result.videos[key] = out_dir / composite_video_name(key)
+                result.videos[key] = out_dir / composite_video_name(key, output_suffix(settings.codec))
                 writers[key] = stack.enter_context(writer(result.videos[key]))
             mask_writer = None
             if settings.save_masks:
-                result.masks_video = out_dir / MASKS_VIDEO
+                result.masks_video = out_dir / masks_video_name(output_suffix(settings.codec))
                 mask_writer = stack.enter_context(writer(result.masks_video))
             for out in frames:
                 result.n_composited += out.composited
