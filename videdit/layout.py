@@ -24,6 +24,14 @@ METRICS = "metrics.json"
 METRICS_PLOT = "metrics_per_frame.png"
 TRANSFORMS_PLOT = "transforms.png"
 LATENT_PLOT = "latent_pca.png"
+# RUN/: what a person looks at (videdit.compare, videdit.report_html, videdit.preview).
+INDEX_PAGE = "index.html"  # RUN/ and RUN/preview/: a static page of the outputs
+COMPARE_KEY = "compare"  # RUN/<video stem>.compare.mp4: the input and every edit side by side (not an edit's key)
+PREVIEW_DIR = "preview"  # RUN/preview/: `videdit preview`
+KEYFRAMES_DIR = "keyframes"  # preview/keyframes/000000.png ...: the key frames (an image folder, the preview's input)
+KEYFRAMES_INFO = "keyframes.json"  # preview/: the video's digest, its shots and the key frames picked from them
+PREVIEW_RUN_DIR = "run"  # preview/run/: the key frames' own run folder (align ... composite, cached per stage)
+PREVIEW_SHEET = "sheet.png"  # preview/: the labelled contact sheet
 DEMO_SOURCE_DIR = "source"  # `videdit demo`: its generated clip, inside the demo's run folder
 DEMO_CLIP = "astronaut.mp4"
 
@@ -135,5 +143,16 @@ def published_key(name: str, video_stem: str) -> str | None:
     """The key of a published video's file name for input `video_stem`, None for other names."""
     prefix = video_stem + "."
     if name.startswith(prefix) and name.endswith(_VIDEO) and len(name) > len(prefix + _VIDEO):
-        return name[len(prefix):-len(_VIDEO)]
+        key = name[len(prefix):-len(_VIDEO)]
+        return key if key != COMPARE_KEY else None  # the comparison is not an output of its own
     return None
+
+
+def compare_name(video_stem: str) -> str:
+    """RUN/<this>: the input and every output side by side (videdit.compare)."""
+    return published_name(video_stem, COMPARE_KEY)
+
+
+def is_compare_name(name: str) -> bool:
+    """Whether a file name is a comparison video's (whatever the input was called)."""
+    return name.endswith("." + COMPARE_KEY + _VIDEO)
