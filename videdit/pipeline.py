@@ -240,12 +240,15 @@ class Pipeline:
                     result.stages[stage.name] = runner.run(stage).status
             if until is None or STAGE_ORDER.index(until) >= STAGE_ORDER.index("composite"):
                 result.outputs = self._publish(video, run_dir)
+                if self.views and result.outputs:
+                    result.views = self._views(video, run_dir, result.outputs)
         align = records.RunFolder(run_dir).align
         if (align / records.TRANSFORMS).is_file():  # frames actually read (the probe's count is the container's estimate)
             result.frames = records.AlignRecord.load(align).n_frames
         log.write("run", "done", ", ".join(f"{k} {v}" for k, v in result.stages.items()))
         if result.outputs:
-            reporter.say("outputs:\n" + "\n".join(f"  {p}" for p in result.outputs) + f"\nnext: videdit eval {run_dir}")
+            reporter.say("outputs:\n" + "\n".join(f"  {p}" for p in result.outputs + result.views)
+                         + f"\nnext: videdit eval {run_dir}")
 
     def _publish(self, video: Path, run_dir: Path) -> list[Path]:
         """Final full-frame videos at the top of the run folder: NAME.EDIT.mp4 (edits first), NAME.recon.mp4."""
@@ -262,3 +265,15 @@ class Pipeline:
                         shutil.copyfile(src, tmp)
                 outputs.append(dst)
         return outputs
+
+    def _views(self, video: Path, run_dir: Path, outputs: list[Path]) -> list[Path]:
+        """NAME.compare.mp4 (the input beside the edits) and RUN/index.html (a page of the run): for looking."""
+        from videdit.compare import write_run_compare
+        from videdit.records_view import ViewFolder
+        from videdit.report_html import write_run_page
+
+        view = ViewFolder(run_dir)
+        published = {layout.published_key(p.name, video.stem): p for p in outputs}
+        compare = write_run_compare(video, published, view.compare_video(video.stem), records.RECONSTRUCTION_KEY)
+        page = write_run_page(run_dir)
+        return [p for p in (compare, page) if p is not None]

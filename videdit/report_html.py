@@ -56,17 +56,19 @@ def _metrics_table(metrics: dict) -> str:
     return "<table>" + "".join(rows[:200]) + "</table>" if rows else ""
 
 
-def write_run_page(run_dir: str | PathLike, outputs: list[Path], compare: Path | None, title: str) -> Path:
-    """RUN/index.html from what the run folder holds now (written again by `videdit eval`-free reruns too)."""
+def write_run_page(run_dir: str | PathLike, title: str | None = None) -> Path:
+    """RUN/index.html from what the run folder holds now: the final videos and the comparison at its top, the eval
+    metrics and plots, the sheets, the settings. The run writes it, and `videdit eval` again with its metrics."""
     from videdit import records
     from videdit.errors import InputError
 
     view = ViewFolder(run_dir)
     base = view.root
+    videos = sorted(p for p in base.iterdir() if p.is_file() and layout.video_stem(p.name) is not None)
     body = ["<section><h2>Outputs</h2><div class=\"grid\">"]
-    if compare is not None and compare.is_file():
-        body.append(_video(compare, base, f"{compare.name}: the input and every output side by side"))
-    body += [_video(p, base, p.name) for p in outputs if p.is_file()]
+    body += [_video(p, base, f"{p.name}: the input and every output side by side") for p in videos
+             if layout.is_compare_name(p.name)]
+    body += [_video(p, base, p.name) for p in videos if not layout.is_compare_name(p.name)]
     body.append("</div></section>")
     try:
         metrics = records.load_metrics(base)
@@ -80,15 +82,15 @@ def write_run_page(run_dir: str | PathLike, outputs: list[Path], compare: Path |
             body.append(f"<p><a href=\"{_link(view.eval_dir / layout.METRICS, base)}\">{layout.METRICS}</a></p>")
         body.append("<div class=\"grid\">" + "".join(_image(p, base, p.name) for p in plots) + "</div></section>")
     else:
-        body.append(f"<section><h2>Evaluation</h2><p>Not evaluated yet: <code>videdit eval {escape(str(base))}</code>"
-                    "</p></section>")
+        body.append("<section><h2>Evaluation</h2><p>Not evaluated yet: run <code>videdit eval</code> on this folder "
+                    "and reload.</p></section>")
     pictures = [(view.people_sheet, "people (videdit faces)"), (view.sheet, "preview (videdit preview)")]
     shown = [_image(p, base, caption) for p, caption in pictures if p.is_file()]
     if shown:
         body.append("<section><h2>Sheets</h2><div class=\"grid\">" + "".join(shown) + "</div></section>")
     if view.settings.is_file():
         body.append(f"<section><h2>Settings</h2><pre>{escape(view.settings.read_text())}</pre></section>")
-    return atomic_write_text(view.page, _page(title, body))
+    return atomic_write_text(view.page, _page(title or f"videdit run {base.name}", body))
 
 
 def write_preview_page(preview, settings: dict[str, Any]) -> Path:

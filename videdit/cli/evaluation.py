@@ -25,6 +25,12 @@ def eval_cmd(runs, against, max_frames, identity_model, pixel_metrics_for_edits,
                             plots=not no_plots, device=device)
     models = load_models(settings)  # once, shared by every run
     results = [evaluate_run(r, against=against, settings=settings, models=models) for r in runs]
+    from videdit.records_view import ViewFolder
+    from videdit.report_html import write_run_page
+
+    for run_dir in runs:  # the run's page shows the new metrics and plots
+        if ViewFolder(run_dir).page.is_file():
+            write_run_page(run_dir)
     if as_json:
         click.echo(metrics_to_json(results if len(results) > 1 else results[0]))
     elif len(results) == 1:
