@@ -14,15 +14,21 @@ import click
 @click.option("--no-plots", is_flag=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--weights-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--stand-ins", "stand_ins", is_flag=True,
+              help="Offline: LPIPS on a random-weight AlexNet (its values are meaningless), identity by dlib.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def eval_cmd(runs, against, max_frames, identity_model, pixel_metrics_for_edits, no_plots, device, weights_dir, as_json):
+def eval_cmd(runs, against, max_frames, identity_model, pixel_metrics_for_edits, no_plots, device, weights_dir,
+             stand_ins, as_json):
     """Reconstruction, identity and temporal-consistency metrics of one run, or several side by side."""
     from videdit import weights as W
     from videdit.evaluate import EvalSettings, compare_runs, evaluate_run, format_summary, load_models, metrics_to_json
 
-    settings = EvalSettings(identity_model=identity_model, weights_dir=W.resolve_weights_dir(weights_dir),
+    settings = EvalSettings(identity_model="dlib" if stand_ins else identity_model, weights_dir=W.resolve_weights_dir(weights_dir),
                             pixel_metrics_for_edits=pixel_metrics_for_edits, max_frames=max_frames,
-                            plots=not no_plots, device=device)
+                            plots=not no_plots, device=device, lpips_random_backbone=stand_ins)
+    if stand_ins:
+        click.echo("videdit: stand-ins: LPIPS on an AlexNet with random weights (its values are meaningless) and "
+                   "identity by dlib's ResNet, instead of the released AlexNet and ArcFace weights", err=True)
     models = load_models(settings)  # once, shared by every run
     results = [evaluate_run(r, against=against, settings=settings, models=models) for r in runs]
     from videdit.records_view import ViewFolder

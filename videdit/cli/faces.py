@@ -27,9 +27,15 @@ def _known(tracks, choice: str) -> list[str]:
               help="Whom `videdit run --faces` would edit: main (the person in the most frames), all, or labels like p1,p3.")
 @click.option("--min-track-frames", type=int, default=None, help="Shorter tracks pass through unedited [10].")
 @click.option("--landmarks", type=click.Choice(["auto", "dlib", "face-alignment"]), default="dlib", show_default=True)
+@click.option("--stand-ins", "stand_ins", is_flag=True,
+              help="Offline, as the other verbs' --stand-ins: dlib's models only (they ship with pip; no checkpoint is needed).")
 @click.option("--json", "as_json", is_flag=True, help=f"Print {TRACKS}'s content and the chosen people as JSON.")
-def faces_cmd(video, out, choice, min_track_frames, landmarks, as_json):
+def faces_cmd(video, out, choice, min_track_frames, landmarks, stand_ins, as_json):
     """List a video's shots and the people in it, with a contact sheet, to choose whom to edit."""
+    if stand_ins:
+        landmarks = "dlib"
+        click.echo("videdit: stand-ins: none needed here; faces are found and told apart by dlib's models, which ship "
+                   "with pip (landmarks set to dlib)", err=True)
     from videdit.face.tracks import TrackSettings, contact_sheet, describe, find_face_tracks, select_people
     from videdit.fileio import atomic_write_bytes
     from videdit.io.png import encode_png
