@@ -179,8 +179,7 @@ def run_preview(pipe, video: str | Path, out: str | Path | None = None, *, frame
 
     t0 = time.perf_counter()
     video = Path(video)
-    if isinstance(frames, str) or frames is None:
-        frames = parse_frames(frames)
+    frames = parse_frames(frames if frames is None or isinstance(frames, str) else ",".join(map(str, frames)))
     probe_video(video)  # a bad file is one line before any work
     run_dir = Path(out) if out is not None else pipe.default_run_dir(video)
     view = ViewFolder(prepare_run_dir(run_dir))
