@@ -26,6 +26,13 @@ def _page(title: str, body: list[str]) -> str:
             + "\n".join(body) + "\n</body></html>\n")
 
 
+def _write(path: Path, text: str) -> Path:
+    """Write the page only when it changes: a cached rerun touches nothing in the run folder."""
+    if not path.is_file() or path.read_text() != text:
+        atomic_write_text(path, text)
+    return path
+
+
 def _link(path: Path, base: Path) -> str:
     return escape(path.relative_to(base).as_posix(), quote=True)
 
@@ -90,7 +97,7 @@ def write_run_page(run_dir: str | PathLike, title: str | None = None) -> Path:
         body.append("<section><h2>Sheets</h2><div class=\"grid\">" + "".join(shown) + "</div></section>")
     if view.settings.is_file():
         body.append(f"<section><h2>Settings</h2><pre>{escape(view.settings.read_text())}</pre></section>")
-    return atomic_write_text(view.page, _page(title or f"videdit run {base.name}", body))
+    return _write(view.page, _page(title or f"videdit run {base.name}", body))
 
 
 def write_preview_page(preview, settings: dict[str, Any]) -> Path:
@@ -104,7 +111,7 @@ def write_preview_page(preview, settings: dict[str, Any]) -> Path:
             f"<section><h2>Key frames</h2><table><tr><th>frame</th><th>shot</th></tr>{rows}</table></section>",
             f"<section><h2>Settings</h2><pre>{escape(json.dumps(settings, indent=1, sort_keys=True, default=str))}"
             "</pre></section>"]
-    return atomic_write_text(view.preview_page, _page(f"preview of {preview.video.name}", body))
+    return _write(view.preview_page, _page(f"preview of {preview.video.name}", body))
 
 
 def _shot_range(shots, frame: int) -> str:
