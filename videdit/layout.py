@@ -25,6 +25,14 @@ METRICS = "metrics.json"
 METRICS_PLOT = "metrics_per_frame.png"
 TRANSFORMS_PLOT = "transforms.png"
 LATENT_PLOT = "latent_pca.png"
+# RUN/: what a person looks at (videdit.compare, videdit.report_html, videdit.preview).
+INDEX_PAGE = "index.html"  # RUN/ and RUN/preview/: a static page of the outputs
+COMPARE_KEY = "compare"  # RUN/<video stem>.compare.mp4: the input and every edit side by side (not an edit's key)
+PREVIEW_DIR = "preview"  # RUN/preview/: `videdit preview`
+KEYFRAMES_DIR = "keyframes"  # preview/keyframes/000000.png ...: the key frames (an image folder, the preview's input)
+KEYFRAMES_INFO = "keyframes.json"  # preview/: the video's digest, its shots and the key frames picked from them
+PREVIEW_RUN_DIR = "run"  # preview/run/: the key frames' own run folder (align ... composite, cached per stage)
+PREVIEW_SHEET = "sheet.png"  # preview/: the labelled contact sheet
 DEMO_SOURCE_DIR = "source"  # `videdit demo`: its generated clip, inside the demo's run folder
 DEMO_CLIP = "astronaut.mp4"
 
@@ -172,10 +180,22 @@ def published_name(video_stem: str, key: str, suffix: str = _VIDEO) -> str:
 
 
 def published_key(name: str, source_stem: str) -> str | None:
-    """The key of a published video's file name for input `source_stem`, None for other names."""
+    """The key of a published video's file name for input `source_stem`, None for other names (and for the
+    comparison video, which is not an output of its own)."""
     prefix = source_stem + "."
     stem = video_stem(name) if name.startswith(prefix) else None
-    return stem[len(prefix):] if stem is not None and len(stem) > len(prefix) else None
+    key = stem[len(prefix):] if stem is not None and len(stem) > len(prefix) else None
+    return key if key != COMPARE_KEY else None
+
+
+def compare_name(video_stem: str) -> str:
+    """RUN/<this>: the input and every output side by side (videdit.compare)."""
+    return published_name(video_stem, COMPARE_KEY)
+
+
+def is_compare_name(name: str) -> bool:
+    """Whether a file name is a comparison video's (whatever the input was called)."""
+    return name.endswith("." + COMPARE_KEY + _VIDEO)
 
 
 def is_run_folder(folder) -> bool:

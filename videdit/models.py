@@ -176,6 +176,18 @@ class PretrainedModels(ModelSource):
         return load_direction(path, 512), self._file_identity(path)
 
 
+STAND_IN_PRESET = "demo"  # the preset `--stand-ins` uses unless one is named: made for the stand-ins' size and speed
+STAND_IN_RESOLUTION = 64
+STAND_IN_NOTE = ("stand-ins: networks with random weights (a 64 px StyleGAN3-T generator, a ReStyle-e4e encoder, "
+                 "random edit directions) instead of the released checkpoints; everything else runs for real, "
+                 "and the faces they render are meaningless")
+
+
+def stand_in_overrides(resolution: int = STAND_IN_RESOLUTION) -> dict[str, object]:
+    """What any preset needs to run on the stand-ins: crops at their resolution, tuning without LPIPS weights."""
+    return {"align.crop_size": resolution, "tune.allow_l2_only": True}
+
+
 class StandInModels(ModelSource):
     """Small randomly initialised networks for the demo and the tests: the pipeline runs for real, the faces are meaningless."""
 

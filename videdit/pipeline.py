@@ -27,9 +27,11 @@ from videdit.io.probe import probe_video
 from videdit.models import (  # noqa: F401  (ModelSource, PretrainedModels, StandInModels: part of the pipeline's API)
     ModelSource,
     PretrainedModels,
+    STAND_IN_PRESET,
     StandInModels,
     apply_compile,
     apply_precision,
+    stand_in_overrides,
     run_precision,
     tf32_switches,
 )
@@ -48,7 +50,8 @@ from videdit.wiring import StageWiring
 class Pipeline:
     def __init__(self, settings: dict[str, Any], *, weights_dir: Path | None = None, device: str = "auto",
                  quiet: bool = False, models: ModelSource | None = None, echo: Callable[[str], None] | None = None,
-                 verify: bool = False, wait: bool = False, estimate_time: bool = True, stream=None):
+                 verify: bool = False, wait: bool = False, estimate_time: bool = True, stream=None,
+                 views: bool = True):
         self.settings = settings  # the preset as given (what a Ray worker rebuilds the pipeline from)
         # Every section checked and typed now, whatever stages a run reaches: a bad value fails before any work.
         self.resolved = resolve_settings(settings)
@@ -60,6 +63,7 @@ class Pipeline:
         self.stream = stream  # where progress goes (default stderr)
         self.verify = verify  # re-hash every cached output (frames included) before trusting it
         self.wait = wait  # wait for a run folder another run holds instead of failing
+        self.views = views  # write NAME.compare.mp4 and RUN/index.html with the outputs
         self.weights_dir = W.resolve_weights_dir(weights_dir)
         self.device_request = device
         self.quiet = quiet
@@ -80,6 +84,29 @@ class Pipeline:
         settings = presets.apply_overrides(presets.load_preset(preset), overrides)
         settings.update({k: v for k, v in run_wide.items() if v is not None})
         return cls(settings, **kwargs)
+
+    @classmethod
+    def for_command(cls, preset: str | None = None, overrides: dict[str, Any] | None = None, *, stand_ins: bool = False,
+                    **kwargs) -> "Pipeline":
+        """The pipeline a command asks for: `preset` (default: "default"; with stand_ins, the stand-ins' own) with
+        overrides. stand_ins: StandInModels (random weights, offline) instead of the released checkpoints, with the
+        settings they need (crops at their size, tuning without LPIPS weights) over any preset."""
+        if not stand_ins:
+            return cls.from_preset(preset or "default", overrides, **kwargs)
+        overrides = dict(overrides or {}, **stand_in_overrides())
+        return cls.from_preset(preset or STAND_IN_PRESET, overrides, models=StandInModels(), **kwargs)
+
+    def derive(self, overrides: dict[str, Any], **kwargs) -> "Pipeline":
+        """This pipeline with some settings changed ('SECTION.KEY' -> value, None ignored) and the same networks:
+        the ones already loaded are shared, not loaded again (the preview re-runs with another strength this way).
+        kwargs: constructor arguments to change (quiet, estimate_time, views...)."""
+        options = dict(weights_dir=self.weights_dir, device=self.device_request, quiet=self.quiet, models=self.models,
+                       echo=self.echo, verify=self.verify, wait=self.wait, estimate_time=self.estimate_time,
+                       stream=self.stream, views=self.views)
+        other = Pipeline(presets.apply_overrides(self.settings, overrides), **dict(options, **kwargs))
+        if other.run_options == self.run_options:  # same precision: the loaded networks fit as they are
+            other._loaded = self._loaded
+        return other
 
     # ---- checks before any work
 
@@ -260,12 +287,15 @@ class Pipeline:
                     result.stages[stage.name] = runner.run(stage).status
             if until is None or STAGE_ORDER.index(until) >= STAGE_ORDER.index("composite"):
                 result.outputs = self._publish(video, run_dir)
+                if self.views and result.outputs:
+                    result.views = self._views(video, run_dir, result.outputs)
         align = records.RunFolder(run_dir).align
         if (align / records.TRANSFORMS).is_file():  # frames actually read (the probe's count is the container's estimate)
             result.frames = records.AlignRecord.load(align).n_frames
         log.write("run", "done", ", ".join(f"{k} {v}" for k, v in result.stages.items()))
         if result.outputs:
-            reporter.say("outputs:\n" + "\n".join(f"  {p}" for p in result.outputs) + f"\nnext: videdit eval {run_dir}")
+            reporter.say("outputs:\n" + "\n".join(f"  {p}" for p in result.outputs + result.views)
+                         + f"\nnext: videdit eval {run_dir}")
 
     def _publish(self, video: Path, run_dir: Path) -> list[Path]:
         """Final full-frame videos at the top of the run folder: NAME.EDIT.mp4 (edits first), NAME.recon.mp4
@@ -286,3 +316,15 @@ class Pipeline:
                 other = folder.published_video(video.stem, key, "auto" if codec == "ffv1" else "ffv1")
                 other.unlink(missing_ok=True)  # the output of an earlier run with the other container is stale now
         return outputs
+
+    def _views(self, video: Path, run_dir: Path, outputs: list[Path]) -> list[Path]:
+        """NAME.compare.mp4 (the input beside the edits) and RUN/index.html (a page of the run): for looking."""
+        from videdit.compare import write_run_compare
+        from videdit.records_view import ViewFolder
+        from videdit.report_html import write_run_page
+
+        view = ViewFolder(run_dir)
+        published = {layout.published_key(p.name, video.stem): p for p in outputs}
+        compare = write_run_compare(video, published, view.compare_video(video.stem), records.RECONSTRUCTION_KEY)
+        page = write_run_page(run_dir)
+        return [p for p in (compare, page) if p is not None]

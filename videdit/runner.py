@@ -150,11 +150,13 @@ class VideoResult:
     seconds: float = 0.0
     outputs: list[Path] = field(default_factory=list)
     stages: dict[str, str] = field(default_factory=dict)  # stage -> cached | ran
+    views: list[Path] = field(default_factory=list)  # NAME.compare.mp4 and RUN/index.html
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["input"], d["run_dir"] = str(self.input), str(self.run_dir)
         d["outputs"] = [str(p) for p in self.outputs]
+        d["views"] = [str(p) for p in self.views]
         return d
 
 

@@ -29,9 +29,15 @@ def _known(tracks, choice: str) -> list[str]:
 @click.option("--min-track-frames", type=int, default=None, help="Shorter tracks pass through unedited [10].")
 @click.option("--landmarks", type=click.Choice(["auto", "dlib", "face-alignment"]), default=FacesOptions.landmarks, show_default=True,
               help="Landmark model, as `run`'s (auto: face-alignment when its models are cached, else dlib).")
+@click.option("--stand-ins", "stand_ins", is_flag=True,
+              help="Offline, as the other verbs' --stand-ins: dlib's models only (they ship with pip; no checkpoint is needed).")
 @click.option("--json", "as_json", is_flag=True, help=f"Print {TRACKS}'s content and the chosen people as JSON.")
-def faces_cmd(video, out, choice, min_track_frames, landmarks, as_json):
+def faces_cmd(video, out, choice, min_track_frames, landmarks, stand_ins, as_json):
     """List a video's shots and the people in it, with a contact sheet, to choose whom to edit."""
+    if stand_ins:
+        landmarks = "dlib"
+        click.echo("videdit: stand-ins: none needed here; faces are found and told apart by dlib's models, which ship "
+                   "with pip (landmarks set to dlib)", err=True)
     from videdit.face.tracks import TrackSettings, contact_sheet, describe, find_face_tracks, select_people
     from videdit.fileio import atomic_write_bytes
     from videdit.io.png import encode_png

@@ -124,6 +124,8 @@ def full_frame_outputs(run: Path, source_video: Path) -> dict[str, FrameSource]:
     """The final full-frame videos: RUN/<name>.<key>.mp4 keyed by <key>, else RUN/composite/<key>.mp4."""
     outputs: dict[str, FrameSource] = {}
     for path in sorted(run.iterdir()):
+        if layout.is_compare_name(path.name):  # the side-by-side view of the outputs, not one of them
+            continue
         key = layout.published_key(path.name, source_video.stem) or layout.video_stem(path.name)
         if key is not None and path.is_file():
             outputs[key] = FrameSource(label_for(path, run), video=path)
