@@ -184,11 +184,26 @@ def test_state_dict_layout_equals_published(kind, backbone):
     assert sum(p.numel() for p in enc.parameters()) == expected_params
 
 
+def _made_by_randn(record: dict) -> bool:
+    """Whether reference_state_dict draws this tensor with torch.randn (every one but running_var's torch.rand and
+    num_batches_tracked's zeros)."""
+    leaf = record["key"].rsplit(".", 1)[-1]
+    return not (leaf == "num_batches_tracked" or (record["owner_type"] == "BatchNorm2d" and leaf == "running_var"))
+
+
 def test_reference_weights_are_bit_exact(encoders):
+    """The weights equal the ones the goldens were made with, bit for bit, wherever that holds by construction.
+    torch.randn turns uniform draws into normals with log and cos in ATen's vectorized kernel (AVX2 and AVX-512
+    run the same code) or, at ATEN_CPU_CAPABILITY=default, its scalar kernel, which rounds them differently: there
+    the randn-made tensors differ in their last bits (the goldens still agree within their tolerances, tested
+    below), and only the others are compared."""
     backbone, _, _, state, _ = encoders
     manifest = json.loads((TRIMMED / f"state_{backbone}.json").read_text())
-    wrong = [r["key"] for r in manifest
+    vectorized = torch.backends.cpu.get_cpu_capability() != "DEFAULT"
+    compared = [r for r in manifest if vectorized or not _made_by_randn(r)]
+    wrong = [r["key"] for r in compared
              if hashlib.sha256(state[r["key"]].contiguous().numpy().tobytes()).hexdigest() != r["sha256"]]
+    assert compared, "nothing compared"
     assert not wrong, f"{len(wrong)} keys differ from the published weights, first: {wrong[:3]}"
 
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from videdit.face import paste as C
-from videdit.errors import InputError
 
 from test_composite import _square_quad, _write_png
 
@@ -134,23 +133,6 @@ def test_run_stitch_writes_generators_that_render_a_folder_for_the_composite(tmp
     layout = read_render_layout(tmp_path / "stitched_render")
     assert layout.resolution == resolution and layout.keys == ["recon"]
     assert sorted(p.name for p in (tmp_path / "stitched_render" / "recon").glob("*.png")) == [f"{i:06d}.png" for i in range(n)]
-    # The same through the composite stage's own stitch option, into a full-frame video.
-    from videdit.io.reader import VideoReader
-    from videdit.io.writer import VideoWriter
-    from videdit.stages.composite import CompositeSettings, run_composite
-
-    video = tmp_path / "source.mp4"
-    with VideoWriter(video, 25, (80, 60)) as writer:
-        for _ in range(n):
-            writer.write(np.full((60, 80, 3), 90, np.uint8))
-    composite = run_composite(video, align_dir, render_dir, ["recon"], tmp_path / "composite",
-                              CompositeSettings(stitch=True, stitch_steps=2, stitch_lr=1e-2),
-                              generator=G, smooth_dir=smooth_dir)
-    assert len([f for f in VideoReader(composite.videos["recon"])]) == n and composite.n_composited == 2
-    assert list((tmp_path / "composite" / "stitched").glob("*.mp4"))  # the stitched crop video stays
-    assert not (tmp_path / "composite" / "stitched" / "recon").exists()
-    with pytest.raises(InputError, match="stitch"):
-        run_composite(video, align_dir, render_dir, ["recon"], tmp_path / "c2", CompositeSettings(stitch=True))
 
 
 @pytest.mark.slow
