@@ -74,7 +74,7 @@ def test_preview_two_shots_then_another_strength_renders_only(two_shots, tmp_pat
     first = run_preview(_pipeline(models, [3.0]), two_shots.path, tmp_path / "run", estimate=False)
     assert first.frames == [1, 5] and first.shots == [(0, 4), (4, 8)]  # the middle frame of each shot
     assert first.encoded and type(models).calls > 0
-    assert [key for key, _ in first.rows] == ["recon", "age"]
+    assert [key for key, _ in first.rows] == ["recon", "age+3"]  # a strength other than the default is in the name
     with Image.open(first.sheet) as sheet:
         width, height = sheet.size
     frame_w, frame_h = two_shots.size

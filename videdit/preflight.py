@@ -19,13 +19,14 @@ def check_encoder(resolved: ResolvedSettings, info: Any) -> None:
     from pathlib import Path
 
     from videdit.io.encoding import EncoderSettings, resolve_encoder
-    from videdit.layout import RECONSTRUCTION_KEY, composite_video_name
+    from videdit.layout import RECONSTRUCTION_KEY, composite_video_name, output_suffix
 
     composite = resolved.sections["composite"]
     settings = EncoderSettings(codec=composite.codec, crf=composite.crf, preset=composite.preset,
                                pix_fmt=composite.pix_fmt)
     try:
-        resolve_encoder(settings, info.size, info, Path(composite_video_name(RECONSTRUCTION_KEY)).suffix)
+        resolve_encoder(settings, info.size, info,
+                        Path(composite_video_name(RECONSTRUCTION_KEY, output_suffix(composite.codec))).suffix)
     except VideditError as err:
         raise SettingsError(f"[composite] {err}") from None
 

@@ -31,7 +31,7 @@ from videdit.records_view import KeyFrames, ViewFolder
 
 MAX_AUTO_FRAMES = 6
 CELL_PX = 360  # the longest side of a contact-sheet cell
-NO_FINE_LAYER = 1 << 10  # smooth.fine_layers_from past every generator's last W+ entry: no layer averaged
+NO_FINE_LAYER = 32  # smooth.fine_layers_from at its bound, past every generator's last W+ entry (16 or 18): no layer averaged
 
 
 @dataclass
