@@ -184,6 +184,16 @@ def test_state_dict_layout_equals_published(kind, backbone):
     assert sum(p.numel() for p in enc.parameters()) == expected_params
 
 
+def assert_randn_equal(ours: torch.Tensor, recorded: torch.Tensor) -> None:
+    """A tensor drawn with torch.randn equals the recorded draw: bit for bit where ATen runs its vectorized normal
+    kernel (AVX2 and AVX-512 run the same code, the one the goldens were made with); at ATEN_CPU_CAPABILITY=default
+    its scalar kernel rounds log and cos differently, a few float32 ulps of values of order 1."""
+    if torch.backends.cpu.get_cpu_capability() != "DEFAULT":
+        assert torch.equal(ours, recorded)
+    else:
+        torch.testing.assert_close(ours, recorded, rtol=1e-5, atol=1e-6)
+
+
 def _made_by_randn(record: dict) -> bool:
     """Whether reference_state_dict draws this tensor with torch.randn (every one but running_var's torch.rand and
     num_batches_tracked's zeros)."""
@@ -230,7 +240,8 @@ def test_encoder_reproduces_every_full_golden_tensor(encoders, kind):
 def test_inputs_and_state_manifest_match_full_set():
     x, x_small = encoder_inputs()
     inputs = load_file(str(FULL / "encoders_input.safetensors"))
-    assert torch.equal(inputs["x"], x) and torch.equal(inputs["x_small"], x_small)
+    assert_randn_equal(x, inputs["x"])
+    assert_randn_equal(x_small, inputs["x_small"])
     for backbone in ("ir_se50", "resnet34"):
         ours = json.loads((TRIMMED / f"state_{backbone}.json").read_text())
         for kind in ("e4e", "psp"):

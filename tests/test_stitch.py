@@ -156,7 +156,7 @@ def test_the_pipeline_runs_stitch_as_its_own_stage(tmp_path):
     assert first.status == "ok", first.error
     assert list(first.stages) == ["align", "encode", "tune", "edit", "smooth", "stitch", "render", "composite"]
     assert (first.run_dir / "stitch" / "generator_recon.safetensors").is_file()
-    assert (first.run_dir / "stitch" / "generator_age.safetensors").is_file()
+    assert (first.run_dir / "stitch" / "generator_age+3.safetensors").is_file()  # strength 3 is in the key
     assert set(run().stages.values()) == {"cached"}
     # More stitching steps: stitch and what follows it rerun, nothing before it.
     more = run(**{"stitch.steps": 3})
