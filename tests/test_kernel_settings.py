@@ -34,5 +34,6 @@ def test_ci_repeats_the_numeric_tests_under_each_kernel_setting():
     loop = re.search(r'for kernels in (.*?); do\n(.*?)\ndone', script, flags=re.S)
     assert loop, "no loop over kernel settings in .ci/run"
     assert re.findall(r'"([^"]+)"', loop.group(1)) == SETTINGS
-    assert 'env $kernels .venv/bin/python -m pytest -q -m numeric --deselect "$cuda_build"' in loop.group(2)
+    assert 'env $kernels .venv/bin/python -m pytest -q -m "$select" --deselect "$cuda_build"' in loop.group(2)
+    assert 'ATEN_CPU_CAPABILITY=default) select="numeric" ;; *) select="numeric and not slow"' in loop.group(2)
     assert script.index("-m pytest -q\n") < script.index("-m pytest -q -m slow") < loop.start()
