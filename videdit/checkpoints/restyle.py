@@ -233,11 +233,8 @@ def load_restyle_checkpoint(path: str | os.PathLike, *, build_generator: bool = 
     problem) if it is not a loadable ReStyle checkpoint.
     """
     path = Path(path)
-    if not path.is_file():
-        raise MissingWeightsError(f"ReStyle checkpoint not found: {path} (see `videdit weights list`)")
-    with open(path, "rb") as handle:
-        head = handle.read(16)
-    if len(head) >= 9 and head[8:9] == b"{":
+    head = _checkpoint_head(path)
+    if _is_safetensors(head):
         return _load_ours(path)
     if not head:
         raise CheckpointError(f"{path}: file is empty")
@@ -277,6 +274,19 @@ def convert_restyle_checkpoint(
     return enc_path, gen_path
 
 
+def _checkpoint_head(path: Path) -> bytes:
+    """The first bytes of a ReStyle checkpoint file; MissingWeightsError when it is absent."""
+    if not path.is_file():
+        raise MissingWeightsError(f"ReStyle checkpoint not found: {path} (see `videdit weights list`)")
+    with open(path, "rb") as handle:
+        return handle.read(16)
+
+
+def _is_safetensors(head: bytes) -> bool:
+    """Our encoder files are safetensors: an 8-byte header length, then the JSON header."""
+    return len(head) >= 9 and head[8:9] == b"{"
+
+
 def restyle_generator_kwargs(path: str | os.PathLike) -> dict[str, Any] | None:
     """The constructor kwargs of the generator a released ReStyle `.pt` carries, read off its layer names (the
     file is memory-mapped, nothing is built): what the checks before any work compare edits with. None for our
@@ -284,11 +294,7 @@ def restyle_generator_kwargs(path: str | os.PathLike) -> dict[str, Any] | None:
     from videdit.checkpoints.stylegan import infer_generator_kwargs
 
     path = Path(path)
-    if not path.is_file():
-        raise MissingWeightsError(f"ReStyle checkpoint not found: {path} (see `videdit weights list`)")
-    with open(path, "rb") as handle:
-        head = handle.read(16)
-    if len(head) >= 9 and head[8:9] == b"{":
+    if _is_safetensors(_checkpoint_head(path)):
         return None
     decoder = _split_prefix(_released_parts(path)[0]["state_dict"], "decoder.")
     if not decoder:
