@@ -372,18 +372,24 @@ def _tree(folder: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
+def _local_run_less_framewise_stages(local, run_dir: Path) -> Path:
+    """A copy of the local run's folder without encode, render, composite and the published videos: what the
+    sharded engine has left to do."""
+    shutil.copytree(local.run_dir, run_dir)
+    for stage in ("encode", "render", "composite"):
+        shutil.rmtree(run_dir / stage)
+    for published in local.outputs:
+        (run_dir / published.name).unlink()
+    return run_dir
+
+
 @needs_ray
 def test_sharded_video_equals_local_with_a_worker_killed_in_encode(ray_cluster, long_clip_local, tmp_path):
     """The local run's folder less encode, render and composite, finished by the sharded Ray engine while one
     encode part's worker is SIGKILLed: Ray retries that part, and every output is the local run's, byte for
     byte (tune, edit and smooth stay cached: their keys hold encode's output digest)."""
     clip, local = long_clip_local
-    run_dir = tmp_path / "run"
-    shutil.copytree(local.run_dir, run_dir)
-    for stage in ("encode", "render", "composite"):
-        shutil.rmtree(run_dir / stage)
-    for published in local.outputs:
-        (run_dir / published.name).unlink()
+    run_dir = _local_run_less_framewise_stages(local, tmp_path / "run")
     killed: dict[str, object] = {}
 
     def kill_an_encode_part():
@@ -457,12 +463,7 @@ def test_killed_driver_resumes_at_part_granularity(ray_cluster, long_clip_local,
     from videdit.engines.ray_engine import run_videos_ray
 
     clip, local = long_clip_local
-    run_dir = tmp_path / "run"
-    shutil.copytree(local.run_dir, run_dir)
-    for stage in ("encode", "render", "composite"):
-        shutil.rmtree(run_dir / stage)
-    for published in local.outputs:
-        (run_dir / published.name).unlink()
+    run_dir = _local_run_less_framewise_stages(local, tmp_path / "run")
     code = DRIVER.format(tests=str(Path(__file__).parent), video=str(clip.path), run=str(run_dir))
     first_part = run_dir / "encode.partial" / "parts" / "000000-000004"
     driver = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1])
