@@ -252,6 +252,14 @@ def test_faces_command_lists_people_and_rejects_unknown_ones(tmp_path):
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["chosen"] == ["p1", "p2"] and [t["start"] for t in data["tracks"]] == [0, 0]
+    # saved with their key: a run on this folder with the same tracking settings reuses them instead of searching again
+    from videdit import records
+    from videdit.settings import FacesOptions
+    from videdit.track_runs import tracks_key
+
+    same = FacesOptions(select="all", min_track_frames=2)
+    assert records.tracks_key(tmp_path / "run") == tracks_key(clip.path, tmp_path / "run", same)
+    assert records.tracks_key(tmp_path / "run") != tracks_key(clip.path, tmp_path / "run", FacesOptions(select="all"))
 
 
 def test_faces_command_on_a_video_without_faces_is_one_line(tmp_path):

@@ -371,7 +371,6 @@ def _tree(folder: Path) -> dict[str, str]:
             if p.is_file() and p.name != "manifest.json"}
 
 
-@pytest.mark.slow
 def _local_run_less_framewise_stages(local, run_dir: Path) -> Path:
     """A copy of the local run's folder without encode, render, composite and the published videos: what the
     sharded engine has left to do."""
@@ -383,6 +382,7 @@ def _local_run_less_framewise_stages(local, run_dir: Path) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 @needs_ray
 def test_sharded_video_equals_local_with_a_worker_killed_in_encode(ray_cluster, long_clip_local, tmp_path):
     """The local run's folder less encode, render and composite, finished by the sharded Ray engine while one
@@ -494,10 +494,10 @@ def test_killed_driver_resumes_at_part_granularity(ray_cluster, long_clip_local,
 @pytest.mark.slow
 @needs_ray
 def test_parts_on_ray_count_every_frame_on_one_bar(ray_cluster, long_clip_local, tmp_path):
-    """RayParts: composite's two parts as Ray tasks; the FrameCounter actor brings every part's frames to
+    """RayParts: composite's two parts on two PartWorker actors; the FrameCounter actor brings every part's frames to
     the driver's count, once each."""
     from videdit.engines.ray_engine import PipelineSpec, plan_resources
-    from videdit.engines.ray_shards import RayParts
+    from videdit.engines.ray_shards import RayParts, RayWorkers
     from videdit.shards import ShardOptions, finished_parts, part_folder
 
     clip, local = long_clip_local
@@ -511,8 +511,62 @@ def test_parts_on_ray_count_every_frame_on_one_bar(ray_cluster, long_clip_local,
     ranges = shards.ranges(SHARDED_FRAMES)
     assert ranges == [(0, 4), (4, 8)]
     counted: list[int] = []
-    parts = RayParts(ray_cluster, plan, ray_cluster.put(PipelineSpec.from_pipeline(pipe, device="cpu")), clip.path,
-                     run_dir, shards, max_retries=0, poll_s=0.05)
-    parts("composite", [(r, part_folder(work, r)) for r in ranges], None, counted.append)
+    spec_ref = ray_cluster.put(PipelineSpec.from_pipeline(pipe, device="cpu"))
+    with RayWorkers(ray_cluster, plan, spec_ref, max_retries=0, poll_s=0.05) as workers:
+        RayParts(workers, clip.path, run_dir, shards)("composite", [(r, part_folder(work, r)) for r in ranges], None,
+                                                      counted.append)
+        assert len(workers.actors) == 2  # one per part: the cluster's two slots
     assert sum(counted) == SHARDED_FRAMES and all(n > 0 for n in counted)
     assert sorted(finished_parts(work)) == ranges
+
+
+# --------------------------------------------------------------------------------------------------
+# Several face tracks: their tuning side by side, one Ray task per track (RayTrackTasks)
+
+
+@pytest.mark.slow
+@needs_ray
+def test_face_tracks_tuned_side_by_side_equal_local(ray_cluster, tmp_path):
+    """Two people, --faces all: the sharded Ray run tunes both tracks as two tasks at once, says so, counts their
+    steps, and every output (each track's tuned generator, the final video) is the local run's, byte for byte."""
+    import io
+
+    import torch
+    from safetensors.numpy import load_file
+
+    from videdit.engines.ray_engine import run_videos_ray
+    from videdit.pipeline import Pipeline, StandInModels
+    from videdit.synthetic import FacePlacement, ShotSpec, make_scene_clip
+
+    clip = make_scene_clip(tmp_path / "two.mp4", [ShotSpec(6, (
+        FacePlacement("astronaut", 88.0, (80, 96), drift_px=(1.5, 0)),  # faces the HOG detector finds (80 px window)
+        FacePlacement("grace_hopper", 88.0, (240, 96), drift_px=(-1.0, 0.5))))], size=(320, 192), crf=4)
+    settings = {**SMALL, "faces.select": "all", "faces.min_track_frames": 4, "tune.steps": 3}
+
+    def pipe(stream=None):
+        return Pipeline.from_preset("default", overrides=settings, quiet=stream is None, stream=stream,
+                                    estimate_time=False, models=StandInModels(resolution=64))
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the driver's and each 1-CPU task's thread count (docs/ray.md)
+    try:
+        local = pipe().run(clip.path, tmp_path / "local")
+        assert local.status == "ok", local.error
+        said = io.StringIO()
+        (sharded,) = run_videos_ray(pipe(said), [clip.path], run_dirs=[tmp_path / "ray"], cpus_per_video=1,
+                                    shard_frames="auto", max_retries=1, echo=None)
+    finally:
+        torch.set_num_threads(threads)
+    assert sharded.status == "ok", sharded.error
+    lines = said.getvalue().splitlines()
+    assert "tune: tracks t1, t2 side by side" in lines, lines
+    assert any(line.startswith("[") and "t1/tune ran in" in line for line in lines), lines
+    assert any(line.startswith("[") and "t2/tune ran in" in line for line in lines), lines
+    assert sharded.stages["t1/tune"] == sharded.stages["t2/tune"] == "ran"
+    for track in ("t1", "t2"):
+        ours = load_file(tmp_path / "ray" / "tracks" / track / "tune" / "generator.safetensors")
+        theirs = load_file(local.run_dir / "tracks" / track / "tune" / "generator.safetensors")
+        assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours), track
+    assert [p.name for p in sharded.outputs] == [p.name for p in local.outputs]
+    for ours, theirs in zip(sharded.outputs, local.outputs):
+        assert _sha(ours) == _sha(theirs), ours.name

@@ -43,7 +43,8 @@ from videdit.runlog import environment_line
 from videdit.runner import MANIFEST, Stage, StageLog, StageRunner, VideoResult, canonical_json, digest_text
 from videdit.settings import RUN_KEYS, EditOptions, FacesOptions, RunOptions, resolve_settings  # noqa: F401  (API)
 from videdit.shards import PartExecutor, ShardOptions
-from videdit.track_runs import PlannedStage, chosen_tracks, face_tracks, planned_stages, run_tracks
+from videdit.track_runs import (PlannedStage, TrackStageTasks, chosen_tracks, face_tracks, planned_stages, run_tracks,
+                                side_by_side_stage)
 from videdit.wiring import StageWiring
 
 
@@ -203,12 +204,14 @@ class Pipeline:
 
     def run(self, video: Path, out: Path | None = None, *, until: str | None = None, from_stage: str | None = None,
             force: bool | set[str] = False, wait: bool | None = None, shards: ShardOptions | None = None,
-            parts: PartExecutor | None = None) -> VideoResult:
+            parts: PartExecutor | None = None, track_tasks: TrackStageTasks | None = None) -> VideoResult:
         """One video through the stages. Never raises for a failure of this video: the result says
         `failed` with one line, and anything unexpected leaves its traceback in RUN/log.txt.
 
         shards: run encode, render and composite in frame ranges (the same outputs; finished ranges survive
-        a kill); parts: where those ranges run (default: here, one after another; the Ray engine's)."""
+        a kill); parts: where those ranges run (default: here, one after another; the Ray engine's).
+        track_tasks: with several face tracks, where their tuning runs side by side (the Ray engine's; default:
+        here, one track after another). The outputs are the same either way."""
         video = Path(video)
         run_dir = Path(out) if out else self.default_run_dir(video)
         result = VideoResult(video, run_dir)
@@ -221,7 +224,7 @@ class Pipeline:
             self.check_before_work(info)
             prepare_run_dir(run_dir)
             with RunLock(run_dir, wait=self.wait if wait is None else wait, say=self.say):
-                self._run_stages(video, run_dir, log, result, until, from_stage, force, shards, parts)
+                self._run_stages(video, run_dir, log, result, until, from_stage, force, shards, parts, track_tasks)
         except VideditError as exc:
             result.status, result.error = "failed", str(exc)
             log.failure(exc)
@@ -242,7 +245,7 @@ class Pipeline:
 
     def _run_stages(self, video: Path, run_dir: Path, log: StageLog, result: VideoResult, until: str | None,
                     from_stage: str | None, force: bool | set[str], shards: ShardOptions | None = None,
-                    parts: PartExecutor | None = None) -> None:
+                    parts: PartExecutor | None = None, track_tasks: TrackStageTasks | None = None) -> None:
         settings = self.resolved_settings()
         forced: bool | set[str] = set(STAGE_ORDER[STAGE_ORDER.index(from_stage):]) if from_stage else force
         reporter = Reporter(quiet=self.quiet, stream=self.stream)
@@ -267,7 +270,8 @@ class Pipeline:
             reporter.say(f"{video.name} -> {run_dir}")
             stages = self.stages_for(video, run_dir, until, shards)
             last = until or STAGE_ORDER[-1]
-            planned = (planned_stages(self, run_dir, chosen, last, result.frames or 0) if chosen is not None else
+            side_by_side = side_by_side_stage(track_tasks, chosen) if chosen is not None else None
+            planned = (planned_stages(self, run_dir, chosen, last, result.frames or 0, side_by_side) if chosen is not None else
                        [PlannedStage(s.name, s.name, run_dir, result.frames or 0) for s in stages])
             # Stages already complete in the folder are most likely cached: they cost nothing, and no network
             # is loaded or probed for them (a rerun of a finished video stays quick).
@@ -280,8 +284,8 @@ class Pipeline:
             if estimate:
                 reporter.say(estimate.describe(result.frames))
             if chosen is not None:
-                result.stages.update(run_tracks(self, video, run_dir, chosen, runner, last,
-                                                say=reporter.say))
+                result.stages.update(run_tracks(self, video, run_dir, chosen, runner, last, say=reporter.say,
+                                                tasks=track_tasks))
             else:
                 for stage in stages:
                     result.stages[stage.name] = runner.run(stage).status

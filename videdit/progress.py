@@ -204,15 +204,15 @@ class _Silent(Bar):
 
 
 class CountingReporter(Reporter):
-    """Where the parts of a sharded stage run: the stage's bar (desc == stage) counts into `count(n)`
-    (the driver's one bar for the stage, directly or through a Ray actor); nothing is printed here."""
+    """Where the parts of a sharded stage run: the stage's bar (desc == stage; stage None: every bar) counts
+    into `count(n)` (the driver's one bar for the stage, directly or through a Ray actor); nothing is printed here."""
 
-    def __init__(self, stage: str, count: Callable[[int], None]):
+    def __init__(self, stage: str | None, count: Callable[[int], None]):
         super().__init__(quiet=True)
         self.stage, self.count = stage, count
 
     def bar(self, total: int | None, desc: str, unit: str = "it", initial: int = 0) -> "Bar":
-        return _Counting(total, desc, unit, initial, self.count if desc == self.stage else None)
+        return _Counting(total, desc, unit, initial, self.count if self.stage in (None, desc) else None)
 
 
 class _Counting(_Silent):

@@ -249,14 +249,38 @@ class StageRunner:
         return time.perf_counter() - t0
 
     def run(self, stage: Stage) -> StageOutcome:
-        final = self.run_dir / stage.name
-        key = self.stage_key(stage)
+        started = self.begin(stage)
+        if isinstance(started, StageOutcome):
+            return started
         reporter = progress.current()
+        if reporter:
+            reporter.stage_start(self.label + stage.name)
+        t0 = time.perf_counter()
+        merge_seconds = None
+        with log_stage(stage.name):
+            try:
+                if stage.shards is None:
+                    stage.fn(started)
+                else:
+                    merge_seconds = round(self._run_parts(stage.name, stage.shards, started), 3)
+            except InputError as err:
+                hinted = _with_repair_hint(err, self.run_dir)
+                if hinted is err:
+                    raise
+                raise hinted from err
+        return self.finish(stage, started, time.perf_counter() - t0, merge_seconds)
+
+    def begin(self, stage: Stage) -> StageOutcome | Path:
+        """The first half of `run`: the cached outcome, or the work folder `stage.fn` is to fill (made, or kept
+        from a cut-off attempt with the same key so the stage can resume). Where the function runs is the
+        caller's (`run` here; the Ray engine runs face tracks' tuning side by side), then `finish`."""
+        key = self.stage_key(stage)
         if not self._forced(stage.name) and self.is_cached(stage, key):
             self.log.write(stage.name, "cached")
+            reporter = progress.current()
             if reporter:
                 reporter.stage_end(self.label + stage.name, "cached", 0.0)
-            return StageOutcome(stage.name, "cached", final, 0.0)
+            return StageOutcome(stage.name, "cached", self.run_dir / stage.name, 0.0)
 
         work = self.run_dir / partial_name(stage.name)
         key_text = canonical_json(key)
@@ -268,27 +292,15 @@ class StageRunner:
                 self.log.write(stage.name, "resume")
         work.mkdir(parents=True, exist_ok=True)
         atomic_write_text(work / STAGE_KEY, key_text)
-
         self.log.write(stage.name, "start")
-        if reporter:
-            reporter.stage_start(self.label + stage.name)
-        t0 = time.perf_counter()
-        merge_seconds = None
-        with log_stage(stage.name):
-            try:
-                if stage.shards is None:
-                    stage.fn(work)
-                else:
-                    merge_seconds = round(self._run_parts(stage.name, stage.shards, work), 3)
-            except InputError as err:
-                hinted = _with_repair_hint(err, self.run_dir)
-                if hinted is err:
-                    raise
-                raise hinted from err
-        seconds = time.perf_counter() - t0
+        return work
 
+    def finish(self, stage: Stage, work: Path, seconds: float, merge_seconds: float | None = None) -> StageOutcome:
+        """The second half of `run`, once `stage.fn(work)` has returned: the manifest, then the rename into place."""
+        final = self.run_dir / stage.name
+        key_text = (work / STAGE_KEY).read_text()
         output_digest, files = folder_digest(work)
-        manifest = dict(key, params=stage.params, output_digest=output_digest, files=files,
+        manifest = dict(json.loads(key_text), params=stage.params, output_digest=output_digest, files=files,
                         finished=time.strftime("%Y-%m-%dT%H:%M:%S"), seconds=round(seconds, 3))
         if merge_seconds is not None:
             manifest["merge_seconds"] = merge_seconds
@@ -302,8 +314,10 @@ class StageRunner:
         else:
             os.replace(work, final)
         self.log.write(stage.name, "done", f"{seconds:.2f}s")
-        if reporter:
-            reporter.stage_end(self.label + stage.name, "ran")
+        reporter = progress.current()
+        if reporter:  # timed on the reporter's clock where it saw the stage start (`run`), else as measured
+            label = self.label + stage.name
+            reporter.stage_end(label, "ran", None if reporter.current == label else seconds)
         return StageOutcome(stage.name, "ran", final, seconds)
 
 

@@ -38,15 +38,21 @@ def faces_cmd(video, out, choice, min_track_frames, landmarks, stand_ins, as_jso
         landmarks = "dlib"
         click.echo("videdit: stand-ins: none needed here; faces are found and told apart by dlib's models, which ship "
                    "with pip (landmarks set to dlib)", err=True)
-    from videdit.face.tracks import TrackSettings, contact_sheet, describe, find_face_tracks, select_people
+    from videdit.face.tracks import contact_sheet, describe, select_people
     from videdit.fileio import atomic_write_bytes
     from videdit.io.png import encode_png
+    from videdit.io.probe import probe_video
+    from videdit.track_runs import find_and_save_tracks
 
-    settings = TrackSettings() if min_track_frames is None else TrackSettings(min_track_frames=min_track_frames)
-    tracks = find_face_tracks(video, landmarks=landmarks, track_settings=settings)
+    options = FacesOptions(landmarks=landmarks) if min_track_frames is None else \
+        FacesOptions(landmarks=landmarks, min_track_frames=min_track_frames)
+    probe_video(video)  # a missing or bad file is one line before any folder is made
     out = out if out is not None else video.with_name(run_folder_name(video.name))
-    # the files first: a wrong --faces still leaves the list and the sheet to pick from
-    tracks_path = tracks.save(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # the files first: a wrong --faces still leaves the list and the sheet to pick from; with their key, so a
+    # `videdit run --faces` on this run folder with the same settings reuses them
+    tracks = find_and_save_tracks(video, out, options)
+    tracks_path = out / TRACKS
     sheet_path = atomic_write_bytes(out / PEOPLE_SHEET, encode_png(contact_sheet(tracks, _known(tracks, choice))))
     chosen = select_people(tracks, choice)
     if as_json:
