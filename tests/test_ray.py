@@ -511,8 +511,8 @@ def test_parts_on_ray_count_every_frame_on_one_bar(ray_cluster, long_clip_local,
     ranges = shards.ranges(SHARDED_FRAMES)
     assert ranges == [(0, 4), (4, 8)]
     counted: list[int] = []
-    spec_ref = ray_cluster.put(PipelineSpec.from_pipeline(pipe, device="cpu"))
-    with RayWorkers(ray_cluster, plan, spec_ref, max_retries=0, poll_s=0.05) as workers:
+    spec = PipelineSpec.from_pipeline(pipe, device="cpu")
+    with RayWorkers(ray_cluster, plan, spec, max_retries=0, poll_s=0.05) as workers:
         RayParts(workers, clip.path, run_dir, shards)("composite", [(r, part_folder(work, r)) for r in ranges], None,
                                                       counted.append)
         assert len(workers.actors) == 2  # one per part: the cluster's two slots

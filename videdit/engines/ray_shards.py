@@ -147,8 +147,10 @@ class RayWorkers:
     job to a free actor and returns when every job has ended. A lost actor process is restarted and its job
     run again (max_retries each); a job that raises is not retried."""
 
-    def __init__(self, ray, plan: Any, spec_ref, max_retries: int, poll_s: float = 0.5):
-        self.ray, self.plan, self.spec_ref = ray, plan, spec_ref
+    def __init__(self, ray, plan: Any, spec: Any, max_retries: int, poll_s: float = 0.5):
+        # The spec (settings and where the networks come from: bytes) goes to each actor by value, so a restarted
+        # actor never depends on an object-store entry that may have gone.
+        self.ray, self.plan, self.spec = ray, plan, spec
         self.max_retries, self.poll_s = max_retries, poll_s
         options = dict(num_cpus=plan.cpus_per_video, num_gpus=plan.gpus_per_video, max_restarts=max_retries,
                        max_task_retries=max_retries)
@@ -165,7 +167,7 @@ class RayWorkers:
         wanted = min(len(jobs), max(1, int(self.plan.slots)))
         threads = max(1, int(self.plan.cpus_per_video))
         while len(self.actors) < wanted:
-            self.actors.append(self.actor_class.remote(self.spec_ref, threads))
+            self.actors.append(self.actor_class.remote(self.spec, threads))
         free, queue, running = list(self.actors[:wanted]), list(jobs), {}
         ended: dict[str, Any] = {}
         counted = 0
@@ -195,7 +197,7 @@ class RayWorkers:
 
     def _replace(self, actor: Any, threads: int) -> Any:
         self.ray.kill(actor)
-        new = self.actor_class.remote(self.spec_ref, threads)
+        new = self.actor_class.remote(self.spec, threads)
         self.actors[self.actors.index(actor)] = new
         return new
 
@@ -273,7 +275,6 @@ def run_videos_sharded(ray, pipeline, jobs: Sequence, plan: Any, spec: Any, *, s
                        say: Callable[[str], None] | None) -> list["VideoResult"]:
     """Each video in turn through Pipeline.run on the driver, its frame-wise stages in parts across the cluster."""
     shards = ShardOptions(frames=shard_frames, workers=plan.slots)
-    spec_ref = ray.put(spec)
     if say:
         cut = f"{shard_frames} frames" if shard_frames else f"about 1 per worker ({plan.slots} workers)"
         say(f"[ray] {len(jobs)} videos, one after another; encode, render and composite in parts of {cut}, "
@@ -281,7 +282,7 @@ def run_videos_sharded(ray, pipeline, jobs: Sequence, plan: Any, spec: Any, *, s
             f"{plan.cluster['GPU']:g} GPUs)")
     results = []
     for job in jobs:
-        with RayWorkers(ray, plan, spec_ref, max_retries) as workers:  # networks loaded once per worker and video
+        with RayWorkers(ray, plan, spec, max_retries) as workers:  # networks loaded once per worker and video
             result = pipeline.run(job.video, job.run_dir, until=until, from_stage=from_stage, force=force,
                                   shards=shards, parts=RayParts(workers, job.video, job.run_dir, shards),
                                   track_tasks=RayTrackTasks(workers, job.video, job.run_dir))
