@@ -7,6 +7,7 @@ finished parts and resumes at part granularity.
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -150,8 +151,9 @@ def unsharded(clip, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sharded(clip, unsharded, tmp_path_factory):
-    """The unsharded run's folder with encode, render and composite done again in parts. Tune, edit and smooth
-    stay cached only if the sharded encode wrote the same latents (their keys hold its output digest)."""
+    """The unsharded run's folder with align's crops, encode, render and composite done again in parts. Encode,
+    tune, edit and smooth stay cached only if the sharded align and encode wrote the same files (their keys hold
+    their inputs' output digests)."""
     import shutil
 
     run_dir = tmp_path_factory.mktemp("sharded") / "run"
@@ -163,7 +165,7 @@ def sharded(clip, unsharded, tmp_path_factory):
         run_parts_here(stage, todo, part, count)
 
     result = _pipeline().run(clip.path, run_dir, shards=ShardOptions(frames=3), parts=recording,
-                             force={"encode", "render", "composite"})
+                             force={"align", "encode", "render", "composite"})
     assert result.status == "ok", result.error
     return result, executed
 
@@ -172,12 +174,12 @@ def sharded(clip, unsharded, tmp_path_factory):
 @pytest.mark.numeric
 def test_sharded_run_equals_unsharded_byte_for_byte(unsharded, sharded):
     result, executed = sharded
-    # parts of 3 frames rounded up to whole batches of 2 (encode, render); composite has no batches
-    assert executed == [("encode", [(0, 4), (4, 7)]), ("render", [(0, 4), (4, 7)]),
-                        ("composite", [(0, 3), (3, 6), (6, 7)])]
+    # parts of 3 frames rounded up to whole batches of 2 (encode, render); align and composite have no batches
+    assert executed == [("align", [(0, 3), (3, 6), (6, 7)]), ("encode", [(0, 4), (4, 7)]),
+                        ("render", [(0, 4), (4, 7)]), ("composite", [(0, 3), (3, 6), (6, 7)])]
     assert [result.stages[s] for s in ("align", "encode", "tune", "edit", "smooth", "render", "composite")] == \
-        ["cached", "ran", "cached", "cached", "cached", "ran", "ran"]
-    for stage in ("encode", "render", "composite"):
+        ["ran", "ran", "cached", "cached", "cached", "ran", "ran"]
+    for stage in ("align", "encode", "render", "composite"):
         ours, theirs = _tree(result.run_dir / stage), _tree(unsharded.run_dir / stage)
         assert ours == theirs, stage
         assert not (result.run_dir / stage / "parts").exists()
@@ -225,3 +227,45 @@ def test_cut_off_stage_resumes_its_missing_parts(clip, unsharded, sharded, tmp_p
     assert result.status == "ok", result.error
     assert resumed == [("composite", [(3, 6), (6, 7)])]
     assert _tree(run_dir / "composite") == _tree(unsharded.run_dir / "composite")
+
+
+@pytest.mark.slow
+@pytest.mark.numeric
+def test_sharded_align_resumes_after_its_landmark_pass(clip, unsharded, sharded, tmp_path):
+    """align in parts: the landmark pass runs once, when the stage plans its parts; a part that fails leaves the
+    pass and the finished parts, and the rerun cuts only the missing crops, ending with the unsharded bytes."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(sharded[0].run_dir, run_dir)
+    shutil.rmtree(run_dir / "align")
+    said: list[str] = []
+
+    def failing(stage, todo, part, count):
+        def broken(start, end, folder):
+            if start == 3:
+                raise RuntimeError("disk on fire")
+            part(start, end, folder)
+
+        run_parts_here(stage, todo, broken, count)
+
+    from videdit.pipeline import Pipeline, StandInModels
+
+    def pipe():
+        return Pipeline.from_preset("default", overrides=SMALL, quiet=False, echo=said.append, stream=io.StringIO(),
+                                    estimate_time=False, models=StandInModels(resolution=64))
+
+    result = pipe().run(clip.path, run_dir, until="align", shards=ShardOptions(frames=3), parts=failing)
+    assert result.status == "failed" and result.error.startswith("align: frames 3-5 failed: RuntimeError: disk on fire")
+    assert (run_dir / "align.partial" / "parts" / "000000-000003").is_dir()
+    resumed: list = []
+
+    def recording(stage, todo, part, count):
+        resumed.append((stage, [frames for frames, _ in todo]))
+        run_parts_here(stage, todo, part, count)
+
+    result = pipe().run(clip.path, run_dir, shards=ShardOptions(frames=3), parts=recording)
+    assert result.status == "ok", result.error
+    assert resumed == [("align", [(3, 6), (6, 7)])]  # encode and the rest: cached (same align bytes)
+    assert sum("crops in parts" in line for line in said) == 1, said  # the landmark pass ran once
+    assert _tree(run_dir / "align") == _tree(unsharded.run_dir / "align")

@@ -51,6 +51,7 @@ DEEP_FRAME_FORMAT = "{:06d}.npy"  # composite's part: frame i of a 10/12-bit sou
 TRANSFORMS = "transforms.npz"  # align/, smooth/ (videdit.records.TransformsRecord, AlignRecord)
 ALIGNED = "aligned"
 UNALIGNED = "unaligned"
+ALIGN_GEOMETRY = "crop_geometry.npz"  # align.partial/ of a sharded align only: the float64 quads the parts cut with
 VIDEO_INFO = "video.json"  # align/: VideoInfo of the source
 ALIGN_INFO = "align.json"  # align/: the landmark backend and the frame counts (videdit.records.AlignInfo)
 PREVIEW = "preview.mp4"  # align/, encode/

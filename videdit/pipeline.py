@@ -176,7 +176,7 @@ class Pipeline:
     def stages_for(self, video: Path, run_dir: Path, until: str | None = None,
                    shards: ShardOptions | None = None) -> list[Stage]:
         """The stages of one video, in order, up to `until`. Stage modules are imported only when used.
-        shards: encode, render and composite run as frame-range parts (videdit.shards)."""
+        shards: align's crops, encode, render and composite run as frame-range parts (videdit.shards)."""
         last = STAGE_ORDER.index(until) if until else len(STAGE_ORDER) - 1
         wiring = StageWiring(self, Path(video), Path(run_dir), shards=shards)
         return [getattr(wiring, f"stage_{name}")() for name in self.active_stages() if name in STAGE_ORDER[: last + 1]]
@@ -208,7 +208,7 @@ class Pipeline:
         """One video through the stages. Never raises for a failure of this video: the result says
         `failed` with one line, and anything unexpected leaves its traceback in RUN/log.txt.
 
-        shards: run encode, render and composite in frame ranges (the same outputs; finished ranges survive
+        shards: run align's crops, encode, render and composite in frame ranges (the same outputs; finished ranges survive
         a kill); parts: where those ranges run (default: here, one after another; the Ray engine's).
         track_tasks: with several face tracks, where their tuning runs side by side (the Ray engine's; default:
         here, one track after another). The outputs are the same either way."""

@@ -46,6 +46,17 @@ def _savez(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     return atomic_save(path, lambda tmp: np.savez(tmp, **arrays))
 
 
+def save_crop_geometry(folder: Path, aligned_quads: np.ndarray, box_quads: np.ndarray) -> Path:
+    """align.partial/crop_geometry.npz: the exact (float64) quads a sharded align's parts cut the crops with
+    (transforms.npz keeps float32); removed when the parts are merged."""
+    return _savez(Path(folder) / layout.ALIGN_GEOMETRY, {"aligned_quads": aligned_quads, "box_quads": box_quads})
+
+
+def load_crop_geometry(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    data = _load_npz(Path(folder) / layout.ALIGN_GEOMETRY, "align's crop geometry is unreadable; rerun with --from align")
+    return data["aligned_quads"], data["box_quads"]
+
+
 def _load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
     try:
         with np.load(path) as data:

@@ -17,6 +17,7 @@ import numpy as np
 from videdit import records
 from videdit import weights as W
 from videdit.edits import single_edits
+from videdit.layout import ALIGN_GEOMETRY, partial_name
 from videdit.runner import Stage, digest_text
 from videdit.settings import TEXT_EDIT_FILES
 from videdit.shards import ShardOptions, Sharding
@@ -37,7 +38,7 @@ class StageWiring:
         self.pipe, self.video, self.run_dir = pipe, video, run_dir
         self.track = track  # a videdit.face.tracks.FaceTrack: align and render that track only
         self.video_frames = video_frames  # with a track: the whole video's frame count (a strength ramp's `end`)
-        self.shards = shards  # cut encode, render and composite into frame ranges (videdit.shards)
+        self.shards = shards  # cut align's crops, encode, render and composite into frame ranges (videdit.shards)
         stage = records.RunFolder(run_dir).stage
         self.align_dir, self.encode_dir, self.tune_dir = stage("align"), stage("encode"), stage("tune")
         self.edit_dir, self.smooth_dir, self.stitch_dir = stage("edit"), stage("smooth"), stage("stitch")
@@ -103,7 +104,22 @@ class StageWiring:
         if track is not None:  # the track's frames and landmarks decide the crops
             params["track"] = [track.start, track.end,
                                digest_text(track.landmarks.tobytes().hex() + track.detected.tobytes().hex())]
-        return Stage("align", fn, params, {"video": self.video})
+        shards = None
+        if self.shards is not None and track is None and align_stage.shardable(settings):
+            # The landmark pass (with the shots, the fill-in and the preview) runs whole, when the stage plans its
+            # parts; the crops are cut in the parts. A driver killed after that pass keeps it (same work folder).
+            work = self.run_dir / partial_name("align")
+
+            def plan():
+                if not ((work / ALIGN_GEOMETRY).is_file() and (work / records.TRANSFORMS).is_file()):
+                    landmarks_pass = align_stage.run_align(self.video, work, settings, cut_crops=False)
+                    self.pipe.say(f"  align: {landmarks_pass.n_frames} frames, face in {landmarks_pass.n_faces_found}, "
+                                  f"landmarks by {landmarks_pass.backend_used}; crops in parts")
+                return self.shards.ranges(records.AlignRecord.load(work).n_frames)
+
+            shards = Sharding(plan, lambda start, end, folder: align_stage.cut_crops_part(
+                self.video, work, folder, settings, (start, end)), align_stage.merge_align_parts)
+        return Stage("align", fn, params, {"video": self.video}, shards=shards)
 
     def stage_encode(self) -> Stage:
         from videdit.stages import encode as encode_stage

@@ -71,8 +71,8 @@ def run_options(command):
         click.option("--cpus-per-video", type=float, default=None, help="With --engine ray: CPUs (and torch threads) per video [1]."),
         click.option("--max-retries", type=int, default=None, help="With --engine ray: retries of a video whose worker or node was lost [2]."),
         click.option("--shard-frames", default=None,
-                     help="Run encode, render and composite in parts of N frames ('auto': about one per Ray worker): with "
-                          "--engine ray, one task per part across the cluster; locally, a run cut off keeps its finished "
+                     help="Run align's crops, encode, render and composite in parts of N frames ('auto': about one per Ray worker): with "
+                          "--engine ray, each part on one of the video's workers across the cluster; locally, a run cut off keeps its finished "
                           "parts. The outputs are the same either way."),
         click.option("-q", "--quiet", is_flag=True, help="No progress output."),
         click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout."),

@@ -19,7 +19,7 @@ def run_videos_local(pipeline: "Pipeline", videos: Sequence[Path], out: Path | N
                      shard_frames: int | str | None = None) -> list["VideoResult"]:
     """Run each video through `pipeline.run`; failures are reported and the rest go on.
 
-    shard_frames: encode, render and composite in parts of this many frames, one after another here (the
+    shard_frames: align's crops, encode, render and composite in parts of this many frames, one after another here (the
     same outputs; a run cut off keeps its finished parts); "auto": one part."""
     from videdit.shards import ShardOptions, parse_shard_frames
 

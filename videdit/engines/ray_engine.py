@@ -332,7 +332,7 @@ def run_videos_ray(pipeline: "Pipeline", videos: Sequence[Path], out: Path | Non
                    progress_every: float = 30.0, shard_frames: int | str | None = None) -> list["VideoResult"]:
     """Run each video as one Ray task; results in input order, failures reported like the local engine's.
 
-    shard_frames: instead, each video in turn with its encode, render and composite cut into parts of this
+    shard_frames: instead, each video in turn with its align's crops, encode, render and composite cut into parts of this
     many frames ("auto": about one per worker), one Ray task per part (videdit.engines.ray_shards).
 
     address: None = Ray's default (RAY_ADDRESS, else the latest cluster started on this machine, else a

@@ -1,8 +1,8 @@
 """`--engine ray --shard-frames`: one long video across a cluster.
 
-The driver takes each video through `Pipeline.run` itself: the serial stages (align, tune, edit, smooth)
-run in the driver process, and each frame-wise stage (encode, render, composite) is cut into frame
-ranges (videdit.shards), each run by one of the video's `PartWorker` actors (one per worker slot, made
+The driver takes each video through `Pipeline.run` itself: the serial work (align's landmark pass, tune, edit,
+smooth) runs in the driver process, and each frame-wise stage (align's crops, encode, render, composite) is cut
+into frame ranges (videdit.shards), each run by one of the video's `PartWorker` actors (one per worker slot, made
 when first needed). An actor builds the pipeline and loads its networks once and keeps them for every
 part of every stage of the video (a task per part rebuilt them for each: seconds per part on a CPU, the
 whole part's work for short ones); the actors end with the video. A part writes into the stage's work folder
@@ -277,7 +277,7 @@ def run_videos_sharded(ray, pipeline, jobs: Sequence, plan: Any, spec: Any, *, s
     shards = ShardOptions(frames=shard_frames, workers=plan.slots)
     if say:
         cut = f"{shard_frames} frames" if shard_frames else f"about 1 per worker ({plan.slots} workers)"
-        say(f"[ray] {len(jobs)} videos, one after another; encode, render and composite in parts of {cut}, "
+        say(f"[ray] {len(jobs)} videos, one after another; align's crops, encode, render and composite in parts of {cut}, "
             f"{plan.cpus_per_video:g} CPU + {plan.gpus_per_video:g} GPU each (cluster: {plan.cluster['CPU']:g} CPUs, "
             f"{plan.cluster['GPU']:g} GPUs)")
     results = []

@@ -56,6 +56,7 @@ from videdit.io.png import write_png
 from videdit.io.probe import VideoInfo, probe_video
 from videdit.io.reader import VideoReader
 from videdit.io.writer import VideoWriter
+from videdit.layout import ALIGN_GEOMETRY
 
 log = logging.getLogger(__name__)
 
@@ -289,10 +290,10 @@ class _FirstPassCrops:
     shot's fixed box is known: the published "first" box is the shot's first detected quad), and the
     preview of what was detected. What it wrote is checked against the final geometry afterwards."""
 
-    def __init__(self, out_dir: Path, settings: "AlignSettings", crops: _CropWriter, preview: _Preview | None):
+    def __init__(self, out_dir: Path, settings: "AlignSettings", crops: _CropWriter | None, preview: _Preview | None):
         self._out_dir = out_dir
         self._settings = settings
-        self._crops = crops
+        self._crops = crops  # None: the preview only (the crops are cut later, in parts)
         self._preview = preview
         self._shot_start = 0
         self._box: np.ndarray | None = None  # the box of the shot being read, once a face was seen in it
@@ -306,8 +307,9 @@ class _FirstPassCrops:
             quad = ffhq_quad(landmarks, self._settings.quad_rule)
             if self._box is None:
                 self._box = quad
-            self._crops.frame(frame.image, frame.index, quad, self._box, self._settings, self._out_dir)
-            self.written[frame.index] = (quad, self._box)
+            if self._crops is not None:
+                self._crops.frame(frame.image, frame.index, quad, self._box, self._settings, self._out_dir)
+                self.written[frame.index] = (quad, self._box)
         if self._preview is not None:
             self._preview.add(frame.image, frame.pts, landmarks, quad, self._box, landmarks is not None)
 
@@ -352,11 +354,11 @@ def _writers(settings: "AlignSettings", out_dir: Path, info: VideoInfo, preview:
         view.close()
 
 
-def _prepare_crop_folders(out_dir: Path) -> None:
+def _prepare_crop_folders(out_dir: Path, clear: bool = True) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for folder in (out_dir / records.ALIGNED, out_dir / records.UNALIGNED):
         folder.mkdir(exist_ok=True)
-        for stale in folder.glob("*.png"):  # from an interrupted earlier run into the same folder
+        for stale in folder.glob("*.png") if clear else ():  # from an interrupted earlier run into the same folder
             stale.unlink()
 
 
@@ -372,13 +374,16 @@ class TrackInput:
 
 
 def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None, *,
-              backend: LandmarkBackend | None = None, track: TrackInput | None = None) -> AlignResult:
+              backend: LandmarkBackend | None = None, track: TrackInput | None = None,
+              cut_crops: bool = True) -> AlignResult:
     """Run the align stage on a video file or an image folder, writing into out_dir.
 
     `backend` reuses an already built landmark backend (building dlib's takes seconds; a folder of
     videos or a test suite can share one); by default settings.landmarks picks it. With `track`, only
     that track's frames are aligned, from its landmarks (no detection): frame i of the output is source
-    frame track.start + i, and the track lies in one shot.
+    frame track.start + i, and the track lies in one shot. cut_crops False: everything but the crops (the
+    landmark pass, the record, the preview) and the geometry the crops are cut with (ALIGN_GEOMETRY), for
+    `cut_crops_part` to cut them in frame ranges (a sharded run; needs `shardable(settings)`).
 
     Raises InputError for unreadable input, NoFaceError when no frame has a face, MissingWeightsError
     when the chosen landmark model is absent.
@@ -414,10 +419,11 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
 
         shot_detector = ShotDetector(info.fps)
     # Pass 1: landmarks of the followed face, and the crops that are final already (see the module doc).
-    _prepare_crop_folders(out_dir)
-    streaming = settings.box == "first" and settings.smooth_quads <= 1
+    # (Without crops, those already merged from parts stay: a merge cut off after removing the geometry.)
+    _prepare_crop_folders(out_dir, clear=cut_crops)
+    streaming = _streaming(settings)
     with _writers(settings, out_dir, info, preview=settings.preview and streaming) as (crops, preview):
-        first_pass = _FirstPassCrops(out_dir, settings, crops, preview) if streaming else None
+        first_pass = _FirstPassCrops(out_dir, settings, crops if cut_crops else None, preview) if streaming else None
         found_landmarks = _detect_all(reader, backend, settings.max_faces_warning, settings.full_search_every,
                                       shot_detector, first_pass)
     n_frames = len(found_landmarks.found)
@@ -437,7 +443,48 @@ def run_align(source: Path, out_dir: Path, settings: AlignSettings | None = None
 
     return _write_alignment(reader, source, out_dir, settings, landmarks, found, found_landmarks.multi_face,
                             segments, backend.name, first_pass=first_pass,
-                            timestamps=(found_landmarks.pts, found_landmarks.time_s))
+                            timestamps=(found_landmarks.pts, found_landmarks.time_s), cut_crops=cut_crops)
+
+
+def _streaming(settings: AlignSettings) -> bool:
+    """Whether a frame's crops are final when its landmarks are found (the published fixed box, no smoothing):
+    then they are cut in the landmark pass, and the preview drawn there."""
+    return settings.box == "first" and settings.smooth_quads <= 1
+
+
+def shardable(settings: AlignSettings) -> bool:
+    """Whether the crops can be cut in frame ranges with the same bytes as in one run: not when the preview is
+    drawn while cutting them (it is one H.264 stream)."""
+    return _streaming(settings) or not settings.preview
+
+
+def cut_crops_part(source: Path, work: Path, out_dir: Path, settings: AlignSettings, frames: tuple[int, int]) -> None:
+    """The crops of frames [start, end) into out_dir/aligned/ and out_dir/unaligned/, from the geometry a
+    `run_align(cut_crops=False)` left in `work`: the bytes the unsharded stage writes for them."""
+    start, end = frames
+    quads, boxes = records.load_crop_geometry(work)
+    _prepare_crop_folders(out_dir)
+    reader = VideoReader(source, image_folder_fps=Fraction(str(settings.image_folder_fps)))
+    wanted = range(start, end)
+    n_read = 0
+    with _writers(settings, out_dir, reader.info, preview=False) as (crops, _):
+        for frame in progress.track(reader.frames(wanted), len(wanted), "align", "frame"):
+            crops.frame(frame.image, frame.index, quads[frame.index], boxes[frame.index], settings, out_dir)
+            n_read += 1
+    if n_read != len(wanted):
+        raise InputError(f"{source}: {n_read} frames read of frames {start}-{end - 1}")
+
+
+def merge_align_parts(folders: list[Path], work: Path) -> None:
+    """The parts' crops into the stage's aligned/ and unaligned/ (moved: same file system); the geometry they
+    were cut with goes, so the stage's files are the unsharded stage's."""
+    import os
+
+    for folder in folders:
+        for sub in (records.ALIGNED, records.UNALIGNED):
+            for png in sorted((folder / sub).glob("*.png")):
+                os.replace(png, work / sub / png.name)
+    (work / ALIGN_GEOMETRY).unlink(missing_ok=True)
 
 
 def _align_track(reader: VideoReader, source: Path, out_dir: Path, settings: AlignSettings, track: TrackInput) -> AlignResult:
@@ -458,7 +505,7 @@ def _align_track(reader: VideoReader, source: Path, out_dir: Path, settings: Ali
 def _write_alignment(reader: VideoReader, source: Path, out_dir: Path, settings: AlignSettings, landmarks: np.ndarray,
                      found: np.ndarray, multi_face: np.ndarray, segments: list[tuple[int, int]], backend_name: str,
                      first_frame: int = 0, first_pass: _FirstPassCrops | None = None,
-                     timestamps: tuple[np.ndarray, np.ndarray] | None = None) -> AlignResult:
+                     timestamps: tuple[np.ndarray, np.ndarray] | None = None, cut_crops: bool = True) -> AlignResult:
     """From known landmarks: quads, the fixed box, transforms, the crops not cut yet (all of them without a
     first pass), the preview (unless the first pass drew it) and the record. Output frame i is source frame
     first_frame + i. `timestamps`: (pts, time_s) of the frames when a first pass has them."""
@@ -472,8 +519,10 @@ def _write_alignment(reader: VideoReader, source: Path, out_dir: Path, settings:
     size = int(settings.crop_size)
     transforms = [frame_transform(landmarks[i], quads[i], boxes[i], size) for i in range(n_frames)]
 
+    if not cut_crops:  # cut later in frame ranges (cut_crops_part), from this exact geometry
+        records.save_crop_geometry(out_dir, quads, boxes)
     # Pass 2: the crops left (and the preview when no first pass drew it).
-    left = list(range(n_frames)) if first_pass is None else first_pass.left_over(quads, boxes)
+    left = [] if not cut_crops else list(range(n_frames)) if first_pass is None else first_pass.left_over(quads, boxes)
     if first_pass is not None and left:
         log.info("align: %d of %d frames cut in a second pass (no face detected in them, or the box changed)",
                  len(left), n_frames)
