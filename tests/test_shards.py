@@ -42,6 +42,30 @@ def _pipeline():
                                 estimate_time=False)
 
 
+def _recording(executed: list):
+    """A part executor that runs the parts here and notes (stage, [frame ranges]) of each call."""
+    def run(stage, todo, part, count):
+        executed.append((stage, [frames for frames, _ in todo]))
+        run_parts_here(stage, todo, part, count)
+
+    return run
+
+
+def _failing_at(first_frame: int, message: str, done: list | None = None):
+    """A part executor whose part starting at `first_frame` raises RuntimeError(message); the others run here."""
+    def run(stage, todo, part, count):
+        def broken(start, end, folder):
+            if start == first_frame:
+                raise RuntimeError(message)
+            if done is not None:
+                done.append((start, end))
+            part(start, end, folder)
+
+        run_parts_here(stage, todo, broken, count)
+
+    return run
+
+
 def _tree(folder: Path) -> dict[str, str]:
     """sha256 of every output file under a stage folder (the manifest records mtimes, so it is left out)."""
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -159,12 +183,7 @@ def sharded(clip, unsharded, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("sharded") / "run"
     shutil.copytree(unsharded.run_dir, run_dir)
     executed: list = []
-
-    def recording(stage, todo, part, count):
-        executed.append((stage, [frames for frames, _ in todo]))
-        run_parts_here(stage, todo, part, count)
-
-    result = _pipeline().run(clip.path, run_dir, shards=ShardOptions(frames=3), parts=recording,
+    result = _pipeline().run(clip.path, run_dir, shards=ShardOptions(frames=3), parts=_recording(executed),
                              force={"align", "encode", "render", "composite"})
     assert result.status == "ok", result.error
     return result, executed
@@ -201,29 +220,15 @@ def test_cut_off_stage_resumes_its_missing_parts(clip, unsharded, sharded, tmp_p
     for published in run_dir.glob("face.*.mp4"):
         published.unlink()
     done: list = []
-
-    def failing(stage, todo, part, count):
-        def broken(start, end, folder):
-            if start == 3:
-                raise RuntimeError("worker caught fire")
-            done.append((start, end))
-            part(start, end, folder)
-
-        run_parts_here(stage, todo, broken, count)
-
-    result = _pipeline().run(clip.path, run_dir, shards=ShardOptions(frames=3), parts=failing)
+    result = _pipeline().run(clip.path, run_dir, shards=ShardOptions(frames=3),
+                             parts=_failing_at(3, "worker caught fire", done))
     assert result.status == "failed"
     assert result.error.startswith("composite: frames 3-5 failed: RuntimeError: worker caught fire"), result.error
     assert (run_dir / "composite.partial" / "parts" / "000000-000003").is_dir()
     assert done == [(0, 3)]
 
     resumed: list = []
-
-    def recording(stage, todo, part, count):
-        resumed.append((stage, [frames for frames, _ in todo]))
-        run_parts_here(stage, todo, part, count)
-
-    result = _pipeline().run(clip.path, run_dir, shards=ShardOptions(frames=3), parts=recording)
+    result = _pipeline().run(clip.path, run_dir, shards=ShardOptions(frames=3), parts=_recording(resumed))
     assert result.status == "ok", result.error
     assert resumed == [("composite", [(3, 6), (6, 7)])]
     assert _tree(run_dir / "composite") == _tree(unsharded.run_dir / "composite")
@@ -240,31 +245,17 @@ def test_sharded_align_resumes_after_its_landmark_pass(clip, unsharded, sharded,
     shutil.copytree(sharded[0].run_dir, run_dir)
     shutil.rmtree(run_dir / "align")
     said: list[str] = []
-
-    def failing(stage, todo, part, count):
-        def broken(start, end, folder):
-            if start == 3:
-                raise RuntimeError("disk on fire")
-            part(start, end, folder)
-
-        run_parts_here(stage, todo, broken, count)
-
     from videdit.pipeline import Pipeline, StandInModels
 
     def pipe():
         return Pipeline.from_preset("default", overrides=SMALL, quiet=False, echo=said.append, stream=io.StringIO(),
                                     estimate_time=False, models=StandInModels(resolution=64))
 
-    result = pipe().run(clip.path, run_dir, until="align", shards=ShardOptions(frames=3), parts=failing)
+    result = pipe().run(clip.path, run_dir, until="align", shards=ShardOptions(frames=3), parts=_failing_at(3, "disk on fire"))
     assert result.status == "failed" and result.error.startswith("align: frames 3-5 failed: RuntimeError: disk on fire")
     assert (run_dir / "align.partial" / "parts" / "000000-000003").is_dir()
     resumed: list = []
-
-    def recording(stage, todo, part, count):
-        resumed.append((stage, [frames for frames, _ in todo]))
-        run_parts_here(stage, todo, part, count)
-
-    result = pipe().run(clip.path, run_dir, shards=ShardOptions(frames=3), parts=recording)
+    result = pipe().run(clip.path, run_dir, shards=ShardOptions(frames=3), parts=_recording(resumed))
     assert result.status == "ok", result.error
     assert resumed == [("align", [(3, 6), (6, 7)])]  # encode and the rest: cached (same align bytes)
     assert sum("crops in parts" in line for line in said) == 1, said  # the landmark pass ran once
