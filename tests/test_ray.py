@@ -524,49 +524,129 @@ def test_parts_on_ray_count_every_frame_on_one_bar(ray_cluster, long_clip_local,
 # Several face tracks: their tuning side by side, one Ray task per track (RayTrackTasks)
 
 
-@pytest.mark.slow
-@needs_ray
-def test_face_tracks_tuned_side_by_side_equal_local(ray_cluster, tmp_path):
-    """Two people, --faces all: the sharded Ray run tunes both tracks as two tasks at once, says so, counts their
-    steps, and every output (each track's tuned generator, the final video) is the local run's, byte for byte."""
-    import io
+TRACKS_SETTINGS = {**SMALL, "faces.select": "all", "faces.min_track_frames": 4, "tune.steps": 6}
 
-    import torch
-    from safetensors.numpy import load_file
 
-    from videdit.engines.ray_engine import run_videos_ray
+def _tracks_pipeline(stream=None):
     from videdit.pipeline import Pipeline, StandInModels
+
+    return Pipeline.from_preset("default", overrides=TRACKS_SETTINGS, quiet=stream is None, stream=stream,
+                                estimate_time=False, models=StandInModels(resolution=64))
+
+
+@pytest.fixture(scope="module")
+def two_people_local(tmp_path_factory):
+    """Two people side by side through --engine local with --faces all, one torch thread: the bytes the Ray
+    runs with their tracks tuned side by side must give."""
+    import torch
+
     from videdit.synthetic import FacePlacement, ShotSpec, make_scene_clip
 
-    clip = make_scene_clip(tmp_path / "two.mp4", [ShotSpec(6, (
+    folder = tmp_path_factory.mktemp("two_people")
+    clip = make_scene_clip(folder / "two.mp4", [ShotSpec(6, (
         FacePlacement("astronaut", 88.0, (80, 96), drift_px=(1.5, 0)),  # faces the HOG detector finds (80 px window)
         FacePlacement("grace_hopper", 88.0, (240, 96), drift_px=(-1.0, 0.5))))], size=(320, 192), crf=4)
-    settings = {**SMALL, "faces.select": "all", "faces.min_track_frames": 4, "tune.steps": 3}
-
-    def pipe(stream=None):
-        return Pipeline.from_preset("default", overrides=settings, quiet=stream is None, stream=stream,
-                                    estimate_time=False, models=StandInModels(resolution=64))
-
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the driver's and each 1-CPU task's thread count (docs/ray.md)
+    torch.set_num_threads(1)  # the driver's and each 1-CPU worker's thread count (docs/ray.md)
     try:
-        local = pipe().run(clip.path, tmp_path / "local")
-        assert local.status == "ok", local.error
-        said = io.StringIO()
-        (sharded,) = run_videos_ray(pipe(said), [clip.path], run_dirs=[tmp_path / "ray"], cpus_per_video=1,
-                                    shard_frames="auto", max_retries=1, echo=None)
+        local = _tracks_pipeline().run(clip.path, folder / "local")
     finally:
         torch.set_num_threads(threads)
-    assert sharded.status == "ok", sharded.error
+    assert local.status == "ok", local.error
+    return clip, local
+
+
+def _run_tracks_on_ray(clip, run_dir: Path, stream=None):
+    import torch
+
+    from videdit.engines.ray_engine import run_videos_ray
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        (result,) = run_videos_ray(_tracks_pipeline(stream), [clip.path], run_dirs=[run_dir], cpus_per_video=1,
+                                   shard_frames="auto", max_retries=2, echo=None)
+    finally:
+        torch.set_num_threads(threads)
+    assert result.status == "ok", result.error
+    return result
+
+
+def _assert_tracks_equal(result, local) -> None:
+    from safetensors.numpy import load_file
+
+    for track in ("t1", "t2"):
+        ours = load_file(result.run_dir / "tracks" / track / "tune" / "generator.safetensors")
+        theirs = load_file(local.run_dir / "tracks" / track / "tune" / "generator.safetensors")
+        assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours), track
+    assert [p.name for p in result.outputs] == [p.name for p in local.outputs]
+    for ours, theirs in zip(result.outputs, local.outputs):
+        assert _sha(ours) == _sha(theirs), ours.name
+
+
+@pytest.mark.slow
+@needs_ray
+def test_face_tracks_tuned_side_by_side_equal_local(ray_cluster, two_people_local, tmp_path):
+    """Two people, --faces all: the sharded Ray run tunes both tracks at once on two workers, says so, and every
+    output (each track's tuned generator, the final video) is the local run's, byte for byte."""
+    import io
+
+    clip, local = two_people_local
+    said = io.StringIO()
+    result = _run_tracks_on_ray(clip, tmp_path / "ray", said)
     lines = said.getvalue().splitlines()
     assert "tune: tracks t1, t2 side by side" in lines, lines
     assert any(line.startswith("[") and "t1/tune ran in" in line for line in lines), lines
     assert any(line.startswith("[") and "t2/tune ran in" in line for line in lines), lines
-    assert sharded.stages["t1/tune"] == sharded.stages["t2/tune"] == "ran"
-    for track in ("t1", "t2"):
-        ours = load_file(tmp_path / "ray" / "tracks" / track / "tune" / "generator.safetensors")
-        theirs = load_file(local.run_dir / "tracks" / track / "tune" / "generator.safetensors")
-        assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours), track
-    assert [p.name for p in sharded.outputs] == [p.name for p in local.outputs]
-    for ours, theirs in zip(sharded.outputs, local.outputs):
-        assert _sha(ours) == _sha(theirs), ours.name
+    assert result.stages["t1/tune"] == result.stages["t2/tune"] == "ran"
+    _assert_tracks_equal(result, local)
+
+
+def _worker_pids(doing: str) -> list[int]:
+    """Ray worker processes whose title names `doing` (Ray titles a worker ray::<the call's name>: RayWorkers
+    names each call videdit:<video>:<track>:<stage>, or videdit:<video>:<stage>:<frames> for a part)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and doing in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.slow
+@needs_ray
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the Ray worker to kill through /proc")
+def test_face_track_worker_killed_in_tune_resumes_from_its_checkpoint(ray_cluster, two_people_local, tmp_path):
+    """A worker SIGKILLed while it tunes a track, after both tracks' first PTI checkpoint: Ray restarts it and runs
+    the track again, which resumes from its checkpoint; the outputs are still the local run's."""
+    from videdit.tuning.data import CHECKPOINT_NAME
+
+    clip, local = two_people_local
+    run_dir = tmp_path / "ray"
+    killed: dict[str, object] = {}
+
+    def kill_a_tuning_worker():
+        deadline = time.time() + 600
+        checkpoints = [run_dir / "tracks" / t / "tune.partial" / "checkpoints" / CHECKPOINT_NAME for t in ("t1", "t2")]
+        while time.time() < deadline:
+            pids = _worker_pids(f"ray::videdit:{clip.path.name}:t1:tune") + \
+                _worker_pids(f"ray::videdit:{clip.path.name}:t2:tune")
+            if pids and all(c.exists() for c in checkpoints):
+                killed["too_late"] = any((run_dir / "tracks" / t / "tune").exists() for t in ("t1", "t2"))
+                os.kill(pids[0], signal.SIGKILL)
+                killed["pid"] = pids[0]
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_tuning_worker, daemon=True)
+    killer.start()
+    result = _run_tracks_on_ray(clip, run_dir)
+    killer.join(timeout=5)
+    assert "pid" in killed, "no worker was seen tuning with both checkpoints written"
+    assert not killed["too_late"], "a track's tuning had finished before the kill: nothing was tested"
+    resumed = [json.loads((run_dir / "tracks" / t / "tune" / "tune.json").read_text()).get("resumed_from_step", 0)
+               for t in ("t1", "t2")]
+    assert max(resumed) >= 1, resumed  # the killed track went on from a checkpoint, not from step 0
+    _assert_tracks_equal(result, local)
