@@ -471,3 +471,22 @@ def test_faces_and_run_share_one_landmarks_default():
     assert DEFAULT_BACKEND == "auto"
     assert (cli_default, FacesOptions().landmarks, AlignSettings().landmarks,
             inspect.signature(find_face_tracks).parameters["landmarks"].default) == (DEFAULT_BACKEND,) * 4
+
+
+def test_tracks_key_of_an_image_folder_follows_its_content(tmp_path):
+    """A folder of frames (`run frames/ --faces`, the preview's key frames) is keyed by its files' content."""
+    from PIL import Image
+
+    from videdit.settings import FacesOptions
+    from videdit.track_runs import tracks_key
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        Image.new("RGB", (16, 16), (10 * i, 0, 0)).save(frames / f"{i:06d}.png")
+    run = tmp_path / "run"
+    run.mkdir()
+    first = tracks_key(frames, run, FacesOptions(select="all"))
+    assert first == tracks_key(frames, run, FacesOptions(select="all"))
+    Image.new("RGB", (16, 16), (0, 99, 0)).save(frames / "000001.png")
+    assert tracks_key(frames, run, FacesOptions(select="all")) != first

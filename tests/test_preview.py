@@ -132,3 +132,25 @@ def test_preview_cli_json_and_page(two_shots, tmp_path):
     assert made["frames"] == [6] and made["encoded"] and made["full_run_seconds"] > 0
     assert (tmp_path / "run" / layout.PREVIEW_DIR / layout.PREVIEW_SHEET).is_file()
     assert "stand-ins" in result.stderr
+
+
+@pytest.mark.slow
+def test_preview_with_faces_edits_every_face_of_the_key_frames(tmp_path):
+    """--faces all on the key frames (an image folder, whose tracks are keyed by its content as a video's by its
+    file): each face of each key frame is a track of its own, rendered and composited into the sheet's rows."""
+    from PIL import Image
+
+    from videdit.models import StandInModels
+    from videdit.preview import run_preview
+    from videdit.synthetic import FacePlacement, ShotSpec, make_scene_clip
+
+    clip = make_scene_clip(tmp_path / "two.mp4", [
+        ShotSpec(4, (FacePlacement("astronaut", 88.0, (80, 96)), FacePlacement("grace_hopper", 88.0, (240, 96)))),
+        ShotSpec(4, (FacePlacement("grace_hopper", 100.0, (160, 96)),), background=(150, 120, 90))], size=(320, 192))
+    pipe = _pipeline(StandInModels(), [3.0]).derive({"faces.select": "all", "faces.min_track_frames": 1}, quiet=True)
+    result = run_preview(pipe, clip.path, tmp_path / "run", estimate=False)
+    assert result.frames == [1, 5]
+    assert {k for k in result.stages if k.endswith("/render")} == {"t1/render", "t2/render", "t3/render"}
+    assert result.stages["composite"] == "ran"
+    with Image.open(result.sheet) as sheet:
+        assert sheet.size[1] > 3 * 192  # the input, the reconstruction and the edit

@@ -16,7 +16,7 @@ from videdit import records
 from videdit.errors import InputError, VideditError
 from videdit.face.tracks import FaceTracks, TrackSettings, find_face_tracks, select_people
 from videdit.layout import DIGESTS, STAGE_ORDER
-from videdit.runner import DigestCache, StageOutcome, StageRunner, canonical_json, digest_text
+from videdit.runner import DigestCache, StageOutcome, StageRunner, canonical_json, digest_text, folder_digest
 from videdit.settings import FacesOptions
 from videdit.wiring import StageWiring, tracks_composite_stage
 
@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 
 
 def tracks_key(video: Path, run_dir: Path, faces: FacesOptions) -> str:
-    """The digest RUN/tracks.key holds: of the video and the tracking settings the tracks were found with."""
-    return digest_text(canonical_json({"video": DigestCache(run_dir / DIGESTS).file_digest(video),
+    """The digest RUN/tracks.key holds: of the video (or folder of images) and the tracking settings the tracks were
+    found with."""
+    source = folder_digest(video)[0] if video.is_dir() else DigestCache(run_dir / DIGESTS).file_digest(video)
+    return digest_text(canonical_json({"video": source,
                                        "min_track_frames": faces.min_track_frames, "landmarks": faces.landmarks,
                                        "full_search_every": faces.full_search_every}))
 
