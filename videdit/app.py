@@ -416,6 +416,7 @@ def build_blocks(app: VideditApp):
                          api_name="run")
         upload.upload(upload_fn, [upload, stand_ins], [video, summary], api_visibility="private")
         video.change(show_input, video, input_video, api_visibility="private")
+        blocks.load(show_input, video, input_video, api_visibility="private")
     return blocks
 
 
