@@ -142,6 +142,24 @@ def test_another_host_needs_auth_and_a_missing_gradio_is_one_line(tmp_path):
     assert done.returncode == 1 and done.stderr.strip() == "videdit: error: the app needs gradio: pip install 'videdit[app]'"
 
 
+def test_without_weights_the_page_says_so_and_offers_the_stand_ins(tmp_path):
+    from videdit.app import AppOptions, VideditApp, build_blocks
+
+    (tmp_path / "root").mkdir()
+    (tmp_path / "weights").mkdir()
+    app = VideditApp(AppOptions(tmp_path / "root", weights_dir=tmp_path / "weights"))
+    missing = app.missing_weights()
+    assert missing is not None and "restyle_e4e_ffhq.pt" in missing
+    assert app.directions(stand_ins=False) == [] and "age" in app.directions(stand_ins=True)
+    config = build_blocks(app).get_config_file()
+    by_id = {c["props"].get("elem_id"): c for c in config["components"]}
+    assert "restyle_e4e_ffhq.pt" in by_id["weights-missing"]["props"]["value"]
+    assert by_id["stand-ins"]["props"]["value"] is False  # offered, not forced
+    for elem_id in ("video", "edit", "strength", "preview-button", "preview-image", "run-button", "progress",
+                    "output-video"):
+        assert elem_id in by_id, elem_id
+
+
 # ---------------------------------------------------------------------------------------------
 # the real server
 
@@ -262,6 +280,32 @@ def test_a_run_folder_another_run_holds_is_refused_in_one_line(server):
     with RunLock(run_dir):  # this process holds it, as a `videdit run` of the same video would
         message = _app_error(lambda: client.predict("demo/demo.mp4", "age", 1.0, "one face", True, api_name="/run"))
     assert "is in use by another videdit run" in message and "\n" not in message.strip()
+
+
+def test_a_server_killed_mid_run_resumes_the_run_on_the_next_click(tmp_path):
+    from videdit.layout import MANIFEST, STAGE_ORDER
+
+    root = tmp_path / "root"
+    _clip(root / "face.mp4")
+    run_dir = root / layout.run_folder_name("face.mp4")
+    first = Server(root, tmp_path / "first.log")
+    try:
+        first.client().submit("face.mp4", "age", 1.0, "one face", True, api_name="/run")
+        deadline = time.monotonic() + 180
+        while not (run_dir / "align" / MANIFEST).is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        first.stop(signal.SIGKILL)
+    finished = [stage for stage in STAGE_ORDER if (run_dir / stage / MANIFEST).is_file()]
+    assert "align" in finished and "composite" not in finished, finished  # cut off mid-run
+    second = Server(root, tmp_path / "second.log")
+    try:
+        *_, summary, _ = second.client().predict("face.mp4", "age", 1.0, "one face", True, api_name="/run")
+    finally:
+        second.stop()
+    assert summary.startswith("face.mp4: done") and "composite ran" in summary, summary
+    for stage in finished:
+        assert f"{stage} cached" in summary, (stage, summary)
 
 
 # ---------------------------------------------------------------------------------------------
