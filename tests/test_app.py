@@ -63,6 +63,7 @@ def test_paths_outside_the_root_are_refused_traversal_and_symlinks_included(app,
             app.resolve(bad)
     with pytest.raises(InputError, match="no such file"):
         app.existing_video("sub/missing.mp4")
+    assert app.videos() == ["sub/inside.mp4"]  # the link out of the root is not offered
 
 
 def test_a_direction_file_outside_the_root_is_refused(app, tmp_path):
@@ -212,6 +213,7 @@ def server(tmp_path_factory):
     _clip(root / "face.mp4")
     _clip(root / "demo" / "demo.mp4")
     (base / "outside.mp4").write_bytes((root / "face.mp4").read_bytes())  # a real video, outside the root
+    (root / "link.mp4").symlink_to(base / "outside.mp4")  # a way out of the root, for the file route
     running = Server(root, base / "server.log")
     yield running
     running.stop()
@@ -257,14 +259,15 @@ def test_client_faces_preview_and_run(server):
 def test_client_refusals_outside_the_root(server):
     client = server.client()
     outside = server.root.parent / "outside.mp4"
-    for path in (str(outside), "../outside.mp4", "demo/../../outside.mp4"):
+    for path in (str(outside), "../outside.mp4", "demo/../../outside.mp4", "link.mp4"):
         for call in (lambda: client.predict(path, "age", 1.0, "one face", True, api_name="/preview"),
                      lambda: client.predict(path, "age", 1.0, "one face", True, api_name="/run"),
                      lambda: client.predict(path, True, api_name="/faces")):
             message = _app_error(call)
             assert "outside the app's root" in message, message
     assert not (server.root.parent / layout.run_folder_name("outside.mp4")).exists()
-    for path in (outside, Path("/etc/passwd")):  # the file route serves nothing outside the root and its cache
+    # the file route serves nothing outside the root and its cache: by name, by `..`, by a link under the root
+    for path in (outside, Path("/etc/passwd"), f"{server.root}/../outside.mp4", server.root / "link.mp4"):
         with pytest.raises(urllib.error.HTTPError) as denied:
             urllib.request.urlopen(f"{server.url}gradio_api/file={path}", timeout=30)
         assert denied.value.code in (403, 404)
@@ -282,6 +285,7 @@ def test_a_run_folder_another_run_holds_is_refused_in_one_line(server):
     assert "is in use by another videdit run" in message and "\n" not in message.strip()
 
 
+@pytest.mark.slow  # two server starts and a run: about 30 s on an idle machine
 def test_a_server_killed_mid_run_resumes_the_run_on_the_next_click(tmp_path):
     from videdit.layout import MANIFEST, STAGE_ORDER
 
@@ -347,11 +351,20 @@ def test_browser_previews_and_runs_an_edit(server, tmp_path):
                 page.wait_for_timeout(100)
             source = page.get_attribute("#output-video video", "src")
             page.screenshot(path=str(shot), full_page=True)
+            # a bad upload: one line on the page, naming the file as the user knows it
+            notes = tmp_path / "notes.mp4"
+            notes.write_text("not a video")
+            page.set_input_files("#upload input[type=file]", str(notes))
+            said = page.get_by_text("notes.mp4: not a readable video").first
+            said.wait_for(timeout=60_000)
+            line = said.inner_text()
         finally:
             browser.close()
     assert source and source.endswith(layout.published_name("demo", "smile-2"))
     assert any(0 < v < 1 for v in values), values  # the bar moved between the start and the end
     assert shot.stat().st_size > 0
+    assert "\n" not in line.strip() and "is the file complete and really a video?" in line
+    assert not (server.root / "uploads" / "notes.mp4").exists()
     keep = os.environ.get("VIDEDIT_APP_SCREENSHOT")  # where a person wants to look at it
     if keep:
         shutil.copyfile(shot, keep)

@@ -158,11 +158,13 @@ class VideditApp:
     # ---- what the page lists
 
     def videos(self) -> list[str]:
-        """The videos under the root (run folders skipped), as paths relative to it."""
+        """The videos under the root (run folders, hidden folders and links out of the root skipped), as paths
+        relative to it."""
         from videdit.engines import list_videos
 
         return [str(p.relative_to(self.root)) for p in list_videos(self.root, recursive=True)
-                if not any(part.startswith(".") for part in p.relative_to(self.root).parts)]
+                if not any(part.startswith(".") for part in p.relative_to(self.root).parts)
+                and p.resolve().is_relative_to(self.root)]
 
     def missing_weights(self) -> str | None:
         """The missing-weights message of the released checkpoints' pipeline (None: all present)."""
@@ -272,7 +274,10 @@ class VideditApp:
             raise InputError(f"{name}: {size_mb:.0f} MB, over the upload limit of {self.options.max_upload_mb:g} MB")
         if not is_video_name(name):
             raise InputError(f"{name}: not a video file name (expected .mp4, .mov, .mkv, ...)")
-        probe_video(temp)  # not a video, truncated, audio only: one line
+        try:
+            probe_video(temp)  # not a video, truncated, audio only: one line
+        except InputError as exc:  # named as the user knows it, not by the server's temporary path
+            raise InputError(str(exc).replace(str(temp), name)) from None
         folder = self.root / UPLOAD_DIR
         folder.mkdir(exist_ok=True)
         kept = folder / name
