@@ -180,7 +180,8 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}/"
         env = dict(os.environ, PYTHONPATH=str(ROOT), GRADIO_ANALYTICS_ENABLED="False")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "videdit", "app", "--root", str(root), "--port", str(self.port), "--stand-ins", *QUICK],
+            [sys.executable, "-m", "videdit", "app", "--root", str(root), "--port", str(self.port), "--stand-ins",
+             "--demo-frames", "3", *QUICK],
             stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -211,7 +212,7 @@ def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("app")
     root = base / "root"
     _clip(root / "face.mp4")
-    _clip(root / "demo" / "demo.mp4")
+    _clip(root / "held" / "held.mp4")
     (base / "outside.mp4").write_bytes((root / "face.mp4").read_bytes())  # a real video, outside the root
     (root / "link.mp4").symlink_to(base / "outside.mp4")  # a way out of the root, for the file route
     running = Server(root, base / "server.log")
@@ -259,7 +260,7 @@ def test_client_faces_preview_and_run(server):
 def test_client_refusals_outside_the_root(server):
     client = server.client()
     outside = server.root.parent / "outside.mp4"
-    for path in (str(outside), "../outside.mp4", "demo/../../outside.mp4", "link.mp4"):
+    for path in (str(outside), "../outside.mp4", "held/../../outside.mp4", "link.mp4"):
         for call in (lambda: client.predict(path, "age", 1.0, "one face", True, api_name="/preview"),
                      lambda: client.predict(path, "age", 1.0, "one face", True, api_name="/run"),
                      lambda: client.predict(path, True, api_name="/faces")):
@@ -279,9 +280,9 @@ def test_a_run_folder_another_run_holds_is_refused_in_one_line(server):
     from videdit.runfolder import RunLock, prepare_run_dir
 
     client = server.client()
-    run_dir = prepare_run_dir(server.root / "demo" / layout.run_folder_name("demo.mp4"))
+    run_dir = prepare_run_dir(server.root / "held" / layout.run_folder_name("held.mp4"))
     with RunLock(run_dir):  # this process holds it, as a `videdit run` of the same video would
-        message = _app_error(lambda: client.predict("demo/demo.mp4", "age", 1.0, "one face", True, api_name="/run"))
+        message = _app_error(lambda: client.predict("held/held.mp4", "age", 1.0, "one face", True, api_name="/run"))
     assert "is in use by another videdit run" in message and "\n" not in message.strip()
 
 
@@ -331,8 +332,10 @@ def test_browser_previews_and_runs_an_edit(server, tmp_path):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1600})
             page.goto(server.url)
-            page.fill("#video input", "demo/demo.mp4")
-            page.keyboard.press("Enter")
+            page.click("#demo-button")  # videdit demo's clip, made under the root and picked
+            page.wait_for_function("() => document.querySelector('#video input').value === 'demo/source/astronaut.mp4'",
+                                   timeout=120_000)
+            page.wait_for_selector("#input-video video[src]", timeout=60_000)
             page.fill("#edit input", "smile")
             page.keyboard.press("Enter")
             page.fill("#strength input[type=number]", "-2")
@@ -360,7 +363,7 @@ def test_browser_previews_and_runs_an_edit(server, tmp_path):
             line = said.inner_text()
         finally:
             browser.close()
-    assert source and source.endswith(layout.published_name("demo", "smile-2"))
+    assert source and source.endswith(layout.published_name("astronaut", "smile-2"))
     assert any(0 < v < 1 for v in values), values  # the bar moved between the start and the end
     assert shot.stat().st_size > 0
     assert "\n" not in line.strip() and "is the file complete and really a video?" in line

@@ -27,6 +27,8 @@ from videdit.errors import InputError, MissingWeightsError, RefusedPathError, Vi
 from videdit.progress import Bar, Reporter
 
 UPLOAD_DIR = "uploads"  # ROOT/uploads/: where an uploaded video is kept (its run folder beside it)
+DEMO_DIR = "demo"  # ROOT/demo/source/astronaut.mp4: the demo clip the page can make (videdit.demo.make_demo_clip)
+DEFAULT_DEMO_FRAMES = 24  # as `videdit demo`
 DEFAULT_MAX_UPLOAD_MB = 500
 ONE_FACE = "one face"  # the "whom" choice that follows one face (no [faces] select)
 WHOM_CHOICES = (ONE_FACE, "main", "all")
@@ -44,6 +46,7 @@ class AppOptions:
     weights_dir: Path | None = None
     device: str = "auto"
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
+    demo_frames: int = DEFAULT_DEMO_FRAMES
 
 
 class ProgressFeed(Reporter):
@@ -263,6 +266,12 @@ class VideditApp:
         return RunOutputs(edited[0] if edited else None, compare, list(result.outputs) + list(result.views),
                           f"{path.name}: done in {result.seconds:.1f} s ({stages})")
 
+    def demo_clip(self) -> Path:
+        """`videdit demo`'s clip (a real photo moved by a known camera path, with audio), made once under the root."""
+        from videdit.demo import make_demo_clip
+
+        return make_demo_clip(self.root / DEMO_DIR, self.options.demo_frames, quiet=True)
+
     def upload(self, temp_path: str | Path, name: str | None = None) -> Path:
         """An uploaded file kept as ROOT/uploads/NAME once it is a video within the size limit (one line otherwise)."""
         from videdit.io.probe import is_video_name, probe_video
@@ -361,6 +370,10 @@ def build_blocks(app: VideditApp):
         relative = str(kept.relative_to(app.root))
         return gr.update(choices=app.videos(), value=relative), f"uploaded {relative}"
 
+    def demo_fn():
+        relative = str(app.demo_clip().relative_to(app.root))
+        return gr.update(choices=app.videos(), value=relative)
+
     def show_input(video):
         try:
             return str(app.existing_video(video))
@@ -386,6 +399,7 @@ def build_blocks(app: VideditApp):
                                     label=f"video (under {app.root})", elem_id="video")
                 upload = gr.File(label=f"or upload a video (at most {app.options.max_upload_mb:g} MB)",
                                  file_types=["video"], type="filepath", elem_id="upload")
+                demo_button = gr.Button("make the demo clip", size="sm", elem_id="demo-button")
                 stand_ins = gr.Checkbox(value=app.options.stand_ins, label="stand-ins (random-weight networks, offline)",
                                         elem_id="stand-ins")
                 faces_button = gr.Button("find shots and people", elem_id="faces-button")
@@ -419,6 +433,7 @@ def build_blocks(app: VideditApp):
         strength.release(preview_fn, preview_inputs, preview, api_visibility="private")
         run_button.click(run_fn, preview_inputs, [progress, output_video, compare_video, downloads, summary, video],
                          api_name="run")
+        demo_button.click(demo_fn, None, video, api_visibility="private")
         upload.upload(upload_fn, [upload, stand_ins], [video, summary], api_visibility="private")
         video.change(show_input, video, input_video, api_visibility="private")
         blocks.load(show_input, video, input_video, api_visibility="private")

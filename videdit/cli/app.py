@@ -31,7 +31,9 @@ def _auth(text: str | None) -> tuple[str, str] | None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--weights-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--max-upload-mb", type=click.FloatRange(min=1), default=500, show_default=True, help="Largest upload accepted.")
-def app_cmd(root, host, port, auth, stand_ins, preset, sets, device, weights_dir, max_upload_mb):
+@click.option("--demo-frames", type=click.IntRange(2, 10_000), default=24, show_default=True,
+              help="Length of the demo clip the page can make (ROOT/demo/source/astronaut.mp4), as `videdit demo --frames`.")
+def app_cmd(root, host, port, auth, stand_ins, preset, sets, device, weights_dir, max_upload_mb, demo_frames):
     """A local web page to pick a video, preview edits on its key frames and run them (pip install 'videdit[app]')."""
     try:
         import gradio  # noqa: F401
@@ -42,6 +44,6 @@ def app_cmd(root, host, port, auth, stand_ins, preset, sets, device, weights_dir
     overrides = {k: v for k, v in pipeline_overrides(sets=sets).items() if v is not None}
     say_stand_ins(stand_ins)
     app = VideditApp(AppOptions(root, stand_ins=stand_ins, preset=preset, overrides=overrides, weights_dir=weights_dir,
-                                device=device, max_upload_mb=max_upload_mb))
+                                device=device, max_upload_mb=max_upload_mb, demo_frames=demo_frames))
     click.echo(f"videdit app: http://{host}:{port} serving videos under {app.root} (Ctrl-C stops it)", err=True)
     serve(app, host=host, port=port, auth=_auth(auth))
