@@ -7,6 +7,8 @@ import click
 
 from videdit.cli.common import fail
 from videdit.cli.run import pipeline_overrides, say_stand_ins
+from videdit.app import DEFAULT_DEMO_FRAMES, DEFAULT_MAX_UPLOAD_MB, DEMO_DIR  # light: gradio loads when it starts
+from videdit.layout import DEMO_CLIP, DEMO_SOURCE_DIR
 
 
 def _auth(text: str | None) -> tuple[str, str] | None:
@@ -30,9 +32,9 @@ def _auth(text: str | None) -> tuple[str, str] | None:
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Any preset option, as for run.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--weights-dir", type=click.Path(path_type=Path), default=None)
-@click.option("--max-upload-mb", type=click.FloatRange(min=1), default=500, show_default=True, help="Largest upload accepted.")
-@click.option("--demo-frames", type=click.IntRange(2, 10_000), default=24, show_default=True,
-              help="Length of the demo clip the page can make (ROOT/demo/source/astronaut.mp4), as `videdit demo --frames`.")
+@click.option("--max-upload-mb", type=click.FloatRange(min=1), default=DEFAULT_MAX_UPLOAD_MB, show_default=True, help="Largest upload accepted.")
+@click.option("--demo-frames", type=click.IntRange(2, 10_000), default=DEFAULT_DEMO_FRAMES, show_default=True,
+              help=f"Length of the demo clip the page can make (ROOT/{DEMO_DIR}/{DEMO_SOURCE_DIR}/{DEMO_CLIP}), as `videdit demo --frames`.")
 def app_cmd(root, host, port, auth, stand_ins, preset, sets, device, weights_dir, max_upload_mb, demo_frames):
     """A local web page to pick a video, preview edits on its key frames and run them (pip install 'videdit[app]')."""
     try:
