@@ -174,14 +174,14 @@ def _free_port() -> int:
 class Server:
     """`videdit app --stand-ins` in a subprocess on a free port, up when its page answers."""
 
-    def __init__(self, root: Path, log: Path):
+    def __init__(self, root: Path, log: Path, extra: tuple[str, ...] = ()):
         self.root, self.log = root, log
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         env = dict(os.environ, PYTHONPATH=str(ROOT), GRADIO_ANALYTICS_ENABLED="False")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "videdit", "app", "--root", str(root), "--port", str(self.port), "--stand-ins",
-             "--demo-frames", "3", *QUICK],
+             "--demo-frames", "3", "--max-upload-mb", "1", *QUICK, *extra],
             stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -196,10 +196,10 @@ class Server:
         self.stop()
         raise AssertionError(f"the app did not answer within 180 s:\n{log.read_text()}")
 
-    def client(self):
+    def client(self, **kwargs):
         from gradio_client import Client
 
-        return Client(self.url, verbose=False, download_files=str(self.root.parent / "downloads"))
+        return Client(self.url, verbose=False, download_files=str(self.root.parent / "downloads"), **kwargs)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process.poll() is None:
@@ -276,6 +276,15 @@ def test_client_refusals_outside_the_root(server):
         assert served.read() == (server.root / "face.mp4").read_bytes()
 
 
+def test_an_upload_over_the_limit_is_refused_before_it_is_stored(server):
+    import httpx
+
+    small = httpx.post(f"{server.url}gradio_api/upload", files={"files": ("small.mp4", b"\0" * 1000)}, timeout=60)
+    assert small.status_code == 200  # the same request, within the limit
+    big = httpx.post(f"{server.url}gradio_api/upload", files={"files": ("big.mp4", b"\0" * (2 * 2**20))}, timeout=60)
+    assert big.status_code == 413, big.text
+
+
 def test_a_run_folder_another_run_holds_is_refused_in_one_line(server):
     from videdit.runfolder import RunLock, prepare_run_dir
 
@@ -311,6 +320,25 @@ def test_a_server_killed_mid_run_resumes_the_run_on_the_next_click(tmp_path):
     assert summary.startswith("face.mp4: done") and "composite ran" in summary, summary
     for stage in finished:
         assert f"{stage} cached" in summary, (stage, summary)
+
+
+def test_a_login_guards_the_page_when_asked(tmp_path):
+    from gradio_client import Client
+    from gradio_client.exceptions import AuthenticationError
+
+    root = tmp_path / "root"
+    root.mkdir()
+    guarded = Server(root, tmp_path / "server.log", ("--auth", "someone:a-secret"))
+    try:
+        with pytest.raises(AuthenticationError):  # the client cannot even read the endpoints without the log-in
+            Client(guarded.url, verbose=False)
+        client = guarded.client(auth=("someone", "a-secret"))
+        assert "/run" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(f"{guarded.url}config", timeout=30)
+        assert denied.value.code == 401
+    finally:
+        guarded.stop()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -95,6 +95,11 @@ class _FedBar(Bar):
         self.wrapped.close()
 
 
+def _reporter(report: Callable[[float, str], None] | None) -> Callable[..., Reporter]:
+    """What a pipeline makes its run's Reporter with: a ProgressFeed sending to `report`, or the plain one."""
+    return (lambda **kwargs: ProgressFeed(report, **kwargs)) if report is not None else Reporter
+
+
 def edit_overrides(edit: str, strength: float | None, whom: str | None) -> dict[str, Any]:
     """The pipeline settings one page's choices ask for: the edit, its strength (alpha for a text edit) and whom."""
     edit = str(edit or "").strip()
@@ -239,13 +244,14 @@ class VideditApp:
         return PeopleView(sheet, describe(tracks), [person.label for person in tracks.people()])
 
     def preview(self, video: str | Path, edit: str, strength: float | None, whom: str | None = None,
-                stand_ins: bool = False) -> Path:
+                stand_ins: bool = False, report: Callable[[float, str], None] | None = None) -> Path:
         """The key frames' contact sheet for one edit at one strength (RUN/preview/sheet.png): the first preview
-        of a video encodes its key frames, the next ones (another strength, another edit) render only."""
+        of a video encodes its key frames, the next ones (another strength, another edit) render only.
+        report(fraction, text): the key frames' run's progress."""
         from videdit.preview import run_preview
 
         path = self.existing_video(video)
-        pipe = self._pipeline_for(edit, strength, whom, stand_ins, quiet=True)
+        pipe = self._pipeline_for(edit, strength, whom, stand_ins, quiet=True, reporter=_reporter(report))
         return run_preview(pipe, path, estimate=False).sheet
 
     def run(self, video: str | Path, edit: str, strength: float | None, whom: str | None = None,
@@ -253,8 +259,7 @@ class VideditApp:
         """The whole pipeline on a video under the root (its run folder beside it); report(fraction, text) gets the
         run's progress. A run folder held by another run is one line (not a wait); a run cut off resumes here."""
         path = self.existing_video(video)
-        feed = (lambda **kw: ProgressFeed(report, **kw)) if report is not None else Reporter
-        pipe = self._pipeline_for(edit, strength, whom, stand_ins, reporter=feed, wait=False)
+        pipe = self._pipeline_for(edit, strength, whom, stand_ins, reporter=_reporter(report), wait=False)
         result = pipe.run(path)
         if result.status != "ok":
             raise VideditError(result.error or "the run failed")
@@ -338,9 +343,10 @@ def build_blocks(app: VideditApp):
             raise one_line(exc) from None
         return str(found.sheet), f"```\n{found.text}\n```", gr.update(choices=list(WHOM_CHOICES) + found.labels)
 
-    def preview_fn(video, edit, strength, whom, stand_ins):
+    def preview_fn(video, edit, strength, whom, stand_ins, progress=gr.Progress()):
         try:
-            return str(app.preview(video, edit, strength, whom, bool(stand_ins)))
+            return str(app.preview(video, edit, strength, whom, bool(stand_ins),
+                                   report=lambda fraction, text: progress(fraction, desc=text)))
         except VideditError as exc:
             raise one_line(exc) from None
 
