@@ -116,17 +116,18 @@ def test_a_bad_upload_is_one_line_and_a_good_one_is_kept_under_the_root(app, tmp
     with pytest.raises(InputError, match="over the upload limit of 1 MB"):
         app.upload(big)
     clip = _clip(tmp_path / "up" / "clip.mp4", audio=False)
-    kept = app.upload(clip)
+    kept, people = app.upload(clip, stand_ins=True)
     assert kept == app.root / "uploads" / "clip.mp4" and kept.read_bytes() == clip.read_bytes()
-    assert "uploads/clip.mp4" in app.videos()
+    assert app.videos() == ["uploads/clip.mp4"] and people.labels == ["p1"] and people.sheet.is_file()
+    assert app.upload(clip, stand_ins=True)[0] == kept  # the same file again: kept once
 
 
 def test_an_upload_without_a_face_is_one_line(app, tmp_path):
     blank = _clip(tmp_path / "up" / "blank.mp4", audio=False, blank_frames=(0, 1, 2))
-    kept = app.upload(blank)
     with pytest.raises(NoFaceError) as none:
-        app.faces(kept, stand_ins=True)
+        app.upload(blank, stand_ins=True)
     assert "no face" in str(none.value) and "\n" not in str(none.value)
+    assert app.videos() == [] and list((app.root / "uploads").iterdir()) == []  # nothing kept
 
 
 def test_another_host_needs_auth_and_a_missing_gradio_is_one_line(tmp_path):

@@ -277,8 +277,11 @@ class VideditApp:
 
         return make_demo_clip(self.root / DEMO_DIR, self.options.demo_frames, quiet=True)
 
-    def upload(self, temp_path: str | Path, name: str | None = None) -> Path:
-        """An uploaded file kept as ROOT/uploads/NAME once it is a video within the size limit (one line otherwise)."""
+    def upload(self, temp_path: str | Path, name: str | None = None, stand_ins: bool = False) -> tuple[Path, PeopleView]:
+        """An uploaded file kept as ROOT/uploads/NAME, with its people, once it is a video within the size limit
+        with a face in it; one line otherwise (and nothing kept)."""
+        import filecmp
+
         from videdit.io.probe import is_video_name, probe_video
 
         temp = Path(temp_path)
@@ -296,11 +299,16 @@ class VideditApp:
         folder.mkdir(exist_ok=True)
         kept = folder / name
         stem, number = kept.stem, 1
-        while kept.exists() and kept.read_bytes() != temp.read_bytes():
+        while kept.exists() and not filecmp.cmp(kept, temp, shallow=False):
             kept, number = folder / f"{stem}-{number}{kept.suffix}", number + 1
         if not kept.exists():
             shutil.copyfile(temp, kept)
-        return kept
+        try:
+            return kept, self.faces(kept, stand_ins)  # no face: one line now, not at the run's align
+        except VideditError:
+            shutil.rmtree(self.pipeline(stand_ins).default_run_dir(kept), ignore_errors=True)
+            kept.unlink(missing_ok=True)
+            raise
 
 
 def progress_html(fraction: float, text: str) -> str:
@@ -338,10 +346,9 @@ def build_blocks(app: VideditApp):
 
     def faces_fn(video, stand_ins):
         try:
-            found = app.faces(video, bool(stand_ins))
+            return people_outputs(app.faces(video, bool(stand_ins)))
         except VideditError as exc:
             raise one_line(exc) from None
-        return str(found.sheet), f"```\n{found.text}\n```", gr.update(choices=list(WHOM_CHOICES) + found.labels)
 
     def preview_fn(video, edit, strength, whom, stand_ins, progress=gr.Progress()):
         try:
@@ -365,16 +372,18 @@ def build_blocks(app: VideditApp):
                        str(out.compare) if out.compare else None, [str(p) for p in out.files],
                        out.summary, gr.update(choices=app.videos()))
 
+    def people_outputs(found: PeopleView) -> tuple:
+        return str(found.sheet), f"```\n{found.text}\n```", gr.update(choices=list(WHOM_CHOICES) + found.labels)
+
     def upload_fn(file, stand_ins):
         if file is None:
-            return gr.update(), gr.update()
+            return (gr.update(),) * 5
         try:
-            kept = app.upload(file)
-            app.faces(kept, bool(stand_ins))  # no face: one line now, not at the run's align
+            kept, found = app.upload(file, stand_ins=bool(stand_ins))
         except VideditError as exc:
             raise one_line(exc) from None
         relative = str(kept.relative_to(app.root))
-        return gr.update(choices=app.videos(), value=relative), f"uploaded {relative}"
+        return (gr.update(choices=app.videos(), value=relative), f"uploaded {relative}", *people_outputs(found))
 
     def demo_fn():
         relative = str(app.demo_clip().relative_to(app.root))
@@ -440,7 +449,7 @@ def build_blocks(app: VideditApp):
         run_button.click(run_fn, preview_inputs, [progress, output_video, compare_video, downloads, summary, video],
                          api_name="run")
         demo_button.click(demo_fn, None, video, api_visibility="private")
-        upload.upload(upload_fn, [upload, stand_ins], [video, summary], api_visibility="private")
+        upload.upload(upload_fn, [upload, stand_ins], [video, summary, people, shots, whom], api_visibility="private")
         video.change(show_input, video, input_video, api_visibility="private")
         blocks.load(show_input, video, input_video, api_visibility="private")
     return blocks
