@@ -356,10 +356,11 @@ def _browser():
 def test_browser_previews_and_runs_an_edit(server, tmp_path):
     sync_api = _browser()
     shot = tmp_path / "app.png"
+    keep = os.environ.get("VIDEDIT_APP_SCREENSHOT")  # where a person wants to look at it
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1600})
             page.goto(server.url)
             page.click("#demo-button")  # videdit demo's clip, made under the root and picked
             page.wait_for_function("() => document.querySelector('#video input').value === 'demo/source/astronaut.mp4'",
@@ -378,10 +379,11 @@ def test_browser_previews_and_runs_an_edit(server, tmp_path):
             values = set()
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline and not page.query_selector("#output-video video[src]"):
+                assert not page.query_selector(".toast-item"), page.inner_text(".toast-item")  # an error said on the page
                 value = page.get_attribute("#progress progress", "value")
                 values.add(float(value))
                 page.wait_for_timeout(100)
-            source = page.get_attribute("#output-video video", "src")
+            source = page.get_attribute("#output-video video", "src", timeout=5_000)
             page.screenshot(path=str(shot), full_page=True)
             # a bad upload: one line on the page, naming the file as the user knows it
             notes = tmp_path / "notes.mp4"
@@ -390,6 +392,12 @@ def test_browser_previews_and_runs_an_edit(server, tmp_path):
             said = page.get_by_text("notes.mp4: not a readable video").first
             said.wait_for(timeout=60_000)
             line = said.inner_text()
+        except Exception as exc:  # what the page and the server showed, to see why
+            failed = tmp_path / "failed.png"
+            page.screenshot(path=str(failed), full_page=True)
+            if keep:
+                shutil.copyfile(failed, keep)
+            raise AssertionError(f"{exc}\npage: {failed}\nserver log (end):\n{server.log.read_text()[-4000:]}") from exc
         finally:
             browser.close()
     assert source and source.endswith(layout.published_name("astronaut", "smile-2"))
@@ -397,6 +405,5 @@ def test_browser_previews_and_runs_an_edit(server, tmp_path):
     assert shot.stat().st_size > 0
     assert "\n" not in line.strip() and "is the file complete and really a video?" in line
     assert not (server.root / "uploads" / "notes.mp4").exists()
-    keep = os.environ.get("VIDEDIT_APP_SCREENSHOT")  # where a person wants to look at it
     if keep:
         shutil.copyfile(shot, keep)
