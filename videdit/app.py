@@ -220,8 +220,8 @@ class VideditApp:
         for spec in parse_edits(edits):
             for leaf in spec.leaves():
                 if leaf.kind == "w" and (leaf.target.endswith(".npy") or "/" in leaf.target or "\\" in leaf.target):
-                    if not Path(leaf.target).expanduser().resolve().is_relative_to(self.root):
-                        raise RefusedPathError(f"{leaf.target}: outside the app's root {self.root}; only files under it are read")
+                    # the run reads it as given (relative to the server's working folder): checked as that file
+                    self.resolve(Path(leaf.target).expanduser().absolute(), "direction file")
 
     # ---- the endpoints
 
