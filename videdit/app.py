@@ -396,7 +396,7 @@ def build_blocks(app: VideditApp):
             raise one_line(exc) from None
 
     missing = app.missing_weights() if not app.options.stand_ins else None
-    with gr.Blocks(title="videdit") as blocks:
+    with gr.Blocks(title="videdit", analytics_enabled=False) as blocks:  # a local tool: nothing sent out
         gr.Markdown("# videdit\nEdit faces in a video: pick one under the root, see who is in it, preview an edit "
                     "on its key frames, then run it.")
         if app.options.stand_ins:
