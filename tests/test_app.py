@@ -135,8 +135,11 @@ def test_another_host_needs_auth_and_a_missing_gradio_is_one_line(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run([sys.executable, "-c", code, "app", "--root", str(tmp_path), "--host", "0.0.0.0", "--port", "1"],
                           capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 1 and done.stderr.strip().splitlines()[-1].startswith("videdit: error: --host 0.0.0.0")
-    assert "--auth" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        "videdit: error: --host 0.0.0.0 opens the app beyond this machine: give --auth USER:PASS too"]
+    done = subprocess.run([sys.executable, "-c", code, "app", "--root", str(tmp_path), "--auth", "no-colon"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and "expected USER:PASS" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     # gradio absent (a None entry in sys.modules makes its import fail): one line naming the extra
     blocked = "import sys\nsys.modules['gradio'] = None\n" + code
     done = subprocess.run([sys.executable, "-c", blocked, "app", "--root", str(tmp_path)], capture_output=True,

@@ -455,12 +455,17 @@ def build_blocks(app: VideditApp):
     return blocks
 
 
+def check_host(host: str, auth: tuple[str, str] | None) -> None:
+    """One line when the page would listen beyond this machine without a log-in."""
+    if host not in ("127.0.0.1", "localhost", "::1") and auth is None:
+        raise InputError(f"--host {host} opens the app beyond this machine: give --auth USER:PASS too")
+
+
 def serve(app: VideditApp, host: str = "127.0.0.1", port: int = 7860, auth: tuple[str, str] | None = None,
           block: bool = True):
     """Start the page on host:port (a host other than 127.0.0.1/localhost needs auth). block=False returns the
     running Blocks (close() stops it)."""
-    if host not in ("127.0.0.1", "localhost", "::1") and auth is None:
-        raise InputError(f"--host {host} opens the app beyond this machine: give --auth USER:PASS too")
+    check_host(host, auth)
     blocks = build_blocks(app)
     blocks.queue(default_concurrency_limit=1)
     blocks.launch(server_name=host, server_port=port, auth=auth, allowed_paths=[str(app.root)],

@@ -11,7 +11,8 @@ from videdit.app import DEFAULT_DEMO_FRAMES, DEFAULT_MAX_UPLOAD_MB, DEMO_DIR  # 
 from videdit.layout import DEMO_CLIP, DEMO_SOURCE_DIR
 
 
-def _auth(text: str | None) -> tuple[str, str] | None:
+def _auth(ctx, param, text: str | None) -> tuple[str, str] | None:
+    """--auth USER:PASS, checked as the options are read (before anything starts)."""
     if text is None:
         return None
     user, sep, password = text.partition(":")
@@ -25,7 +26,7 @@ def _auth(text: str | None) -> tuple[str, str] | None:
               help="The folder whose videos the app lists, reads and serves (nothing outside it); uploads go to ROOT/uploads/.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; any but this machine's needs --auth.")
 @click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
-@click.option("--auth", default=None, metavar="USER:PASS", help="Log-in for the page (needed with another --host).")
+@click.option("--auth", default=None, metavar="USER:PASS", callback=_auth, help="Log-in for the page (needed with another --host).")
 @click.option("--stand-ins", "stand_ins", is_flag=True,
               help="Random-weight stand-in networks instead of the checkpoints (offline; the faces are meaningless).")
 @click.option("--preset", default=None, help="Pipeline preset, as for run [default; demo with --stand-ins].")
@@ -41,11 +42,12 @@ def app_cmd(root, host, port, auth, stand_ins, preset, sets, device, weights_dir
         import gradio  # noqa: F401
     except ImportError:
         fail("the app needs gradio: pip install 'videdit[app]'")
-    from videdit.app import AppOptions, VideditApp, serve
+    from videdit.app import AppOptions, VideditApp, check_host, serve
 
+    check_host(host, auth)
     overrides = {k: v for k, v in pipeline_overrides(sets=sets).items() if v is not None}
     say_stand_ins(stand_ins)
     app = VideditApp(AppOptions(root, stand_ins=stand_ins, preset=preset, overrides=overrides, weights_dir=weights_dir,
                                 device=device, max_upload_mb=max_upload_mb, demo_frames=demo_frames))
     click.echo(f"videdit app: http://{host}:{port} serving videos under {app.root} (Ctrl-C stops it)", err=True)
-    serve(app, host=host, port=port, auth=_auth(auth))
+    serve(app, host=host, port=port, auth=auth)
