@@ -182,7 +182,8 @@ class Server:
         self.root, self.log = root, log
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
-        env = dict(os.environ, PYTHONPATH=str(ROOT), GRADIO_ANALYTICS_ENABLED="False")
+        # gradio's cache of what the page was sent: the test's own, not the machine's /tmp/gradio
+        env = dict(os.environ, PYTHONPATH=str(ROOT), GRADIO_TEMP_DIR=str(root.parent / "gradio-cache"))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "videdit", "app", "--root", str(root), "--port", str(self.port), "--stand-ins",
              "--demo-frames", "3", "--max-upload-mb", "1", *QUICK, *extra],

@@ -390,6 +390,8 @@ def build_blocks(app: VideditApp):
         return gr.update(choices=app.videos(), value=relative)
 
     def show_input(video):
+        if not video:  # nothing picked yet (an empty root): nothing to play, nothing to say
+            return None
         try:
             return str(app.existing_video(video))
         except VideditError as exc:
