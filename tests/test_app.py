@@ -69,6 +69,8 @@ def test_paths_outside_the_root_are_refused_traversal_and_symlinks_included(app,
 def test_a_direction_file_outside_the_root_is_refused(app, tmp_path):
     with pytest.raises(RefusedPathError, match="outside the app's root"):
         app.preview(_clip(app.root / "face.mp4"), str(tmp_path / "beard.npy"), 1.0, stand_ins=True)
+    with pytest.raises(RefusedPathError, match="outside the app's root"):
+        app.run("face.mp4", "../beard.npy", 1.0, stand_ins=True)
 
 
 def test_the_page_choices_make_the_pipeline_settings():
@@ -243,10 +245,10 @@ def test_client_faces_preview_and_run(server):
     assert Path(sheet).read_bytes() == (run_dir / layout.PEOPLE_SHEET).read_bytes()
     assert "p1" in shots and ["p1", "p1"] in whom["choices"]
 
-    first = client.predict("face.mp4", "age", 3.0, "one face", True, api_name="/preview")
+    first = client.predict("face.mp4", "age", 3.0, True, api_name="/preview")
     encode_manifest = run_dir / layout.PREVIEW_DIR / layout.PREVIEW_RUN_DIR / "encode" / layout.MANIFEST
     encoded_at = encode_manifest.stat().st_mtime_ns
-    second = client.predict("face.mp4", "age", -2.0, "one face", True, api_name="/preview")
+    second = client.predict("face.mp4", "age", -2.0, True, api_name="/preview")
     assert Path(second).read_bytes() == (run_dir / layout.PREVIEW_DIR / layout.PREVIEW_SHEET).read_bytes()
     assert Path(first).read_bytes() != Path(second).read_bytes()  # the edit row moved with the strength
     assert encode_manifest.stat().st_mtime_ns == encoded_at  # the key frames' encode was reused: render only
@@ -266,7 +268,7 @@ def test_client_refusals_outside_the_root(server):
     client = server.client()
     outside = server.root.parent / "outside.mp4"
     for path in (str(outside), "../outside.mp4", "held/../../outside.mp4", "link.mp4"):
-        for call in (lambda: client.predict(path, "age", 1.0, "one face", True, api_name="/preview"),
+        for call in (lambda: client.predict(path, "age", 1.0, True, api_name="/preview"),
                      lambda: client.predict(path, "age", 1.0, "one face", True, api_name="/run"),
                      lambda: client.predict(path, True, api_name="/faces")):
             message = _app_error(call)

@@ -243,15 +243,16 @@ class VideditApp:
         sheet = atomic_write_bytes(view.people_sheet, encode_png(contact_sheet(tracks)))
         return PeopleView(sheet, describe(tracks), [person.label for person in tracks.people()])
 
-    def preview(self, video: str | Path, edit: str, strength: float | None, whom: str | None = None,
-                stand_ins: bool = False, report: Callable[[float, str], None] | None = None) -> Path:
+    def preview(self, video: str | Path, edit: str, strength: float | None, stand_ins: bool = False,
+                report: Callable[[float, str], None] | None = None) -> Path:
         """The key frames' contact sheet for one edit at one strength (RUN/preview/sheet.png): the first preview
         of a video encodes its key frames, the next ones (another strength, another edit) render only.
-        report(fraction, text): the key frames' run's progress."""
+        report(fraction, text): the key frames' run's progress. It edits each key frame's face: `videdit preview
+        --faces` fails on its key frames' image folder (its face tracks are looked for as in a video file)."""
         from videdit.preview import run_preview
 
         path = self.existing_video(video)
-        pipe = self._pipeline_for(edit, strength, whom, stand_ins, quiet=True, reporter=_reporter(report))
+        pipe = self._pipeline_for(edit, strength, None, stand_ins, quiet=True, reporter=_reporter(report))
         return run_preview(pipe, path, estimate=False).sheet
 
     def run(self, video: str | Path, edit: str, strength: float | None, whom: str | None = None,
@@ -350,9 +351,9 @@ def build_blocks(app: VideditApp):
         except VideditError as exc:
             raise one_line(exc) from None
 
-    def preview_fn(video, edit, strength, whom, stand_ins, progress=gr.Progress()):
+    def preview_fn(video, edit, strength, stand_ins, progress=gr.Progress()):
         try:
-            return str(app.preview(video, edit, strength, whom, bool(stand_ins),
+            return str(app.preview(video, edit, strength, bool(stand_ins),
                                    report=lambda fraction, text: progress(fraction, desc=text)))
         except VideditError as exc:
             raise one_line(exc) from None
@@ -423,7 +424,8 @@ def build_blocks(app: VideditApp):
                 people = gr.Image(label="people", type="filepath", elem_id="people", interactive=False)
                 shots = gr.Markdown(elem_id="shots")
                 whom = gr.Dropdown(list(WHOM_CHOICES), value=ONE_FACE, allow_custom_value=True,
-                                   label="whom to edit", elem_id="whom")
+                                   label="whom to edit (the run; the preview edits each key frame's face)",
+                                   elem_id="whom")
             with gr.Column():
                 directions = app.directions(app.options.stand_ins or bool(missing))
                 edit = gr.Dropdown(directions + ["text:a smiling face", "s:L6_148_512:501"],
@@ -445,11 +447,11 @@ def build_blocks(app: VideditApp):
         downloads = gr.File(label="download", file_count="multiple", elem_id="downloads", interactive=False)
 
         faces_button.click(faces_fn, [video, stand_ins], [people, shots, whom], api_name="faces")
-        preview_inputs = [video, edit, strength, whom, stand_ins]
+        preview_inputs = [video, edit, strength, stand_ins]
         preview_button.click(preview_fn, preview_inputs, preview, api_name="preview")
         strength.release(preview_fn, preview_inputs, preview, api_visibility="private")
-        run_button.click(run_fn, preview_inputs, [progress, output_video, compare_video, downloads, summary, video],
-                         api_name="run")
+        run_button.click(run_fn, [video, edit, strength, whom, stand_ins],
+                         [progress, output_video, compare_video, downloads, summary, video], api_name="run")
         demo_button.click(demo_fn, None, video, api_visibility="private")
         upload.upload(upload_fn, [upload, stand_ins], [video, summary, people, shots, whom], api_visibility="private")
         video.change(show_input, video, input_video, api_visibility="private")
