@@ -105,6 +105,36 @@ def test_the_progress_feed_counts_stages_and_bars_and_never_goes_back():
     assert fractions == sorted(fractions)
 
 
+def test_a_run_in_the_background_hands_on_its_latest_progress_then_its_result_or_error():
+    import threading
+
+    from videdit.app import run_in_background
+
+    go = threading.Event()
+
+    def work(report):
+        report(0.1, "one")
+        report(0.2, "two")
+        go.wait(60)
+        report(0.5, "three")
+        return "result"
+
+    events = run_in_background(work)
+    first = next(events)
+    go.set()
+    handed = [first, *events]
+    assert handed[-1] == ("done", "result") and all(kind == "progress" for kind, _ in handed[:-1])
+    fractions = [value[0] for _, value in handed[:-1]]
+    # in order, each once; which ones depends on how fast the page takes them (the latest waiting one wins)
+    assert fractions == sorted(set(fractions)) and set(fractions) <= {0.1, 0.2, 0.5} and fractions[0] in (0.1, 0.2)
+
+    def failing(report):
+        raise InputError("one line")
+
+    (kind, error), = list(run_in_background(failing))
+    assert kind == "error" and str(error) == "one line"
+
+
 def test_a_bad_upload_is_one_line_and_a_good_one_is_kept_under_the_root(app, tmp_path):
     text = tmp_path / "notes.mp4"
     text.write_text("not a video")

@@ -319,8 +319,9 @@ def progress_html(fraction: float, text: str) -> str:
 
 
 def run_in_background(work: Callable[[Callable[[float, str], None]], Any]) -> Iterator[tuple[str, Any]]:
-    """Run work(report) in a thread; yield ("progress", (fraction, text)) as it reports, then ("done", result) or
-    ("error", exception)."""
+    """Run work(report) in a thread; yield ("progress", (fraction, text)) as it reports (the latest only, when
+    several came while the page took the last one: a bar per frame is no message per frame), then ("done", result)
+    or ("error", exception)."""
     events: queue.Queue = queue.Queue()
 
     def target() -> None:
@@ -332,6 +333,8 @@ def run_in_background(work: Callable[[Callable[[float, str], None]], Any]) -> It
     threading.Thread(target=target, name="videdit-app-run", daemon=True).start()
     while True:
         kind, value = events.get()
+        while kind == "progress" and not events.empty():
+            kind, value = events.get_nowait()
         yield kind, value
         if kind != "progress":
             return
