@@ -404,13 +404,25 @@ def test_browser_previews_and_runs_an_edit(server, tmp_path):
             page.wait_for_selector("#input-video video[src]", timeout=60_000)
             page.fill("#edit input", "smile")
             page.keyboard.press("Enter")
-            page.fill("#strength input[type=number]", "-2")
-            page.keyboard.press("Enter")
-            page.click("#preview-button")
+            # letting go of the slider previews by itself
+            track = page.locator("#strength input[type=range]").bounding_box()
+            middle = track["y"] + track["height"] / 2
+            page.mouse.move(track["x"] + track["width"] * 0.8, middle)
+            page.mouse.down()
+            page.mouse.move(track["x"] + track["width"] * 0.3, middle, steps=5)
+            page.mouse.up()
             image = page.wait_for_selector("#preview-image img", timeout=180_000)
             # non-blank: the image loaded and has a size
             page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image, timeout=60_000)
-            assert "sheet.png" in image.get_attribute("src")
+            slid = image.get_attribute("src")
+            assert "sheet.png" in slid
+            # then a strength typed in and the button: another sheet
+            page.fill("#strength input[type=number]", "-2")
+            page.keyboard.press("Enter")
+            page.click("#preview-button")
+            page.wait_for_function("old => { const img = document.querySelector('#preview-image img');"
+                                   " return img && img.getAttribute('src') !== old && img.complete && img.naturalWidth > 0; }",
+                                   arg=slid, timeout=180_000)
             page.click("#run-button")
             values = set()
             deadline = time.monotonic() + 300
