@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent setup: creates .venv/ here, installs a pinned torch that runs without a GPU, then videdit
-# with its test and Ray extras. A second run with nothing changed only checks a stamp and exits in seconds.
+# with its test, Ray and app extras. A second run with nothing changed only checks a stamp and exits in seconds.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -23,6 +23,6 @@ fi
 # Install torch first and explicitly, so no other package's requirement can pull a different build.
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install -q $TORCH_SPEC
-.venv/bin/python -m pip install -q -e ".[test,ray]"
+.venv/bin/python -m pip install -q -e ".[test,ray,app]"
 .venv/bin/python -c "import torch, torchvision, videdit; print('setup: torch', torch.__version__, '| videdit', videdit.__version__)"
 echo "$want" > "$stamp"

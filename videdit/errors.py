@@ -14,6 +14,10 @@ class NoFaceError(InputError):
     """No face was found in any frame of a video."""
 
 
+class RefusedPathError(InputError):
+    """A path `videdit app` was asked to read or serve that lies outside its --root (`..` and symlinks resolved)."""
+
+
 class MissingWeightsError(VideditError):
     """One or more checkpoint files are absent. The message names each file, where it goes, how to get it."""
 

@@ -52,7 +52,7 @@ class Pipeline:
     def __init__(self, settings: dict[str, Any], *, weights_dir: Path | None = None, device: str = "auto",
                  quiet: bool = False, models: ModelSource | None = None, echo: Callable[[str], None] | None = None,
                  verify: bool = False, wait: bool = False, estimate_time: bool = True, stream=None,
-                 views: bool = True):
+                 views: bool = True, reporter: Callable[..., Reporter] = Reporter):
         self.settings = settings  # the preset as given (what a Ray worker rebuilds the pipeline from)
         # Every section checked and typed now, whatever stages a run reaches: a bad value fails before any work.
         self.resolved = resolve_settings(settings)
@@ -62,6 +62,7 @@ class Pipeline:
         self.run_options = self.resolved.run
         self.estimate_time = estimate_time  # probe the networks once and print an estimate before the work
         self.stream = stream  # where progress goes (default stderr)
+        self.reporter = reporter  # makes a run's Reporter (quiet=, stream=); a subclass feeds a UI (videdit.app)
         self.verify = verify  # re-hash every cached output (frames included) before trusting it
         self.wait = wait  # wait for a run folder another run holds instead of failing
         self.views = views  # write NAME.compare.mp4 and RUN/index.html with the outputs
@@ -103,7 +104,7 @@ class Pipeline:
         kwargs: constructor arguments to change (quiet, estimate_time, views...)."""
         options = dict(weights_dir=self.weights_dir, device=self.device_request, quiet=self.quiet, models=self.models,
                        echo=self.echo, verify=self.verify, wait=self.wait, estimate_time=self.estimate_time,
-                       stream=self.stream, views=self.views)
+                       stream=self.stream, views=self.views, reporter=self.reporter)
         other = Pipeline(presets.apply_overrides(self.settings, overrides), **dict(options, **kwargs))
         if other.run_options == self.run_options:  # same precision: the loaded networks fit as they are
             other._loaded = self._loaded
@@ -248,7 +249,7 @@ class Pipeline:
                     parts: PartExecutor | None = None, track_tasks: TrackStageTasks | None = None) -> None:
         settings = self.resolved_settings()
         forced: bool | set[str] = set(STAGE_ORDER[STAGE_ORDER.index(from_stage):]) if from_stage else force
-        reporter = Reporter(quiet=self.quiet, stream=self.stream)
+        reporter = self.reporter(quiet=self.quiet, stream=self.stream)
         runner = StageRunner(run_dir, log, force=forced, verify=self.verify, warn=reporter.say, parts=parts)
         log.handler.echo = None if self.quiet else reporter.say
         # Only align runs without torch: a run that stops there neither resolves the device nor loads torch

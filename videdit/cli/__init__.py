@@ -1,5 +1,5 @@
 """The `videdit` command line. Thin: parses options, calls the library, prints results. One module per verb
-group (run.py: run, demo, presets; preview.py; weights.py; train.py; directions.py; faces.py; evaluation.py (eval); doctor.py).
+group (run.py: run, demo, presets; preview.py; weights.py; train.py; directions.py; faces.py; evaluation.py (eval); doctor.py; app.py).
 
 Heavy packages (torch, av, dlib...) are imported inside the commands, so `videdit --help` is instant.
 Every VideditError becomes one line on stderr and a non-zero exit; never a traceback.
@@ -11,7 +11,7 @@ import sys
 import click
 
 from videdit import __version__
-from videdit.cli import directions, doctor, evaluation, faces, preview, run, train, weights
+from videdit.cli import app, directions, doctor, evaluation, faces, preview, run, train, weights
 from videdit.cli.common import fail
 from videdit.errors import MissingWeightsError, Terminated, VideditError
 
@@ -29,7 +29,7 @@ def cli() -> None:
 
 
 for command in (run.run, run.demo, weights.weights, train.train, directions.directions, faces.faces_cmd,
-                run.presets_cmd, evaluation.eval_cmd, doctor.doctor_cmd, preview.preview_cmd):
+                run.presets_cmd, evaluation.eval_cmd, doctor.doctor_cmd, preview.preview_cmd, app.app_cmd):
     cli.add_command(command)
 
 
