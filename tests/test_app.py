@@ -274,6 +274,7 @@ def test_client_faces_preview_and_run(server):
     run_dir = server.root / layout.run_folder_name("face.mp4")
     assert Path(sheet).read_bytes() == (run_dir / layout.PEOPLE_SHEET).read_bytes()
     assert "p1" in shots and ["p1", "p1"] in whom["choices"]
+    assert (run_dir / layout.TRACKS_KEY).is_file()  # saved with their key: a --faces run reuses them
 
     first = client.predict("face.mp4", "age", 3.0, True, api_name="/preview")
     encode_manifest = run_dir / layout.PREVIEW_DIR / layout.PREVIEW_RUN_DIR / "encode" / layout.MANIFEST
@@ -282,6 +283,9 @@ def test_client_faces_preview_and_run(server):
     assert Path(second).read_bytes() == (run_dir / layout.PREVIEW_DIR / layout.PREVIEW_SHEET).read_bytes()
     assert Path(first).read_bytes() != Path(second).read_bytes()  # the edit row moved with the strength
     assert encode_manifest.stat().st_mtime_ns == encoded_at  # the key frames' encode was reused: render only
+    # whom (last, optional): every face of each key frame, each a track of the key frames' run
+    client.predict("face.mp4", "age", 3.0, True, "all", api_name="/preview")
+    assert (run_dir / layout.PREVIEW_DIR / layout.PREVIEW_RUN_DIR / layout.TRACKS_DIR / "t1" / "render").is_dir()
 
     progress, edited, compare, files, summary, _ = client.predict("face.mp4", "age", 2.0, "one face", True,
                                                                   api_name="/run")

@@ -227,32 +227,31 @@ class VideditApp:
 
     def faces(self, video: str | Path, stand_ins: bool = False) -> "PeopleView":
         """The shots and people of a video under the root, with the people sheet RUN/people.png (no face: one line)."""
-        from videdit.face.tracks import TrackSettings, contact_sheet, describe, find_face_tracks
+        from videdit.face.tracks import contact_sheet, describe
         from videdit.fileio import atomic_write_bytes
         from videdit.io.png import encode_png
         from videdit.records_view import ViewFolder
         from videdit.runfolder import prepare_run_dir
+        from videdit.track_runs import find_and_save_tracks
 
         path = self.existing_video(video)
         pipe = self.pipeline(stand_ins)
-        faces = pipe.sections["faces"]
-        tracks = find_face_tracks(path, landmarks=faces.landmarks, track_settings=TrackSettings(
-            min_track_frames=faces.min_track_frames, full_search_every=faces.full_search_every))
         view = ViewFolder(prepare_run_dir(pipe.default_run_dir(path)))
-        tracks.save(view.root)
+        # saved with their key, as `videdit faces` does: a run with --faces on this video reuses them
+        tracks = find_and_save_tracks(path, view.root, pipe.sections["faces"])
         sheet = atomic_write_bytes(view.people_sheet, encode_png(contact_sheet(tracks)))
         return PeopleView(sheet, describe(tracks), [person.label for person in tracks.people()])
 
     def preview(self, video: str | Path, edit: str, strength: float | None, stand_ins: bool = False,
-                report: Callable[[float, str], None] | None = None) -> Path:
+                report: Callable[[float, str], None] | None = None, whom: str | None = None) -> Path:
         """The key frames' contact sheet for one edit at one strength (RUN/preview/sheet.png): the first preview
         of a video encodes its key frames, the next ones (another strength, another edit) render only.
-        report(fraction, text): the key frames' run's progress. It edits each key frame's face: `videdit preview
-        --faces` fails on its key frames' image folder (its face tracks are looked for as in a video file)."""
+        report(fraction, text): the key frames' run's progress. whom: as the run's (one face: the main one;
+        all, p1, ...: those of each key frame, as `videdit preview --faces`)."""
         from videdit.preview import run_preview
 
         path = self.existing_video(video)
-        pipe = self._pipeline_for(edit, strength, None, stand_ins, quiet=True, reporter=_reporter(report))
+        pipe = self._pipeline_for(edit, strength, whom, stand_ins, quiet=True, reporter=_reporter(report))
         return run_preview(pipe, path, estimate=False).sheet
 
     def run(self, video: str | Path, edit: str, strength: float | None, whom: str | None = None,
@@ -354,10 +353,10 @@ def build_blocks(app: VideditApp):
         except VideditError as exc:
             raise one_line(exc) from None
 
-    def preview_fn(video, edit, strength, stand_ins, progress=gr.Progress()):
+    def preview_fn(video, edit, strength, stand_ins, whom, progress=gr.Progress()):
         try:
             return str(app.preview(video, edit, strength, bool(stand_ins),
-                                   report=lambda fraction, text: progress(fraction, desc=text)))
+                                   report=lambda fraction, text: progress(fraction, desc=text), whom=whom))
         except VideditError as exc:
             raise one_line(exc) from None
 
@@ -427,7 +426,7 @@ def build_blocks(app: VideditApp):
                 people = gr.Image(label="people", type="filepath", elem_id="people", interactive=False)
                 shots = gr.Markdown(elem_id="shots")
                 whom = gr.Dropdown(list(WHOM_CHOICES), value=ONE_FACE, allow_custom_value=True,
-                                   label="whom to edit (the run; the preview edits each key frame's face)",
+                                   label="whom to edit",
                                    elem_id="whom")
             with gr.Column():
                 directions = app.directions(app.options.stand_ins or bool(missing))
@@ -450,7 +449,7 @@ def build_blocks(app: VideditApp):
         downloads = gr.File(label="download", file_count="multiple", elem_id="downloads", interactive=False)
 
         faces_button.click(faces_fn, [video, stand_ins], [people, shots, whom], api_name="faces")
-        preview_inputs = [video, edit, strength, stand_ins]
+        preview_inputs = [video, edit, strength, stand_ins, whom]  # whom last: a client may leave it out
         preview_button.click(preview_fn, preview_inputs, preview, api_name="preview")
         strength.release(preview_fn, preview_inputs, preview, api_visibility="private")
         run_button.click(run_fn, [video, edit, strength, whom, stand_ins],
