@@ -448,12 +448,16 @@ def build_blocks(app: VideditApp):
             compare_video = gr.Video(label="comparison", elem_id="compare-video", interactive=False)
         downloads = gr.File(label="download", file_count="multiple", elem_id="downloads", interactive=False)
 
-        faces_button.click(faces_fn, [video, stand_ins], [people, shots, whom], api_name="faces")
+        # One queue for everything that works in a run folder: a run pressed while a preview of the same video is
+        # still rendering waits for it instead of being refused by the folder's lock (held by this very server).
+        one_at_a_time = dict(concurrency_id="videdit-pipeline", concurrency_limit=1)
+        faces_button.click(faces_fn, [video, stand_ins], [people, shots, whom], api_name="faces", **one_at_a_time)
         preview_inputs = [video, edit, strength, stand_ins, whom]  # whom last: a client may leave it out
-        preview_button.click(preview_fn, preview_inputs, preview, api_name="preview")
-        strength.release(preview_fn, preview_inputs, preview, api_visibility="private")
+        preview_button.click(preview_fn, preview_inputs, preview, api_name="preview", **one_at_a_time)
+        strength.release(preview_fn, preview_inputs, preview, api_visibility="private", **one_at_a_time)
         run_button.click(run_fn, [video, edit, strength, whom, stand_ins],
-                         [progress, output_video, compare_video, downloads, summary, video], api_name="run")
+                         [progress, output_video, compare_video, downloads, summary, video], api_name="run",
+                         **one_at_a_time)
         demo_button.click(demo_fn, None, video, api_visibility="private")
         upload.upload(upload_fn, [upload, stand_ins], [video, summary, people, shots, whom], api_visibility="private")
         video.change(show_input, video, input_video, api_visibility="private")
