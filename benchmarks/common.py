@@ -133,17 +133,13 @@ def best_time(fn: Callable[[], Any], repeats: int, *, warmup: bool = False, devi
 # Child processes (each measurement in its own process, so its peak memory is its own)
 
 
-def run_json_child(benchmark: str, flag: str, spec: dict, timeout: float | None = None,
-                   first_on_path: str | None = None) -> dict:
+def run_json_child(benchmark: str, flag: str, spec: dict, timeout: float | None = None) -> dict:
     """Run `python -m benchmarks BENCHMARK FLAG SPEC-JSON`; its last stdout line is the JSON result.
 
     A failed child gives {"error": its last stderr line}. The repository root goes first on the
-    child's PYTHONPATH, so this works from any working directory; `first_on_path` (a folder holding
-    another tree's `videdit` package) goes before it, to time that tree with this harness.
+    child's PYTHONPATH, so this works from any working directory.
     """
     cmd, env = child_command(benchmark, flag, json.dumps(spec))
-    if first_on_path:
-        env["PYTHONPATH"] = os.pathsep.join([first_on_path, env["PYTHONPATH"]])
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]}
