@@ -180,3 +180,41 @@ def test_estimate_table_puts_each_stage_beside_its_estimate():
     assert table[3] == "| encode | 16.0 | 12.0 | 0.75 |"
     assert table[4] == "| edit | 0.0 | 0.0 | - |"  # nothing to compare with
     assert table[5] == "| **total** | 18.0 | 15.0 | **0.83** |"
+
+
+@pytest.mark.parametrize("radial", [True, False])
+def test_synthesis_profile_counts_the_convolutions_as_flopcountermode(radial, monkeypatch, one_torch_thread):
+    """The --profile floor's conv FLOPs are what torch's FlopCounterMode counts in the convolution of each
+    modulated conv (1x1 convs run as a matrix product, 3x3 as a convolution); every layer reports both families."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from benchmarks import synthesis
+    from videdit.networks import stylegan3
+    from videdit.ops import modconv
+
+    torch.manual_seed(0)
+    G = stylegan3.Generator(**stylegan3.tiny_generator_kwargs(radial=radial))
+    counted = []
+    original = modconv._conv2d
+
+    def counting(*args, **kwargs):
+        with FlopCounterMode(display=False) as counter:
+            y = original(*args, **kwargs)
+        counted.append(counter.get_total_flops())
+        return y
+
+    monkeypatch.setattr(modconv, "_conv2d", counting)
+    for name in ("modulated_conv2d", "filtered_lrelu"):  # restored after the timers' wrapping
+        monkeypatch.setattr(stylegan3, name, getattr(stylegan3, name))
+    timers = synthesis._FamilyTimers(stylegan3, G.synthesis)
+    with torch.no_grad():
+        G.synthesis(G.mapping(torch.randn(1, G.z_dim)))
+    report = timers.report(1.0, {"gemm_gflops": 100.0, "bandwidth_gbs": 10.0})
+    conv, act = report["families"]["modulated conv"], report["families"]["filtered_lrelu"]
+    assert len(counted) == len(G.synthesis.layer_names)
+    assert conv["gflop"] * 1e9 == pytest.approx(sum(counted), rel=1e-12)
+    assert act["gflop"] > 0 and act["gb"] > 0
+    assert act["floor_s"] == pytest.approx(max(act["gflop"] / 100.0, act["gb"] / 10.0))
+    assert set(report["layers"]) == set(G.synthesis.layer_names)
+    assert all(set(fams) == {"modulated conv", "filtered_lrelu"} for fams in report["layers"].values())

@@ -4,9 +4,10 @@
 // only the intermediate (upsampled, activated) rows that the downsampling filter still needs in a
 // ring buffer of taps_y rows, so the large intermediate image never exists in memory.
 //
-// Separable filters run as a vertical pass (multiply-add of whole rows) followed by a horizontal
-// polyphase pass; 2-D filters as one horizontal pass per filter row. Horizontal passes are laid
-// out so that every filter tap is one contiguous multiply-add over a row.
+// Separable filters run as a vertical pass (a weighted sum of whole rows) followed by a horizontal
+// polyphase pass; 2-D filters as one weighted sum over every (row, tap) pair. Passes are laid out
+// so that every filter tap reads a contiguous run of a row, and each block of outputs is summed
+// over all its taps in registers (weighted_sum): one load per multiply-add, one store per output.
 //
 // The module also exposes `emulate_*` entry points that run the per-sample code of the CUDA
 // kernels (resample.h) on the CPU, so the tests can check that code without a GPU.
@@ -15,6 +16,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "params.h"
@@ -22,6 +24,148 @@
 
 namespace videdit {
 namespace {
+
+// A block of lanes that GCC/Clang keep in registers (64 bytes: one AVX-512 register, two AVX2 ones).
+template <typename Acc>
+struct Lanes {
+  static constexpr int kCount = 64 / sizeof(Acc);
+  typedef Acc Vec __attribute__((vector_size(64)));
+  static Vec load(const Acc* p) {
+    Vec v;
+    __builtin_memcpy(&v, p, sizeof(v));
+    return v;
+  }
+  static void store(Acc* p, const Vec& v) { __builtin_memcpy(p, &v, sizeof(v)); }
+  static Vec splat(Acc a) { return Vec{} + a; }
+};
+
+// out[o] = sum_k w[k] * (src[k][o] + bias), o < n: every block of 4 registers summed over all k.
+template <typename Acc>
+void weighted_sum(const Acc* const* src, const Acc* w, int m, int n, Acc* __restrict__ out, Acc bias = 0) {
+  using L = Lanes<Acc>;
+  using Vec = typename L::Vec;
+  constexpr int V = L::kCount;
+  int o = 0;
+  const Vec vb = L::splat(bias);
+  for (; o + 4 * V <= n; o += 4 * V) {
+    Vec a0{}, a1{}, a2{}, a3{};
+    for (int k = 0; k < m; ++k) {
+      const Vec g = L::splat(w[k]);
+      const Acc* s = src[k] + o;
+      a0 += g * (L::load(s) + vb);
+      a1 += g * (L::load(s + V) + vb);
+      a2 += g * (L::load(s + 2 * V) + vb);
+      a3 += g * (L::load(s + 3 * V) + vb);
+    }
+    L::store(out + o, a0);
+    L::store(out + o + V, a1);
+    L::store(out + o + 2 * V, a2);
+    L::store(out + o + 3 * V, a3);
+  }
+  for (; o + V <= n; o += V) {
+    Vec a{};
+    for (int k = 0; k < m; ++k) a += L::splat(w[k]) * (L::load(src[k] + o) + vb);
+    L::store(out + o, a);
+  }
+  if (o < n && n >= V) {  // the last register ends at n: it recomputes a few outputs, to the same values
+    o = n - V;
+    Vec a{};
+    for (int k = 0; k < m; ++k) a += L::splat(w[k]) * (L::load(src[k] + o) + vb);
+    L::store(out + o, a);
+    o = n;
+  }
+  for (; o < n; ++o) {
+    Acc a = 0;
+    for (int k = 0; k < m; ++k) a += w[k] * (src[k][o] + bias);
+    out[o] = a;
+  }
+}
+
+// The same without a bias (the bias-free sums are most of the work; no extra add per tap).
+template <typename Acc>
+void weighted_sum_nobias(const Acc* const* src, const Acc* w, int m, int n, Acc* __restrict__ out) {
+  using L = Lanes<Acc>;
+  using Vec = typename L::Vec;
+  constexpr int V = L::kCount;
+  int o = 0;
+  for (; o + 4 * V <= n; o += 4 * V) {
+    Vec a0{}, a1{}, a2{}, a3{};
+    for (int k = 0; k < m; ++k) {
+      const Vec g = L::splat(w[k]);
+      const Acc* s = src[k] + o;
+      a0 += g * L::load(s);
+      a1 += g * L::load(s + V);
+      a2 += g * L::load(s + 2 * V);
+      a3 += g * L::load(s + 3 * V);
+    }
+    L::store(out + o, a0);
+    L::store(out + o + V, a1);
+    L::store(out + o + 2 * V, a2);
+    L::store(out + o + 3 * V, a3);
+  }
+  for (; o + V <= n; o += V) {
+    Vec a{};
+    for (int k = 0; k < m; ++k) a += L::splat(w[k]) * L::load(src[k] + o);
+    L::store(out + o, a);
+  }
+  if (o < n && n >= V) {  // the last register ends at n: it recomputes a few outputs, to the same values
+    o = n - V;
+    Vec a{};
+    for (int k = 0; k < m; ++k) a += L::splat(w[k]) * L::load(src[k] + o);
+    L::store(out + o, a);
+    o = n;
+  }
+  for (; o < n; ++o) {
+    Acc a = 0;
+    for (int k = 0; k < m; ++k) a += w[k] * src[k][o];
+    out[o] = a;
+  }
+}
+
+// p[i] = act.value(p[i]), a register at a time (the scalar form's branches do not vectorise).
+template <typename Acc>
+void activate_row(const Lrelu<Acc>& act, Acc* p, int n) {
+  using L = Lanes<Acc>;
+  using Vec = typename L::Vec;
+  constexpr int V = L::kCount;
+  const Vec slope = L::splat(act.slope), gain = L::splat(act.gain), zero = L::splat(Acc(0));
+  const Vec hi = L::splat(act.clamp), lo = L::splat(-act.clamp);
+  const bool clamp = act.clamp >= 0;
+  int i = 0;
+  for (; i + V <= n; i += V) {
+    const Vec u = L::load(p + i);
+    Vec v = (u > zero ? u : u * slope) * gain;
+    if (clamp) {
+      v = v > hi ? hi : v;
+      v = v < lo ? lo : v;
+    }
+    L::store(p + i, v);
+  }
+  for (; i < n; ++i) p[i] = act.value(p[i]);
+}
+
+// m[i] *= d value / d u at u[i], a register at a time (the backward's pointwise step).
+template <typename Acc>
+void multiply_derivative(const Lrelu<Acc>& act, const Acc* u, Acc* m, int n) {
+  using L = Lanes<Acc>;
+  using Vec = typename L::Vec;
+  constexpr int V = L::kCount;
+  const Vec slope_gain = L::splat(act.gain * act.slope), gain = L::splat(act.gain), zero = L::splat(Acc(0));
+  const Vec hi = L::splat(act.clamp), lo = L::splat(-act.clamp), slope = L::splat(act.slope);
+  const bool clamp = act.clamp >= 0;
+  int i = 0;
+  for (; i + V <= n; i += V) {
+    const Vec x = L::load(u + i);
+    const auto positive = x > zero;
+    Vec d = positive ? gain : slope_gain;
+    if (clamp) {
+      const Vec v = (positive ? x : x * slope) * gain;
+      d = (v > hi) | (v < lo) ? zero : d;
+    }
+    L::store(m + i, L::load(m + i) * d);
+  }
+  for (; i < n; ++i) m[i] *= act.derivative(u[i]);
+}
 
 // A stage as the row engine sees it: up and down apply to both axes, filters are correlation taps.
 template <typename Acc>
@@ -93,11 +237,22 @@ void upsample_row(const UpRowPlan& p, const Acc* __restrict__ padded, const Acc*
   for (size_t r = 0; r < p.phases.size(); ++r) {
     const UpPhase& ph = p.phases[r];
     if (ph.taps == 0) continue;
-    std::fill(tmp, tmp + ph.outputs, Acc(0));
-    for (int k = 0; k < ph.taps; ++k) {
-      const Acc g = taps[ph.first_tap + p.up * k];
-      const Acc* __restrict__ src = in + ph.first_input + k;
-      for (int j = 0; j < ph.outputs; ++j) tmp[j] += g * src[j];
+    constexpr int kMaxTaps = 64;
+    if (ph.taps <= kMaxTaps) {
+      const Acc* src[kMaxTaps];
+      Acc w[kMaxTaps];
+      for (int k = 0; k < ph.taps; ++k) {
+        src[k] = in + ph.first_input + k;
+        w[k] = taps[ph.first_tap + p.up * k];
+      }
+      weighted_sum_nobias<Acc>(src, w, ph.taps, ph.outputs, tmp);
+    } else {
+      std::fill(tmp, tmp + ph.outputs, Acc(0));
+      for (int k = 0; k < ph.taps; ++k) {
+        const Acc g = taps[ph.first_tap + p.up * k];
+        const Acc* __restrict__ src = in + ph.first_input + k;
+        for (int j = 0; j < ph.outputs; ++j) tmp[j] += g * src[j];
+      }
     }
     Acc* dst = out + r;
     for (int j = 0; j < ph.outputs; ++j) dst[p.up * j] += tmp[j];
@@ -133,25 +288,25 @@ DownRowPlan make_down_row_plan(int down, int pad0, int taps, int in_w, int out_w
 template <typename Acc>
 void split_phases(const DownRowPlan& p, const Acc* row, Acc* dst) {
   std::fill(dst, dst + p.row_size(), Acc(0));
-  int phase = p.margin % p.down, idx = p.margin / p.down;
-  for (int c = 0; c < p.in_w; ++c) {
-    dst[phase * p.phase_len + idx] = row[c];
-    if (++phase == p.down) {
-      phase = 0;
-      ++idx;
+  // Sample c lands in phase (margin + c) % down at index (margin + c) / down; margin is a multiple of down.
+  const int base = p.margin / p.down;
+  if (p.down == 2) {
+    Acc* __restrict__ even = dst + base;
+    Acc* __restrict__ odd = dst + p.phase_len + base;
+    const int pairs = p.in_w / 2;
+    for (int i = 0; i < pairs; ++i) {
+      even[i] = row[2 * i];
+      odd[i] = row[2 * i + 1];
     }
+    if (p.in_w % 2) even[pairs] = row[p.in_w - 1];
+    return;
+  }
+  for (int phase = 0; phase < p.down; ++phase) {
+    Acc* __restrict__ out = dst + phase * p.phase_len + base;
+    for (int c = phase, i = 0; c < p.in_w; c += p.down, ++i) out[i] = row[c];
   }
 }
 
-template <typename Acc>
-void downsample_row(const DownRowPlan& p, const Acc* __restrict__ phases, const Acc* taps, int num_taps,
-                    Acc* __restrict__ out) {
-  for (int t = 0; t < num_taps; ++t) {
-    const Acc g = taps[t];
-    const Acc* __restrict__ src = phases + p.phase[t] * p.phase_len + p.offset[t];
-    for (int o = 0; o < p.out_w; ++o) out[o] += g * src[o];
-  }
-}
 
 // Stage A (up, down = 1) applied to one plane plus a constant bias, one output row at a time.
 template <typename T, typename Acc>
@@ -170,11 +325,22 @@ struct UpRows {
     Acc* data = padded.data() + plan.margin;  // the margins stay zero
     if (s.separable) {
       if (ry.count == 0) return;
-      std::fill(data, data + in_w, Acc(0));
-      for (int k = 0; k < ry.count; ++k) {
-        const Acc g = s.fy[ry.t0 + s.up * k];
-        const T* __restrict__ src = plane + static_cast<long long>(ry.i0 + k) * in_w;
-        for (int ix = 0; ix < in_w; ++ix) data[ix] += g * (static_cast<Acc>(src[ix]) + bias);
+      constexpr int kMaxRows = 64;
+      if (std::is_same<T, Acc>::value && ry.count <= kMaxRows) {
+        const Acc* src[kMaxRows];
+        Acc w[kMaxRows];
+        for (int k = 0; k < ry.count; ++k) {
+          src[k] = reinterpret_cast<const Acc*>(plane) + static_cast<long long>(ry.i0 + k) * in_w;
+          w[k] = s.fy[ry.t0 + s.up * k];
+        }
+        weighted_sum<Acc>(src, w, ry.count, in_w, data, bias);
+      } else {
+        std::fill(data, data + in_w, Acc(0));
+        for (int k = 0; k < ry.count; ++k) {
+          const Acc g = s.fy[ry.t0 + s.up * k];
+          const T* __restrict__ src = plane + static_cast<long long>(ry.i0 + k) * in_w;
+          for (int ix = 0; ix < in_w; ++ix) data[ix] += g * (static_cast<Acc>(src[ix]) + bias);
+        }
       }
       upsample_row(plan, padded.data(), s.fx, out, tmp.data());
       return;
@@ -200,6 +366,8 @@ void run_band(const Stage<Acc>& a, const Stage<Acc>& b, const PlaneShape& shape,
   const int ring_rows = std::max(b.taps_y, 1);
   const size_t row_size = down_plan.row_size();
   std::vector<Acc> ring(ring_rows * row_size), vertical(row_size), mid_row(shape.mid_w), out_row(shape.out_w);
+  std::vector<const Acc*> src(static_cast<size_t>(b.taps_y) * b.taps_x + 1);
+  std::vector<Acc> w(src.size());
   UpRows<T, Acc> up_rows(a, up_plan, shape.in_h, shape.in_w);
   int next_row = -1;  // first intermediate row not computed yet
 
@@ -211,24 +379,178 @@ void run_band(const Stage<Acc>& a, const Stage<Acc>& b, const PlaneShape& shape,
       pointwise(next_row, mid_row.data());
       split_phases(down_plan, mid_row.data(), ring.data() + (next_row % ring_rows) * row_size);
     }
-    std::fill(out_row.begin(), out_row.end(), Acc(0));
-    if (b.separable) {
-      std::fill(vertical.begin(), vertical.end(), Acc(0));
+    int m = 0;
+    if (ry.count == 0) {
+      std::fill(out_row.begin(), out_row.end(), Acc(0));
+    } else if (b.separable) {
       for (int k = 0; k < ry.count; ++k) {
-        const Acc g = b.fy[ry.t0 + k];
-        const Acc* __restrict__ src = ring.data() + ((ry.i0 + k) % ring_rows) * row_size;
-        Acc* __restrict__ dst = vertical.data();
-        for (size_t c = 0; c < row_size; ++c) dst[c] += g * src[c];
+        src[k] = ring.data() + ((ry.i0 + k) % ring_rows) * row_size;
+        w[k] = b.fy[ry.t0 + k];
       }
-      if (ry.count > 0) downsample_row(down_plan, vertical.data(), b.fx, b.taps_x, out_row.data());
+      weighted_sum_nobias<Acc>(src.data(), w.data(), ry.count, static_cast<int>(row_size), vertical.data());
+      for (int t = 0; t < b.taps_x; ++t, ++m) {
+        src[m] = vertical.data() + down_plan.phase[t] * down_plan.phase_len + down_plan.offset[t];
+        w[m] = b.fx[t];
+      }
+      weighted_sum_nobias<Acc>(src.data(), w.data(), m, shape.out_w, out_row.data());
     } else {
       for (int k = 0; k < ry.count; ++k) {
-        const Acc* src = ring.data() + ((ry.i0 + k) % ring_rows) * row_size;
-        downsample_row(down_plan, src, b.row_taps(ry.t0 + k), b.taps_x, out_row.data());
+        const Acc* row = ring.data() + ((ry.i0 + k) % ring_rows) * row_size;
+        const Acc* taps = b.row_taps(ry.t0 + k);
+        for (int t = 0; t < b.taps_x; ++t, ++m) {
+          src[m] = row + down_plan.phase[t] * down_plan.phase_len + down_plan.offset[t];
+          w[m] = taps[t];
+        }
       }
+      weighted_sum_nobias<Acc>(src.data(), w.data(), m, shape.out_w, out_row.data());
     }
     T* dst = out_plane + static_cast<long long>(oy) * shape.out_w;
     for (int ox = 0; ox < shape.out_w; ++ox) dst[ox] = static_cast<T>(out_row[ox]);
+  }
+}
+
+// ---- Forward fast path: register-blocked sums, activation on the fly, no full-row scatter ----
+//
+// The row loops above accumulate one tap at a time into a row in memory (a load and a store per
+// multiply-add). Here every output block is summed over all its taps in registers (one load per
+// multiply-add), the upsampled phases are written straight into the downsampling phases with the
+// activation applied, and a filter symmetric top to bottom (StyleGAN3's radial filters) adds its row
+// pairs first, halving the 2-D filter's multiplies.
+
+// Whether the 2-D taps are the same read bottom to top (each row equals its mirror row), exactly.
+template <typename Acc>
+bool rows_symmetric(const Stage<Acc>& s) {
+  if (s.separable) return false;
+  for (int k = 0; k < s.taps_y / 2; ++k)
+    for (int t = 0; t < s.taps_x; ++t)
+      if (s.f2[k * s.taps_x + t] != s.f2[(s.taps_y - 1 - k) * s.taps_x + t]) return false;
+  return true;
+}
+
+// Forward of one band with a separable upsampling filter and up a multiple of down (every
+// StyleGAN3 layer): up phase r of an intermediate row lands in down phase r % down, every
+// (up / down)-th sample from (r / down) on, so it is written there directly.
+template <typename T, typename Acc>
+void run_band_forward(const Stage<Acc>& a, const Stage<Acc>& b, bool fold, const PlaneShape& shape,
+                      const UpRowPlan& up_plan, const DownRowPlan& down_plan, const Lrelu<Acc>& act,
+                      const T* in_plane, Acc in_bias, int row_begin, int row_end, T* out_plane) {
+  const int ring_rows = std::max(b.taps_y, 1);
+  const size_t row_size = down_plan.row_size();
+  const int step = a.up / b.down;  // samples of one up phase are `step` apart in a down phase
+  // Zeroed once: only the samples of the row are ever written, so the margins stay zero.
+  const size_t phase_stride = static_cast<size_t>(shape.mid_w / std::max(a.up, 1) + 16);
+  std::vector<Acc> ring(ring_rows * row_size, Acc(0)), padded(up_plan.padded_w, Acc(0)),
+      phase_buf(phase_stride * up_plan.phases.size());
+  std::vector<Acc> folded(static_cast<size_t>((b.taps_y + 1) / 2) * row_size), vertical(row_size), out_row(shape.out_w);
+  std::vector<const Acc*> src(static_cast<size_t>(std::max(b.taps_y, a.taps_y)) * std::max(b.taps_x, a.taps_x) + 1);
+  std::vector<Acc> w(src.size());
+  Acc* data = padded.data() + up_plan.margin;
+  int next_row = -1;
+
+  auto make_mid_row = [&](int r, Acc* ring_row) {
+    const TapRange ry = tap_range(r, a.up, 1, a.pady0, a.taps_y, shape.in_h);
+    if (ry.count == 0) {
+      std::fill(data, data + shape.in_w, Acc(0));
+    } else if constexpr (std::is_same<T, Acc>::value) {
+      for (int k = 0; k < ry.count; ++k) {
+        src[k] = in_plane + static_cast<long long>(ry.i0 + k) * shape.in_w;
+        w[k] = a.fy[ry.t0 + a.up * k];
+      }
+      weighted_sum<Acc>(src.data(), w.data(), ry.count, shape.in_w, data, in_bias);
+    } else {
+      std::fill(data, data + shape.in_w, Acc(0));
+      for (int k = 0; k < ry.count; ++k) {
+        const Acc g = a.fy[ry.t0 + a.up * k];
+        const T* s = in_plane + static_cast<long long>(ry.i0 + k) * shape.in_w;
+        for (int ix = 0; ix < shape.in_w; ++ix) data[ix] += g * (static_cast<Acc>(s[ix]) + in_bias);
+      }
+    }
+    // Each up phase into its own buffer, activated; then the phases of one down phase interleaved into it.
+    const int phases = static_cast<int>(up_plan.phases.size());
+    for (int r = 0; r < phases; ++r) {
+      const UpPhase& ph = up_plan.phases[r];
+      Acc* vals = phase_buf.data() + static_cast<size_t>(r) * phase_stride;
+      if (ph.taps == 0) {
+        std::fill(vals, vals + ph.outputs, Acc(0));
+      } else {
+        for (int k = 0; k < ph.taps; ++k) {
+          src[k] = padded.data() + up_plan.margin + ph.first_input + k;
+          w[k] = a.fx[ph.first_tap + a.up * k];
+        }
+        weighted_sum_nobias<Acc>(src.data(), w.data(), ph.taps, ph.outputs, vals);
+      }
+      activate_row<Acc>(act, vals, ph.outputs);
+    }
+    for (int d = 0; d < std::min(b.down, phases); ++d) {
+      Acc* __restrict__ dst = ring_row + d * down_plan.phase_len + 0;
+      // Down phase d holds up phases d, d + down, ...: sample j of the q-th of them at step * j + q.
+      if (step == 1) {
+        const Acc* src0 = phase_buf.data() + static_cast<size_t>(d) * phase_stride;
+        std::copy(src0, src0 + up_plan.phases[d].outputs, dst);
+      } else if (step == 2 && d + b.down < phases) {
+        const Acc* __restrict__ s0 = phase_buf.data() + static_cast<size_t>(d) * phase_stride;
+        const Acc* __restrict__ s1 = phase_buf.data() + static_cast<size_t>(d + b.down) * phase_stride;
+        const int n0 = up_plan.phases[d].outputs, n1 = up_plan.phases[d + b.down].outputs;
+        const int n = std::min(n0, n1);
+        for (int j = 0; j < n; ++j) {
+          dst[2 * j] = s0[j];
+          dst[2 * j + 1] = s1[j];
+        }
+        for (int j = n; j < n0; ++j) dst[2 * j] = s0[j];
+        for (int j = n; j < n1; ++j) dst[2 * j + 1] = s1[j];
+      } else {
+        for (int q = 0; d + q * b.down < phases; ++q) {
+          const int r = d + q * b.down;
+          const Acc* sq = phase_buf.data() + static_cast<size_t>(r) * phase_stride;
+          for (int j = 0; j < up_plan.phases[r].outputs; ++j) dst[step * j + q] = sq[j];
+        }
+      }
+    }
+  };
+
+  for (int oy = row_begin; oy < row_end; ++oy) {
+    const TapRange ry = tap_range(oy, 1, b.down, b.pady0, b.taps_y, shape.mid_h);
+    if (next_row < ry.i0) next_row = ry.i0;
+    for (; next_row < ry.i0 + ry.count; ++next_row) make_mid_row(next_row, ring.data() + (next_row % ring_rows) * row_size);
+    auto ring_row = [&](int k) { return ring.data() + ((ry.i0 + k) % ring_rows) * row_size; };
+    T* dst_row = out_plane + static_cast<long long>(oy) * shape.out_w;
+    Acc* out = std::is_same<T, Acc>::value ? reinterpret_cast<Acc*>(dst_row) : out_row.data();
+    int m = 0;
+    if (ry.count == 0) {
+      std::fill(out, out + shape.out_w, Acc(0));
+    } else if (b.separable) {
+      for (int k = 0; k < ry.count; ++k) {
+        src[k] = ring_row(k);
+        w[k] = b.fy[ry.t0 + k];
+      }
+      weighted_sum_nobias<Acc>(src.data(), w.data(), ry.count, static_cast<int>(row_size), vertical.data());
+      for (int t = 0; t < b.taps_x; ++t, ++m) {
+        src[m] = vertical.data() + down_plan.phase[t] * down_plan.phase_len + down_plan.offset[t];
+        w[m] = b.fx[t];
+      }
+      weighted_sum_nobias<Acc>(src.data(), w.data(), m, shape.out_w, out);
+    } else {
+      const bool pairs = fold && ry.count == b.taps_y && ry.t0 == 0;
+      const int rows = pairs ? (b.taps_y + 1) / 2 : ry.count;
+      for (int k = 0; k < rows; ++k) {
+        const Acc* row = ring_row(k);
+        if (pairs && k != b.taps_y - 1 - k) {
+          const Acc* __restrict__ lo = row;
+          const Acc* __restrict__ hi = ring_row(b.taps_y - 1 - k);
+          Acc* __restrict__ sum = folded.data() + k * row_size;
+          for (size_t c = 0; c < row_size; ++c) sum[c] = lo[c] + hi[c];
+          row = sum;
+        }
+        const Acc* taps = b.row_taps(ry.t0 + k);
+        for (int t = 0; t < b.taps_x; ++t, ++m) {
+          src[m] = row + down_plan.phase[t] * down_plan.phase_len + down_plan.offset[t];
+          w[m] = taps[t];
+        }
+      }
+      weighted_sum_nobias<Acc>(src.data(), w.data(), m, shape.out_w, out);
+    }
+    if (!std::is_same<T, Acc>::value)
+      for (int ox = 0; ox < shape.out_w; ++ox) dst_row[ox] = static_cast<T>(out_row[ox]);
   }
 }
 
@@ -283,6 +605,14 @@ torch::Tensor forward(torch::Tensor x, torch::Tensor b, torch::Tensor fu, torch:
     const long long in_plane = static_cast<long long>(shape.in_h) * shape.in_w;
     const long long out_plane = static_cast<long long>(out_h) * out_w;
     const long long mid_plane = static_cast<long long>(mid_h) * mid_w;
+    if (a.separable && up % down == 0 && down_plan.margin == 0) {
+      const bool fold = rows_symmetric(s_b);
+      for_each_band(x.size(0) * channels, out_h, mid_plane, [&](long long p, int begin, int end) {
+        run_band_forward<scalar_t, Acc>(a, s_b, fold, shape, up_plan, down_plan, act, xp + p * in_plane,
+                                        bp[p % channels], begin, end, yp + p * out_plane);
+      });
+      return;
+    }
     for_each_band(x.size(0) * channels, out_h, mid_plane, [&](long long p, int begin, int end) {
       auto activate = [&](int, Acc* row) {
         for (int c = 0; c < mid_w; ++c) row[c] = act.value(row[c]);
@@ -329,7 +659,7 @@ torch::Tensor backward(torch::Tensor dy, torch::Tensor x, torch::Tensor b, torch
       std::vector<Acc> u(mid_w);
       auto times_derivative = [&](int row, Acc* m) {
         forward_rows.row(xp + p * x_plane, bp[p % channels], row, u.data());
-        for (int c = 0; c < mid_w; ++c) m[c] *= act.derivative(u[c]);
+        multiply_derivative(act, u.data(), m, mid_w);
       };
       run_band<scalar_t, Acc>(a_t, b_t, shape, up_plan, down_plan, dyp + p * y_plane, Acc(0), begin, end,
                               dxp + p * x_plane, times_derivative);
