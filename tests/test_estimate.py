@@ -28,7 +28,8 @@ def test_each_stage_counts_the_passes_its_code_makes():
     # the loss built once; a micro-batch of 1: four forward + loss + backward per step, and one probe
     assert seconds["tune"] == 1.0 + (10 * 4 + 1) * 2.0
     assert seconds["edit"] == 0.0
-    assert seconds["render"] == (8 * 2 + 1) * 0.5  # one synthesis per frame and output, one probe
+    # one synthesis per frame and output, one probe; a video per output and the side-by-side one
+    assert seconds["render"] == (8 * 2 + 1) * 0.5 + (2 + 1) * 1.0
     # two videos opened; per frame one decode, and per output a paste and an encoded frame
     assert seconds["composite"] == 2 * 1.0 + 8 * (0.125 + 2 * (0.25 + 0.5))
 
@@ -56,7 +57,7 @@ def test_a_face_track_is_estimated_for_its_own_frames_and_its_align_searches_no_
     estimate = Estimate(seconds=stage_seconds(settings, PROBE, 100, ["render"], 2), probe=PROBE, settings=settings,
                         n_outputs=2)
     assert estimate.for_frames("render", 100) == estimate.seconds["render"]
-    assert estimate.for_frames("render", 10) == (10 * 2 + 1) * 0.5
+    assert estimate.for_frames("render", 10) == (10 * 2 + 1) * 0.5 + (2 + 1) * 1.0
     assert estimate.for_frames("render", 10, track=True) == estimate.for_frames("render", 10)
     # a track's align reads the tracker's landmarks: no backend start, no search; a decode and the crops per frame
     assert estimate.for_frames("align", 10, track=True) == 10 * (0.125 + 0.125)
@@ -93,7 +94,8 @@ def test_the_probe_times_every_pass_a_pending_stage_needs(tmp_path):
     assert min(probe.decode, probe.search, probe.crops, probe.synthesis, probe.encoder, probe.train_step) > 0
     assert all(estimate.seconds[s] > 0 for s in ("align", "encode", "tune", "render"))
     only_render = pipe.estimate(2, ["render"], clip.path).probe
-    assert only_render.align_frame == only_render.encoder == only_render.train_step == only_render.paste == 0.0
+    assert only_render.search == only_render.crops == only_render.encoder == only_render.train_step == 0.0
+    assert only_render.paste == 0.0 and min(only_render.synthesis, only_render.video_start) > 0
     only_composite = pipe.estimate(2, ["composite"], clip.path).probe
     assert min(only_composite.decode, only_composite.paste, only_composite.video_frame) > 0
     assert only_composite.search == only_composite.synthesis == 0.0

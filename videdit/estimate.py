@@ -13,7 +13,9 @@ of each timed here after a warm-up:
   loss (L2, and LPIPS where its weights are there) and the backward, per micro-batch (timed at the tuner's
   micro-batch: 1 on a CPU, the whole batch on a GPU), plus fit_batch's probe. Not modelled: Adam's update
   and the checkpoints, about 1 % of a demo's tune (a profile of the demo: 3 s of 240);
-* render: per frame one synthesis per output, plus fit_batch's probe;
+* render: per frame one synthesis per output, plus fit_batch's probe, and a video opened per output (and the
+  side-by-side one); its per-frame PNG and crop-video writes are left out (a few per cent at 64 px, under one
+  at 1024, where a synthesis costs seconds);
 * composite: per output a video encoder opened, and per frame one decode of the source and per output a
   paste (the render read back, warped, colour matched, blended) and one frame encoded at the source's size,
   each timed on the source's own first frames with the run's encoder settings.
@@ -43,7 +45,7 @@ torch = lazy_module("torch")  # loaded by the first network probe: a run of alig
 
 NOTE = "from timed passes of each network and of the first frames on this device"
 NETWORK_STAGES = {"encode", "tune", "stitch", "render"}
-FRAME_STAGES = {"align", "composite"}  # probed on the source's first frames
+FRAME_STAGES = {"align", "render", "composite"}  # probed on the source's first frames (render: its videos opened)
 PROBE_CALLS = 5  # timed calls of one pass at most (after the warm-up)
 PROBE_BUDGET_S = 1.0  # no more timed calls once they add up to this: a costly pass is timed once
 VIDEO_PROBE_FRAMES = 8  # source frames decoded and encoded to time composite's per-frame I/O
@@ -141,13 +143,15 @@ def stage_seconds(settings: ResolvedSettings, probe: Probe, n_frames: int, stage
     else:
         align = (probe.align_start + n_frames * probe.align_frame) if probe.align_frame else 0.0
     tune = sections["tune"]
+    side_by_side = 1 if getattr(sections["render"], "side_by_side", False) else 0  # one more video of the crops
     per_stage = {
         "align": align,
         "encode": probe.synthesis + encode_fit
                   + n_frames * (encode.n_iters * probe.encoder + (encode.n_iters - 1) * probe.synthesis_encode),
         "tune": 0.0 if settings.tuner == "none" else training(tune.steps, tune.batch_size),
         "stitch": training(stitch.steps, getattr(stitch, "batch_size", 1)),
-        "render": (n_frames * n_outputs + (1 if fits["render"] else 0)) * probe.synthesis,
+        "render": (n_frames * n_outputs + (1 if fits["render"] else 0)) * probe.synthesis
+                  + (n_outputs + side_by_side) * probe.video_start,
         "composite": n_outputs * probe.video_start
                      + n_frames * (probe.decode + n_outputs * (probe.paste + probe.video_frame)),
     }
@@ -263,13 +267,14 @@ def _train_step_seconds(G, latents, loss, device: str) -> float:
 def _probe_frames(probe: Probe, settings: ResolvedSettings, video: Path, device: str, stages: list[str],
                   n_outputs: int) -> None:
     """Align's and composite's per-frame jobs on the source's first frames: decode; the landmark backend's
-    start and one search (align pending); the two crops; one paste per output and the video encoder
-    (composite pending)."""
+    start, one search and the two crops (align pending); one paste (composite pending); the video encoder
+    (render or composite pending)."""
     from videdit.io import VideoReader
 
     align = settings.sections["align"]
     reader = VideoReader(video)
-    wanted = VIDEO_PROBE_FRAMES if "composite" in stages else 2
+    videos = bool(set(stages) & {"render", "composite"})
+    wanted = VIDEO_PROBE_FRAMES if videos else 2
     t0 = time.perf_counter()
     frames, times = [], []
     for frame in reader.frames(range(wanted)):  # reading stops after them
@@ -298,6 +303,7 @@ def _probe_frames(probe: Probe, settings: ResolvedSettings, video: Path, device:
             probe.crops = _crops_seconds(frame, quad, align, Path(tmp))
         if "composite" in stages:
             probe.paste = _paste_seconds(frame, quad, face, settings, Path(tmp))
+        if videos:
             probe.video_start, probe.video_frame = _video_seconds(frames, reader.info, settings, Path(tmp))
 
 

@@ -281,6 +281,9 @@ class Pipeline:
             if estimate:
                 per_stage = {name: sum(expected[p.label] for p in planned if p.stage == name) for name in kinds}
                 reporter.say(estimate.describe(result.frames, per_stage))
+                # Beside each stage's "done" line in log.txt, so estimate and actual can be compared afterwards.
+                log.write("run", "estimate", f"probe {estimate.probe_seconds:.1f}s; "
+                          + ", ".join(f"{label} {seconds:.1f}s" for label, seconds in expected.items()))
             if chosen is not None:
                 result.stages.update(run_tracks(self, video, run_dir, chosen, runner, last,
                                                 say=reporter.say))
