@@ -167,16 +167,16 @@ def _timed(fn: Callable[[], object], device: str) -> float:
     return time.perf_counter() - t0
 
 
-def _typical(fn: Callable[[], object], device: str, warmed: bool = False) -> float:
+def _typical(fn: Callable[[], object], device: str, warmed: bool = False, timed: tuple[float, ...] = ()) -> float:
     """The median of up to PROBE_CALLS timed calls of fn, stopping once they add up to PROBE_BUDGET_S (at
     least one), after a warm-up call unless `warmed` (first calls allocate and pick kernels, so they only come
     out slower). On a machine shared with other jobs one call's time swings with their load (a 64 px
     synthesis measured 0.02 s and 1.1 s a minute apart on the 2-core machine), and a stage's time is its
-    passes' typical time: the median, not the fastest, and not one call."""
+    passes' typical time: the median, not the fastest, and not one call. timed: calls of fn already timed."""
     if not warmed:
         fn()
         _sync(device)
-    times: list[float] = []
+    times = list(timed)
     while not times or (len(times) < PROBE_CALLS and sum(times) < PROBE_BUDGET_S):
         times.append(_timed(fn, device))
     return statistics.median(times)
@@ -204,8 +204,10 @@ def _probe_networks(probe: Probe, settings: ResolvedSettings, n_frames: int, sta
     with torch.no_grad():
         one = ws(1)
         G.synthesis(one)  # the warm-up (first calls allocate, pick kernels); then the memory of a warm call
-        probe.sample_bytes = measure_peak(lambda: G.synthesis(one), device)
-        probe.synthesis = _typical(lambda: G.synthesis(one), device, warmed=True)
+        _sync(device)
+        t0 = time.perf_counter()
+        probe.sample_bytes = measure_peak(lambda: G.synthesis(one), device)  # waits for CUDA work itself
+        probe.synthesis = _typical(lambda: G.synthesis(one), device, warmed=True, timed=(time.perf_counter() - t0,))
         probe.synthesis_encode = probe.synthesis
         if cuda:  # batch 1 on a GPU is mostly launch overhead: time the batches the stages run
             probe.synthesis = synthesis_per_image(min(sections["render"].batch_size, n_frames))
