@@ -14,7 +14,7 @@ def _settings(**overrides):
 
 # Powers of two: every sum and product below is exact in binary floating point.
 PROBE = Probe(synthesis=0.5, synthesis_encode=0.25, encoder_1=0.125, encoder=0.0625, train_step=2.0, micro_batch=1,
-              loss_start=1.0, align_start=4.0, decode=0.125, search=0.25, crops=0.125, paste=0.25, video_start=1.0,
+              loss_start=1.0, optimizer_step=0.5, align_start=4.0, decode=0.125, search=0.25, crops=0.125, paste=0.25, video_start=1.0,
               video_frame=0.5)
 STAGES = ["align", "encode", "tune", "edit", "render", "composite"]
 
@@ -25,8 +25,8 @@ def test_each_stage_counts_the_passes_its_code_makes():
     assert seconds["align"] == 4.0 + 8 * (0.125 + 0.25 + 0.125)  # the backend's start, then decode, search, crops
     # the average image, fit_batch's one-frame probe (3 encoder passes, 2 syntheses), then per frame the same at the batch
     assert seconds["encode"] == 0.5 + (3 * 0.125 + 2 * 0.5) + 8 * (3 * 0.0625 + 2 * 0.25)
-    # the loss built once; a micro-batch of 1: four forward + loss + backward per step, and one probe
-    assert seconds["tune"] == 1.0 + (10 * 4 + 1) * 2.0
+    # the loss built once; a micro-batch of 1: four forward + loss + backward per step, and one probe; an update per step
+    assert seconds["tune"] == 1.0 + (10 * 4 + 1) * 2.0 + 10 * 0.5
     assert seconds["edit"] == 0.0
     # one synthesis per frame and output, one probe; a video per output and the side-by-side one
     assert seconds["render"] == (8 * 2 + 1) * 0.5 + (2 + 1) * 1.0
@@ -91,7 +91,8 @@ def test_the_probe_times_every_pass_a_pending_stage_needs(tmp_path):
                                 models=StandInModels(resolution=32))
     estimate = pipe.estimate(2, ["align", "encode", "tune", "render"], clip.path)
     probe = estimate.probe
-    assert min(probe.decode, probe.search, probe.crops, probe.synthesis, probe.encoder, probe.train_step) > 0
+    assert min(probe.decode, probe.search, probe.crops, probe.synthesis, probe.encoder, probe.train_step,
+               probe.optimizer_step) > 0
     assert all(estimate.seconds[s] > 0 for s in ("align", "encode", "tune", "render"))
     only_render = pipe.estimate(2, ["render"], clip.path).probe
     assert only_render.search == only_render.crops == only_render.encoder == only_render.train_step == 0.0

@@ -11,8 +11,8 @@ of each timed here after a warm-up:
   (timed at the stage's batch: the encoder gains from batching) and n_iters - 1 syntheses;
 * tune (PTI), stitch: building the tuning loss (loading LPIPS) once, then per step a synthesis forward, the
   loss (L2, and LPIPS where its weights are there) and the backward, per micro-batch (timed at the tuner's
-  micro-batch: 1 on a CPU, the whole batch on a GPU), plus fit_batch's probe. Not modelled: Adam's update
-  and the checkpoints, about 1 % of a demo's tune (a profile of the demo: 3 s of 240);
+  micro-batch: 1 on a CPU, the whole batch on a GPU), plus fit_batch's probe, and Adam's update per step.
+  Not modelled: the checkpoints (under 1 % of a demo's tune in a profile);
 * render: per frame one synthesis per output, plus fit_batch's probe, and a video opened per output (and the
   side-by-side one); its per-frame PNG and crop-video writes are left out (a few per cent at 64 px, under one
   at 1024, where a synthesis costs seconds);
@@ -89,6 +89,7 @@ class Probe:
     train_step: float = 0.0  # one synthesis forward, the tuning loss and the backward, of one micro-batch
     micro_batch: int = 1
     loss_start: float = 0.0  # building the tuning loss (LPIPS loaded), once per tuning stage
+    optimizer_step: float = 0.0  # one Adam update of the synthesis weights, once per tuning step
     align_start: float = 0.0  # landmark backend start
     decode: float = 0.0  # one source frame decoded
     search: float = 0.0  # one landmark search on a source frame
@@ -135,8 +136,9 @@ def stage_seconds(settings: ResolvedSettings, probe: Probe, n_frames: int, stage
 
     def training(steps: int, batch: int) -> float:
         micro = max(1, min(probe.micro_batch, batch))
-        # + 1: fit_batch's probe; the loss is built once per stage
-        return probe.loss_start + (steps * -(-batch // micro) + 1) * probe.train_step if steps else 0.0
+        # + 1: fit_batch's probe; the loss is built once per stage; one optimizer update per step
+        return (probe.loss_start + (steps * -(-batch // micro) + 1) * probe.train_step
+                + steps * probe.optimizer_step) if steps else 0.0
 
     if track:
         align = n_frames * (probe.decode + probe.crops)
@@ -226,6 +228,7 @@ def _probe_networks(probe: Probe, settings: ResolvedSettings, n_frames: int, sta
         loss = _tuning_loss(tune, weights_dir, device)
         probe.loss_start = time.perf_counter() - t0
         probe.train_step = _train_step_seconds(G, ws(probe.micro_batch), loss, device)
+        probe.optimizer_step = _optimizer_step_seconds(G, device)
 
 
 def _tuning_loss(tune, weights_dir: Path | None, device: str):
@@ -264,6 +267,17 @@ def _train_step_seconds(G, latents, loss, device: str) -> float:
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
+
+
+def _optimizer_step_seconds(G, device: str) -> float:
+    """One Adam update (PTI's optimizer) of tensors like the synthesis weights, with gradients: copies, so the
+    run's generator is untouched. Building it here also pays, before the stages, the first optimizer's import
+    of torch._dynamo (13 of the 29 s of a demo's tune, profiled at load 7), which no per-step time shows."""
+    weights = [p.detach().clone().requires_grad_(True) for p in G.synthesis.parameters()]
+    for w in weights:
+        w.grad = torch.ones_like(w)
+    optimizer = torch.optim.Adam(weights, lr=3e-4)
+    return _typical(optimizer.step, device)
 
 
 def _probe_frames(probe: Probe, settings: ResolvedSettings, video: Path, device: str, stages: list[str],
