@@ -90,7 +90,7 @@ class Probe:
     micro_batch: int = 1
     loss_start: float = 0.0  # building the tuning loss (LPIPS loaded), once per tuning stage
     optimizer_step: float = 0.0  # one Adam update of the synthesis weights, once per tuning step
-    align_start: float = 0.0  # landmark backend start
+    align_start: float = 0.0  # landmark backend built (its modules already imported, as by the probe)
     decode: float = 0.0  # one source frame decoded
     search: float = 0.0  # one landmark search on a source frame
     crops: float = 0.0  # align's two crops of a frame: two warps and two PNG writes
@@ -306,8 +306,12 @@ def _probe_frames(probe: Probe, settings: ResolvedSettings, video: Path, device:
     if "align" in stages:
         from videdit.face import make_backend
 
+        def start():
+            return make_backend(align.landmarks, device=device, detect_max_side=align.detect_max_side)
+
+        start()  # the first also imports the backend's modules, once per process: the stage then only builds it
         t0 = time.perf_counter()
-        backend = make_backend(align.landmarks, device=device, detect_max_side=align.detect_max_side)
+        backend = start()
         probe.align_start = time.perf_counter() - t0
         t0 = time.perf_counter()
         faces = backend.find_faces(frame)
