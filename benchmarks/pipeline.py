@@ -359,6 +359,8 @@ def main(argv: list[str]) -> int:
             estimate = pipe.estimate(args.frames, list(pipe.active_stages()), clip)  # what `videdit run` says first
             print(f"pipeline bench: the up-front estimate's probe took {time.perf_counter() - start:.1f} s; "
                   f"{estimate.describe(args.frames)}", file=sys.stderr, flush=True)
+            probe = {k: round(v, 3) for k, v in vars(estimate.probe).items() if v and k != "sample_bytes"}
+            print(f"pipeline bench: the probe's seconds per pass: {probe}", file=sys.stderr, flush=True)
             stages = run_stages(pipe, clip, root / "run")
             print("pipeline bench: floors ...", file=sys.stderr, flush=True)
             clock = ratio_clock(pipe.device)

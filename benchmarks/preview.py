@@ -9,7 +9,8 @@ two key frames, render and composite), then at -3 (the cache: render and composi
 stand-ins with the demo preset; `r1024` the released architectures at full size with random weights (the R
 generator at 1024, ReStyle-e4e on IR-SE50: benchmarks.pipeline.RealConfigModels) with the default preset.
 
-The full run is the tool's own up-front estimate (`Pipeline.estimate`: one probe pass per network on this
+The full run is the tool's own up-front estimate (`Pipeline.estimate`: timed passes of each network and of the
+clip's first frames on this
 machine, the preset's passes per frame and PTI steps) for a 1-minute clip at 30 fps (1800 frames). The preview
 of that minute is extrapolated from the measured one: the shot pass (decoding every frame) and the key frames' read
 (decoding up to the last key frame) per frame x 1800, plus
@@ -84,7 +85,7 @@ def measure(args) -> dict:
             result = run_preview(this, clip.path, Path(tmp) / "run", estimate=False)
             timings[name] = {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
                              "ran": [k for k, v in result.stages.items() if v == "ran"]}
-        estimate = pipe.estimate(MINUTE_FRAMES, list(pipe.active_stages()))
+        estimate = pipe.estimate(MINUTE_FRAMES, list(pipe.active_stages()), clip.path)  # align, composite on its frames
         full_s = sum(estimate.seconds.values())
     n_frames, n_keys = clip.n_frames, len(result.frames)
     per_frame_shots = shots_s / n_frames

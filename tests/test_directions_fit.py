@@ -120,3 +120,23 @@ def test_example_folders_on_the_stand_in_encoder_end_to_end(tmp_path):
     Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(neg / "grey.png")
     out = videdit("directions", "fit", "--positive", pos, "--negative", neg, "--stand-ins", "--out", tmp_path / "e.npy")
     assert out.returncode == 1 and "no face found in 1 file: grey.png" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow  # dlib's landmark model and the stand-in networks: about 25 s on the loaded 2-core machine
+def test_example_faces_are_found_and_encoded_under_progress_bars(tmp_path):
+    """`directions fit` on example folders shows how far it is: a bar over the files (landmarks, crops) and one
+    over the encoder's batches, under the reporter the command installs."""
+    import io
+
+    from videdit.directions_fit import face_latents, media_files
+    from videdit.models import StandInModels
+    from videdit.progress import Reporter, reporting
+
+    files = media_files(_face_images(tmp_path / "pos", ("plain",)))
+    stream = io.StringIO()
+    with reporting(Reporter(stream=stream, tty=False, interval=0.0)):  # plain lines, one per update
+        latents = face_latents(files, StandInModels(), n_iters=1)
+    assert latents.shape[0] == 1
+    lines = stream.getvalue().splitlines()
+    assert any(line.strip().startswith("directions: faces: 1/1 file") for line in lines), lines
+    assert any(line.strip().startswith("directions: encode: 1/1 batch of 8") for line in lines), lines

@@ -15,6 +15,13 @@ __version__ = "0.1.0"
 # that into different tuned weights. Its conditional numerical reproducibility mode keeps the split fixed.
 # It must be set before torch loads MKL, so here; a value the user set wins.
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+# OpenMP's threads spin while they wait for each other by default. When other jobs share the cores, a thread
+# that spins holds a core its partner needs, and every parallel region waits for the partner's next time slice:
+# at load average 6-8 on 2 cores a 64 px synthesis took 0.3-2.7 s per call spinning and 0.03-0.05 s sleeping,
+# and the demo 3m15s against 41 s run right after it (docs/benchmarks.md). On an idle machine a sleeping waiter costs a wake-up
+# per parallel region (not measured: the development machine is never idle). Set before torch loads its OpenMP
+# runtime, so here; a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Lazily exported names -> module that defines them.
 _LAZY = {

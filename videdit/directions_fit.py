@@ -212,9 +212,11 @@ def face_latents(files: Sequence[Path], models, *, device: str = "cpu", landmark
     from videdit.face.landmarks import make_backend
     from videdit.networks.encoders import average_image, restyle_invert
 
+    from videdit import progress
+
     backend = make_backend(landmarks, device=device)
     crops, faceless = [], []
-    for path in files:
+    for path in progress.track(files, desc="directions: faces", unit="file"):
         found = 0
         for frame in _frames(path, per_video):
             faces = backend.find_faces(frame)
@@ -231,7 +233,7 @@ def face_latents(files: Sequence[Path], models, *, device: str = "cpu", landmark
     avg = average_image(G, latent_avg, input_size)
     out = []
     with torch.inference_mode():
-        for lo in range(0, len(crops), 8):
+        for lo in progress.track(range(0, len(crops), 8), desc="directions: encode", unit="batch of 8"):
             batch = torch.from_numpy(np.stack(crops[lo:lo + 8])).permute(0, 3, 1, 2).float().to(device) / 127.5 - 1.0
             codes = restyle_invert(encoder, G, batch, latent_avg, n_iters=n_iters, avg_image=avg, input_size=input_size,
                                    render_final=False).codes

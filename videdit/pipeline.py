@@ -201,7 +201,7 @@ class Pipeline:
         """Expected seconds per stage and memory per frame (see videdit.estimate); video: the source, whose
         first frame times align."""
         return estimate_run(self.resolved, n_frames, stages, len(self.edit_keys()), self.device_request, self.generator,
-                            self.encoder, video)
+                            self.encoder, video, self.weights_dir)
 
     def run(self, video: Path, out: Path | None = None, *, until: str | None = None, from_stage: str | None = None,
             force: bool | set[str] = False, wait: bool | None = None, shards: ShardOptions | None = None,
@@ -279,11 +279,16 @@ class Pipeline:
             pending = [p for p in planned if not (p.folder / p.stage / MANIFEST).is_file()]
             kinds = [name for name in STAGE_ORDER if any(p.stage == name for p in pending)]
             estimate = self.estimate(result.frames or 0, kinds, video) if self.estimate_time and pending else None
-            reporter.plan([p.label for p in planned],
-                          {p.label: estimate.for_frames(p.stage, p.n_frames) if p in pending else 0.0 for p in planned}
-                          if estimate else {})
+            # A face track's stage (label "t1/encode") is estimated on its own frames, its align without a search.
+            expected = {p.label: estimate.for_frames(p.stage, p.n_frames, track=p.label != p.stage)
+                        if p in pending else 0.0 for p in planned} if estimate else {}
+            reporter.plan([p.label for p in planned], expected)
             if estimate:
-                reporter.say(estimate.describe(result.frames))
+                per_stage = {name: sum(expected[p.label] for p in planned if p.stage == name) for name in kinds}
+                reporter.say(estimate.describe(result.frames, per_stage))
+                # Beside each stage's "done" line in log.txt, so estimate and actual can be compared afterwards.
+                log.write("run", "estimate", f"probe {estimate.probe_seconds:.1f}s; "
+                          + ", ".join(f"{label} {seconds:.1f}s" for label, seconds in expected.items()))
             if chosen is not None:
                 result.stages.update(run_tracks(self, video, run_dir, chosen, runner, last, say=reporter.say,
                                                 tasks=track_tasks))

@@ -203,7 +203,7 @@ def run_preview(pipe, video: str | Path, out: str | Path | None = None, *, frame
         atomic_write_bytes(view.sheet, encode_png(sheet(cells, columns, row_labels)))
         full = None
         if estimate:
-            full = sum(pipe.estimate(keys.n_frames, list(pipe.active_stages())).seconds.values())
+            full = sum(pipe.estimate(keys.n_frames, list(pipe.active_stages()), video).seconds.values())
         preview = PreviewResult(video, run_dir, view.sheet, view.preview_page, list(keys.frames),
                                 [tuple(s) for s in keys.shots], rows, dict(result.stages), time.perf_counter() - t0,
                                 keys.n_frames, full)

@@ -101,8 +101,12 @@ def directions_fit(positive, negative, latents, scores, fraction, space, classif
         from videdit.weights import resolve_weights_dir
 
         models = StandInModels() if stand_ins else PretrainedModels(resolve_weights_dir(weights_dir))
+        from videdit.progress import Reporter, reporting
+
         files = {name: media_files(folder) for name, folder in (("positive", positive), ("negative", negative))}
-        pos, neg = (face_latents(files[name], models, device=device, per_video=per_video) for name in ("positive", "negative"))
+        with reporting(Reporter()):  # a bar per folder's faces and encoding on stderr (plain lines off a terminal)
+            pos, neg = (face_latents(files[name], models, device=device, per_video=per_video)
+                        for name in ("positive", "negative"))
         how.update(source="examples", models=models.name, positive=[str(p) for p in files["positive"]],
                    negative=[str(p) for p in files["negative"]])
         if stand_ins:
