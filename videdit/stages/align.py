@@ -530,7 +530,8 @@ def _write_alignment(reader: VideoReader, source: Path, out_dir: Path, settings:
     wanted = range(first_frame, first_frame + n_frames) if first_pass is None else [first_frame + i for i in left]
     read: list[tuple[int, float]] = []  # (pts, time_s) of each frame read here
     with _writers(settings, out_dir, info, preview=settings.preview and first_pass is None) as (crops, preview):
-        for frame in progress.track(reader.frames(wanted), len(wanted), "align: crops", "frame"):
+        # (no bar when the landmark pass cut every crop already: a "0 frames" line says nothing)
+        for frame in progress.track(reader.frames(wanted), len(wanted), "align: crops", "frame") if wanted else ():
             i = frame.index - first_frame
             read.append((frame.pts, frame.time_s))
             crops.frame(frame.image, i, quads[i], boxes[i], settings, out_dir)
