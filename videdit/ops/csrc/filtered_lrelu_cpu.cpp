@@ -39,23 +39,28 @@ struct Lanes {
   static Vec splat(Acc a) { return Vec{} + a; }
 };
 
-// out[o] = sum_k w[k] * (src[k][o] + bias), o < n: every block of 4 registers summed over all k.
-template <typename Acc>
-void weighted_sum(const Acc* const* src, const Acc* w, int m, int n, Acc* __restrict__ out, Acc bias = 0) {
+// out[o] = sum_k w[k] * (src[k][o] + bias), o < n: every block of 4 registers summed over all k. kBias false:
+// sum_k w[k] * src[k][o], without the add per tap (the bias-free sums are most of the work).
+template <typename Acc, bool kBias>
+void weighted_sum_of(const Acc* const* src, const Acc* w, int m, int n, Acc* __restrict__ out, Acc bias) {
   using L = Lanes<Acc>;
   using Vec = typename L::Vec;
   constexpr int V = L::kCount;
   int o = 0;
   const Vec vb = L::splat(bias);
+  auto term = [&](const Acc* s) {
+    if constexpr (kBias) return L::load(s) + vb;
+    else return L::load(s);
+  };
   for (; o + 4 * V <= n; o += 4 * V) {
     Vec a0{}, a1{}, a2{}, a3{};
     for (int k = 0; k < m; ++k) {
       const Vec g = L::splat(w[k]);
       const Acc* s = src[k] + o;
-      a0 += g * (L::load(s) + vb);
-      a1 += g * (L::load(s + V) + vb);
-      a2 += g * (L::load(s + 2 * V) + vb);
-      a3 += g * (L::load(s + 3 * V) + vb);
+      a0 += g * term(s);
+      a1 += g * term(s + V);
+      a2 += g * term(s + 2 * V);
+      a3 += g * term(s + 3 * V);
     }
     L::store(out + o, a0);
     L::store(out + o + V, a1);
@@ -64,62 +69,34 @@ void weighted_sum(const Acc* const* src, const Acc* w, int m, int n, Acc* __rest
   }
   for (; o + V <= n; o += V) {
     Vec a{};
-    for (int k = 0; k < m; ++k) a += L::splat(w[k]) * (L::load(src[k] + o) + vb);
+    for (int k = 0; k < m; ++k) a += L::splat(w[k]) * term(src[k] + o);
     L::store(out + o, a);
   }
   if (o < n && n >= V) {  // the last register ends at n: it recomputes a few outputs, to the same values
     o = n - V;
     Vec a{};
-    for (int k = 0; k < m; ++k) a += L::splat(w[k]) * (L::load(src[k] + o) + vb);
+    for (int k = 0; k < m; ++k) a += L::splat(w[k]) * term(src[k] + o);
     L::store(out + o, a);
     o = n;
   }
   for (; o < n; ++o) {
     Acc a = 0;
-    for (int k = 0; k < m; ++k) a += w[k] * (src[k][o] + bias);
+    for (int k = 0; k < m; ++k) {
+      if constexpr (kBias) a += w[k] * (src[k][o] + bias);
+      else a += w[k] * src[k][o];
+    }
     out[o] = a;
   }
 }
 
-// The same without a bias (the bias-free sums are most of the work; no extra add per tap).
+template <typename Acc>
+void weighted_sum(const Acc* const* src, const Acc* w, int m, int n, Acc* __restrict__ out, Acc bias) {
+  weighted_sum_of<Acc, true>(src, w, m, n, out, bias);
+}
+
 template <typename Acc>
 void weighted_sum_nobias(const Acc* const* src, const Acc* w, int m, int n, Acc* __restrict__ out) {
-  using L = Lanes<Acc>;
-  using Vec = typename L::Vec;
-  constexpr int V = L::kCount;
-  int o = 0;
-  for (; o + 4 * V <= n; o += 4 * V) {
-    Vec a0{}, a1{}, a2{}, a3{};
-    for (int k = 0; k < m; ++k) {
-      const Vec g = L::splat(w[k]);
-      const Acc* s = src[k] + o;
-      a0 += g * L::load(s);
-      a1 += g * L::load(s + V);
-      a2 += g * L::load(s + 2 * V);
-      a3 += g * L::load(s + 3 * V);
-    }
-    L::store(out + o, a0);
-    L::store(out + o + V, a1);
-    L::store(out + o + 2 * V, a2);
-    L::store(out + o + 3 * V, a3);
-  }
-  for (; o + V <= n; o += V) {
-    Vec a{};
-    for (int k = 0; k < m; ++k) a += L::splat(w[k]) * L::load(src[k] + o);
-    L::store(out + o, a);
-  }
-  if (o < n && n >= V) {  // the last register ends at n: it recomputes a few outputs, to the same values
-    o = n - V;
-    Vec a{};
-    for (int k = 0; k < m; ++k) a += L::splat(w[k]) * L::load(src[k] + o);
-    L::store(out + o, a);
-    o = n;
-  }
-  for (; o < n; ++o) {
-    Acc a = 0;
-    for (int k = 0; k < m; ++k) a += w[k] * src[k][o];
-    out[o] = a;
-  }
+  weighted_sum_of<Acc, false>(src, w, m, n, out, Acc(0));
 }
 
 // p[i] = act.value(p[i]), a register at a time (the scalar form's branches do not vectorise).
