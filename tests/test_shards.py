@@ -260,3 +260,21 @@ def test_sharded_align_resumes_after_its_landmark_pass(clip, unsharded, sharded,
     assert resumed == [("align", [(3, 6), (6, 7)])]  # encode and the rest: cached (same align bytes)
     assert sum("crops in parts" in line for line in said) == 1, said  # the landmark pass ran once
     assert _tree(run_dir / "align") == _tree(unsharded.run_dir / "align")
+
+
+def test_sharded_align_with_the_covering_box_equals_unsharded(clip, tmp_path):
+    """align.box = "cover" (no crop is final during the landmark pass) with the preview off: the landmark pass
+    cuts nothing and the parts cut every crop, to the unsharded stage's bytes."""
+    from videdit.pipeline import Pipeline, StandInModels
+
+    def pipe():
+        return Pipeline.from_preset("default", overrides={**SMALL, "align.box": "cover", "align.preview": False},
+                                    quiet=True, estimate_time=False, models=StandInModels(resolution=64))
+
+    whole = pipe().run(clip.path, tmp_path / "whole", until="align")
+    executed: list = []
+    parts = pipe().run(clip.path, tmp_path / "parts", until="align", shards=ShardOptions(frames=3),
+                       parts=_recording(executed))
+    assert whole.status == parts.status == "ok", (whole.error, parts.error)
+    assert executed == [("align", [(0, 3), (3, 6), (6, 7)])]
+    assert _tree(tmp_path / "parts" / "align") == _tree(tmp_path / "whole" / "align")

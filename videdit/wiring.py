@@ -17,7 +17,7 @@ import numpy as np
 from videdit import records
 from videdit import weights as W
 from videdit.edits import single_edits
-from videdit.layout import ALIGN_GEOMETRY, partial_name
+from videdit.layout import partial_name
 from videdit.runner import Stage, digest_text
 from videdit.settings import TEXT_EDIT_FILES
 from videdit.shards import ShardOptions, Sharding
@@ -94,9 +94,12 @@ class StageWiring:
             t = self.track
             track = align_stage.TrackInput(t.start, t.end, t.landmarks, t.detected)
 
+        def said(res, after: str = "") -> None:
+            self.pipe.say(f"  align: {res.n_frames} frames, face in {res.n_faces_found}, landmarks by {res.backend_used}"
+                          + after)
+
         def fn(work: Path):
-            res = align_stage.run_align(self.video, work, settings, track=track)
-            self.pipe.say(f"  align: {res.n_frames} frames, face in {res.n_faces_found}, landmarks by {res.backend_used}")
+            said(align_stage.run_align(self.video, work, settings, track=track))
 
         params = _drop(dataclasses.asdict(settings), "device", "png_compression")  # lossless either way
         if settings.encoder_input == "direct":  # how run folders made before the setting were cut: they stay cached
@@ -111,10 +114,8 @@ class StageWiring:
             work = self.run_dir / partial_name("align")
 
             def plan():
-                if not ((work / ALIGN_GEOMETRY).is_file() and (work / records.TRANSFORMS).is_file()):
-                    landmarks_pass = align_stage.run_align(self.video, work, settings, cut_crops=False)
-                    self.pipe.say(f"  align: {landmarks_pass.n_frames} frames, face in {landmarks_pass.n_faces_found}, "
-                                  f"landmarks by {landmarks_pass.backend_used}; crops in parts")
+                if not align_stage.landmark_pass_kept(work):
+                    said(align_stage.run_align(self.video, work, settings, cut_crops=False), "; crops in parts")
                 return self.shards.ranges(records.AlignRecord.load(work).n_frames)
 
             shards = Sharding(plan, lambda start, end, folder: align_stage.cut_crops_part(

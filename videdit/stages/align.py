@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -465,14 +466,32 @@ def cut_crops_part(source: Path, work: Path, out_dir: Path, settings: AlignSetti
     quads, boxes = records.load_crop_geometry(work)
     _prepare_crop_folders(out_dir)
     reader = VideoReader(source, image_folder_fps=Fraction(str(settings.image_folder_fps)))
-    wanted = range(start, end)
-    n_read = 0
     with _writers(settings, out_dir, reader.info, preview=False) as (crops, _):
-        for frame in progress.track(reader.frames(wanted), len(wanted), "align", "frame"):
-            crops.frame(frame.image, frame.index, quads[frame.index], boxes[frame.index], settings, out_dir)
-            n_read += 1
-    if n_read != len(wanted):
-        raise InputError(f"{source}: {n_read} frames read of frames {start}-{end - 1}")
+        _cut_frames(reader, source, list(range(start, end)), 0, quads, boxes, settings, out_dir, crops, "align")
+
+
+def landmark_pass_kept(work: Path) -> bool:
+    """Whether `work` holds a finished `run_align(cut_crops=False)` (its record and the crops' geometry), which a
+    sharded align resumes from instead of searching the video again."""
+    return (work / ALIGN_GEOMETRY).is_file() and (work / records.TRANSFORMS).is_file()
+
+
+def _cut_frames(reader: VideoReader, source: Path, wanted: list[int], first_frame: int, quads: np.ndarray,
+                boxes: np.ndarray, settings: AlignSettings, out_dir: Path, crops: _CropWriter, desc: str,
+                also: Callable[[Any, int], None] | None = None) -> list[tuple[int, float]]:
+    """Read the source frames `wanted` and cut each one's crops (output frame i = source frame first_frame + i),
+    `also(frame, i)` beside -> (pts, time_s) of each; one line when the source ends before the last of them.
+    No bar when there is nothing to cut (a "0 frames" line says nothing)."""
+    read: list[tuple[int, float]] = []
+    for frame in progress.track(reader.frames(wanted), len(wanted), desc, "frame") if wanted else ():
+        i = frame.index - first_frame
+        read.append((frame.pts, frame.time_s))
+        crops.frame(frame.image, i, quads[i], boxes[i], settings, out_dir)
+        if also is not None:
+            also(frame, i)
+    if len(read) != len(wanted):
+        raise InputError(f"{source}: {len(read)} frames on the second read where {len(wanted)} were expected")
+    return read
 
 
 def merge_align_parts(folders: list[Path], work: Path) -> None:
@@ -521,24 +540,24 @@ def _write_alignment(reader: VideoReader, source: Path, out_dir: Path, settings:
 
     if not cut_crops:  # cut later in frame ranges (cut_crops_part), from this exact geometry
         records.save_crop_geometry(out_dir, quads, boxes)
-    # Pass 2: the crops left (and the preview when no first pass drew it).
-    left = [] if not cut_crops else list(range(n_frames)) if first_pass is None else first_pass.left_over(quads, boxes)
+    # Pass 2: the crops left (none when they are cut later, in parts), and the preview when no first pass drew it.
+    if not cut_crops:
+        left = []
+    elif first_pass is None:
+        left = list(range(n_frames))
+    else:
+        left = first_pass.left_over(quads, boxes)
     if first_pass is not None and left:
         log.info("align: %d of %d frames cut in a second pass (no face detected in them, or the box changed)",
                  len(left), n_frames)
     # The frames to read (the others are decoded, not converted, and reading stops after the last).
-    wanted = range(first_frame, first_frame + n_frames) if first_pass is None else [first_frame + i for i in left]
-    read: list[tuple[int, float]] = []  # (pts, time_s) of each frame read here
+    wanted = [first_frame + i for i in left]
     with _writers(settings, out_dir, info, preview=settings.preview and first_pass is None) as (crops, preview):
-        # (no bar when the landmark pass cut every crop already: a "0 frames" line says nothing)
-        for frame in progress.track(reader.frames(wanted), len(wanted), "align: crops", "frame") if wanted else ():
-            i = frame.index - first_frame
-            read.append((frame.pts, frame.time_s))
-            crops.frame(frame.image, i, quads[i], boxes[i], settings, out_dir)
-            if preview is not None:
-                preview.add(frame.image, frame.pts, landmarks[i], quads[i], boxes[i], bool(found[i]))
-    if len(read) != len(wanted):
-        raise InputError(f"{source}: {len(read)} frames on the second read where {len(wanted)} were expected")
+        def draw(frame, i: int) -> None:
+            preview.add(frame.image, frame.pts, landmarks[i], quads[i], boxes[i], bool(found[i]))
+
+        read = _cut_frames(reader, source, wanted, first_frame, quads, boxes, settings, out_dir, crops,
+                           "align: crops", draw if preview is not None else None)
     pts, times = timestamps if timestamps is not None else zip(*read)
 
     transforms_path = records.AlignRecord(
